@@ -1,0 +1,5 @@
+import sys
+
+from inceptionlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""One command: ``inceptionlab {demo, summary, train, eval, compare, study, benchmark, export, predict}``.
+
+The CLI only parses and calls. Each command lives in ``inceptionlab/commands/<name>.py`` with two
+functions, ``add_arguments(parser)`` and ``run(args) -> int``; only the chosen command's module
+is imported, so ``inceptionlab --help`` stays fast. Errors meant for the user (``UserError``,
+``ValueError``, missing files) are printed as one line, with exit status 2 and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module under inceptionlab.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "the main job: compare four families on the embedded default data"),
+    "summary": ("summary", "blocks, output shapes, parameters and multiply-adds of a model"),
+    "train": ("train", "train a model of the zoo on an image folder (or the embedded digits)"),
+    "eval": ("evaluate", "evaluate a run or a weights file: top-1/5, loss, confusion matrix"),
+    "compare": ("compare", "train several models on the same data and budget, then report"),
+    "study": ("study", "measure one of the papers' claims on your data"),
+    "benchmark": ("benchmark", "images/s, step time, GFLOP/s against the machine's peak"),
+    "export": ("export", "export a model to ONNX or a torch.export program"),
+    "predict": ("predict", "top-k classes for images"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inceptionlab",
+        description="The Inception family (GoogLeNet to Inception-ResNet-v2) and a lab to compare it.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _command_module(name).add_arguments(p)
+    return parser
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"inceptionlab.commands.{COMMANDS[name][0]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from inceptionlab.errors import UserError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is not None and command not in COMMANDS:
+        from inceptionlab.errors import closest
+
+        hint = closest(command, COMMANDS)
+        print(f"inceptionlab: error: unknown command {command!r}"
+              + (f"; did you mean {hint}?" if hint else f"; choose from {', '.join(COMMANDS)}"),
+              file=sys.stderr)
+        return 2
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(_command_module(args.command).run(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"inceptionlab {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"inceptionlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Errors that reach the user.
+
+`UserError` carries a one-line message that names the problem and the fix. It subclasses
+`ValueError`, so library callers can catch either; the CLI prints it as one line and exits 2.
+"""
+
+
+class UserError(ValueError):
+    """A problem with the user's input (model name, switch, image size, file, config value)."""
+
+
+def closest(name: str, choices, n: int = 3) -> str:
+    """', '.join of the choices closest to `name`, for 'did you mean' hints."""
+    import difflib
+
+    hits = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    return ", ".join(hits)
