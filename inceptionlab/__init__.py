@@ -1,0 +1,6 @@
+"""inceptionlab: the GoogLeNet Inception family in one codebase, and a lab to compare it."""
+from inceptionlab.errors import UserError
+from inceptionlab.models import InceptionOutput, create_model, list_models, model_card
+
+__version__ = "0.1.0"
+__all__ = ["create_model", "list_models", "model_card", "InceptionOutput", "UserError", "__version__"]

@@ -1,0 +1,249 @@
+"""`InceptionNet`: one model class for the whole zoo, built from a family's stage table.
+
+The network is an ordered dict of named blocks (TF-slim's end-point names, lower-cased), optional
+auxiliary heads tapped after named blocks, and a classifier head. It follows timm's model API:
+``forward_features``, ``forward_head(x, pre_logits=False)``, ``reset_classifier``,
+``get_classifier``, ``feature_info``, plus ``forward_endpoints`` for any named block.
+
+Output is one type across the zoo: a logits tensor, except in train mode with auxiliary heads,
+where it is ``InceptionOutput(logits, aux)`` with ``aux`` a tuple of aux logits in depth order.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn as nn
+
+from inceptionlab.errors import UserError
+from inceptionlab.models.layers import AuxHead, ClassifierHead, Concat
+from inceptionlab.models.spec import Block, Builder, Switches
+
+
+class InceptionOutput(NamedTuple):
+    logits: torch.Tensor
+    aux: tuple
+
+
+class InceptionNet(nn.Module):
+    def __init__(self, name: str, stem: Sequence[tuple[str, Block]], body: Sequence[tuple[str, Block]],
+                 switches: Switches, *, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0,
+                 aux_heads: dict | None = None):
+        """``aux_heads`` maps a block name to a factory ``(builder, in_chs, num_classes) -> AuxHead``."""
+        super().__init__()
+        self.name = name
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.switches = switches
+        builder = Builder(switches)
+        self.blocks = nn.ModuleDict()
+        self.aux_heads = nn.ModuleDict()
+        chs, block_chs = in_chans, {}
+        for part, table in (("stem", stem), ("body", body)):
+            for block_name, spec in table:
+                module, chs = builder.block(spec, chs, in_stem=part == "stem")
+                if module is not None:
+                    self.blocks[block_name] = module
+                    block_chs[block_name] = chs
+        for tap, make_head in (aux_heads or {}).items():
+            self.aux_heads[tap] = make_head(builder, block_chs[tap], num_classes)
+        self.num_features = chs
+        self.head = ClassifierHead(chs, num_classes, drop_rate)
+        self.feature_info = _feature_info(self.blocks, block_chs)
+        self.min_input_size = _min_input_size(self)
+        # the input configuration; the registry adds the model card (input size, mean/std, ...)
+        self.pretrained_cfg = dict(num_classes=num_classes,
+                                   min_input_size=(in_chans, self.min_input_size, self.min_input_size))
+        init_weights(self)
+
+    # ------------------------------------------------------------------ API
+    def check_input(self, x: torch.Tensor) -> None:
+        """A clear error for the wrong rank, channel count or a too small image."""
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got shape "
+                            f"{tuple(x.shape)}; pass in_chans={x.shape[1] if x.dim() == 4 else '?'} "
+                            f"to create_model or convert the images")
+        h, w = x.shape[-2], x.shape[-1]
+        m = self.min_input_size
+        if h < m or w < m:
+            hint = ("use stem='low_res' for small images" if self.switches.stem == "imagenet"
+                    else "resize the images up")
+            aux = " with aux_logits=True" if len(self.aux_heads) else ""
+            raise UserError(f"{self.name}{aux} needs at least {m}x{m} input, got {h}x{w}; {hint}")
+
+    def forward_endpoints(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """The output of every named block in ``names`` (all blocks when None)."""
+        self.check_input(x)
+        wanted = set(self.blocks) if names is None else set(names)
+        unknown = wanted - set(self.blocks)
+        if unknown:
+            raise UserError(f"{self.name} has no block {sorted(unknown)[0]!r}; blocks are {', '.join(self.blocks)}")
+        out = {}
+        for name, block in self.blocks.items():
+            x = block(x)
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return out
+
+    def _forward_blocks(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, list]:
+        aux = []
+        for name, block in self.blocks.items():
+            x = block(x)
+            if with_aux and name in self.aux_heads:
+                aux.append(self.aux_heads[name](x))
+        return x, aux
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self._forward_blocks(x, with_aux=False)[0]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor):
+        self.check_input(x)
+        with_aux = self.training and len(self.aux_heads) > 0
+        features, aux = self._forward_blocks(x, with_aux)
+        logits = self.forward_head(features)
+        return InceptionOutput(logits, tuple(aux)) if with_aux else logits
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new classifier (and new aux classifiers) for ``num_classes``; 0 removes it."""
+        self.num_classes = num_classes
+        self.pretrained_cfg["num_classes"] = num_classes
+        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        for head in self.aux_heads.values():
+            head.fc = nn.Linear(head.fc.in_features, num_classes) if num_classes > 0 else nn.Identity()
+        for m in [self.head.fc] + [h.fc for h in self.aux_heads.values()]:
+            if isinstance(m, nn.Linear):
+                _init_linear(m)
+
+    @property
+    def has_aux(self) -> bool:
+        return len(self.aux_heads) > 0
+
+
+class FeatureExtractor(nn.Module):
+    """``create_model(..., features_only=True)``: a list of feature maps at ``out_indices``."""
+
+    def __init__(self, model: InceptionNet, out_indices: Sequence[int] | None = None):
+        super().__init__()
+        n = len(model.feature_info)
+        out_indices = tuple(range(n)) if out_indices is None else tuple(i % n for i in out_indices)
+        for i in out_indices:
+            if not 0 <= i < n:
+                raise UserError(f"out_indices must lie in 0..{n - 1} for {model.name}, got {i}")
+        self.feature_info = [model.feature_info[i] for i in out_indices]
+        self.out_names = [info["module"] for info in self.feature_info]
+        last = list(model.blocks).index(self.out_names[-1]) if self.out_names else -1
+        model.head = nn.Identity()  # type: ignore[assignment]
+        model.aux_heads = nn.ModuleDict()
+        for name in list(model.blocks)[last + 1:]:
+            del model.blocks[name]
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        ends = self.model.forward_endpoints(x, self.out_names)
+        return [ends[name] for name in self.out_names]
+
+
+# ------------------------------------------------------------------ geometry
+def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None) -> tuple[int, int]:
+    """The output H, W of ``module`` for an input of ``size``; appends every intermediate to trace."""
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+        k, s, p = pair(module.kernel_size), pair(module.stride), pair(module.padding)
+        d = pair(getattr(module, "dilation", 1))
+        ceil = getattr(module, "ceil_mode", False)
+        out = []
+        for n, ki, si, pi, di in zip(size, k, s, p, d):
+            span = n + 2 * pi - di * (ki - 1) - 1
+            o = (math.ceil(span / si) if ceil else span // si) + 1
+            if ceil and (o - 1) * si >= n + pi:
+                o -= 1
+            out.append(o)
+        size = (out[0], out[1])
+    elif isinstance(module, Concat):
+        size = _spatial(module.branches[0], size, trace)
+    else:
+        for child in module.children():
+            if not isinstance(child, (AuxHead, ClassifierHead)):
+                size = _spatial(child, size, trace)
+    if trace is not None:
+        trace.append(size)
+    return size
+
+
+def _fits(model: InceptionNet, n: int) -> bool:
+    trace: list = []
+    size = (n, n)
+    for name, block in model.blocks.items():
+        size = _spatial(block, size, trace)
+        if name in model.aux_heads:
+            _spatial(model.aux_heads[name], size, trace)
+    return all(h >= 1 and w >= 1 for h, w in trace)
+
+
+def _min_input_size(model: InceptionNet) -> int:
+    lo, hi = 1, 4096
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _fits(model, mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _feature_info(blocks: nn.ModuleDict, block_chs: dict) -> list[dict]:
+    """The last block at each resolution: channels, reduction against the input, and name."""
+    size, ref = (4096, 4096), 4096
+    names = [n for n in blocks if not isinstance(blocks[n], (nn.MaxPool2d, nn.AvgPool2d))]
+    reductions = []
+    for name in blocks:
+        size = _spatial(blocks[name], size)
+        if name in names:
+            reductions.append(2 ** round(math.log2(ref / size[0])))
+    return [dict(num_chs=block_chs[name], reduction=reductions[i], module=name)
+            for i, name in enumerate(names) if i + 1 == len(names) or reductions[i + 1] != reductions[i]]
+
+
+# ------------------------------------------------------------------ initialization
+_ERF_2 = math.erf(2 / math.sqrt(2))  # P(|z| < 2) for a standard normal
+
+
+@torch.no_grad()
+def _trunc_normal(tensor: torch.Tensor, std: float) -> None:
+    """Normal(0, std) truncated at +-2 std, by the inverse CDF (exact, and 20x faster here than
+    torch's rejection sampler)."""
+    tensor.uniform_(-_ERF_2, _ERF_2).erfinv_().mul_(std * math.sqrt(2))
+
+
+def _init_linear(m: nn.Linear) -> None:
+    _trunc_normal(m.weight, 0.01)
+    if m.bias is not None:
+        nn.init.zeros_(m.bias)
+
+
+def init_weights(model: nn.Module) -> None:
+    """TF's variance-scaling truncated normal (fan-in, gain 2) for convolutions, a small truncated
+    normal for fully connected layers, BN at identity: what the TF-trained references used, and
+    stable with ``norm=False`` too."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
+            _trunc_normal(m.weight, math.sqrt(2.0 / fan_in) / 0.8796)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            _init_linear(m)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,118 @@
+"""One registry for the zoo: ``create_model``, ``list_models``, ``model_card``.
+
+A family registers a factory per name with ``@register_model``; the factory's keyword arguments
+are the switches it accepts, so an unknown or misspelled switch is caught here with the closest
+names, before anything is built.
+"""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from inceptionlab.errors import UserError, closest
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    factory: Callable
+    card: dict = field(default_factory=dict)
+
+    @property
+    def switches(self) -> list[str]:
+        return [p for p in inspect.signature(self.factory).parameters if p != "kwargs"]
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, **card):
+    """Decorator: registers ``factory(**switches) -> InceptionNet`` under ``name``.
+
+    ``card`` holds the model's documentation: paper, reference implementation, reference
+    accuracy of the public weights, and the input configuration (input_size, mean, std,
+    crop_pct, interpolation).
+    """
+    def wrap(factory):
+        _REGISTRY[name] = ModelEntry(name, factory, dict(card, name=name))
+        return factory
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style pattern, sorted."""
+    _load_families()
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_entry(name: str) -> ModelEntry:
+    _load_families()
+    if name not in _REGISTRY:
+        hint = closest(name, _REGISTRY)
+        raise UserError(f"unknown model {name!r}" + (f"; did you mean {hint}?" if hint else
+                        f"; choose from {', '.join(sorted(_REGISTRY))}"))
+    return _REGISTRY[name]
+
+
+def model_card(name: str) -> dict:
+    return dict(model_entry(name).card)
+
+
+def create_model(name: str, pretrained: bool = False, weights: str | Path | None = None,
+                 features_only: bool = False, out_indices=None, **switches):
+    """Builds a model of the zoo.
+
+    ``name`` is a registered name, or a directory written by ``save_pretrained`` (config.json +
+    model.safetensors). ``weights`` is a state dict file (.pth/.pt/.bin or .safetensors) in our
+    layout or a reference layout (torchvision, timm), detected by itself. ``pretrained=True`` is
+    refused: inceptionlab never downloads; pass ``weights=FILE``.
+    """
+    if pretrained:
+        raise UserError("inceptionlab does not download weights; pass weights=FILE (a torchvision or "
+                        "timm state dict saved on this machine) instead of pretrained=True")
+    if Path(str(name)).is_dir():
+        from inceptionlab.models.weights import from_pretrained
+        model = from_pretrained(name, **switches)
+    else:
+        entry = model_entry(name)
+        accepted = entry.switches
+        for key in switches:
+            if key not in accepted:
+                hint = closest(key, accepted)
+                raise UserError(f"{name} has no switch {key!r}" + (f"; did you mean {hint}?" if hint else "")
+                                + f" (switches: {', '.join(accepted)})")
+        model = entry.factory(**switches)
+        model.pretrained_cfg = _input_config(model, entry.card, switches)
+        if weights is not None:
+            from inceptionlab.models.weights import load_weights
+            load_weights(model, weights)
+    if features_only:
+        from inceptionlab.models.base import FeatureExtractor
+        return FeatureExtractor(model, out_indices)
+    return model
+
+
+def _input_config(model, card: dict, switches: dict) -> dict:
+    """The model card, with the input size and channels of this build."""
+    cfg = {**card, **model.pretrained_cfg, "architecture": card["name"], "switches": dict(switches)}
+    size = 32 if model.switches.stem == "low_res" else cfg.get("input_size", (3, 299, 299))[-1]
+    cfg["input_size"] = (model.in_chans, size, size)
+    if model.in_chans != 3:
+        cfg["mean"] = (sum(cfg["mean"]) / 3,) * model.in_chans
+        cfg["std"] = (sum(cfg["std"]) / 3,) * model.in_chans
+    model.default_cfg = cfg
+    return cfg
+
+
+def _load_families() -> None:
+    # importing the family modules runs their @register_model decorators
+    from inceptionlab.models import (  # noqa: F401
+        bn_inception, googlenet, inception_resnet_v1, inception_resnet_v2, inception_v3, inception_v4)
