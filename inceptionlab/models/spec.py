@@ -186,8 +186,8 @@ class Builder:
         s = self.s
         if isinstance(op, Factorized5x5):
             if s.factorize_5x5 is False:
-                return [Conv(op.out, 5, op.stride, 2 if op.stride == 1 else 0)]
-            return [Conv(op.mid, 3), Conv(op.out, 3, op.stride)]
+                return [Conv(op.out, 5, op.stride, 2)]
+            return [Conv(op.mid, 3), Conv(op.out, 3, op.stride, 1)]
         if isinstance(op, FactorizedNxN):
             if s.factorize_nxn is False:
                 return [Conv(op.out, op.n)]
