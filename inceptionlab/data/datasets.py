@@ -1,0 +1,300 @@
+"""Train and validation datasets from whatever the user points at, checked before training.
+
+`build_datasets(data, ...)` chooses the source from `data`:
+
+| data                                   | train                     | val                          |
+|----------------------------------------|---------------------------|------------------------------|
+| None                                   | embedded MNIST digits     | stratified `val_split` (0.2) |
+| folder with train/ and val/ (or test/) | train/<class>/*           | val/<class>/*                |
+| folder with train/ only                | train/<class>/*           | stratified `val_split` (0.2) |
+| folder of <class>/*                    | <class>/*                 | stratified `val_split` (0.2) |
+| CIFAR pickle folder (or its parent)    | data batches              | test batch                   |
+
+An explicit `val_split` always holds out that fraction of the train data (a val/ or test
+folder, or CIFAR's test batch, is then left untouched for a final test). Splits and
+`limit_per_class` are stratified and seeded: the same seed gives the same files.
+
+Every sample is `(FloatTensor 3 x H x W, int label)`. A file that cannot be decoded gives
+None instead (recorded in `dataset.skipped`; the loader's collate drops it), or, with
+strict=True, raises a UserError naming the file.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from inceptionlab.data.cifar import CIFAR_SIDE, find_cifar, read_cifar
+from inceptionlab.data.digits import embedded_digits, load_digits
+from inceptionlab.data.folders import scan_class_folders, split_folders
+from inceptionlab.data.images import UnreadableImage, load_image
+from inceptionlab.data.skipped import SkippedFiles
+from inceptionlab.errors import UserError
+
+__all__ = [
+    "DatasetSplits",
+    "build_datasets",
+    "embedded_digits",
+    "SkippedFiles",
+    "ImageFileDataset",
+    "ArrayImageDataset",
+    "stratified_split",
+    "first_per_class",
+]
+
+DEFAULT_VAL_SPLIT = 0.2
+Transform = Callable[[Image.Image], object]
+
+
+@dataclass
+class DatasetSplits:
+    """What `build_datasets` returns: the two splits and what they hold."""
+
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    source: str  # for people: where the data came from and how it was split
+    in_chans: int = 3  # samples are always RGB tensors (gray sources are converted)
+    native_size: int | None = None  # side of the source pictures (28 MNIST, 32 CIFAR); None: varies
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class ImageFileDataset(Dataset):
+    """Image files with labels, decoded on access with `load_image` then `transform`."""
+
+    def __init__(self, samples: list[tuple[Path, int]], classes: list[str],
+                 transform: Transform | None = None, *, strict: bool = False) -> None:
+        self.samples = samples
+        self.classes = classes
+        self.transform = transform
+        self.strict = strict
+        self.skipped = SkippedFiles()
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+    def subset(self, indices, transform: Transform | None = None) -> "ImageFileDataset":
+        """A dataset of the samples at `indices`, with its own transform and skip record."""
+        chosen = [self.samples[i] for i in indices]
+        return ImageFileDataset(chosen, self.classes, transform, strict=self.strict)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        """(transformed image, label), or None for an unreadable file (raises when strict)."""
+        path, label = self.samples[index]
+        try:
+            picture = load_image(path)
+        except UnreadableImage as exc:
+            if self.strict:  # a plain UserError: it survives DataLoader's re-raise from workers
+                raise UserError(str(exc)) from exc
+            self.skipped.add(path, exc.reason)
+            return None
+        return (self.transform(picture) if self.transform else picture), label
+
+    def __repr__(self) -> str:
+        return (f"ImageFileDataset({len(self):,} images, {len(self.classes)} classes, "
+                f"{len(self.skipped)} skipped)")
+
+
+class ArrayImageDataset(Dataset):
+    """Pictures held in memory as uint8 arrays (N x H x W gray, or N x H x W x 3 RGB).
+
+    Gray pictures become 3-channel RGB PIL images, so the same preprocessing applies as for
+    photographs. `indices` selects rows without copying the arrays.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str],
+                 transform: Transform | None = None, *, indices=None) -> None:
+        self.images = images
+        self.labels = labels
+        self.classes = classes
+        self.transform = transform
+        self.indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+        self.skipped = SkippedFiles()  # always empty: arrays always decode
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels[self.indices].tolist()
+
+    def subset(self, indices, transform: Transform | None = None) -> "ArrayImageDataset":
+        """A dataset of the samples at `indices` (positions in this dataset)."""
+        return ArrayImageDataset(self.images, self.labels, self.classes, transform,
+                                 indices=self.indices[np.asarray(indices, dtype=np.int64)])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        row = self.indices[index]
+        pixels = self.images[row]
+        picture = Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").convert("RGB")
+        label = int(self.labels[row])
+        return (self.transform(picture) if self.transform else picture), label
+
+    def __repr__(self) -> str:
+        side = "x".join(str(s) for s in self.images.shape[1:3])
+        return f"ArrayImageDataset({len(self):,} images of {side}, {len(self.classes)} classes)"
+
+
+def build_datasets(
+    data: str | Path | None,
+    *,
+    train_transform: Transform | None,
+    eval_transform: Transform | None,
+    val_split: float | None = None,
+    seed: int = 0,
+    strict: bool = False,
+    limit_per_class: int | None = None,
+) -> DatasetSplits:
+    """Train and val datasets for `data` (see the module docstring for the sources).
+
+    Raises UserError, before any image is decoded, for: a missing folder; no class folders;
+    an empty class folder; a single class; val/ classes that differ from train/; a val_split
+    outside (0, 1); a limit_per_class below 1.
+    """
+    _check_val_split(val_split)
+    _check_limit(limit_per_class)
+    if data is None:
+        splits = _digits_splits(train_transform, eval_transform, val_split, seed)
+    else:
+        root = _existing_folder(data)
+        cifar = find_cifar(root)
+        folders = split_folders(root)
+        if cifar is not None:
+            splits = _cifar_splits(*cifar, train_transform, eval_transform, val_split, seed)
+        elif folders is not None:
+            splits = _split_folder_splits(*folders, train_transform, eval_transform,
+                                          val_split, seed, strict)
+        else:
+            splits = _class_folder_splits(root, train_transform, eval_transform,
+                                          val_split, seed, strict)
+    if limit_per_class is not None:
+        keep = first_per_class(splits.train.targets, limit_per_class, seed)
+        splits.train = splits.train.subset(keep, splits.train.transform)
+        splits.source += f"; train limited to {limit_per_class} per class"
+    splits.source += f" ({len(splits.train):,} train / {len(splits.val):,} val images)"
+    return splits
+
+
+def stratified_split(labels, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, val indices), sorted: `val_fraction` of every class, chosen by `seed`.
+
+    Each class keeps at least one image in train, and gives at least one to val if it has two.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, 0])
+    train, val = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held_out = min(max(round(len(members) * val_fraction), 1), len(members) - 1)
+        val.append(members[:held_out])
+        train.append(members[held_out:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def first_per_class(labels, limit: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most `limit` samples per class, chosen by `seed` (all, if fewer)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, 1])
+    kept = [rng.permutation(np.flatnonzero(labels == label))[:limit] for label in np.unique(labels)]
+    return np.sort(np.concatenate(kept))
+
+
+def _digits_splits(train_tf, eval_tf, val_split, seed) -> DatasetSplits:
+    """The embedded digits, split `val_split` (0.2) stratified: 4,000 / 1,000 by default."""
+    images, labels, source = load_digits()
+    classes = [str(digit) for digit in range(int(labels.max()) + 1)]
+    pool = ArrayImageDataset(images, labels, classes)
+    train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
+    return DatasetSplits(train, val, classes, f"{source}; {how}", native_size=images.shape[1])
+
+
+def _cifar_splits(folder, layout, train_tf, eval_tf, val_split, seed) -> DatasetSplits:
+    """CIFAR pickles: the test batch is val, unless val_split holds out part of train."""
+    arrays = read_cifar(folder, layout)
+    pool = ArrayImageDataset(arrays.train_images, arrays.train_labels, arrays.classes)
+    source = f"{layout.name} pickles in {folder}"
+    if arrays.test_images is not None and val_split is None:
+        train = pool.subset(range(len(pool)), train_tf)
+        val = ArrayImageDataset(arrays.test_images, arrays.test_labels, arrays.classes, eval_tf)
+        how = f"val: {layout.test_file}"
+    else:
+        train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
+    return DatasetSplits(train, val, arrays.classes, f"{source}; {how}", native_size=CIFAR_SIDE)
+
+
+def _split_folder_splits(train_dir, val_dir, train_tf, eval_tf, val_split, seed,
+                         strict) -> DatasetSplits:
+    """root/train/<class> with root/val/<class> (or test/) as val, or split from train."""
+    classes, samples = scan_class_folders(train_dir)
+    val_samples = scan_class_folders(val_dir, classes)[1] if val_dir is not None else None
+    pool = ImageFileDataset(samples, classes, strict=strict)
+    source = f"image folder {train_dir.parent}"
+    if val_samples is not None and val_split is None:
+        train = pool.subset(range(len(pool)), train_tf)
+        val = ImageFileDataset(val_samples, classes, eval_tf, strict=strict)
+        how = f"train/ and {val_dir.name}/"
+    else:
+        train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
+        how = f"train/; {how}" + (f"; {val_dir.name}/ not used" if val_dir is not None else "")
+    return DatasetSplits(train, val, classes, f"{source} ({how})")
+
+
+def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict) -> DatasetSplits:
+    """root/<class>/*, split `val_split` (0.2) stratified."""
+    classes, samples = scan_class_folders(root)
+    pool = ImageFileDataset(samples, classes, strict=strict)
+    train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
+    return DatasetSplits(train, val, classes, f"image folder {root} ({how})")
+
+
+def _hold_out(pool, val_split, seed, train_tf, eval_tf):
+    """(train, val, description): a stratified, seeded `val_split` (default 0.2) of `pool`."""
+    fraction = DEFAULT_VAL_SPLIT if val_split is None else val_split
+    train_idx, val_idx = stratified_split(pool.targets, fraction, seed)
+    if len(val_idx) == 0:
+        raise UserError(f"too few images to hold out a validation split ({len(pool)} in all): "
+                        "add images (at least 2 per class) or provide a val/ folder")
+    how = f"val: {fraction * 100:g}% held out, stratified, seed {seed}"
+    return pool.subset(train_idx, train_tf), pool.subset(val_idx, eval_tf), how
+
+
+def _existing_folder(data: str | Path) -> Path:
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise UserError(
+            f"data folder {root} does not exist: pass a folder of <class>/ subfolders, one with "
+            "train/ and val/, a CIFAR pickle folder, or no data for the embedded digits"
+        )
+    if not root.is_dir():
+        raise UserError(f"data must be a folder, {root} is a file: pass the folder that holds "
+                        "the class subfolders")
+    return root
+
+
+def _check_val_split(val_split) -> None:
+    if val_split is None:
+        return
+    if isinstance(val_split, bool) or not isinstance(val_split, numbers.Real) \
+            or not 0 < val_split < 1:
+        raise UserError(f"val_split must be a fraction between 0 and 1 (exclusive), "
+                        f"got {val_split!r}: e.g. 0.2")
+
+
+def _check_limit(limit) -> None:
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
+        raise UserError(f"limit_per_class must be a positive integer, got {limit!r}: e.g. 100")

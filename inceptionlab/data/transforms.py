@@ -1,0 +1,161 @@
+"""Inception preprocessing: the training crop and the evaluation centre crop.
+
+Training follows the Inception papers' recipe (GoogLeNet section 6, Inception-v3 / TF-slim
+`inception_preprocessing`): a random crop covering `scale` of the picture's area with aspect
+ratio in `ratio`, resized to `img_size`; a random horizontal flip; optional colour distortion.
+Evaluation resizes the shorter side to `img_size / crop_pct` and takes the centre `img_size`
+square (crop_pct 0.875: 299 -> resize 341, crop 299).
+
+Both return a callable `PIL.Image -> FloatTensor 3 x img_size x img_size`, normalised with the
+given mean and std. Randomness comes from torch's RNG only, so the loader can make it repeatable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from inceptionlab.data.images import load_image  # re-exported: part of this module's API
+from inceptionlab.errors import UserError
+
+__all__ = [
+    "train_transform",
+    "eval_transform",
+    "load_image",
+    "INCEPTION_MEAN",
+    "INCEPTION_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+]
+
+INCEPTION_MEAN = (0.5, 0.5, 0.5)  # TF-slim Inception weights: pixels scaled to [-1, 1]
+INCEPTION_STD = (0.5, 0.5, 0.5)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision-style weights (e.g. GoogLeNet)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+INTERPOLATIONS = {
+    "nearest": T.InterpolationMode.NEAREST,
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "lanczos": T.InterpolationMode.LANCZOS,
+}
+
+# Colour distortion close to TF-slim's distort_color (brightness +-32/255, saturation and
+# contrast x[0.5, 1.5], hue +-0.2 of the colour circle), applied in a random order.
+DISTORT_BRIGHTNESS = 0.125
+DISTORT_CONTRAST = 0.5
+DISTORT_SATURATION = 0.5
+DISTORT_HUE = 0.2
+
+
+def train_transform(
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: bool = True,
+    distort: bool = False,
+    interpolation: str = "bilinear",
+) -> T.Compose:
+    """Random-area crop -> `img_size`, random flip, optional colour distortion, normalise."""
+    _check_size(img_size)
+    _check_range("scale", scale, upper=1.0)
+    _check_range("ratio", ratio, upper=None)
+    steps = [
+        T.RandomResizedCrop(img_size, scale=tuple(scale), ratio=tuple(ratio),
+                            interpolation=_interpolation(interpolation)),
+    ]
+    if hflip:
+        steps.append(T.RandomHorizontalFlip())
+    if distort:
+        steps.append(T.ColorJitter(DISTORT_BRIGHTNESS, DISTORT_CONTRAST,
+                                   DISTORT_SATURATION, DISTORT_HUE))
+    steps += _to_normalised_tensor(mean, std)
+    return T.Compose(steps)
+
+
+def eval_transform(
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    crop_pct: float = 0.875,
+    interpolation: str = "bilinear",
+) -> T.Compose:
+    """Resize the shorter side to int(img_size / crop_pct), centre-crop `img_size`, normalise."""
+    _check_size(img_size)
+    if not 0 < crop_pct <= 1:
+        raise UserError(f"crop_pct must be in (0, 1], got {crop_pct}: 0.875 is the usual value")
+    resize_to = int(img_size / crop_pct)
+    steps = [
+        T.Resize(resize_to, interpolation=_interpolation(interpolation)),  # shorter side
+        T.CenterCrop(img_size),
+        *_to_normalised_tensor(mean, std),
+    ]
+    return T.Compose(steps)
+
+
+class ToNormalizedTensor:
+    """PIL uint8 H x W x C -> FloatTensor C x H x W of (pixel / 255 - mean) / std, per channel.
+
+    Computed in numpy float32 (the same IEEE result as torchvision's ToTensor + Normalize): a
+    single picture is far too small for torch's intra-op threads, which on a busy machine cost
+    more than the arithmetic. A grayscale picture gives one plane per mean value.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+
+    def __call__(self, picture: Image.Image) -> torch.Tensor:
+        pixels = np.asarray(picture, dtype=np.float32)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]  # H x W x 1, broadcast to every channel below
+        scaled = (pixels / np.float32(255) - self.mean) / self.std  # H x W x C
+        return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))  # C x H x W
+
+    def __repr__(self) -> str:
+        return f"ToNormalizedTensor(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
+    """The final step of both pipelines, with mean and std checked."""
+    mean, std = _channel_stats("mean", mean), _channel_stats("std", std)
+    if any(s <= 0 for s in std):
+        raise UserError(f"std must be positive, got {std}: use e.g. {INCEPTION_STD}")
+    return [ToNormalizedTensor(mean, std)]
+
+
+def _channel_stats(name: str, values: Sequence[float]) -> tuple[float, ...]:
+    """Validate a per-channel mean or std: 3 numbers (or 1, used for every channel)."""
+    try:
+        values = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be 3 numbers, got {values!r}: e.g. {INCEPTION_MEAN}") from None
+    if len(values) not in (1, 3):
+        raise UserError(f"{name} must be 3 numbers (one per RGB channel), got {len(values)}")
+    return values
+
+
+def _check_size(img_size: int) -> None:
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
+        raise UserError(f"img_size must be a positive integer, got {img_size!r}: e.g. 299")
+
+
+def _check_range(name: str, bounds: Sequence[float], upper: float | None) -> None:
+    """A (low, high) pair with 0 < low <= high (<= upper when given)."""
+    if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1] or (upper and bounds[1] > upper):
+        limit = f" <= {upper}" if upper else ""
+        raise UserError(f"{name} must be (low, high) with 0 < low <= high{limit}, got {bounds}")
+
+
+def _interpolation(name: str) -> T.InterpolationMode:
+    if name not in INTERPOLATIONS:
+        raise UserError(f"unknown interpolation {name!r}: use one of {', '.join(INTERPOLATIONS)}")
+    return INTERPOLATIONS[name]

