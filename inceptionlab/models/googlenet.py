@@ -85,12 +85,12 @@ CARD = dict(paper="Szegedy et al. 2014, Going Deeper with Convolutions (arXiv:14
 
 
 def _googlenet(name, *, num_classes, in_chans, drop_rate, aux_logits, norm, kernel_5x5, factorize_5x5,
-               stem, depth_multiplier, min_depth):
+               factorize_nxn, stem, depth_multiplier, min_depth):
     if kernel_5x5 not in (3, 5):
         raise UserError(f"kernel_5x5 must be 5 (the paper) or 3 (torchvision's weights), got {kernel_5x5!r}")
     if factorize_5x5 and kernel_5x5 != 5:
         raise UserError("factorize_5x5=True needs kernel_5x5=5: this layout has a 3x3 in the 5x5 branch")
-    switches = Switches(norm=norm, bn_eps=1e-3, factorize_5x5=factorize_5x5, stem=stem,
+    switches = Switches(norm=norm, bn_eps=1e-3, factorize_5x5=factorize_5x5, factorize_nxn=factorize_nxn, stem=stem,
                         depth_multiplier=depth_multiplier, min_depth=min_depth)
     aux = {"mixed_4b": aux_head, "mixed_4e": aux_head} if aux_logits else None
     return build(name, STEM, body(kernel_5x5), switches, num_classes=num_classes, in_chans=in_chans,
@@ -100,13 +100,13 @@ def _googlenet(name, *, num_classes, in_chans, drop_rate, aux_logits, norm, kern
 @register_model("googlenet", **CARD, reference="torchvision googlenet", top1=69.778,
                 weights_top1_source="torchvision IMAGENET1K_V1")
 def googlenet(num_classes=1000, in_chans=3, drop_rate=0.2, aux_logits=False, norm=True, kernel_5x5=3,
-              factorize_5x5=None, stem="imagenet", depth_multiplier=1.0, min_depth=16):
+              factorize_5x5=None, factorize_nxn=None, stem="imagenet", depth_multiplier=1.0, min_depth=16):
     """GoogLeNet in the layout of torchvision's weights (BN, 3x3 in the "5x5" branch)."""
     return _googlenet("googlenet", **locals())
 
 
 @register_model("googlenet_paper", **CARD, reference="the paper's Table 1 (no public weights in PyTorch)")
 def googlenet_paper(num_classes=1000, in_chans=3, drop_rate=0.4, aux_logits=False, norm=False, kernel_5x5=5,
-                    factorize_5x5=None, stem="imagenet", depth_multiplier=1.0, min_depth=16):
+                    factorize_5x5=None, factorize_nxn=None, stem="imagenet", depth_multiplier=1.0, min_depth=16):
     """GoogLeNet as the paper builds it: no BN, a 5x5 branch, dropout 0.4."""
     return _googlenet("googlenet_paper", **locals())
