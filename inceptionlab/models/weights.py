@@ -85,8 +85,27 @@ def _match(theirs: list, ours: list, what: str, path, model_name: str) -> dict:
     return {ok: tv for (_, tv), (ok, _) in zip(theirs, ours)}
 
 
+def in_reference_order(state: dict) -> dict:
+    """``state`` in its reference's registration order.
+
+    safetensors files store tensors sorted by name; ``reference_layouts.json`` (written by
+    scripts/make_reference_layouts.py) records each reference's key order, names only. A state dict
+    of no known layout keeps its own order (right for any .pth file).
+    """
+    import json
+
+    keys = [k for k in state if not k.endswith("num_batches_tracked")]
+    layouts = json.loads((Path(__file__).with_name("reference_layouts.json")).read_text())
+    for order in layouts.values():
+        rank = {k: i for i, k in enumerate(order)}
+        if all(k in rank for k in keys):
+            return OrderedDict((k, state[k]) for k in sorted(keys, key=rank.__getitem__))
+    return state
+
+
 def map_reference_state(model, state: dict, path="weights") -> dict:
     """Our state dict, filled from a reference layout (torchvision, timm, ...)."""
+    state = in_reference_order(state)
     ours = model.state_dict()
     t_body, t_aux, t_head = _parts(state, ours=False)
     o_body, o_aux, o_head = _parts(ours, ours=True)
