@@ -1,0 +1,77 @@
+"""``inceptionlab summary``: blocks, output shapes, parameters and multiply-adds of a model.
+
+    inceptionlab summary inception_v3                     # per block, at the model's input size
+    inceptionlab summary inception_v3 --size 512 --model-kwargs depth_multiplier=0.5 stem=low_res
+    inceptionlab summary --all                            # one row per registered model
+    inceptionlab summary inception_v3_paper --explain-factorization
+"""
+from __future__ import annotations
+
+import argparse
+
+from inceptionlab.errors import UserError
+
+
+def parse_model_kwargs(pairs: list[str] | None) -> dict:
+    """``["depth_multiplier=0.5", "aux_logits=true", "residual_scale=0.17,0.1,0.2"]`` -> a dict of
+    switches; values become bool, None, int, float, a tuple (commas) or stay strings."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--model-kwargs takes key=value pairs, got {pair!r}; e.g. depth_multiplier=0.5")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def _value(text: str):
+    if "," in text:
+        return tuple(_value(v.strip()) for v in text.split(",") if v.strip())
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def add_model_kwargs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="switches passed to create_model, e.g. depth_multiplier=0.5 stem=low_res")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", help="a registered model name (see --all)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="input height and width (default: the model's input size)")
+    add_model_kwargs(parser)
+    parser.add_argument("--all", action="store_true", help="one row per registered model")
+    parser.add_argument("--markdown", action="store_true", help="with --all: a Markdown table (the README's)")
+    parser.add_argument("--explain-factorization", action="store_true",
+                        help="each factorized convolution against the unfactorized one, next to the papers' savings")
+
+
+def run(args: argparse.Namespace) -> int:
+    from inceptionlab.tools import summary
+
+    if args.all:
+        print(summary.format_zoo(summary.zoo_summary(), markdown=args.markdown))
+        return 0
+    if not args.model:
+        raise UserError("name a model (e.g. inceptionlab summary inception_v3) or pass --all")
+    if args.size is not None and args.size < 1:
+        raise UserError(f"--size must be a positive number of pixels, got {args.size}")
+    switches = parse_model_kwargs(args.model_kwargs)
+    if args.explain_factorization:
+        print(summary.format_factorization(summary.explain_factorization(args.model, args.size, **switches)))
+        return 0
+    model = summary.build_on_meta(args.model, **switches)
+    size = args.size or model.pretrained_cfg["input_size"][-1]
+    extra = "".join(f", {k}={v}" for k, v in switches.items())
+    print(summary.format_summary(summary.model_summary(model, size), title=f"{args.model} at {size}x{size}{extra}"))
+    return 0

@@ -1,0 +1,350 @@
+"""What a model costs, block by block: output shape, parameters and multiply-adds.
+
+Multiply-adds (MACs) are half the FLOPs that ``torch.utils.flop_counter.FlopCounterMode`` counts
+for one image: convolutions and matrix products, the operations that dominate these networks
+(pooling, batch norm and ReLU are not counted, as in the papers and the references' model cards).
+Counting runs the model on the ``meta`` device, so it allocates no memory and takes a fraction of a
+second even for Inception-ResNet-v2.
+
+- `count_macs(model, size)`       total MACs of one inference forward pass (any ``nn.Module``)
+- `model_summary(model, size)`    one `Row` per named block of an `InceptionNet`, then its head
+                                  and its auxiliary heads
+- `zoo_summary()`                 one row per registered model: the README's table
+- `explain_factorization(name)`   each factorized convolution of a model against the unfactorized
+                                  one, next to the savings the v3 paper states (Sec. 3.1 and 3.2)
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from inceptionlab.models.layers import Concat, ConvBN, ScaledResidual
+
+
+@dataclass
+class Row:
+    """One line of a summary: a named block (or the head, or an aux head) of a model."""
+    name: str
+    kind: str
+    out_shape: tuple  # C, H, W (C for the classifier heads)
+    params: int
+    macs: int
+    inference: bool = True  # False for auxiliary heads: they run in training only
+
+
+# ------------------------------------------------------------------ counting
+def _on_meta(model: nn.Module) -> nn.Module:
+    """A weightless copy of ``model`` on the meta device, in eval mode."""
+    if all(p.device.type == "meta" for p in model.parameters()):
+        return model.eval()
+    return copy.deepcopy(model).to("meta").eval()
+
+
+def _input_size(model: nn.Module, size: int | None) -> int:
+    if size is not None:
+        return int(size)
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    return int(cfg.get("input_size", (3, 299, 299))[-1])
+
+
+def _check_size(model: nn.Module, size: int) -> None:
+    check = getattr(model, "check_input", None)
+    if check is not None:  # the model's own message: the minimum size and the fix
+        check(torch.empty(1, getattr(model, "in_chans", 3), size, size, device="meta"))
+
+
+def count_macs(model: nn.Module, size: int | None = None) -> int:
+    """Multiply-adds of one ``size`` x ``size`` image through ``model`` in eval mode
+    (``FlopCounterMode`` FLOPs / 2). Works for any image model with ``in_chans`` (default 3)."""
+    size = _input_size(model, size)
+    _check_size(model, size)
+    meta = _on_meta(model)
+    x = torch.empty(1, getattr(model, "in_chans", 3), size, size, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        meta(x)
+    return int(counter.get_total_flops()) // 2
+
+
+def _trace(model: nn.Module, size: int, with_aux: bool = True) -> tuple[dict, dict]:
+    """Runs an `InceptionNet` on meta once: ({module path: MACs}, {block or aux name: output shape}).
+
+    Module paths are ``model.named_modules()`` names ("" for the whole model, "blocks.mixed_5b",
+    "blocks.mixed_5b.branches.0.conv", ...)."""
+    meta = _on_meta(model)
+    x = torch.empty(1, meta.in_chans, size, size, device="meta")
+    shapes: dict = {}
+    hooks = [block.register_forward_hook(lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:])))
+             for name, block in meta.blocks.items()]
+    root = type(meta).__name__
+    try:
+        with FlopCounterMode(display=False) as counter:
+            logits = meta(x)  # the whole model, so that module paths start at its root
+            shapes["head"] = tuple(logits.shape[1:])
+        counts = {_strip(k, root): sum(v.values()) // 2 for k, v in counter.get_flop_counts().items()}
+        if with_aux:
+            for tap, head in meta.aux_heads.items():
+                ends = meta.forward_endpoints(x, [tap])
+                with FlopCounterMode(display=False) as aux_counter:
+                    out = head(ends[tap])
+                counts[f"aux_heads.{tap}"] = aux_counter.get_total_flops() // 2
+                shapes[f"aux:{tap}"] = tuple(out.shape[1:])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return counts, shapes
+
+
+def _strip(key: str, root: str) -> str:
+    if key == root:
+        return ""
+    return key[len(root) + 1:] if key.startswith(root + ".") else key
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def describe(module: nn.Module) -> str:
+    """A few words for a block: 'conv 3x3/2', 'inception, 4 branches', 'residual x0.17', ..."""
+    if isinstance(module, ConvBN):
+        kh, kw = module.conv.kernel_size
+        return f"conv {kh}x{kw}/{module.conv.stride[0]}"
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        k = module.kernel_size if isinstance(module.kernel_size, int) else module.kernel_size[0]
+        s = module.stride if isinstance(module.stride, int) else module.stride[0]
+        return f"{'max' if isinstance(module, nn.MaxPool2d) else 'avg'} pool {k}x{k}/{s}"
+    if isinstance(module, ScaledResidual):
+        return f"residual, {len(module.branches.branches)} branches, x{module.scale:g}"
+    if isinstance(module, Concat):
+        strided = any(isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and _stride(m) > 1
+                      for m in module.modules())
+        return f"{'reduction' if strided else 'inception'}, {len(module.branches)} branches"
+    if isinstance(module, nn.Sequential):
+        return " + ".join(describe(m) for m in module)
+    return type(module).__name__
+
+
+def _stride(m: nn.Module) -> int:
+    s = m.stride
+    return s if isinstance(s, int) else s[0]
+
+
+def model_summary(model: nn.Module, size: int | None = None) -> list[Row]:
+    """One `Row` per named block of an `InceptionNet` (a whole Inception module is one row), then
+    the classifier head, then each auxiliary head (marked ``inference=False``)."""
+    size = _input_size(model, size)
+    _check_size(model, size)
+    counts, shapes = _trace(model, size)
+    rows = [Row(name, describe(block), shapes[name], _params(block), counts.get(f"blocks.{name}", 0))
+            for name, block in model.blocks.items()]
+    rows.append(Row("head", f"avg pool + fc {model.num_features}->{model.num_classes}", shapes["head"],
+                    _params(model.head), counts.get("head", 0)))
+    for tap, head in model.aux_heads.items():
+        rows.append(Row(f"aux:{tap}", "auxiliary classifier (training)", shapes[f"aux:{tap}"], _params(head),
+                        counts[f"aux_heads.{tap}"], inference=False))
+    return rows
+
+
+def totals(rows: list[Row]) -> dict:
+    """Parameters of the whole model; MACs of inference (aux heads excluded) and of training."""
+    return dict(params=sum(r.params for r in rows),
+                macs=sum(r.macs for r in rows if r.inference),
+                macs_with_aux=sum(r.macs for r in rows))
+
+
+def format_summary(rows: list[Row], title: str = "") -> str:
+    t = totals(rows)
+    lines = [title] if title else []
+    lines.append(f"{'block':<18} {'what':<36} {'output':>16} {'params':>12} {'MMACs':>10}")
+    lines.append("-" * 96)
+    for r in rows:
+        shape = " x ".join(str(v) for v in r.out_shape)
+        lines.append(f"{r.name:<18} {r.kind:<36} {shape:>16} {r.params:>12,} {r.macs / 1e6:>10.1f}")
+    lines.append("-" * 96)
+    lines.append(f"{'total':<18} {'(inference: aux heads excluded)':<36} {'':>16} {t['params']:>12,} "
+                 f"{t['macs'] / 1e6:>10.1f}")
+    if t["macs_with_aux"] != t["macs"]:
+        lines.append(f"{'':<18} {'training, with aux heads':<36} {'':>16} {'':>12} {t['macs_with_aux'] / 1e6:>10.1f}")
+    lines.append(f"{t['params'] / 1e6:.3f} M parameters, {t['macs'] / 1e9:.3f} GMACs per image")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the zoo
+def build_on_meta(name: str, **switches) -> nn.Module:
+    """``create_model(name, **switches)`` without memory or initialization cost (meta device)."""
+    from inceptionlab.models.registry import create_model
+    with torch.device("meta"):
+        return create_model(name, **switches).eval()
+
+
+def zoo_summary(names: list[str] | None = None) -> list[dict]:
+    """One row per registered model at 1000 classes and its default input size."""
+    from inceptionlab.models.registry import list_models, model_card
+
+    rows = []
+    for name in names or list_models():
+        model = build_on_meta(name)
+        card = model_card(name)
+        size = model.pretrained_cfg["input_size"][-1]
+        rows.append(dict(model=name, params=_params(model), gmacs=count_macs(model, size) / 1e9,
+                         input_size=size, paper=card.get("paper", ""), top1=card.get("top1"),
+                         reference=card.get("reference", "")))
+    return rows
+
+
+def format_zoo(rows: list[dict], markdown: bool = False) -> str:
+    head = ["model", "params (M)", "GMACs", "input", "top-1 (ref. weights)", "paper"]
+    body = [[r["model"], f"{r['params'] / 1e6:.2f}", f"{r['gmacs']:.3f}", f"{r['input_size']}x{r['input_size']}",
+             f"{r['top1']:.2f}" if r["top1"] is not None else "-", r["paper"]] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * 4 + ["---"]) + "|"]
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+        return "\n".join(lines)
+    return "\n".join(_table(head, body, left={0, 5}))
+
+
+# ------------------------------------------------------------------ factorization
+# the switches that undo a factorization, and the section of "Rethinking" that states its saving
+FACTORIZATIONS = {"factorize_5x5": "Sec. 3.1", "factorize_nxn": "Sec. 3.2"}
+
+
+@dataclass
+class Factorization:
+    block: str
+    switch: str
+    factorized: str     # e.g. "3x3 64->96 + 3x3 96->96"
+    unfactorized: str   # e.g. "5x5 64->96"
+    macs: int           # of the factorized convolutions, this model
+    macs_unfactorized: int
+    block_macs: int
+    block_macs_unfactorized: int
+    paper_saving: float  # the saving with equal channel counts, as the paper computes it
+
+    @property
+    def saving(self) -> float:
+        return 1.0 - self.macs / self.macs_unfactorized
+
+    @property
+    def block_saving(self) -> float:
+        return 1.0 - self.block_macs / self.block_macs_unfactorized
+
+
+def _convs(model: nn.Module, block: str, counts: dict) -> list[tuple]:
+    """(kernel, in, out, stride, MACs) of each convolution in a block, in order."""
+    out = []
+    for path, m in model.blocks[block].named_modules():
+        if isinstance(m, nn.Conv2d):
+            out.append((tuple(m.kernel_size), m.in_channels, m.out_channels, m.stride[0],
+                        counts.get(f"blocks.{block}.{path}", 0)))
+    return out
+
+
+def _describe_convs(convs) -> str:
+    return " + ".join(f"{k[0]}x{k[1]} {i}->{o}" for k, i, o, _, _ in convs)
+
+
+def _is_factorization(switch: str, factorized, unfactorized) -> bool:
+    """Whether a group of changed convolutions is the factorization ``switch`` stands for."""
+    before = {k for k, *_ in unfactorized}
+    after = {k for k, *_ in factorized}
+    if switch == "factorize_5x5":
+        return before == {(5, 5)} and after == {(3, 3)}
+    n = {k[0] for k in before}
+    return len(n) == 1 and all(k[0] == k[1] for k in before) and after <= {(1, *n), (*n, 1)}
+
+
+def _paper_saving(factorized, unfactorized) -> float:
+    """What the paper's arithmetic gives with equal channel counts: 1 - (sum of the factorized
+    kernels' areas) / (area of the kernel they replace); 28% for 5x5 -> 3x3+3x3, 33% for 3x3 ->
+    1x3+3x1, 71% for 7x7 -> 1x7+7x1."""
+    area = lambda convs: sum(k[0] * k[1] for k, *_ in convs)  # noqa: E731
+    return 1.0 - area(factorized) / area(unfactorized)
+
+
+@dataclass
+class Explanation:
+    """`explain_factorization`'s answer: the factorized convolutions found, and the whole model's
+    MACs with each factorization switched off."""
+    name: str
+    size: int
+    macs: int
+    unfactorized_macs: dict  # switch -> MACs of the model with that switch False
+    found: list
+
+
+def explain_factorization(name: str, size: int | None = None, **switches) -> Explanation:
+    """Every factorized convolution in ``create_model(name, **switches)``, against the model built
+    with that factorization switched off (``factorize_5x5=False``, ``factorize_nxn=False``), block
+    by block."""
+    from inceptionlab.models.registry import model_entry
+
+    model = build_on_meta(name, **switches)
+    size = _input_size(model, size)
+    _check_size(model, size)
+    counts, _ = _trace(model, size, with_aux=False)
+    accepted = model_entry(name).switches
+    found, unfactorized = [], {}
+    for switch in FACTORIZATIONS:
+        if switch not in accepted or switches.get(switch) is False:
+            continue
+        plain = build_on_meta(name, **{**switches, switch: False})
+        if list(plain.blocks) != list(model.blocks):
+            continue
+        plain_counts, _ = _trace(plain, size, with_aux=False)
+        unfactorized[switch] = plain_counts[""]
+        for block in model.blocks:
+            ours, theirs = _convs(model, block, counts), _convs(plain, block, plain_counts)
+            if ours == theirs:
+                continue
+            # the convolutions that differ, aligned by kernel and channels (MACs left out)
+            matcher = difflib.SequenceMatcher(None, [c[:4] for c in ours], [c[:4] for c in theirs], autojunk=False)
+            for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+                if tag == "equal" or i1 == i2 or j1 == j2:
+                    continue
+                f, u = ours[i1:i2], theirs[j1:j2]
+                if not _is_factorization(switch, f, u):
+                    continue  # a change made by the other switch (e.g. a 5x5 as 1x5 + 5x1)
+                found.append(Factorization(
+                    block=block, switch=switch, factorized=_describe_convs(f), unfactorized=_describe_convs(u),
+                    macs=sum(c[4] for c in f), macs_unfactorized=sum(c[4] for c in u),
+                    block_macs=counts.get(f"blocks.{block}", 0),
+                    block_macs_unfactorized=plain_counts.get(f"blocks.{block}", 0),
+                    paper_saving=_paper_saving(f, u)))
+    return Explanation(name, size, counts[""], unfactorized, found)
+
+
+def _table(head: list[str], body: list[list[str]], left: set[int]) -> list[str]:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return [fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(b) for b in body]
+
+
+def format_factorization(ex: Explanation) -> str:
+    if not ex.found:
+        return (f"{ex.name} has no factorized convolutions at these switches (factorize_5x5 / factorize_nxn "
+                f"change nothing); try inception_v3, inception_v3_paper or --model-kwargs factorize_nxn=true")
+    lines = [f"Factorized convolutions in {ex.name} at {ex.size}x{ex.size}, against the same model with the "
+             f"factorization switched off (MMACs per image).",
+             "'paper' is the saving with equal channel counts, as \"Rethinking\" computes it: Sec. 3.1, 28% for a "
+             "5x5 as two 3x3; Sec. 3.2, 33% for a 3x3 as 1x3 + 3x1 (1 - 2/n for n x n).", ""]
+    body, seen = [], set()
+    for f in ex.found:
+        first = (f.block, f.switch) not in seen
+        seen.add((f.block, f.switch))
+        body.append([f.block, f.factorized, f"{f.macs / 1e6:.1f}", f.unfactorized, f"{f.macs_unfactorized / 1e6:.1f}",
+                     f"{f.saving:.0%}", f"{f.paper_saving:.0%}", f"{f.block_saving:.0%}" if first else ""])
+    total_f, total_u = sum(f.macs for f in ex.found), sum(f.macs_unfactorized for f in ex.found)
+    lines += _table(["block", "factorized", "MMACs", "instead of", "MMACs", "saving", "paper", "block saving"],
+                    body, left={0, 1, 3})
+    lines.append(f"all factorized convolutions: {total_f / 1e6:.1f} MMACs instead of {total_u / 1e6:.1f} "
+                 f"({1 - total_f / total_u:.0%} saved)")
+    for switch, macs in ex.unfactorized_macs.items():
+        lines.append(f"whole model: {ex.macs / 1e9:.3f} GMACs; with {switch}=False {macs / 1e9:.3f} GMACs "
+                     f"({1 - ex.macs / macs:.0%} saved)")
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""`inceptionlab summary` and `inceptionlab.tools.summary`: per-block costs, the zoo table, factorization."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inceptionlab import create_model, list_models, model_card
+from inceptionlab.cli import main
+from inceptionlab.commands.summary import parse_model_kwargs
+from inceptionlab.tools.summary import (build_on_meta, count_macs, explain_factorization, model_summary, totals,
+                                        zoo_summary)
+
+# FlopCounterMode FLOPs / 2 of the reference models at 1000 classes (issue 2)
+REFERENCE_MACS = {
+    "googlenet": (224, 1_498_376_192),
+    "inception_v3": (299, 5_713_216_096),
+    "inception_v4": (299, 12_253_974_624),
+    "inception_resnet_v2": (299, 13_155_794_016),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_MACS))
+def test_count_macs_matches_the_stated_counts(name):
+    size, macs = REFERENCE_MACS[name]
+    assert count_macs(build_on_meta(name), size) == macs
+    assert round(macs / 1e9, 3) == {"googlenet": 1.498, "inception_v3": 5.713, "inception_v4": 12.254,
+                                    "inception_resnet_v2": 13.156}[name]
+
+
+@pytest.mark.parametrize("name,library,ref_name", [
+    ("googlenet", "torchvision", "googlenet"),
+    ("inception_v3", "timm", "inception_v3"),
+    ("inception_v4", "timm", "inception_v4"),
+    ("inception_resnet_v2", "timm", "inception_resnet_v2"),
+])
+def test_count_macs_equals_the_references_counted_the_same_way(name, library, ref_name):
+    size, macs = REFERENCE_MACS[name]
+    with torch.device("meta"):
+        if library == "timm":
+            timm = pytest.importorskip("timm")
+            ref = timm.create_model(ref_name)
+        else:
+            import torchvision
+            ref = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    assert count_macs(ref, size) == macs
+
+
+def test_count_macs_works_on_a_real_model_without_touching_it():
+    model = create_model("inception_v3", depth_multiplier=0.25, stem="low_res", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    macs = count_macs(model, 32)
+    assert macs > 0 and model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_summary_rows_add_up_to_the_model():
+    model = build_on_meta("inception_v3", aux_logits=True)
+    rows = model_summary(model, 299)
+    names = [r.name for r in rows]
+    assert names == list(model.blocks) + ["head", "aux:mixed_6e"]
+    by_name = {r.name: r for r in rows}
+    assert by_name["mixed_5b"].out_shape == (256, 35, 35)
+    assert by_name["mixed_7c"].out_shape == (2048, 8, 8)
+    assert by_name["head"].out_shape == (1000,)
+    assert by_name["aux:mixed_6e"].inference is False and by_name["aux:mixed_6e"].macs > 0
+    t = totals(rows)
+    assert t["params"] == 27_161_264  # torchvision's count with the aux head
+    assert t["macs"] == 5_713_216_096
+    assert t["macs_with_aux"] > t["macs"]
+    assert all(r.macs > 0 for r in rows if r.kind.startswith(("conv", "inception", "reduction")))
+    assert by_name["maxpool_3a_3x3"].macs == 0 and by_name["maxpool_3a_3x3"].params == 0
+
+
+def test_every_family_summarizes_and_adds_up():
+    for name in list_models():
+        model = build_on_meta(name)
+        rows = model_summary(model)
+        assert [r.name for r in rows][:-1] == list(model.blocks)
+        assert totals(rows)["params"] == sum(p.numel() for p in model.parameters())
+        assert totals(rows)["macs"] == count_macs(model)
+
+
+def test_zoo_summary_has_one_row_per_model_with_the_cards():
+    rows = zoo_summary()
+    assert [r["model"] for r in rows] == list_models()
+    for r in rows:
+        card = model_card(r["model"])
+        assert r["top1"] == card.get("top1")
+        assert r["paper"] == card.get("paper", "")
+    v3 = next(r for r in rows if r["model"] == "inception_v3")
+    assert v3["params"] == 23_834_568 and v3["input_size"] == 299 and round(v3["gmacs"], 3) == 5.713
+
+
+def test_explain_factorization_reports_the_papers_savings():
+    ex = explain_factorization("inception_v3_paper")
+    by_switch = {}
+    for f in ex.found:
+        by_switch.setdefault(f.switch, []).append(f)
+        assert f.macs < f.macs_unfactorized
+        assert f.block_macs < f.block_macs_unfactorized
+    assert {f.unfactorized.split()[0] for f in by_switch["factorize_5x5"]} == {"5x5"}
+    assert all(f.paper_saving == pytest.approx(0.28) for f in by_switch["factorize_5x5"])
+    assert all(f.paper_saving == pytest.approx(1 - 2 / 7) for f in by_switch["factorize_nxn"])
+    assert {f.block for f in by_switch["factorize_nxn"]} >= {"mixed_6b", "mixed_6e", "mixed_7a"}
+    assert ex.unfactorized_macs["factorize_nxn"] > ex.macs
+    # the saving in this model, where the two 3x3 keep the 5x5's channel counts (64 -> 64 -> 64 would be 28%)
+    f = next(f for f in by_switch["factorize_5x5"] if f.factorized == "3x3 48->64 + 3x3 64->64")
+    assert f.saving == pytest.approx(1 - (9 * 48 * 64 + 9 * 64 * 64) / (25 * 48 * 64))
+
+
+def test_explain_factorization_of_3x3_gives_33_percent():
+    ex = explain_factorization("inception_v3", 150, depth_multiplier=0.5, factorize_nxn=True)
+    threes = [f for f in ex.found if f.unfactorized.startswith("3x3")]
+    assert threes and all(f.paper_saving == pytest.approx(1 / 3) for f in threes)
+
+
+def test_explain_factorization_of_an_unfactorized_model_finds_nothing():
+    assert explain_factorization("googlenet").found == []
+
+
+def test_parse_model_kwargs():
+    got = parse_model_kwargs(["depth_multiplier=0.5", "aux_logits=true", "stem=low_res", "num_classes=10",
+                              "residual_scale=0.17,0.1,0.2", "factorize_5x5=None"])
+    assert got == dict(depth_multiplier=0.5, aux_logits=True, stem="low_res", num_classes=10,
+                       residual_scale=(0.17, 0.1, 0.2), factorize_5x5=None)
+    with pytest.raises(ValueError, match="key=value"):
+        parse_model_kwargs(["depth_multiplier"])
+
+
+def test_cli_summary(capsys):
+    assert main(["summary", "inception_v3"]) == 0
+    out = capsys.readouterr().out
+    assert "mixed_7c" in out and "23,834,568" in out and "5.713 GMACs" in out
+    assert main(["summary", "googlenet", "--size", "160", "--model-kwargs", "num_classes=10"]) == 0
+    assert "googlenet at 160x160" in capsys.readouterr().out
+
+
+def test_cli_summary_all_and_explain(capsys):
+    assert main(["summary", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in list_models())
+    assert "77.29" in out and "5.713" in out
+    assert main(["summary", "--all", "--markdown"]) == 0
+    assert capsys.readouterr().out.startswith("| model |")
+    assert main(["summary", "inception_v3", "--explain-factorization"]) == 0
+    out = capsys.readouterr().out
+    assert "5x5 64->96" in out and "28%" in out and "71%" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["summary", "inception_v3", "--size", "32"], "at least 75x75"),
+    (["summary", "inception_v9"], "unknown model"),
+    (["summary", "inception_v3", "--model-kwargs", "depth_multiplir=0.5"], "depth_multiplier"),
+    (["summary"], "name a model"),
+])
+def test_cli_summary_bad_input_is_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
