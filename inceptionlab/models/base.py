@@ -52,7 +52,8 @@ class InceptionNet(nn.Module):
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, drop_rate)
         self.feature_info = _feature_info(self.blocks, block_chs)
-        self.min_input_size = _min_input_size(self)
+        self.min_input_size = _min_input_size(self, with_aux=False)
+        self.min_train_size = _min_input_size(self, with_aux=True)  # the aux heads run in train mode
         # the input configuration; the registry adds the model card (input size, mean/std, ...)
         self.pretrained_cfg = dict(num_classes=num_classes,
                                    min_input_size=(in_chans, self.min_input_size, self.min_input_size))
@@ -66,11 +67,12 @@ class InceptionNet(nn.Module):
                             f"{tuple(x.shape)}; pass in_chans={x.shape[1] if x.dim() == 4 else '?'} "
                             f"to create_model or convert the images")
         h, w = x.shape[-2], x.shape[-1]
-        m = self.min_input_size
+        with_aux = self.training and self.min_train_size > self.min_input_size
+        m = self.min_train_size if with_aux else self.min_input_size
         if h < m or w < m:
             hint = ("use stem='low_res' for small images" if self.switches.stem == "imagenet"
                     else "resize the images up")
-            aux = " with aux_logits=True" if len(self.aux_heads) else ""
+            aux = " with aux_logits=True in train mode" if with_aux else ""
             raise UserError(f"{self.name}{aux} needs at least {m}x{m} input, got {h}x{w}; {hint}")
 
     def forward_endpoints(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
@@ -181,21 +183,21 @@ def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None
     return size
 
 
-def _fits(model: InceptionNet, n: int) -> bool:
+def _fits(model: InceptionNet, n: int, with_aux: bool) -> bool:
     trace: list = []
     size = (n, n)
     for name, block in model.blocks.items():
         size = _spatial(block, size, trace)
-        if name in model.aux_heads:
+        if with_aux and name in model.aux_heads:
             _spatial(model.aux_heads[name], size, trace)
     return all(h >= 1 and w >= 1 for h, w in trace)
 
 
-def _min_input_size(model: InceptionNet) -> int:
+def _min_input_size(model: InceptionNet, with_aux: bool) -> int:
     lo, hi = 1, 4096
     while lo < hi:
         mid = (lo + hi) // 2
-        if _fits(model, mid):
+        if _fits(model, mid, with_aux):
             hi = mid
         else:
             lo = mid + 1

@@ -1,0 +1,375 @@
+"""The model zoo: parameter counts, parity with the references, the papers' switches, the API."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import inceptionlab as il
+from inceptionlab import UserError, create_model
+from inceptionlab.models.layers import ConvBN, ScaledResidual
+from inceptionlab.models.spec import Builder, Conv, Factorized5x5, FactorizedNxN, Mixed, Switches
+
+FAMILIES = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1",
+            "inception_resnet_v2"]
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def macs(module: nn.Module, x: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return counter.get_total_flops() // 2
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
+
+
+# ------------------------------------------------------------------ registry and counts
+def test_all_six_families_are_registered():
+    assert set(FAMILIES) <= set(il.list_models())
+    assert il.list_models("inception_resnet_*") == ["inception_resnet_v1", "inception_resnet_v2",
+                                                    "inception_resnet_v2_paper"]
+
+
+@pytest.mark.parametrize("name, kwargs, expected", [
+    ("googlenet", {}, 6_624_904),
+    ("googlenet", {"aux_logits": True}, 13_004_888),
+    ("inception_v3", {}, 23_834_568),
+    ("inception_v3", {"aux_logits": True}, 27_161_264),
+    ("inception_v4", {}, 42_679_816),
+    ("inception_resnet_v2", {}, 55_843_464),
+    # as the papers' tables imply (no torchvision/timm reference): stated in the model cards
+    ("bn_inception", {}, 11_295_240),
+    ("inception_resnet_v1", {}, 24_357_096),
+])
+def test_parameter_counts_equal_the_references(name, kwargs, expected):
+    assert n_params(create_model(name, **kwargs)) == expected
+
+
+def test_parameter_counts_equal_torchvision_and_timm_models():
+    import timm
+    import torchvision
+    assert n_params(torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)) == 6_624_904
+    assert n_params(timm.create_model("inception_v4")) == 42_679_816
+    assert n_params(timm.create_model("inception_resnet_v2")) == 55_843_464
+
+
+# ------------------------------------------------------------------ parity with the references
+def _save_reference(ref: nn.Module, path, fmt: str) -> str:
+    randomize_bn(ref)
+    state = ref.state_dict()
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+        path = str(path) + ".safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, path)
+    else:
+        path = str(path) + ".pth"
+        torch.save(state, path)
+    return path
+
+
+def _assert_same(ref, ours, x):
+    ref.eval(), ours.eval()
+    with torch.no_grad():
+        a, b = ref(x), ours(x)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_torchvision_googlenet_parity_with_aux(tmp_path):
+    import torchvision
+    torch.manual_seed(0)
+    ref = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True, transform_input=False)
+    path = _save_reference(ref, tmp_path / "googlenet", "pth")
+    ours = create_model("googlenet", aux_logits=True, weights=path)
+    _assert_same(ref, ours, torch.randn(1, 3, 224, 224))
+    _assert_same(ref, ours, torch.randn(1, 3, 160, 192))
+    # train mode: aux heads in depth order (dropout off so both are deterministic)
+    ref.train(), ours.train()
+    ref.dropout.p = ref.aux1.dropout.p = ref.aux2.dropout.p = 0.0
+    ours.head.drop_rate = 0.0
+    for head in ours.aux_heads.values():
+        head.dropout = 0.0
+    x = torch.randn(2, 3, 224, 224)
+    r, o = ref(x), ours(x)
+    assert isinstance(o, il.InceptionOutput) and len(o.aux) == 2
+    torch.testing.assert_close(o.logits, r.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(o.aux[0], r.aux_logits1, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(o.aux[1], r.aux_logits2, rtol=1e-4, atol=1e-5)
+
+
+def test_torchvision_googlenet_without_aux_loads_into_model_without_aux(tmp_path):
+    import torchvision
+    ref = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=False)
+    path = _save_reference(ref, tmp_path / "g", "safetensors")
+    _assert_same(ref, create_model("googlenet", weights=path), torch.randn(1, 3, 224, 224))
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+def test_torchvision_inception_v3_parity(tmp_path, fmt):
+    import torchvision
+    torch.manual_seed(0)
+    ref = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=True)
+    path = _save_reference(ref, tmp_path / "v3", fmt)
+    ours = create_model("inception_v3", aux_logits=True, weights=path)
+    _assert_same(ref, ours, torch.randn(1, 3, 299, 299))
+    _assert_same(ref, ours, torch.randn(1, 3, 224, 256))
+    # the same weights without aux heads: the aux tensors are ignored
+    _assert_same(ref, create_model("inception_v3", weights=path), torch.randn(1, 3, 299, 299))
+    ref.train(), ours.train()
+    ref.dropout.p = 0.0
+    ours.head.drop_rate = 0.0
+    x = torch.randn(2, 3, 299, 299)
+    r, o = ref(x), ours(x)
+    torch.testing.assert_close(o.logits, r.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(o.aux[0], r.aux_logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["inception_v3", "inception_v4", "inception_resnet_v2"])
+def test_timm_parity(tmp_path, name):
+    import timm
+    torch.manual_seed(0)
+    ref = timm.create_model(name, pretrained=False)
+    path = _save_reference(ref, tmp_path / name, "safetensors")
+    ours = create_model(name, weights=path)
+    _assert_same(ref, ours, torch.randn(1, 3, 299, 299))
+    _assert_same(ref, ours, torch.randn(1, 3, 160, 160))
+
+
+# ------------------------------------------------------------------ the papers' switches
+def _module_macs(spec: Mixed, switches: Switches, chs: int = 64, size: int = 17) -> int:
+    module, _ = Builder(switches).block(spec, chs)
+    return macs(module, torch.randn(1, chs, size, size))
+
+
+def _conv_macs(module: nn.Module, chs: int = 64, size: int = 17) -> int:
+    return macs(module, torch.randn(1, chs, size, size))
+
+
+def test_two_3x3_cost_28_percent_less_than_one_5x5():
+    spec = Mixed([Factorized5x5(64, mid=64)])
+    one = _module_macs(spec, Switches(factorize_5x5=False))
+    two = _module_macs(spec, Switches(factorize_5x5=True))
+    assert 1 - two / one == pytest.approx(1 - 18 / 25, abs=1e-9)  # 28%
+    assert round(100 * (1 - two / one)) == 28
+
+
+@pytest.mark.parametrize("n, saving", [(3, 33), (7, 71)])
+def test_asymmetric_factorization_savings(n, saving):
+    spec = Mixed([FactorizedNxN(64, n, mid=64)])
+    square = _module_macs(spec, Switches(factorize_nxn=False))
+    asym = _module_macs(spec, Switches(factorize_nxn=None))
+    assert round(100 * (1 - asym / square)) == saving
+    # and True turns a plain square convolution inside a module into 1xn + nx1
+    plain = Mixed([Conv(64, n)])
+    assert _module_macs(plain, Switches(factorize_nxn=True)) == asym
+
+
+def test_factorize_switches_change_the_whole_network():
+    ref = create_model("inception_v3")
+    paper = create_model("inception_v3", factorize_5x5=True)
+    unfactorized = create_model("inception_v3", factorize_nxn=False)
+    kernels = lambda m: {c.kernel_size for c in m.modules() if isinstance(c, nn.Conv2d)}  # noqa: E731
+    assert (5, 5) in kernels(ref) and (5, 5) not in kernels(paper)
+    assert (7, 7) in kernels(unfactorized) and (1, 7) not in kernels(unfactorized)
+    assert n_params(paper) == n_params(create_model("inception_v3_paper"))
+    # v3 with no factorization at all costs more, as the paper says
+    x = torch.randn(1, 3, 299, 299)
+    assert macs(unfactorized.eval(), x) > macs(ref.eval(), x)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_norm_false_leaves_no_batchnorm_and_gives_convs_a_bias(name):
+    model = create_model(name, norm=False, depth_multiplier=0.25)
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)) for m in model.modules())
+    assert all(c.bias is not None for c in model.modules() if isinstance(c, nn.Conv2d))
+
+
+def test_grid_reduction_variants_keep_shapes_and_order_costs():
+    x = torch.randn(1, 3, 299, 299)
+    costs, outs = {}, {}
+    for style in ("efficient", "pool_then_conv", "conv_then_pool"):
+        model = create_model("inception_v3", grid_reduction=style, depth_multiplier=0.5).eval()
+        ends = model.forward_endpoints(x, ["mixed_6a", "mixed_7a"])
+        outs[style] = {k: tuple(v.shape) for k, v in ends.items()}
+        reduction = model.blocks["mixed_6a"]
+        costs[style] = macs(reduction, torch.randn(1, 144, 35, 35))
+    assert outs["efficient"] == outs["pool_then_conv"] == outs["conv_then_pool"]
+    assert outs["efficient"]["mixed_6a"] == (1, 384, 17, 17)
+    # Figure 9: pooling first is cheapest, convolving at full resolution first is the most expensive
+    assert costs["pool_then_conv"] < costs["efficient"] < costs["conv_then_pool"]
+
+
+def test_residual_scale_one_number_or_one_per_stage():
+    model = create_model("inception_resnet_v2", depth_multiplier=0.25)
+    blocks = model.blocks
+    assert blocks["block35_1"].scale == 0.17 and blocks["block17_1"].scale == 0.10
+    assert blocks["block8_1"].scale == 0.20
+    assert blocks["block8_10"].scale == 1.0 and blocks["block8_10"].activate is False
+    uniform = create_model("inception_resnet_v2", residual_scale=0.3, depth_multiplier=0.25)
+    assert {m.scale for n, m in uniform.blocks.items() if n not in ("block8_10",)
+            and isinstance(m, ScaledResidual)} == {0.3}
+    with pytest.raises(UserError, match="residual_scale takes one number or three"):
+        create_model("inception_resnet_v2", residual_scale=(0.1, 0.2))
+
+
+def test_depth_multiplier_and_min_depth_scale_every_width():
+    model = create_model("inception_v3", depth_multiplier=0.5, min_depth=16)
+    assert model.blocks["conv2d_1a_3x3"].conv.out_channels == 16
+    assert model.blocks["conv2d_4a_3x3"].conv.out_channels == 96
+    assert model.num_features == 1024
+    with pytest.raises(UserError, match="depth_multiplier must be > 0"):
+        create_model("inception_v3", depth_multiplier=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_low_res_stem_trains_on_32x32_without_upscaling(name):
+    model = create_model(name, stem="low_res", num_classes=10, depth_multiplier=0.1, min_depth=8,
+                         **({"aux_logits": True} if name != "bn_inception" else {}))
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32)
+    model.train()
+    out = model(torch.randn(2, 3, 32, 32))
+    logits = out.logits if isinstance(out, il.InceptionOutput) else out
+    assert logits.shape == (2, 10)
+    loss = logits.sum() + sum(a.sum() for a in getattr(out, "aux", ()))
+    loss.backward()
+    # no early down-sampling: the first Inception stage sees the full 32x32 grid
+    first_stage = model.feature_info[0]
+    assert first_stage["reduction"] == 1
+
+
+# ------------------------------------------------------------------ the API
+def test_output_types_eval_and_train():
+    model = create_model("googlenet", aux_logits=True, num_classes=7, depth_multiplier=0.25)
+    x = torch.randn(2, 3, 64, 64)
+    model.eval()
+    assert isinstance(model(x), torch.Tensor) and model(x).shape == (2, 7)
+    model.train()
+    out = model(x)
+    assert isinstance(out, il.InceptionOutput) and out.logits.shape == (2, 7)
+    assert [a.shape for a in out.aux] == [(2, 7), (2, 7)]
+    no_aux = create_model("googlenet", num_classes=7, depth_multiplier=0.25).train()
+    assert isinstance(no_aux(x), torch.Tensor)
+
+
+def test_timm_style_api():
+    model = create_model("inception_v3", num_classes=5, depth_multiplier=0.25).eval()
+    x = torch.randn(1, 3, 96, 96)
+    features = model.forward_features(x)
+    assert features.shape[1] == model.num_features
+    assert model.forward_head(features, pre_logits=True).shape == (1, model.num_features)
+    torch.testing.assert_close(model.forward_head(features), model(x))
+    assert model.get_classifier().out_features == 5
+    model.reset_classifier(3)
+    assert model(x).shape == (1, 3) and model.pretrained_cfg["num_classes"] == 3
+    model.reset_classifier(0)
+    assert model(x).shape == (1, model.num_features)
+    cfg = create_model("inception_v3").pretrained_cfg
+    assert cfg["input_size"] == (3, 299, 299) and cfg["min_input_size"] == (3, 75, 75)
+    assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["crop_pct"] == 0.875 and cfg["interpolation"] == "bicubic"
+
+
+def test_feature_info_and_features_only_match_timm():
+    import timm
+    ours = create_model("inception_v4", depth_multiplier=0.25)
+    ref = timm.create_model("inception_v4")
+    # from the 35x35 grid on, the same taps as timm; at stride 4 ours is the last block of that
+    # stride (mixed_4a, 192 channels), where timm taps the one before it (mixed_3a, 160)
+    assert [(i["num_chs"] * 4, i["reduction"]) for i in ours.feature_info[2:]] == \
+        [(i["num_chs"], i["reduction"]) for i in ref.feature_info[2:]]
+    assert (ours.feature_info[1]["module"], ours.feature_info[1]["reduction"]) == ("mixed_4a", 4)
+    extractor = create_model("inception_v3", features_only=True, out_indices=(1, 3, -1), depth_multiplier=0.25)
+    feats = extractor(torch.randn(1, 3, 299, 299))
+    assert [f.shape[1] for f in feats] == [i["num_chs"] for i in extractor.feature_info]
+    assert [299 // f.shape[-1] for f in feats] == [4, 17, 37]  # 71, 17, 8 pixels a side
+
+
+def test_any_named_end_point():
+    model = create_model("bn_inception", depth_multiplier=0.25).eval()
+    ends = model.forward_endpoints(torch.randn(1, 3, 224, 224), ["mixed_3b", "mixed_5a"])
+    assert ends["mixed_3b"].shape[-1] == 28 and ends["mixed_5a"].shape[-1] == 7
+    with pytest.raises(UserError, match="has no block 'mixed_9z'"):
+        model.forward_endpoints(torch.randn(1, 3, 224, 224), ["mixed_9z"])
+
+
+def test_torch_export_with_dynamic_batch():
+    model = create_model("inception_resnet_v1", num_classes=4, stem="low_res", depth_multiplier=0.1,
+                         min_depth=8).eval()
+    x = torch.randn(2, 3, 32, 32)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+    y = torch.randn(5, 3, 32, 32)
+    torch.testing.assert_close(program.module()(y), model(y))
+
+
+# ------------------------------------------------------------------ bad input
+def test_small_input_names_the_minimum_and_the_fix():
+    model = create_model("inception_v3", depth_multiplier=0.25).eval()
+    with pytest.raises(ValueError, match=r"^inception_v3 needs at least 75x75 input, got 32x32; "
+                                         r"use stem='low_res' for small images$"):
+        model(torch.randn(1, 3, 32, 32))
+    model(torch.randn(1, 3, 75, 75))  # the minimum itself works
+
+
+def test_wrong_channel_count():
+    model = create_model("googlenet", depth_multiplier=0.25).eval()
+    with pytest.raises(UserError, match=r"expects a N x 3 x H x W batch, got shape \(1, 1, 224, 224\); "
+                                        r"pass in_chans=1"):
+        model(torch.randn(1, 1, 224, 224))
+    gray = create_model("googlenet", in_chans=1, depth_multiplier=0.25).eval()
+    assert gray(torch.randn(1, 1, 224, 224)).shape == (1, 1000)
+
+
+def test_unknown_model_and_switch_name_the_closest():
+    with pytest.raises(UserError, match="unknown model 'inception_v5'; did you mean inception_v4"):
+        create_model("inception_v5")
+    with pytest.raises(UserError, match="has no switch 'factorise_5x5'; did you mean factorize_5x5"):
+        create_model("inception_v3", factorise_5x5=True)
+    with pytest.raises(UserError, match="has no switch 'grid_reduction'"):
+        create_model("googlenet", grid_reduction="efficient")
+
+
+def test_contradictory_and_bad_switch_values():
+    with pytest.raises(UserError, match="aux_norm=True needs aux_logits=True"):
+        create_model("inception_v3", aux_norm=True)
+    with pytest.raises(UserError, match="factorize_5x5=True needs kernel_5x5=5"):
+        create_model("googlenet", factorize_5x5=True)
+    with pytest.raises(UserError, match="grid_reduction must be one of efficient, pool_then_conv, conv_then_pool"):
+        create_model("inception_v4", grid_reduction="fast")
+    with pytest.raises(UserError, match="stem must be one of imagenet, low_res"):
+        create_model("inception_v4", stem="tiny")
+    with pytest.raises(UserError, match="does not download weights"):
+        create_model("inception_v3", pretrained=True)
+
+
+def test_weights_of_another_architecture_or_class_count(tmp_path):
+    import torchvision
+    ref = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    path = tmp_path / "g.pth"
+    torch.save(ref.state_dict(), path)
+    with pytest.raises(UserError, match=r"g\.pth does not fit inception_v3: its body has"):
+        create_model("inception_v3", weights=path)
+    with pytest.raises(UserError, match="has a 1000-class classifier, the model 10 classes; pass num_classes=1000"):
+        create_model("googlenet", num_classes=10, weights=path)
+    ours = create_model("googlenet", num_classes=10, depth_multiplier=0.25)
+    torch.save(ours.state_dict(), tmp_path / "ours.pth")
+    with pytest.raises(UserError, match="missing keys"):
+        create_model("bn_inception", weights=tmp_path / "ours.pth")
+
+
+def test_building_every_model_is_quick_enough_to_list():
+    # not a timing test: building every registered model at full size works and gives the
+    # right stage structure (the build-time figure is in BENCHMARKS.md)
+    for name in il.list_models():
+        model = create_model(name)
+        assert model.feature_info[-1]["reduction"] == 32
