@@ -373,3 +373,13 @@ def test_building_every_model_is_quick_enough_to_list():
     for name in il.list_models():
         model = create_model(name)
         assert model.feature_info[-1]["reduction"] == 32
+
+
+def test_torch_compile_captures_one_graph_with_the_eager_outputs():
+    # fullgraph=True fails on any graph break; aot_eager skips the C++ code generation that takes
+    # minutes on this CPU (inductor itself is exercised by `inceptionlab benchmark --compile`)
+    model = create_model("googlenet", num_classes=4, stem="low_res", depth_multiplier=0.1, min_depth=8).eval()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
