@@ -1,0 +1,128 @@
+"""``inceptionlab compare``: train several models on the same data and budget, then report.
+
+    inceptionlab compare --models googlenet,inception_v3,inception_v4 --steps 500 --out lab/three \\
+        --model-kwargs stem=low_res depth_multiplier=0.25
+    inceptionlab compare --variant bn:bn_inception --variant no_bn:bn_inception:norm=false,lr=0.01 ...
+    inceptionlab compare --plan plan.yaml --out lab/mine
+    inceptionlab compare --resume lab/mine          # after an interruption
+"""
+from __future__ import annotations
+
+import argparse
+
+# training settings with their own flag (anything else: --set key=value)
+SETTING_FLAGS = [("batch_size", int, "images per step"), ("img_size", int, "input size (default: the model's)"),
+                 ("lr", float, "learning rate"), ("opt", str, "rmsprop_tf, sgd or adamw"),
+                 ("sched", str, "learning-rate schedule"), ("smoothing", float, "label smoothing epsilon"),
+                 ("limit_per_class", int, "train on at most this many images per class"),
+                 ("val_split", float, "hold out this fraction of the train data for validation"),
+                 ("eval_every", int, "evaluate every N steps (default: each epoch)"),
+                 ("workers", int, "data-loading processes")]
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("budget of every run (the first reached ends a run)")
+    group.add_argument("--epochs", type=float, help="epochs per run")
+    group.add_argument("--steps", type=int, help="optimizer steps per run")
+    group.add_argument("--minutes", type=float, help="wall-clock minutes per run")
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """Data, seeds, shared switches and training settings: what compare, study and demo share."""
+    parser.add_argument("--data", help="image folder (<class>/ folders, or train/ and val/); default: the "
+                                       "embedded 5,000 MNIST digits")
+    parser.add_argument("--seeds", type=int, help="train every variant with seeds 0..K-1 (default 1)")
+    parser.add_argument("--target", type=float, help="top-1 %% whose steps and seconds to reach are reported "
+                                                     "(default: 90%% of the best run's best)")
+    parser.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE",
+                        help="switches for every model that has them, e.g. stem=low_res depth_multiplier=0.25")
+    group = parser.add_argument_group("training settings shared by every run")
+    for name, kind, text in SETTING_FLAGS:
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    group.add_argument("--set", nargs="+", metavar="KEY=VALUE", dest="settings",
+                       help="any other training setting, e.g. --set warmup_steps=100 clip_grad=2.0")
+    parser.add_argument("--quiet", action="store_true", help="print only evaluations and the end of each run")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", help="comma-separated model names, one run each")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:MODEL[:KEY=VALUE,...]",
+                        help="a named run with its own switches and settings (repeatable), "
+                             "e.g. no_bn:bn_inception:norm=false,lr=0.01")
+    parser.add_argument("--plan", help="a YAML plan file (command-line options override it)")
+    parser.add_argument("--out", help="lab folder for the runs and the report (default: lab/compare)")
+    parser.add_argument("--resume", metavar="LAB_DIR", help="continue an interrupted compare")
+    parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a compare")
+    parser.add_argument("--title", help="the report's title")
+    add_budget_arguments(parser)
+    add_shared_arguments(parser)
+
+
+def plan_values(args) -> dict:
+    """The plan keys given on the command line (None and empty left out)."""
+    from inceptionlab.lab.plan import parse_assignments
+
+    values = {k: getattr(args, k, None) for k in ("epochs", "steps", "minutes", "seeds", "target", "data")}
+    values = {k: v for k, v in values.items() if v is not None}
+    train = {name: getattr(args, name) for name, _, _ in SETTING_FLAGS if getattr(args, name, None) is not None}
+    train.update(parse_assignments(getattr(args, "settings", None), "setting"))
+    if train:
+        values["train"] = train
+    kwargs = parse_assignments(getattr(args, "model_kwargs", None), "model switch")
+    if kwargs:
+        values["model_kwargs"] = kwargs
+    return values
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Plan values: ``override`` wins; train and model_kwargs mappings merge key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if key in ("train", "model_kwargs") and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        elif key in ("epochs", "steps", "minutes"):
+            for budget in ("epochs", "steps", "minutes"):  # a budget on the command line replaces the file's
+                out.pop(budget, None)
+            out[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def finish(results: dict, lab_dir) -> int:
+    from pathlib import Path
+
+    from inceptionlab.lab.report import terminal_table
+
+    print()
+    print(terminal_table(results))
+    print(f"\nreport: {Path(lab_dir) / 'report.html'}  (also report.md, results.json and the plots in {lab_dir})")
+    return 0
+
+
+def run(args) -> int:
+    from inceptionlab.errors import UserError
+    from inceptionlab.lab import Plan, load_lab, parse_variant, run_plan
+
+    if args.resume:
+        if args.models or args.variant or args.plan:
+            raise UserError("--resume continues the plan saved in the lab folder; leave out --models, "
+                            "--variant and --plan")
+        plan = load_lab(args.resume)
+        return finish(run_plan(plan, args.resume, resume=True, quiet_runs=args.quiet), args.resume)
+    from inceptionlab.train.config import read_yaml
+
+    values = read_yaml(args.plan) if args.plan else {}
+    where = f"plan file {args.plan}" if args.plan else "the command line"
+    values = merge(values, plan_values(args))
+    if args.models:
+        values["models"] = args.models
+    if args.title:
+        values["title"] = args.title
+    if not values.get("models") and not values.get("runs") and not args.variant:
+        raise UserError("nothing to compare: pass --models NAME,NAME, --variant NAME:MODEL[:KEY=VALUE,...] "
+                        "or --plan FILE")
+    plan = Plan.from_dict(values, where=where)
+    plan.variants += [parse_variant(text) for text in args.variant]
+    out = args.out or "lab/compare"
+    return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet), out)

@@ -1,0 +1,42 @@
+"""``inceptionlab demo``: the main job. Four Inception families on the same data and budget.
+
+    inceptionlab demo                          # the embedded digits, ~4 minutes on a 2-core CPU
+    inceptionlab demo --data photos/ --minutes 5
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from inceptionlab.lab.demo import DEMO_MINUTES, DEMO_MODELS
+
+    parser.add_argument("--data", help="an image folder (<class>/ folders, or train/ and val/) instead of the "
+                                       "embedded digits")
+    parser.add_argument("--out", default="lab/demo", help="lab folder, started over each time (default lab/demo)")
+    parser.add_argument("--minutes", type=float, help=f"wall-clock minutes per run (default {DEMO_MINUTES})")
+    parser.add_argument("--steps", type=int, help="steps per run instead of minutes")
+    parser.add_argument("--models", default=",".join(DEMO_MODELS), help="comma-separated models")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per model (default 1)")
+    parser.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE",
+                        help="switches for every model, e.g. depth_multiplier=0.25")
+    parser.add_argument("--set", nargs="+", metavar="KEY=VALUE", dest="settings",
+                        help="training settings, e.g. --set img_size=96 limit_per_class=50")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    parser.add_argument("--quiet", action="store_true", help="print only evaluations and the end of each run")
+
+
+def run(args) -> int:
+    from inceptionlab.commands.compare import finish
+    from inceptionlab.lab import load_lab, run_plan
+    from inceptionlab.lab.demo import demo_plan
+    from inceptionlab.lab.plan import parse_assignments, parse_seeds
+
+    if args.resume:
+        return finish(run_plan(load_lab(args.out), args.out, resume=True, quiet_runs=args.quiet), args.out)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    plan = demo_plan(data=args.data, minutes=args.minutes, steps=args.steps, models=models,
+                     seeds=parse_seeds(args.seeds),
+                     model_kwargs=parse_assignments(args.model_kwargs, "model switch"),
+                     train=parse_assignments(args.settings, "setting"))
+    return finish(run_plan(plan, args.out, overwrite=True, quiet_runs=args.quiet), args.out)

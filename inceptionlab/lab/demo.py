@@ -1,0 +1,55 @@
+"""The main job's plan, and the small-model defaults the studies use on the embedded digits.
+
+`demo_plan` is what ``inceptionlab demo`` (and ``make demo``) runs: four families, at an eighth
+of their width and with the low-resolution stem, on the embedded 28x28 digits, each for the same
+wall-clock budget, so the whole compare ends in about four minutes on a 2-core CPU. With
+``data=FOLDER`` the same compare runs on one's own images.
+"""
+from __future__ import annotations
+
+from inceptionlab.lab.plan import Plan, Variant
+
+# four families, four ideas: the original module, batch norm, factorization, residual connections
+DEMO_MODELS = ("googlenet", "bn_inception", "inception_v3", "inception_resnet_v2")
+DEMO_MINUTES = 0.8          # wall clock per run, evaluations included: 4 runs ~ 3.2 minutes of training
+# narrow networks that keep the full 28x28 (or 32x32) grid through the stem ("Rethinking" Sec. 8)
+SMALL_MODEL_KWARGS = dict(stem="low_res", depth_multiplier=0.125, min_depth=8)
+# quick learners for a short budget: AdamW, mild crops, no flips (digits are not mirror-symmetric),
+# 100 images per class for training (31 steps an epoch, so the curves have points), 500 for validation
+SMALL_TRAIN = dict(batch_size=32, opt="adamw", lr=2e-3, hflip=False, crop_scale=[0.6, 1.0],
+                   limit_per_class=100, val_split=0.1)
+STUDY_STEPS = 150           # the studies' default budget on the embedded digits
+
+
+def demo_plan(*, data: str | None = None, minutes: float | None = None, steps: int | None = None,
+              models=DEMO_MODELS, seeds=(0,), model_kwargs: dict | None = None, train: dict | None = None) -> Plan:
+    """The demo's compare. On the embedded digits it uses the small defaults; on a folder, the
+    engine's defaults at the same reduced width (pass ``train`` / ``model_kwargs`` to change them)."""
+    budget = {"steps": steps} if steps is not None else {"minutes": minutes or DEMO_MINUTES}
+    shared_train = dict(SMALL_TRAIN) if data is None else dict(batch_size=32)
+    shared_train.update(train or {})
+    kwargs = dict(SMALL_MODEL_KWARGS) if data is None else dict(depth_multiplier=0.25)
+    kwargs.update(model_kwargs or {})
+    return Plan(variants=[Variant(m, m) for m in models], budget=budget, seeds=list(seeds), data=data,
+                train=shared_train, model_kwargs=kwargs,
+                title="Demo: four Inception families on the same data and budget")
+
+
+def study_plan(study, values: dict, model: str | None = None) -> Plan:
+    """A study's plan from command-line values (see ``commands.compare.plan_values``).
+
+    On the embedded digits the small defaults fill what the user did not set, and the budget
+    defaults to STUDY_STEPS steps per run; on a folder the user's values (and a budget) are needed."""
+    from inceptionlab.lab.plan import BUDGET_KEYS, parse_seeds
+
+    on_digits = values.get("data") is None
+    budget = {k: values[k] for k in BUDGET_KEYS if values.get(k) is not None}
+    if not budget and on_digits:
+        budget = {"steps": STUDY_STEPS}
+    user_train = values.get("train", {})
+    small = {k: v for k, v in SMALL_TRAIN.items() if k not in study.train} if on_digits else {}
+    train = {**small, **user_train}         # the study's own settings sit between the two (Study.plan)
+    model_kwargs = {**(SMALL_MODEL_KWARGS if on_digits else {}), **values.get("model_kwargs", {})}
+    return study.plan(budget=budget, seeds=parse_seeds(values.get("seeds", 1)), data=values.get("data"),
+                      train=train, model_kwargs=model_kwargs, target=values.get("target"),
+                      options={"model": model, "lr": user_train.get("lr")})

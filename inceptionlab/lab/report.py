@@ -1,0 +1,265 @@
+"""The report of a lab directory: ``results.json``, ``report.md``, ``report.html`` and the plots.
+
+One document is built as a list of blocks (headings, paragraphs, tables, figures) and written
+twice: as Markdown next to the PNG files, and as one self-contained HTML file whose images are
+inline ``data:`` URIs (it opens anywhere, with no network and no other file).
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+import math
+from pathlib import Path
+
+from inceptionlab.lab.plan import Plan
+from inceptionlab.lab.results import collect
+
+SUPPORTED_TEXT = {True: "yes, the measurement bears the claim out",
+                  False: "no, the measurement does not bear the claim out",
+                  None: "undecided: these runs cannot settle it"}
+
+
+# ------------------------------------------------------------------ entry point
+def make_report(plan: Plan, lab_dir, data_source: str | None = None) -> dict:
+    """Collects the results of ``lab_dir``, judges the study (if any), draws, and writes the report."""
+    from inceptionlab.lab.plots import draw_all
+    from inceptionlab.lab.studies import get_study
+
+    lab_dir = Path(lab_dir)
+    study = get_study(plan.study) if plan.study else None
+    results = collect(plan, lab_dir, data_source=data_source, target_fn=study.target if study else None)
+    results["created"] = datetime.datetime.now().isoformat(timespec="seconds")
+    if study is not None:
+        results["study"] = study.verdict(results)
+    results["plots"] = draw_all(results, lab_dir)
+    write_report(results, lab_dir)
+    return results
+
+
+def write_report(results: dict, lab_dir) -> None:
+    lab_dir = Path(lab_dir)
+    (lab_dir / "results.json").write_text(json.dumps(_clean(results), indent=1) + "\n")
+    blocks = document(results)
+    (lab_dir / "report.md").write_text(to_markdown(blocks))
+    (lab_dir / "report.html").write_text(to_html(blocks, results["title"], lab_dir))
+
+
+def _clean(value):
+    """JSON-safe: NaN and infinities become null (strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------ formatting numbers
+def fmt(key: str, value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, dict) and "mean" in value:
+        text = fmt(key, value["mean"])
+        return text if value.get("n", 1) < 2 else f"{text} ± {fmt(key, value['std'])}"
+    if key in ("params", "macs"):
+        return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+    if key.endswith("images_per_sec") or key in ("steps", "steps_to_target"):
+        return f"{value:,.0f}"
+    if key in ("best_top1", "best_top5", "final_top1", "final_top5", "ece", "target_top1"):
+        return f"{value:.2f}"
+    if "loss" in key:
+        return f"{value:.4f}"
+    if key in ("seconds", "seconds_to_target"):
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+RUN_COLUMNS = [("params", "params"), ("macs", "multiply-adds"), ("train_images_per_sec", "train img/s"),
+               ("infer_images_per_sec", "inference img/s"), ("best_top1", "best top-1 %"),
+               ("best_top5", "best top-5 %"), ("final_val_loss", "final val loss"),
+               ("final_train_loss", "final train loss"), ("steps", "steps"), ("seconds", "seconds"),
+               ("steps_to_target", "steps to target"), ("seconds_to_target", "seconds to target")]
+VARIANT_COLUMNS = [("best_top1", "best top-1 %"), ("best_top5", "best top-5 %"),
+                   ("final_val_loss", "final val loss"), ("steps_to_target", "steps to target"),
+                   ("seconds_to_target", "seconds to target"), ("train_images_per_sec", "train img/s"),
+                   ("infer_images_per_sec", "inference img/s")]
+
+
+def run_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["run", "model", "status"] + [title for _, title in RUN_COLUMNS]
+    rows = []
+    for r in results["runs"]:
+        rows.append([r["name"], r["model"], r["status"]] + [fmt(k, r.get(k)) for k, _ in RUN_COLUMNS])
+    return head, rows
+
+
+def variant_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["variant", "model", "finished / runs"] + [f"{t} (mean ± std)" for _, t in VARIANT_COLUMNS]
+    rows = []
+    for v in results["variants"]:
+        cells = []
+        for key, _ in VARIANT_COLUMNS:
+            text = fmt(key, v.get(key))
+            if key.endswith("_to_target"):
+                text += f" ({v.get(key + '_reached', 0)}/{v['finished']} reached)"
+            cells.append(text)
+        rows.append([v["variant"], v["model"], f"{v['finished']} / {v['n']}"] + cells)
+    return head, rows
+
+
+def setting_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    head = ["run", "model", "switches", "settings of its own", "seed"]
+    rows = []
+    for r in results["runs"]:
+        rows.append([r["name"], r["model"], _kv(r.get("model_kwargs")) or "-", _kv(r.get("train")) or "-",
+                     str(r["seed"])])
+    return head, rows
+
+
+def _kv(mapping) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (mapping or {}).items())
+
+
+def _flatten(numbers: dict, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for key, value in numbers.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _flatten(value, name + " / ")
+        elif isinstance(value, list):
+            out.append((name, ", ".join(str(v) for v in value)))
+        elif isinstance(value, float):
+            out.append((name, f"{value:.4g}"))
+        else:
+            out.append((name, "-" if value is None else str(value)))
+    return out
+
+
+# ------------------------------------------------------------------ the document
+def document(results: dict) -> list[tuple]:
+    """The report as blocks: ("h1"|"h2"|"p"|"quote", text), ("table", head, rows), ("figure", plot),
+    ("list", items)."""
+    plan = results["plan"]
+    blocks: list[tuple] = [("h1", results["title"])]
+    budget = ", ".join(f"{k} {v:g}" for k, v in results["budget"].items()) or "per-run budgets"
+    shared = _kv(plan.get("train")) or "engine defaults"
+    blocks.append(("p", f"Data: {results.get('data_source') or plan.get('data') or 'embedded digits'}. "
+                        f"Budget per run: {budget}. Seeds: {', '.join(map(str, results['seeds']))}. "
+                        f"Shared switches: {_kv(plan.get('model_kwargs')) or 'none'}. "
+                        f"Shared training settings: {shared}. Target accuracy: {results['target_rule']}. "
+                        f"Every run saw the same data, split, augmentation seed and budget."))
+    study = results.get("study")
+    if study:
+        blocks += [("h2", f"The claim: {study['title']}"), ("quote", f"{study['claim']} ({study['paper']})"),
+                   ("h2", "What was measured"), ("p", study["verdict"]),
+                   ("p", f"Does it bear the claim out? {SUPPORTED_TEXT[study['supported']]}.")]
+        numbers = _flatten(study.get("numbers") or {})
+        if numbers:
+            blocks.append(("table", ["number", "value"], [list(n) for n in numbers]))
+    failed = [r for r in results["runs"] if r["status"] != "finished"]
+    if failed:
+        blocks += [("h2", "Runs that did not finish"),
+                   ("list", [f"{r['name']}: {r['status']} - {r.get('message') or 'no message'}" for r in failed])]
+    blocks += [("h2", "Runs"), ("table", *run_rows(results))]
+    if any(v["n"] > 1 for v in results["variants"]):
+        blocks += [("h2", "Over seeds"), ("table", *variant_rows(results))]
+    blocks += [("h2", "What each run varies"), ("table", *setting_rows(results))]
+    if results["plots"]:
+        blocks.append(("h2", "Plots"))
+        blocks += [("figure", p) for p in results["plots"]]
+    blocks.append(("p", "Multiply-adds are for one image at the run's input size (inference, no auxiliary heads); "
+                        "inference images/s is the median of a few timed batches on this machine; seconds are the "
+                        "engine's wall-clock training time; every number here is in results.json."))
+    return blocks
+
+
+def to_markdown(blocks: list[tuple]) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h1":
+            out.append(f"# {block[1]}")
+        elif kind == "h2":
+            out.append(f"## {block[1]}")
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "quote":
+            out.append(f"> {block[1]}")
+        elif kind == "list":
+            out.append("\n".join(f"- {item}" for item in block[1]))
+        elif kind == "table":
+            head, rows = block[1], block[2]
+            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+            out.append("\n".join(lines))
+        elif kind == "figure":
+            plot = block[1]
+            out.append(f"![{plot['title']}]({plot['file']})\n\n*{plot['caption']}*")
+    return "\n\n".join(out) + "\n"
+
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.3em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:.86em}th,td{border:1px solid #ccc;padding:.25em .55em}
+th{background:#f3f3f3;text-align:left}td{text-align:right}td:first-child,td:nth-child(2){text-align:left}
+blockquote{margin:.5em 0;padding:.4em 1em;border-left:4px solid #88a;background:#f6f6fb}
+figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555}
+"""
+
+
+def to_html(blocks: list[tuple], title: str, lab_dir: Path) -> str:
+    esc = html.escape
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"]
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2"):
+            out.append(f"<{kind}>{esc(block[1])}</{kind}>")
+        elif kind == "p":
+            out.append(f"<p>{esc(block[1])}</p>")
+        elif kind == "quote":
+            out.append(f"<blockquote>{esc(block[1])}</blockquote>")
+        elif kind == "list":
+            out.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in block[1]) + "</ul>")
+        elif kind == "table":
+            head, rows = block[1], block[2]
+            out.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>")
+            out += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
+            out.append("</tbody></table>")
+        elif kind == "figure":
+            plot = block[1]
+            data = base64.b64encode((Path(lab_dir) / plot["file"]).read_bytes()).decode("ascii")
+            out.append(f'<figure><img src="data:image/png;base64,{data}" alt="{esc(plot["title"])}">'
+                       f"<figcaption>{esc(plot['title'])}: {esc(plot['caption'])}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------ the terminal
+def terminal_table(results: dict) -> str:
+    """A short fixed-width table for the end of a compare."""
+    head = ["run", "status", "params", "MMACs", "train img/s", "best top-1", "val loss", "steps", "seconds"]
+    rows = []
+    for r in results["runs"]:
+        rows.append([r["name"], r["status"], fmt("params", r.get("params")),
+                     "-" if r.get("macs") is None else f"{r['macs'] / 1e6:.1f}",
+                     fmt("train_images_per_sec", r.get("train_images_per_sec")), fmt("best_top1", r.get("best_top1")),
+                     fmt("final_val_loss", r.get("final_val_loss")), fmt("steps", r.get("steps")),
+                     fmt("seconds", r.get("seconds"))])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    lines = [line(head), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
+    study = results.get("study")
+    if study:
+        lines += ["", f"claim:   {study['claim']}", f"verdict: {study['verdict']}",
+                  f"         ({SUPPORTED_TEXT[study['supported']]})"]
+    return "\n".join(lines)

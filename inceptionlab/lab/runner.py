@@ -1,0 +1,197 @@
+"""Running a plan: every run through the training engine, one after another, each in its own
+directory under ``LAB_DIR/runs/``, then the report.
+
+A lab directory::
+
+    LAB_DIR/plan.yaml           the plan (what --resume continues)
+    LAB_DIR/runs/<run>/         one engine run directory per run (+ lab_measure.json)
+    LAB_DIR/report.html         self-contained report (images inline)
+    LAB_DIR/report.md, results.json, *.png
+
+A run that fails (diverges, runs out of memory, raises) is recorded with its reason and the
+others still run. An interrupted compare continues with ``run_plan(load_lab(d), d, resume=True)``:
+finished runs are kept, an interrupted run resumes from its latest checkpoint, and runs that
+never started start.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from inceptionlab.errors import UserError
+from inceptionlab.lab.plan import Plan, PlanCheck, RunSpec, check_plan
+from inceptionlab.lab.results import CALIBRATION_FILE, DONE_STATUSES, FAILURE_FILE
+
+PLAN_FILE = "plan.yaml"
+REPORT_FILES = ("results.json", "report.html", "report.md")
+
+
+def load_lab(lab_dir) -> Plan:
+    """The plan of an existing lab directory (for --resume)."""
+    path = Path(lab_dir) / PLAN_FILE
+    if not path.is_file():
+        raise UserError(f"{lab_dir} is not a lab folder (no {PLAN_FILE}); pass the --out folder of an "
+                        f"earlier compare or study")
+    return Plan.from_yaml(path)
+
+
+def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = False) -> PlanCheck:
+    """Checks the plan (UserError before anything runs) and readies ``lab_dir``."""
+    lab_dir = Path(lab_dir)
+    check = check_plan(plan)
+    if resume:
+        return check
+    if (lab_dir / PLAN_FILE).exists() or (lab_dir / "runs").exists():
+        if not overwrite:
+            raise UserError(f"{lab_dir} already holds a compare; continue it with --resume {lab_dir}, "
+                            f"start it over with --overwrite, or pass another --out")
+        shutil.rmtree(lab_dir / "runs", ignore_errors=True)
+        for name in REPORT_FILES:
+            (lab_dir / name).unlink(missing_ok=True)
+        for png in lab_dir.glob("*.png"):
+            png.unlink()
+    try:
+        lab_dir.mkdir(parents=True, exist_ok=True)
+        plan.write_yaml(lab_dir / PLAN_FILE)
+    except OSError as exc:
+        raise UserError(f"cannot write to {lab_dir}: {exc.strerror or exc}; pass a writable --out") from None
+    return check
+
+
+def run_state(run_dir: Path) -> str:
+    """"done" (finished, diverged or failed), "partial" (has a checkpoint to resume) or "new"."""
+    from inceptionlab.train.checkpoint import CheckpointDir
+
+    run_dir = Path(run_dir)
+    if (run_dir / FAILURE_FILE).exists():
+        return "done"
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        try:
+            if json.loads(summary.read_text()).get("status") in DONE_STATUSES:
+                return "done"
+        except json.JSONDecodeError:
+            pass
+    if (run_dir / "checkpoints").is_dir() and CheckpointDir(run_dir / "checkpoints").latest() is not None:
+        return "partial"
+    return "new"
+
+
+def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = False,
+             log: Callable[[str], None] = print, quiet_runs: bool = False, calibrate: bool | None = None) -> dict:
+    """Runs every run of ``plan`` into ``lab_dir``, then writes the report; returns the results.
+
+    Raises UserError (before anything trains) for a bad plan, and KeyboardInterrupt when a run
+    was interrupted (the lab directory can then be resumed). ``calibrate`` measures each finished
+    run's calibration on its validation split (default: when the study asks for it)."""
+    from inceptionlab.lab.report import make_report
+    from inceptionlab.lab.studies import get_study
+
+    lab_dir = Path(lab_dir)
+    check = prepare_lab(plan, lab_dir, resume=resume, overwrite=overwrite)
+    study = get_study(plan.study) if plan.study else None
+    if calibrate is None:
+        calibrate = bool(study and study.calibrate)
+    runs = plan.runs()
+    budget = ", ".join(f"{k} {v:g}" for k, v in plan.budget.items()) or "per-run budgets"
+    log(f"{plan.title}: {len(runs)} run(s), {budget} each, on {check.source}; {len(check.classes)} classes; "
+        f"lab folder {lab_dir}")
+    for i, run in enumerate(runs, 1):
+        run_dir = lab_dir / "runs" / run.name
+        state = run_state(run_dir)
+        head = f"[{i}/{len(runs)}] {run.name}: {describe_run(run)}"
+        if state == "done":
+            log(f"{head} - kept from before ({_status_text(run_dir)})")
+        else:
+            log(f"{head}" + (" - resuming from its checkpoint" if state == "partial" else ""))
+            _train_one(run, run_dir, plan, resume=state == "partial", log=log, quiet=quiet_runs)
+        _measure_one(run, run_dir, check)
+        if calibrate:
+            _calibrate_one(run_dir, log)
+    return make_report(plan, lab_dir, data_source=check.source)
+
+
+def describe_run(run: RunSpec) -> str:
+    """``inception_v3 (norm=False, stem=low_res; lr=0.01)``: the model, its switches, its settings."""
+    switches = ", ".join(f"{k}={v}" for k, v in run.model_kwargs.items())
+    return run.model + (f" ({switches})" if switches else "")
+
+
+def _train_one(run: RunSpec, run_dir: Path, plan: Plan, *, resume: bool, log, quiet: bool) -> None:
+    from inceptionlab.train import train
+
+    if not resume and run_dir.exists():  # an attempt that died before its first checkpoint
+        shutil.rmtree(run_dir)
+    try:
+        summary = train(resume=run_dir) if resume else train(run.config(run_dir, plan.data, quiet=quiet))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failed run must not stop the others (OOM, a bug, bad data)
+        message = f"{type(exc).__name__}: {_first_line(exc)}"
+        _record_failure(run_dir, message)
+        log(f"    FAILED: {message}; the other runs continue")
+        return
+    status = summary.get("status")
+    if status == "interrupted":
+        raise KeyboardInterrupt(summary.get("message") or "interrupted")
+    if status != "finished":
+        log(f"    {str(status).upper()}: {summary.get('message') or 'no message'}; the other runs continue")
+
+
+def _record_failure(run_dir: Path, message: str) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = run_dir / "summary.json"
+    if summary.exists():  # the engine already wrote the reason
+        try:
+            if json.loads(summary.read_text()).get("status") == "failed":
+                return
+        except json.JSONDecodeError:
+            pass
+    (run_dir / FAILURE_FILE).write_text(json.dumps(dict(status="failed", message=message)) + "\n")
+
+
+def _measure_one(run: RunSpec, run_dir: Path, check: PlanCheck) -> None:
+    from inceptionlab.lab.measure import measure_run
+
+    summary = _summary(run_dir)
+    img_size = summary.get("img_size") or run.train.get("img_size")
+    if not img_size:
+        return  # failed before the engine chose a size; nothing to measure at
+    measure_run(run_dir, run.model, run.model_kwargs, num_classes=len(check.classes), img_size=int(img_size),
+                batch_size=int(summary.get("batch_size") or run.train.get("batch_size") or 32))
+
+
+def _calibrate_one(run_dir: Path, log) -> None:
+    from inceptionlab.lab.measure import calibration, predict_val
+
+    path = run_dir / CALIBRATION_FILE
+    if path.exists() or _summary(run_dir).get("status") != "finished":
+        return
+    try:
+        table = calibration(*predict_val(run_dir))
+    except Exception as exc:
+        log(f"    calibration of {run_dir.name} failed: {type(exc).__name__}: {_first_line(exc)}")
+        return
+    path.write_text(json.dumps(table, indent=1))
+
+
+def _summary(run_dir: Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _status_text(run_dir: Path) -> str:
+    if (run_dir / FAILURE_FILE).exists():
+        return "failed"
+    summary = _summary(run_dir)
+    best = summary.get("best_top1")
+    return f"{summary.get('status')}" + (f", best top-1 {best:.2f}%" if best is not None else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

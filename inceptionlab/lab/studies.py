@@ -1,0 +1,419 @@
+"""Studies: the papers' claims, measured on the user's data.
+
+A study is a prepared plan that changes one thing, the claim as the paper states it, and a
+verdict function that reads the results and says, in one sentence, what was measured and whether
+it bears the claim out (``supported``: True, False, or None when the runs cannot decide it). The
+numbers behind the sentence go to the report and ``results.json``.
+
+    study = get_study("batchnorm")
+    plan = study.plan(budget={"steps": 300}, model_kwargs={"depth_multiplier": 0.25})
+    ...                                   # run it (see `inceptionlab.lab.runner`)
+    verdict = study.verdict(results)      # {"verdict": "...", "supported": True, "numbers": {...}}
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from inceptionlab.errors import UserError, closest
+from inceptionlab.lab.plan import Plan, Variant
+
+NOISE_POINTS = 0.5   # accuracy differences smaller than this (top-1 points) are read as no difference
+
+
+@dataclass
+class Study:
+    name: str
+    title: str
+    paper: str
+    claim: str
+    variants: Callable[[dict], list[Variant]]   # (options) -> the arms of the study
+    judge: Callable[[dict], dict]               # (results) -> {"verdict", "supported", "numbers"}
+    train: dict = field(default_factory=dict)   # training settings the study needs (user's win)
+    target: Callable[[list], float | None] | None = None   # the study's own target accuracy
+    calibrate: bool = False                     # measure calibration (ECE) of every finished run
+
+    def plan(self, *, budget: dict, seeds=(0,), data=None, train: dict | None = None,
+             model_kwargs: dict | None = None, target: float | None = None, options: dict | None = None) -> Plan:
+        options = dict(options or {})
+        return Plan(variants=self.variants(options), budget=dict(budget), seeds=list(seeds), data=data,
+                    train={**self.train, **(train or {})}, model_kwargs=dict(model_kwargs or {}),
+                    target=target, title=f"Study: {self.title}", study=self.name)
+
+    def verdict(self, results: dict) -> dict:
+        failed = [r["name"] for r in results["runs"] if r.get("status") != "finished"]
+        try:
+            out = self.judge(results)
+        except _Undecided as exc:
+            out = dict(verdict=str(exc), supported=None, numbers={})
+        if failed and out.get("supported") is not None:
+            out["verdict"] += f" ({len(failed)} run(s) did not finish: {', '.join(failed)}.)"
+        return dict(name=self.name, title=self.title, paper=self.paper, claim=self.claim, **out)
+
+
+class _Undecided(Exception):
+    """The runs cannot decide the claim (a needed run failed or reached nothing)."""
+
+
+# ------------------------------------------------------------------ reading the results
+def _variant(results: dict, name: str) -> dict:
+    for row in results["variants"]:
+        if row["variant"] == name:
+            return row
+    raise _Undecided(f"the study has no run {name!r}")
+
+
+def _mean(results: dict, name: str, key: str, *, required: bool = True):
+    stat = _variant(results, name).get(key)
+    if stat is None:
+        if required:
+            raise _Undecided(f"cannot judge: {name} has no {key.replace('_', ' ')} "
+                             f"({_why(results, name)})")
+        return None
+    return stat["mean"]
+
+
+def _spread(results: dict, *names: str, key: str = "best_top1") -> float:
+    """The larger seed spread (std) of ``key`` among ``names``; 0 with one seed."""
+    spreads = [(_variant(results, n).get(key) or {}).get("std", 0.0) for n in names]
+    return max(spreads + [0.0])
+
+
+def _status(results: dict, name: str) -> str:
+    statuses = [r["status"] for r in results["runs"] if r["variant"] == name]
+    if statuses and all(s == "finished" for s in statuses):
+        return "finished"
+    return next((s for s in statuses if s != "finished"), "pending")
+
+
+def _why(results: dict, name: str) -> str:
+    for r in results["runs"]:
+        if r["variant"] == name and r.get("status") != "finished":
+            return f"{r['status']}: {r.get('message') or 'no message'}"
+    return "it did not reach it"
+
+
+def _tolerance(results: dict, *names: str) -> float:
+    return max(NOISE_POINTS, 2 * _spread(results, *names))
+
+
+def _pct(a, b):
+    """Relative saving of b against a, in %."""
+    return 100.0 * (1 - b / a) if a else None
+
+
+def _f(value, digits: int = 2) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+# ------------------------------------------------------------------ batchnorm
+def _bn_variants(options: dict) -> list[Variant]:
+    base = float(options.get("lr") or 0.005)
+    out = []
+    for norm in (True, False):
+        for mult in (1, 5, 30):
+            tag = "bn" if norm else "no_bn"
+            out.append(Variant(f"{tag}-lr_x{mult}", "bn_inception", {"norm": norm}, {"lr": base * mult}))
+    return out
+
+
+def _bn_target(records: list) -> float | None:
+    """The paper's target: the best accuracy of the network without BN at the base rate."""
+    from inceptionlab.lab.results import best_top1
+
+    base = [best_top1(r) for r in records if r["variant"] == "no_bn-lr_x1" and r.get("status") == "finished"]
+    base = [b for b in base if b is not None]
+    return round(sum(base) / len(base), 2) if base else None
+
+
+def _bn_judge(results: dict) -> dict:
+    target = results.get("target_top1")
+    no_bn_steps = _mean(results, "no_bn-lr_x1", "steps_to_target")
+    reached = {}
+    for mult in (1, 5, 30):
+        steps = _mean(results, f"bn-lr_x{mult}", "steps_to_target", required=False)
+        if steps is not None:
+            reached[f"bn-lr_x{mult}"] = steps
+    high = {f"no_bn-lr_x{m}": _status(results, f"no_bn-lr_x{m}") for m in (5, 30)}
+    bn_high = {f"bn-lr_x{m}": _status(results, f"bn-lr_x{m}") for m in (5, 30)}
+    numbers = dict(target_top1=target, steps_no_bn=no_bn_steps, steps_with_bn=reached,
+                   no_bn_high_rates=high, bn_high_rates=bn_high)
+    diverged = [n for n, s in high.items() if s == "diverged"]
+    div_text = (f"without BN, {' and '.join(n.split('_x')[1] + 'x' for n in diverged)} the rate diverged"
+                if diverged else "without BN, the 5x and 30x rates did not diverge")
+    if not reached:
+        return dict(verdict=f"No BN run reached the no-BN run's best top-1 ({_f(target)}%) within the budget; "
+                            f"{div_text}.", supported=False, numbers=numbers)
+    best_name, best_steps = min(reached.items(), key=lambda kv: kv[1])
+    ratio = no_bn_steps / best_steps if best_steps else None
+    numbers["speedup"] = ratio
+    verdict = (f"With BN ({best_name}) the network reached the no-BN run's best top-1 ({_f(target)}%) in "
+               f"{best_steps:.0f} steps against {no_bn_steps:.0f} without: {_f(ratio, 1)}x fewer steps "
+               f"(the paper: 14x); {div_text}.")
+    return dict(verdict=verdict, supported=bool(ratio and ratio > 1.0), numbers=numbers)
+
+
+# ------------------------------------------------------------------ factorization
+FACTOR_ARMS = (("unfactorized", dict(factorize_5x5=False, factorize_nxn=False)),
+               ("5x5_as_two_3x3", dict(factorize_5x5=True, factorize_nxn=False)),
+               ("also_nxn_as_1xn_nx1", dict(factorize_5x5=True, factorize_nxn=True)))
+
+
+def _factor_variants(options: dict) -> list[Variant]:
+    model = options.get("model") or "inception_v3"
+    return [Variant(name, model, dict(kw)) for name, kw in FACTOR_ARMS]
+
+
+def _factor_judge(results: dict) -> dict:
+    names = [n for n, _ in FACTOR_ARMS]
+    macs = [_mean(results, n, "macs") for n in names]
+    params = [_mean(results, n, "params") for n in names]
+    top1 = [_mean(results, n, "best_top1", required=False) for n in names]
+    speed = [_mean(results, n, "train_images_per_sec", required=False) for n in names]
+    numbers = dict(macs=dict(zip(names, macs)), params=dict(zip(names, params)), best_top1=dict(zip(names, top1)),
+                   train_images_per_sec=dict(zip(names, speed)),
+                   macs_saved_5x5_pct=_pct(macs[0], macs[1]), macs_saved_nxn_pct=_pct(macs[1], macs[2]),
+                   params_saved_5x5_pct=_pct(params[0], params[1]), params_saved_nxn_pct=_pct(params[1], params[2]))
+    if top1[0] is None or top1[2] is None:
+        raise _Undecided(f"Factorizing saved {_f(numbers['macs_saved_5x5_pct'], 1)}% and "
+                         f"{_f(numbers['macs_saved_nxn_pct'], 1)}% of the multiply-adds, but the accuracy "
+                         f"cannot be compared: {_why(results, names[0] if top1[0] is None else names[2])}")
+    tol = _tolerance(results, names[0], names[2])
+    diff = top1[2] - top1[0]
+    verdict = (f"Factorizing the 5x5s saved {_f(numbers['macs_saved_5x5_pct'], 1)}% of the whole network's "
+               f"multiply-adds ({_f(numbers['params_saved_5x5_pct'], 1)}% of its parameters) and factorizing "
+               f"n x n saved another {_f(numbers['macs_saved_nxn_pct'], 1)}% "
+               f"({_f(numbers['params_saved_nxn_pct'], 1)}%) - the paper's 28% and 33% are per replaced "
+               f"convolution; at equal budget top-1 went {_f(top1[0])}% -> {_f(top1[1])}% -> {_f(top1[2])}% "
+               f"({diff:+.2f} points, noise +-{tol:.1f}).")
+    saved = (numbers["macs_saved_5x5_pct"] or 0) > 0
+    return dict(verdict=verdict, supported=saved and diff > -tol, numbers=numbers)
+
+
+# ------------------------------------------------------------------ label smoothing
+def _ls_variants(options: dict) -> list[Variant]:
+    model = options.get("model") or "inception_v3"
+    return [Variant("no_smoothing", model, {}, {"smoothing": 0.0}),
+            Variant("smoothing_0.1", model, {}, {"smoothing": 0.1})]
+
+
+def _ls_judge(results: dict) -> dict:
+    a, b = "no_smoothing", "smoothing_0.1"
+    t1 = (_mean(results, a, "best_top1"), _mean(results, b, "best_top1"))
+    t5 = (_mean(results, a, "best_top5", required=False), _mean(results, b, "best_top5", required=False))
+    ece = (_mean(results, a, "ece", required=False), _mean(results, b, "ece", required=False))
+    tol = _tolerance(results, a, b)
+    diff = t1[1] - t1[0]
+    numbers = dict(best_top1={a: t1[0], b: t1[1]}, best_top5={a: t5[0], b: t5[1]}, ece={a: ece[0], b: ece[1]},
+                   top1_difference=diff, noise=tol)
+    calib = ""
+    if None not in ece:
+        calib = (f"; expected calibration error {_f(ece[0])}% -> {_f(ece[1])}% "
+                 f"({'better' if ece[1] < ece[0] else 'worse'} calibrated)")
+    verdict = (f"Label smoothing 0.1 changed top-1 by {diff:+.2f} points ({_f(t1[0])}% -> {_f(t1[1])}%, "
+               f"noise +-{tol:.1f}) and top-5 {_f(t5[0])}% -> {_f(t5[1])}%{calib} "
+               f"(the paper: about 0.2 points better top-1 and top-5 on ImageNet).")
+    supported = True if diff > tol else (False if diff < -tol else None)
+    if supported is None:
+        verdict += " The difference is within the noise of this budget."
+    return dict(verdict=verdict, supported=supported, numbers=numbers)
+
+
+# ------------------------------------------------------------------ grid reduction
+GRID_ARMS = ("efficient", "pool_then_conv", "conv_then_pool")
+
+
+def _grid_variants(options: dict) -> list[Variant]:
+    model = options.get("model") or "inception_v3"
+    return [Variant(g, model, {"grid_reduction": g}) for g in GRID_ARMS]
+
+
+def _grid_judge(results: dict) -> dict:
+    macs = {g: _mean(results, g, "macs") for g in GRID_ARMS}
+    top1 = {g: _mean(results, g, "best_top1", required=False) for g in GRID_ARMS}
+    numbers = dict(macs=macs, best_top1=top1, macs_vs_conv_then_pool_pct=_pct(macs["conv_then_pool"], macs["efficient"]))
+    if top1["efficient"] is None:
+        raise _Undecided(f"cannot judge: the efficient reduction did not train ({_why(results, 'efficient')})")
+    tol = _tolerance(results, *GRID_ARMS)
+    parts = [f"The efficient grid reduction cost {_f(numbers['macs_vs_conv_then_pool_pct'], 1)}% fewer "
+             f"multiply-adds than conv-then-pool"]
+    supported = macs["efficient"] < macs["conv_then_pool"]
+    for other in ("pool_then_conv", "conv_then_pool"):
+        if top1[other] is None:
+            parts.append(f"{other} did not finish ({_why(results, other)})")
+            continue
+        diff = top1["efficient"] - top1[other]
+        parts.append(f"top-1 {_f(top1['efficient'])}% against {_f(top1[other])}% for {other} ({diff:+.2f})")
+        supported = supported and diff > -tol
+    verdict = "; ".join(parts) + (f" (noise +-{tol:.1f} points; the paper: as expressive as conv-then-pool, "
+                                  f"without pool-then-conv's bottleneck, at a third of the cost).")
+    return dict(verdict=verdict, supported=supported, numbers=numbers)
+
+
+# ------------------------------------------------------------------ residual
+RESIDUAL_ARMS = (("inception_v4", "inception_v4", {}),
+                 ("inception_resnet_v2", "inception_resnet_v2", {}),
+                 ("irv2_scale_1.0", "inception_resnet_v2", {"residual_scale": 1.0}),
+                 ("irv2_scale_0.1", "inception_resnet_v2", {"residual_scale": 0.1}))
+
+
+def _residual_variants(options: dict) -> list[Variant]:
+    return [Variant(n, m, dict(kw)) for n, m, kw in RESIDUAL_ARMS]
+
+
+def _residual_judge(results: dict) -> dict:
+    v4 = _mean(results, "inception_v4", "steps_to_target", required=False)
+    rn = _mean(results, "inception_resnet_v2", "steps_to_target", required=False)
+    loss = {n: _mean(results, n, "final_train_loss", required=False) for n, _, _ in RESIDUAL_ARMS}
+    status = {n: _status(results, n) for n, _, _ in RESIDUAL_ARMS}
+    macs = {n: _mean(results, n, "macs", required=False) for n, _, _ in RESIDUAL_ARMS}
+    numbers = dict(steps_to_target=dict(inception_v4=v4, inception_resnet_v2=rn), final_train_loss=loss,
+                   status=status, macs=macs, target_top1=results.get("target_top1"))
+    if rn is None and v4 is None:
+        raise _Undecided("Neither Inception-v4 nor Inception-ResNet-v2 reached the target accuracy; "
+                         "give the runs a larger budget")
+    if v4 is None:
+        first = f"Inception-ResNet-v2 reached the target in {rn:.0f} steps; Inception-v4 never did"
+        supported = True
+    elif rn is None:
+        first = f"Inception-v4 reached the target in {v4:.0f} steps; Inception-ResNet-v2 never did"
+        supported = False
+    else:
+        first = (f"Inception-ResNet-v2 reached the target ({_f(results.get('target_top1'))}% top-1) in {rn:.0f} "
+                 f"steps against {v4:.0f} for Inception-v4")
+        supported = rn < v4
+    scale = (f"with residual scale 1.0 the run {status['irv2_scale_1.0']} (final training loss "
+             f"{_f(loss['irv2_scale_1.0'], 3)}), with 0.1 it {status['irv2_scale_0.1']} "
+             f"({_f(loss['irv2_scale_0.1'], 3)})")
+    verdict = (f"{first}; {scale} (the paper: residual connections train faster; scaling by 0.1-0.3 keeps "
+               f"very wide networks from dying, which a narrow network may not show).")
+    return dict(verdict=verdict, supported=supported, numbers=numbers)
+
+
+# ------------------------------------------------------------------ aux
+def _aux_variants(options: dict) -> list[Variant]:
+    model = options.get("model") or "inception_v3"
+    return [Variant("no_aux", model, {"aux_logits": False}), Variant("aux", model, {"aux_logits": True})]
+
+
+def _aux_judge(results: dict) -> dict:
+    t1 = {n: _mean(results, n, "final_top1") for n in ("no_aux", "aux")}
+    steps = {n: _mean(results, n, "steps_to_target", required=False) for n in ("no_aux", "aux")}
+    tol = _tolerance(results, "no_aux", "aux")
+    diff = t1["aux"] - t1["no_aux"]
+    numbers = dict(final_top1=t1, steps_to_target=steps, noise=tol)
+    reach = (f"; target reached in {_f(steps['aux'], 0)} steps with them and {_f(steps['no_aux'], 0)} without"
+             if any(v is not None for v in steps.values()) else "")
+    verdict = (f"With auxiliary classifiers the final top-1 was {_f(t1['aux'])}% against {_f(t1['no_aux'])}% "
+               f"without ({diff:+.2f} points, noise +-{tol:.1f}){reach} (the paper: no faster early training, "
+               f"a slightly better end, as a regularizer).")
+    supported = True if diff > tol else (False if diff < -tol else None)
+    if supported is None:
+        verdict += " The difference is within the noise of this budget."
+    return dict(verdict=verdict, supported=supported, numbers=numbers)
+
+
+# ------------------------------------------------------------------ family
+FAMILY = ("googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1", "inception_resnet_v2")
+
+
+def _family_variants(options: dict) -> list[Variant]:
+    return [Variant(n, n) for n in FAMILY]
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None under three pairs."""
+    if len(xs) < 3:
+        return None
+
+    def ranks(values):
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        r = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return cov / var if var else None
+
+
+def _family_judge(results: dict) -> dict:
+    from inceptionlab.models import model_card
+
+    measured = {n: _mean(results, n, "best_top1", required=False) for n in FAMILY}
+    imagenet = {n: model_card(n).get("top1") for n in FAMILY}
+    pairs = [(imagenet[n], measured[n]) for n in FAMILY if imagenet[n] is not None and measured[n] is not None]
+    rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+    order = sorted((n for n in FAMILY if measured[n] is not None), key=lambda n: -measured[n])
+    numbers = dict(best_top1=measured, imagenet_top1=imagenet, spearman=rho, order=order)
+    if rho is None:
+        raise _Undecided("cannot judge: fewer than three families with ImageNet weights finished")
+    verdict = (f"Measured order by best top-1: {' > '.join(f'{n} ({measured[n]:.1f}%)' for n in order)}; "
+               f"rank correlation with the ImageNet top-1 of the public weights: {rho:+.2f} "
+               f"(+1 = same order as on ImageNet).")
+    supported = True if rho >= 0.5 else (False if rho <= 0 else None)
+    return dict(verdict=verdict, supported=supported, numbers=numbers)
+
+
+# ------------------------------------------------------------------ the registry
+STUDIES: dict[str, Study] = {s.name: s for s in [
+    Study("batchnorm", "batch normalization and the learning rate",
+          "Ioffe & Szegedy 2015, Batch Normalization, Sec. 4.2 (arXiv:1502.03167)",
+          "With batch normalization the same accuracy is reached in 14 times fewer training steps, at "
+          "learning rates 5x and 30x higher; without it such rates make training diverge.",
+          _bn_variants, _bn_judge, train=dict(opt="sgd", sched="constant"), target=_bn_target),
+    Study("factorization", "factorized convolutions",
+          "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 3.1-3.2 (arXiv:1512.00567)",
+          "Replacing a 5x5 convolution by two 3x3 saves 28% of its computation, and a 3x3 by 1x3 + 3x1 "
+          "saves 33%, without loss of expressiveness.",
+          _factor_variants, _factor_judge),
+    Study("label_smoothing", "label smoothing",
+          "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 7 (arXiv:1512.00567); "
+          "calibration: Mueller, Kornblith & Hinton 2019, When Does Label Smoothing Help?",
+          "Label smoothing with epsilon 0.1 improves top-1 and top-5 error by about 0.2 points absolute; "
+          "it also makes the network's confidences better calibrated.",
+          _ls_variants, _ls_judge, calibrate=True),
+    Study("grid_reduction", "grid-size reduction",
+          "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 4, Fig. 9-10 (arXiv:1512.00567)",
+          "Parallel stride-2 convolution and pooling branches reduce the grid as expressively as "
+          "convolution-then-pooling at a third of its cost, without the representational bottleneck of "
+          "pooling-then-convolution.",
+          _grid_variants, _grid_judge),
+    Study("residual", "residual connections and their scaling",
+          "Szegedy et al. 2016, Inception-v4, Inception-ResNet, Sec. 3.3 and 5 (arXiv:1602.07261)",
+          "Residual connections make Inception networks train significantly faster at comparable cost, and "
+          "scaling the residuals by 0.1-0.3 keeps wide networks stable.",
+          _residual_variants, _residual_judge),
+    Study("aux", "auxiliary classifiers",
+          "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 4 (arXiv:1512.00567)",
+          "Auxiliary classifiers do not speed up early training; near the end the network with them is "
+          "slightly more accurate, acting as a regularizer.",
+          _aux_variants, _aux_judge),
+    Study("family", "the six families",
+          "GoogLeNet (2014), BN-Inception (2015), Inception-v3 (2015), Inception-v4 and Inception-ResNet-v1/v2 (2016)",
+          "Each generation is more accurate than the last (ImageNet top-1 of the public weights: GoogLeNet "
+          "69.8%, BN-Inception 73.5%, Inception-v3 77.3%, Inception-v4 80.2%, Inception-ResNet-v2 80.4%).",
+          _family_variants, _family_judge),
+]}
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        hint = closest(name, STUDIES)
+        raise UserError(f"unknown study {name!r}" + (f"; did you mean {hint}?" if hint
+                                                     else f"; choose from {', '.join(STUDIES)}"))
+    return STUDIES[name]
+
+
+def list_studies() -> list[str]:
+    return list(STUDIES)

@@ -1,0 +1,262 @@
+"""The lab: plans and their checks, running with failures and resume, results and the report.
+
+Training is replaced by `test_lab_fakes.FakeEngine` (made-up run directories in the engine's
+format) and the model measurement by `fake_measure`, so these tests take seconds.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import inceptionlab.lab.measure as measure_module
+import inceptionlab.train as train_module
+from inceptionlab.cli import main
+from inceptionlab.errors import UserError
+from inceptionlab.lab import Plan, Variant, check_plan, load_lab, parse_variant, run_plan
+from inceptionlab.lab.report import terminal_table
+from inceptionlab.lab.results import aggregate, choose_target, time_to_target
+from inceptionlab.lab.runner import prepare_lab, run_state
+from test_lab_fakes import FakeEngine, fake_measure, write_fake_run
+
+SMALL = dict(stem="low_res", depth_multiplier=0.125, min_depth=8)
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    fake = FakeEngine()
+    monkeypatch.setattr(train_module, "train", fake)
+    monkeypatch.setattr(measure_module, "measure_model", fake_measure)
+    return fake
+
+
+def plan_of(*names, **kw) -> Plan:
+    values = dict(budget={"steps": 100}, model_kwargs=dict(SMALL), train={"limit_per_class": 5})
+    values.update(kw)
+    return Plan(variants=[Variant(n, n) if isinstance(n, str) else n for n in names], **values)
+
+
+# ------------------------------------------------------------------ parsing
+def test_variant_routes_switches_and_settings():
+    v = parse_variant("no_bn:bn_inception:norm=false,lr=0.01")
+    assert (v.name, v.model, v.model_kwargs, v.train) == ("no_bn", "bn_inception", {"norm": False}, {"lr": 0.01})
+    v = parse_variant("scaled:inception_resnet_v2:residual_scale=[1.0, 0.2, 0.2],steps=50")
+    assert v.model_kwargs == {"residual_scale": [1.0, 0.2, 0.2]} and v.train == {"steps": 50}
+    assert parse_variant("plain:googlenet").model_kwargs == {}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("x:googlenet:nrm=false", "did you mean norm"),
+    ("x:googlnet", "did you mean googlenet"),
+    ("onlyname", "is not name:model"),
+    ("x:googlenet:seed=3", "set by the lab"),
+    ("x:googlenet:norm", "is not key=value"),
+])
+def test_variant_errors(text, expected):
+    with pytest.raises(UserError, match=expected):
+        parse_variant(text)
+
+
+def test_plan_file_typos_are_caught(tmp_path):
+    good = dict(steps=10, models=["googlenet"], runs=[dict(name="v3", model="inception_v3", norm=False, lr=0.01)])
+    plan = Plan.from_dict(good)
+    assert [v.name for v in plan.variants] == ["googlenet", "v3"]
+    assert plan.variants[1].model_kwargs == {"norm": False} and plan.variants[1].train == {"lr": 0.01}
+    for bad, hint in [({"epocs": 3}, "did you mean epochs"), ({"runs": [{"model": "inception_v5"}]}, "inception_v"),
+                      ({"train": {"bach_size": 3}}, "batch_size"), ({"runs": [{"name": "x"}]}, "model: NAME"),
+                      ({"seeds": 0}, "at least 1"), ({"seeds": [1, 1]}, "must differ")]:
+        with pytest.raises(UserError, match=hint):
+            Plan.from_dict({**good, **bad})
+    path = tmp_path / "plan.yaml"
+    path.write_text("steps: 10\nmodels: [googlenet\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        Plan.from_yaml(path)
+
+
+def test_plan_round_trips_through_yaml(tmp_path):
+    plan = plan_of("googlenet", Variant("no_bn", "bn_inception", {"norm": False}, {"lr": 0.5}), seeds=[0, 3],
+                   target=80.0, title="t")
+    plan.write_yaml(tmp_path / "plan.yaml")
+    again = Plan.from_yaml(tmp_path / "plan.yaml")
+    assert again.runs() == plan.runs() and again.target == 80.0 and again.title == "t"
+    names = [r.name for r in plan.runs()]
+    assert names == ["googlenet-seed0", "no_bn-seed0", "googlenet-seed3", "no_bn-seed3"]
+    run = plan.runs()[1]
+    assert run.train == {"steps": 100, "limit_per_class": 5, "lr": 0.5} and run.model_kwargs == {**SMALL, "norm": False}
+
+
+# ------------------------------------------------------------------ checks before anything runs
+@pytest.mark.parametrize("change, expected", [
+    (dict(budget={"steps": 0}), "steps=0 must be a whole number above zero"),
+    (dict(budget={"minutes": 0.0}), "minutes=0.0 must be a number above zero"),
+    (dict(budget={}), "no training budget"),
+    (dict(target=150), "target must be a top-1 accuracy"),
+    (dict(model_kwargs={"depth_multiplyer": 0.5}), "did you mean depth_multiplier"),
+    (dict(model_kwargs={**SMALL, "grid_reduction": "eficient"}), "grid_reduction must be one of"),
+    (dict(train={"img_size": 4}), "needs at least"),
+    (dict(train={"opt": "adamm"}), "did you mean adamw"),
+])
+def test_check_plan_rejects(change, expected):
+    with pytest.raises(UserError, match=expected):
+        check_plan(plan_of("googlenet", "inception_v3", **change))
+
+
+def test_check_plan_rejects_models_names_and_data(tmp_path):
+    with pytest.raises(UserError, match="did you mean inception_resnet_v2"):
+        check_plan(plan_of("inception_resnet_v3"))
+    with pytest.raises(UserError, match="two runs are named"):
+        check_plan(plan_of("googlenet", "googlenet"))
+    with pytest.raises(UserError, match="does not exist"):
+        check_plan(plan_of("googlenet", data=str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError):
+        check_plan(plan_of("googlenet", data=str(tmp_path / "empty")))
+    check = check_plan(plan_of("googlenet"))
+    assert len(check.classes) == 10 and "digits" in check.source
+
+
+def test_cli_errors_are_one_line_and_nothing_trains(engine, tmp_path, capsys):
+    cases = [
+        (["compare", "--models", "googlenet,inceptoin_v3", "--steps", "5"], "did you mean inception_v3"),
+        (["compare", "--models", "googlenet", "--steps", "0"], "above zero"),
+        (["compare", "--models", "googlenet"], "no training budget"),
+        (["compare", "--steps", "5"], "nothing to compare"),
+        (["compare", "--models", "googlenet", "--steps", "5", "--data", str(tmp_path / "nope")], "does not exist"),
+        (["study", "batchnrom"], "did you mean batchnorm"),
+        (["study", "batchnorm", "--data", str(tmp_path)], "no training budget"),
+        (["compare", "--resume", str(tmp_path / "elsewhere")], "is not a lab folder"),
+    ]
+    plan_file = tmp_path / "mine.yaml"
+    plan_file.write_text("steps: 5\nmodels: [googlenet]\nmodel_kwrgs: {stem: low_res}\n")
+    cases.append((["compare", "--plan", str(plan_file)], "did you mean model_kwargs"))
+    for argv, expected in cases:
+        assert main(argv + ["--out", str(tmp_path / "lab")] if argv[0] == "compare" and "--resume" not in argv
+                    else argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, (argv, err)
+    assert engine.calls == []
+    assert not (tmp_path / "lab" / "runs").exists()
+
+
+# ------------------------------------------------------------------ running
+def test_failed_runs_are_reported_and_the_others_complete(engine, tmp_path):
+    engine.fates.update({"bn_inception": "raise", "inception_v3": "diverge", "googlenet": 5.0})
+    plan = plan_of("googlenet", "bn_inception", "inception_v3", "inception_resnet_v2")
+    lines = []
+    results = run_plan(plan, tmp_path, log=lines.append)
+    status = {r["name"]: r["status"] for r in results["runs"]}
+    assert status == {"googlenet": "finished", "bn_inception": "failed", "inception_v3": "diverged",
+                      "inception_resnet_v2": "finished"}
+    messages = {r["name"]: r["message"] for r in results["runs"]}
+    assert messages["bn_inception"] == "RuntimeError: CUDA out of memory (fake)"
+    assert "nan" in messages["inception_v3"]
+    assert any("FAILED" in line and "the other runs continue" in line for line in lines)
+    md = (tmp_path / "report.md").read_text()
+    assert "Runs that did not finish" in md and "bn_inception: failed - RuntimeError: CUDA out of memory" in md
+    html = (tmp_path / "report.html").read_text()
+    assert "CUDA out of memory" in html and "loss became nan" in html
+    assert "bn_inception" in terminal_table(results)
+
+
+def test_results_json_holds_the_metrics_exactly(engine, tmp_path):
+    results = run_plan(plan_of("googlenet", "inception_v3"), tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for run in saved["runs"]:
+        with open(tmp_path / run["dir"] / "metrics.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(run["metrics"]) == len(rows) > 0
+        for ours, theirs in zip(run["metrics"], rows):
+            assert {k: float(v) for k, v in theirs.items()} == ours
+        summary = json.loads((tmp_path / run["dir"] / "summary.json").read_text())
+        for key in ("best_top1", "best_top5", "final_val_loss", "steps", "seconds", "train_images_per_sec"):
+            assert run[key] == summary[key]
+        measured = json.loads((tmp_path / run["dir"] / "lab_measure.json").read_text())
+        assert run["macs"] == measured["macs"] and run["params"] == summary["params"]
+    assert saved["target_top1"] == results["target_top1"] == round(0.9 * max(r["best_top1"] for r in saved["runs"]), 2)
+    assert saved["plan"]["runs"][0]["model"] == "googlenet"
+
+
+def test_report_html_is_self_contained(engine, tmp_path):
+    results = run_plan(plan_of("googlenet", "inception_v3", seeds=[0, 1]), tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    plots = results["plots"]
+    assert {p["file"] for p in plots} >= {"loss_vs_step.png", "loss_vs_time.png", "accuracy_vs_epoch.png",
+                                          "accuracy_vs_cost.png"}
+    assert len(images) == len(plots) == html.count("<img")
+    for plot, data in zip(plots, images):
+        assert base64.b64decode(data) == (tmp_path / plot["file"]).read_bytes()
+    assert "http://" not in html and "https://" not in html and "src=\"data:" in html
+    assert html.count("<table>") >= 3 and "Over seeds" in html
+    md = (tmp_path / "report.md").read_text()
+    for plot in plots:
+        assert f"]({plot['file']})" in md
+    seeds = [v for v in results["variants"] if v["variant"] == "googlenet"][0]
+    assert seeds["n"] == 2 and seeds["best_top1"]["n"] == 2 and "±" in md
+
+
+def test_resume_keeps_finished_runs_and_continues_the_interrupted_one(engine, tmp_path):
+    engine.fates["inception_v3"] = "interrupt_once"
+    plan = plan_of("googlenet", "inception_v3", "inception_resnet_v2")
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan, tmp_path)
+    assert engine.calls == [("googlenet", "new"), ("inception_v3", "new")]
+    assert run_state(tmp_path / "runs" / "googlenet") == "done"
+    assert run_state(tmp_path / "runs" / "inception_v3") == "partial"
+    assert run_state(tmp_path / "runs" / "inception_resnet_v2") == "new"
+    with pytest.raises(UserError, match="--resume"):
+        prepare_lab(plan, tmp_path)
+    results = run_plan(load_lab(tmp_path), tmp_path, resume=True)
+    assert engine.calls[2:] == [("inception_v3", "resume"), ("inception_resnet_v2", "new")]
+    assert all(r["status"] == "finished" for r in results["runs"])
+    # a run that died before its first checkpoint starts over, without its leftovers
+    run_dir = tmp_path / "runs" / "inception_resnet_v2"
+    shutil.rmtree(run_dir)
+    write_fake_run(run_dir, status=None, checkpoint=False)
+    (run_dir / "leftover.txt").write_text("x")
+    run_plan(load_lab(tmp_path), tmp_path, resume=True)
+    assert engine.calls[4:] == [("inception_resnet_v2", "new")] and not (run_dir / "leftover.txt").exists()
+
+
+def test_compare_command_end_to_end_with_the_fake_engine(engine, tmp_path, capsys):
+    out = tmp_path / "lab"
+    argv = ["compare", "--models", "googlenet", "--variant", "no_bn:bn_inception:norm=false,lr=0.01",
+            "--steps", "40", "--seeds", "2", "--model-kwargs", "stem=low_res", "depth_multiplier=0.125",
+            "min_depth=8", "--limit-per-class", "5", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "report: " in printed and "no_bn-seed1" in printed
+    plan = load_lab(out)
+    assert [r.name for r in plan.runs()] == ["googlenet-seed0", "no_bn-seed0", "googlenet-seed1", "no_bn-seed1"]
+    assert plan.runs()[1].train["lr"] == 0.01 and plan.runs()[1].model_kwargs["norm"] is False
+    assert main(argv) == 2  # the folder holds a compare now
+    assert "--resume" in capsys.readouterr().err
+    assert main(["compare", "--resume", str(out)]) == 0
+    assert main(argv + ["--overwrite"]) == 0
+
+
+# ------------------------------------------------------------------ results arithmetic
+def test_target_and_time_to_target():
+    records = [dict(name="a", status="finished", best_top1=90.0, metrics=[]),
+               dict(name="b", status="diverged", best_top1=99.0, metrics=[])]
+    assert choose_target(records, None)[0] == 81.0      # diverged runs do not set the target
+    assert choose_target(records, 50)[0] == 50.0
+    record = dict(metrics=[dict(step=10, seconds=5.0, top1=40.0), dict(step=20, seconds=9.0, top1=81.0),
+                           dict(step=30, seconds=14.0, top1=85.0)])
+    assert time_to_target(record, 81.0) == (20, 9.0)
+    assert time_to_target(record, 99.0) == (None, None)
+
+
+def test_aggregate_mean_and_spread():
+    records = [dict(variant="a", model="m", seed=s, status="finished", best_top1=v, params=10) for s, v in
+               [(0, 80.0), (1, 84.0)]] + [dict(variant="a", model="m", seed=2, status="failed", best_top1=None,
+                                               params=10)]
+    row = aggregate(records)[0]
+    assert (row["n"], row["finished"]) == (3, 2)
+    assert row["best_top1"]["mean"] == 82.0 and abs(row["best_top1"]["std"] - 2.8284) < 1e-3
+    assert row["params"]["n"] == 3

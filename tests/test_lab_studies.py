@@ -1,0 +1,138 @@
+"""Studies: every prepared plan passes the checks, and each verdict reads synthetic results right
+(supported, not supported, undecided), honestly when a needed run failed."""
+from __future__ import annotations
+
+import pytest
+
+from inceptionlab.errors import UserError
+from inceptionlab.lab import STUDIES, check_plan, get_study
+from inceptionlab.lab.demo import SMALL_MODEL_KWARGS, SMALL_TRAIN, study_plan
+from inceptionlab.lab.results import aggregate, choose_target, time_to_target
+from inceptionlab.lab.studies import spearman
+
+
+def results_of(runs: dict, study=None, target=None) -> dict:
+    """Results as `collect` makes them, from {variant: {field: value}} (one seed each)."""
+    records = []
+    for name, fields in runs.items():
+        fields = dict(fields)
+        record = dict(name=name, variant=name, model=fields.pop("model", "m"), seed=0, status="finished",
+                      message="", metrics=fields.pop("metrics", []))
+        record.update(fields)
+        records.append(record)
+    target_fn = study.target if study is not None else None
+    value, rule = choose_target(records, target, target_fn)
+    for r in records:
+        if r.get("metrics"):
+            r["steps_to_target"], r["seconds_to_target"] = time_to_target(r, value)
+    return dict(runs=records, variants=aggregate(records), target_top1=value, target_rule=rule)
+
+
+def rising(steps_to_reach: int, top: float = 90.0, step: int = 100, last: int = 1500) -> list:
+    """Metrics rows whose top-1 reaches `top` at `steps_to_reach` (evaluations every `step`)."""
+    return [dict(step=s, seconds=s / 10, epoch=s / 100, top1=min(top, top * s / steps_to_reach))
+            for s in range(step, last + 1, step)]
+
+
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_every_study_plan_passes_the_checks(name):
+    study = get_study(name)
+    plan = study_plan(study, {})
+    check_plan(plan)                          # models, switches, settings and data, before any run
+    assert plan.study == name and plan.budget == {"steps": 150}
+    assert all(plan.model_kwargs[k] == v for k, v in SMALL_MODEL_KWARGS.items())
+    assert len(plan.variants) >= 2 and study.claim and study.paper
+
+
+def test_study_settings_sit_between_the_small_defaults_and_the_user():
+    study = get_study("batchnorm")
+    plan = study_plan(study, {})
+    assert plan.train["opt"] == "sgd" and plan.train["batch_size"] == SMALL_TRAIN["batch_size"]
+    lrs = {v.name: v.train["lr"] for v in plan.variants}
+    assert lrs["bn-lr_x30"] == pytest.approx(30 * lrs["bn-lr_x1"])
+    plan = study_plan(study, {"train": {"opt": "adamw", "lr": 0.001}, "steps": 20})
+    assert plan.train["opt"] == "adamw" and plan.budget == {"steps": 20}
+    assert {v.name: v.train["lr"] for v in plan.variants}["no_bn-lr_x5"] == pytest.approx(0.005)
+    with pytest.raises(UserError, match="did you mean label_smoothing"):
+        get_study("label_smothing")
+
+
+def test_batchnorm_verdict():
+    study = get_study("batchnorm")
+    runs = {"no_bn-lr_x1": dict(best_top1=90.0, metrics=rising(1400)),
+            "no_bn-lr_x5": dict(status="diverged", message="loss became nan", best_top1=None, metrics=[]),
+            "no_bn-lr_x30": dict(status="diverged", message="loss became nan", best_top1=None, metrics=[]),
+            "bn-lr_x1": dict(best_top1=95.0, metrics=rising(700, 95)),
+            "bn-lr_x5": dict(best_top1=96.0, metrics=rising(100, 96)),
+            "bn-lr_x30": dict(best_top1=96.0, metrics=rising(200, 96))}
+    results = results_of(runs, study)
+    assert results["target_top1"] == 90.0                    # the paper's target: the no-BN run's best
+    v = study.verdict(results)
+    assert v["supported"] is True and "14.0x fewer steps" in v["verdict"] and "bn-lr_x5" in v["verdict"]
+    assert "diverged" in v["verdict"] and v["numbers"]["speedup"] == pytest.approx(14.0)
+    runs = {**runs, **{f"bn-lr_x{m}": dict(best_top1=85.0, metrics=rising(1500, 85)) for m in (1, 5, 30)}}
+    v = study.verdict(results_of(runs, study))
+    assert v["supported"] is False and "No BN run reached" in v["verdict"]
+
+
+def test_factorization_verdict():
+    study = get_study("factorization")
+    runs = {"unfactorized": dict(macs=1000, params=100, best_top1=90.0),
+            "5x5_as_two_3x3": dict(macs=800, params=80, best_top1=90.2),
+            "also_nxn_as_1xn_nx1": dict(macs=600, params=60, best_top1=89.9)}
+    v = study.verdict(results_of(runs))
+    assert v["supported"] is True and "saved 20.0%" in v["verdict"] and "another 25.0%" in v["verdict"]
+    assert v["numbers"]["macs_saved_5x5_pct"] == pytest.approx(20.0)
+    runs["also_nxn_as_1xn_nx1"] = dict(macs=600, params=60, best_top1=70.0)
+    assert study.verdict(results_of(runs))["supported"] is False
+    runs["unfactorized"] = dict(macs=1000, params=100, status="failed", message="OutOfMemoryError: boom",
+                                best_top1=None)
+    v = study.verdict(results_of(runs))
+    assert v["supported"] is None and "OutOfMemoryError" in v["verdict"]
+
+
+def test_label_smoothing_verdict_is_honest_about_noise():
+    study = get_study("label_smoothing")
+    runs = lambda a, b: {"no_smoothing": dict(best_top1=a, best_top5=99.0, ece=5.0),  # noqa: E731
+                         "smoothing_0.1": dict(best_top1=b, best_top5=99.2, ece=2.0)}
+    v = study.verdict(results_of(runs(90.0, 90.2)))
+    assert v["supported"] is None and "within the noise" in v["verdict"] and "better calibrated" in v["verdict"]
+    assert study.verdict(results_of(runs(90.0, 92.0)))["supported"] is True
+    assert study.verdict(results_of(runs(92.0, 90.0)))["supported"] is False
+
+
+def test_grid_reduction_residual_aux_verdicts():
+    grid = get_study("grid_reduction")
+    runs = {"efficient": dict(macs=100, best_top1=90.0), "pool_then_conv": dict(macs=80, best_top1=88.0),
+            "conv_then_pool": dict(macs=300, best_top1=90.1)}
+    v = grid.verdict(results_of(runs))
+    assert v["supported"] is True and "66.7% fewer" in v["verdict"]
+    runs["efficient"]["best_top1"] = 80.0
+    assert grid.verdict(results_of(runs))["supported"] is False
+
+    residual = get_study("residual")
+    runs = {"inception_v4": dict(best_top1=90.0, final_train_loss=0.3, macs=10, metrics=rising(800)),
+            "inception_resnet_v2": dict(best_top1=90.0, final_train_loss=0.2, macs=11, metrics=rising(400)),
+            "irv2_scale_1.0": dict(status="diverged", message="nan", final_train_loss=None, metrics=[]),
+            "irv2_scale_0.1": dict(best_top1=90.0, final_train_loss=0.25, metrics=rising(500))}
+    v = residual.verdict(results_of(runs, target=85.0))
+    assert v["supported"] is True and "in 400 steps against 800" in v["verdict"] and "diverged" in v["verdict"]
+    assert "did not finish: irv2_scale_1.0" in v["verdict"]
+
+    aux = get_study("aux")
+    v = aux.verdict(results_of({"no_aux": dict(final_top1=90.0), "aux": dict(final_top1=90.1)}))
+    assert v["supported"] is None
+
+
+def test_family_verdict_rank_correlation():
+    family = get_study("family")
+    imagenet_order = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v2"]
+    same = {n: dict(best_top1=80.0 + i) for i, n in enumerate(imagenet_order)}
+    same["inception_resnet_v1"] = dict(best_top1=82.5)
+    v = family.verdict(results_of(same))
+    assert v["supported"] is True and v["numbers"]["spearman"] == pytest.approx(1.0)
+    reverse = {n: dict(best_top1=90.0 - i) for i, n in enumerate(imagenet_order)}
+    reverse["inception_resnet_v1"] = dict(best_top1=85.0)
+    assert family.verdict(results_of(reverse))["supported"] is False
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9487, abs=1e-3)
+    assert spearman([1, 2], [2, 1]) is None
