@@ -1,0 +1,39 @@
+"""``inceptionlab eval``: top-1, top-5, loss, per-class accuracy and a confusion matrix.
+
+    inceptionlab eval --run runs/v3                      # the run's final (EMA) weights, its val data
+    inceptionlab eval --model inception_v3 --weights v3.safetensors --data photos/
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", metavar="RUN_DIR", help="a training run's --out folder")
+    parser.add_argument("--model", help="registry name, or a directory written by save_pretrained")
+    parser.add_argument("--weights", metavar="FILE", help="weights file (ours, torchvision or timm layout)")
+    parser.add_argument("--data", help="image folder or CIFAR folder (default: the run's data, or the digits)")
+    parser.add_argument("--out", help="where to write confusion_matrix.csv/.png and eval.json")
+    parser.add_argument("--model-kwargs", nargs="+", default=[], metavar="KEY=VALUE", help="model switches")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--img-size", type=int)
+    parser.add_argument("--val-split", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--amp", nargs="?", const=True, default=False, metavar="bf16|fp16")
+
+
+def run(args: argparse.Namespace) -> int:
+    from inceptionlab.train import evaluate
+    from inceptionlab.train.config import parse_model_kwargs
+
+    report = evaluate(args.run, model=args.model, weights=args.weights, data=args.data, out=args.out,
+                      batch_size=args.batch_size, img_size=args.img_size,
+                      model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,
+                      val_split=args.val_split, seed=args.seed, amp=args.amp, quiet=False)
+    width = max(len(name) for name in report["classes"])
+    for name, accuracy in report["per_class"].items():
+        shown = "-" if accuracy is None else f"{accuracy:6.2f}%"
+        print(f"  {name:<{width}}  {shown}")
+    print(f"confusion matrix: {report['confusion_csv']}, {report['confusion_png']}")
+    return 0

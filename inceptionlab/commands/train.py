@@ -1,0 +1,110 @@
+"""``inceptionlab train``: train a model of the zoo; ``--resume RUN_DIR`` continues a run.
+
+    inceptionlab train --model inception_v3 --data photos/ --out runs/v3 --epochs 10 \\
+        --model-kwargs stem=low_res depth_multiplier=0.25
+    inceptionlab train --config recipe.yaml --lr 0.01        # flags override the file
+    torchrun --nproc_per_node=2 -m inceptionlab train ...    # DistributedDataParallel
+
+Exit status: 0 finished, 1 failed, 3 diverged, 130 interrupted (a checkpoint was saved).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from inceptionlab.errors import UserError
+
+EXIT = {"finished": 0, "failed": 1, "diverged": 3, "interrupted": 130}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # only the flags given override the config file
+    parser.set_defaults()
+    run = parser.add_argument_group("run")
+    run.add_argument("--model", default=S, help="registry name, e.g. inception_v3 (see `inceptionlab summary --all`)")
+    run.add_argument("--data", default=S, help="image folder (class folders, train/ + val/) or CIFAR folder; "
+                                               "default: the embedded MNIST digits")
+    run.add_argument("--out", default=S, help="run directory (checkpoints, metrics, weights)")
+    run.add_argument("--config", metavar="FILE", help="YAML file of TrainConfig keys; flags override it")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue that run from its latest checkpoint")
+    run.add_argument("--model-kwargs", nargs="+", default=S, metavar="KEY=VALUE",
+                     help="model switches, e.g. stem=low_res depth_multiplier=0.25 norm=false aux_logits=true")
+    run.add_argument("--weights", default=S, help="initial weights (fine-tuning); a classifier of another "
+                                                  "size is replaced")
+    budget = parser.add_argument_group("budget (the first reached ends the run)")
+    budget.add_argument("--epochs", type=float, default=S)
+    budget.add_argument("--steps", type=int, default=S)
+    budget.add_argument("--minutes", type=float, default=S, help="wall clock; stops at the end of a step")
+    data = parser.add_argument_group("data")
+    data.add_argument("--batch-size", type=int, default=S, help="global batch (split over processes); 32")
+    data.add_argument("--img-size", type=int, default=S, help="default: the model's, or the data's for low_res")
+    data.add_argument("--val-split", type=float, default=S, help="hold out this fraction of train for validation")
+    data.add_argument("--limit-per-class", type=int, default=S, help="at most this many training images per class")
+    data.add_argument("--strict", action="store_true", default=S, help="an unreadable image is an error")
+    data.add_argument("--workers", type=int, default=S)
+    data.add_argument("--no-augment", dest="augment", action="store_false", default=S,
+                      help="train on the evaluation crop (no random crop or flip)")
+    data.add_argument("--crop-scale", type=float, nargs=2, default=S, metavar=("LOW", "HIGH"),
+                      help="area range of the random crop; 0.08 1.0")
+    data.add_argument("--no-hflip", dest="hflip", action="store_false", default=S)
+    data.add_argument("--distort", action="store_true", default=S, help="the papers' colour distortions")
+    data.add_argument("--crop-pct", type=float, default=S, help="evaluation crop fraction")
+    opt = parser.add_argument_group("optimization")
+    opt.add_argument("--opt", default=S, help="rmsprop_tf (the papers'), sgd or adamw")
+    opt.add_argument("--lr", type=float, default=S, help="default by optimizer: 0.045 / 0.05 / 1e-3")
+    opt.add_argument("--momentum", type=float, default=S)
+    opt.add_argument("--sched", default=S, help="exp_staircase, step, cosine or constant")
+    opt.add_argument("--decay-epochs", type=float, default=S, help="staircase period (2 for exp_staircase)")
+    opt.add_argument("--decay-rate", type=float, default=S, help="staircase factor (0.94 for exp_staircase)")
+    opt.add_argument("--warmup-steps", type=int, default=S)
+    opt.add_argument("--weight-decay", type=float, default=S, help="not applied to BN and biases")
+    opt.add_argument("--smoothing", type=float, default=S, help="label smoothing; 0.1")
+    opt.add_argument("--aux-weight", type=float, default=S, help="0.3 per GoogLeNet head, 0.4 otherwise")
+    opt.add_argument("--clip-grad", type=float, default=S, help="max gradient norm (2.0 with rmsprop_tf; 0 = off)")
+    opt.add_argument("--ema-decay", type=float, default=S, help="e.g. 0.9999: evaluate the averaged weights")
+    opt.add_argument("--freeze-bn", action="store_true", default=S)
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--amp", nargs="?", const=True, default=S, metavar="bf16|fp16",
+                       help="mixed precision (bf16 on the CPU)")
+    speed.add_argument("--channels-last", action="store_true", default=S)
+    speed.add_argument("--compile", action="store_true", default=S)
+    speed.add_argument("--threads", type=int, default=S, help="CPU threads per process (1 on a busy machine)")
+    speed.add_argument("--sync-bn", action="store_true", default=S, help="multi-process: global BN statistics")
+    book = parser.add_argument_group("bookkeeping")
+    book.add_argument("--seed", type=int, default=S)
+    book.add_argument("--checkpoint-every", type=int, default=S, metavar="STEPS",
+                      help="default: at every evaluation")
+    book.add_argument("--keep-checkpoints", type=int, default=S)
+    book.add_argument("--eval-every", type=int, default=S, metavar="STEPS", help="default: every epoch")
+    book.add_argument("--log-every", type=int, default=S, metavar="STEPS", help="default: every 30 s")
+    book.add_argument("--quiet", action="store_true", default=S, help="no progress bar or step lines")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The TrainConfig of the command line: defaults < --config file < flags."""
+    from inceptionlab.train.config import TrainConfig, parse_model_kwargs, read_yaml
+
+    values = read_yaml(args.config) if args.config else {}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume")}
+    if "model_kwargs" in flags:
+        flags["model_kwargs"] = {**(values.get("model_kwargs") or {}), **parse_model_kwargs(flags["model_kwargs"])}
+    if "crop_scale" in flags:
+        flags["crop_scale"] = tuple(flags["crop_scale"])
+    return TrainConfig.from_dict({**values, **flags}, where=args.config or "command line")
+
+
+def run(args: argparse.Namespace) -> int:
+    from inceptionlab.train import train
+
+    if args.resume:
+        extra = sorted(k for k in vars(args) if k not in ("command", "config", "resume", "quiet"))
+        if extra or args.config:
+            given = "--" + (extra[0].replace("_", "-") if extra else "config")
+            raise UserError(f"--resume continues with the run's saved configuration; drop {given}")
+        summary = train(resume=args.resume, quiet=True if getattr(args, "quiet", False) else None)
+    else:
+        summary = train(config_from_args(args))
+    status = summary["status"]
+    if status in ("failed", "diverged"):
+        print(f"inceptionlab train: {status}: {summary['message']}", file=sys.stderr)
+    return EXIT.get(status, 1)

@@ -1,0 +1,191 @@
+"""Checkpoints that a crash cannot break, and the random state that makes resume exact.
+
+A checkpoint is written to a temporary file in the same folder, flushed and fsync'ed, then
+renamed over its final name (an atomic operation), and the folder is fsync'ed: whatever moment a
+crash, SIGKILL or full disk hits, the folder holds the previous checkpoints intact and possibly
+a stray ``.tmp`` file, which is ignored and cleaned up. Older checkpoints are pruned only after
+the new one is safely in place. ``best.pt`` is a hard link to the best step's file (a copy
+where links are not supported).
+
+Checkpoints hold only tensors and plain Python values, so they load with
+``torch.load(weights_only=True)``: no code is unpickled.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from inceptionlab.errors import UserError
+
+STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(UserError):
+    """A checkpoint could not be written (full disk, no permission): the earlier ones are intact."""
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to ``path`` through a temporary file, fsync and rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure is one clear line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {path} ({first[:160]})") from None
+
+
+class CheckpointDir:
+    """``RUN/checkpoints``: ``step_00000123.pt`` files (the latest ``keep`` of them) and ``best.pt``."""
+
+    def __init__(self, folder, keep: int = 3):
+        self.folder = Path(folder)
+        self.keep = keep
+
+    def path(self, step: int) -> Path:
+        return self.folder / f"step_{step:08d}.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+    def steps(self) -> list[int]:
+        """Steps of the checkpoints present, oldest first (temporary files are not checkpoints)."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(int(m.group(1)) for m in map(STEP_FILE.match, os.listdir(self.folder)) if m)
+
+    def latest(self) -> Path | None:
+        steps = self.steps()
+        return self.path(steps[-1]) if steps else None
+
+    def load_latest(self) -> tuple[dict, Path]:
+        """The newest checkpoint that loads (an unreadable one is reported and passed over)."""
+        problems = []
+        for step in reversed(self.steps()):
+            try:
+                return load_checkpoint(self.path(step)), self.path(step)
+            except UserError as exc:
+                problems.append(str(exc))
+        reason = f": {problems[0]}" if problems else ""
+        raise UserError(f"no usable checkpoint in {self.folder}{reason}; start a new run without --resume")
+
+    def save(self, state: dict, step: int, *, best: bool = False) -> Path:
+        """Writes the checkpoint of ``step``; CheckpointError (earlier checkpoints intact) on failure."""
+        path = self.path(step)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_save(state, path)
+            if best:
+                self._link_best(path)
+        except OSError as exc:
+            previous = [s for s in self.steps() if s != step]
+            intact = f"the previous checkpoint {self.path(previous[-1])} is intact" if previous else \
+                "no earlier checkpoint existed"
+            raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}; {intact}; "
+                                  f"free disk space or fix permissions, then --resume") from None
+        self._prune(step)
+        return path
+
+    def _link_best(self, path: Path) -> None:
+        tmp = self.folder / f".best.pt.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            atomic_save(torch.load(path, map_location="cpu", weights_only=True), tmp)
+        os.replace(tmp, self.best)
+        fsync_dir(self.folder)
+
+    def _prune(self, newest: int) -> None:
+        for step in self.steps()[:-self.keep]:
+            if step != newest:
+                self.path(step).unlink(missing_ok=True)
+        for name in os.listdir(self.folder):  # temporary files of crashed writers
+            if name.endswith(".tmp") and f".{os.getpid()}." not in name:
+                (self.folder / name).unlink(missing_ok=True)
+
+    def truncate_after(self, step: int) -> None:
+        """Removes checkpoints newer than ``step`` (left by a run killed after ``step``)."""
+        for later in self.steps():
+            if later > step:
+                self.path(later).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ random state
+def rng_state() -> dict:
+    """Python, NumPy, torch CPU (and CUDA) random states, as tensors and plain values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def versions() -> dict:
+    import platform
+
+    import inceptionlab
+
+    return {"inceptionlab": inceptionlab.__version__, "torch": str(torch.__version__),
+            "python": platform.python_version(), "numpy": str(np.__version__)}

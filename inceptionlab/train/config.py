@@ -1,0 +1,277 @@
+"""`TrainConfig`: everything a training run needs, checked once where it enters.
+
+A config comes from Python (``TrainConfig(model=..., epochs=3)``), from a YAML file (the same
+keys; ``--config FILE``), or from the command line (flags override the file). `resolved()` fills
+the recipe defaults that depend on the optimizer (learning rate, schedule, weight decay,
+clipping) and raises a one-line `UserError` naming the fix for any bad value, before any data is
+read or any model is built. The resolved config is what a run directory's ``config.yaml`` holds
+and what ``--resume`` trains on.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inceptionlab.errors import UserError, closest
+
+OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
+SCHEDULES = ("exp_staircase", "step", "cosine", "constant")
+AMP_MODES = ("bf16", "fp16")
+
+# The recipe of each optimizer: what `None` means for lr, schedule, weight decay and clipping.
+#   rmsprop_tf: the Inception-v3 paper (Sec. 8): RMSProp decay 0.9, epsilon 1.0, lr 0.045 decayed
+#               x0.94 every 2 epochs, gradient clipping at 2.0; TF-slim's weight decay 4e-5.
+#   sgd:        momentum 0.9 (Nesterov), cosine; weight decay 1e-4 (GoogLeNet used SGD, 0.9).
+#   adamw:      the modern default: lr 1e-3, cosine, decoupled weight decay 0.05.
+RECIPES = {
+    "rmsprop_tf": dict(lr=0.045, sched="exp_staircase", weight_decay=4e-5, clip_grad=2.0),
+    "sgd": dict(lr=0.05, sched="cosine", weight_decay=1e-4, clip_grad=0.0),
+    "adamw": dict(lr=1e-3, sched="cosine", weight_decay=0.05, clip_grad=0.0),
+}
+# (decay_epochs, decay_rate) of the staircase schedules
+DECAY = {"exp_staircase": (2.0, 0.94), "step": (30.0, 0.1)}
+
+
+@dataclass
+class TrainConfig:
+    """One training run. A budget is required: ``epochs``, ``steps`` or ``minutes`` (the first
+    reached ends the run; ``minutes`` is wall clock and stops at the end of a step)."""
+
+    model: str = "inception_v3"
+    data: str | None = None              # None: the embedded 5,000 MNIST digits
+    out: str = "runs/train"
+    # budget
+    epochs: float | None = None
+    steps: int | None = None
+    minutes: float | None = None
+    # data and preprocessing
+    batch_size: int = 32                 # the global batch: split across processes under torchrun
+    img_size: int | None = None          # None: the model's input size (data's native size for low_res)
+    val_split: float | None = None
+    limit_per_class: int | None = None
+    strict: bool = False
+    workers: int = 0
+    augment: bool = True                 # False: train on the evaluation crop (deterministic)
+    crop_scale: tuple = (0.08, 1.0)      # area range of the random-resized crop
+    hflip: bool = True
+    distort: bool = False                # the papers' photometric distortions
+    crop_pct: float | None = None        # None: the model's, or 1.0 at the data's native size
+    # optimization
+    lr: float | None = None
+    opt: str = "rmsprop_tf"
+    momentum: float = 0.9
+    sched: str | None = None
+    decay_epochs: float | None = None    # staircase schedules: decay every this many epochs ...
+    decay_rate: float | None = None      # ... by this factor
+    warmup_steps: int = 0
+    weight_decay: float | None = None    # never applied to BN and bias parameters
+    smoothing: float = 0.1
+    aux_weight: float | None = None      # None: 0.3 per GoogLeNet head, 0.4 for the others
+    clip_grad: float | None = None       # max global gradient norm; 0 turns clipping off
+    ema_decay: float | None = None       # e.g. 0.9999; evaluation then uses the averaged weights
+    freeze_bn: bool = False              # BN keeps its running statistics and affine weights fixed
+    # speed
+    amp: bool | str = False              # True: bf16 on the CPU; fp16 or bf16 on CUDA
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False                # multi-process: batch statistics over all processes
+    threads: int | None = None           # CPU threads per process (torch.set_num_threads); None: torch's
+    # run bookkeeping
+    seed: int = 0
+    checkpoint_every: int | None = None  # steps; None: at every evaluation
+    keep_checkpoints: int = 3
+    eval_every: int | None = None        # steps; None: once per epoch
+    log_every: int | None = None         # steps between plain log lines; None: every ~30 s
+    quiet: bool = False
+    model_kwargs: dict = field(default_factory=dict)
+    weights: str | None = None           # initial weights (fine-tuning); classifiers of another size are replaced
+
+    # ------------------------------------------------------------------ in and out
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config") -> "TrainConfig":
+        """A config from plain values (YAML), with a clear error for an unknown key."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        clean = {}
+        for key, value in values.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                hint = closest(name, known)
+                raise UserError(f"{where} has an unknown key {key!r}" + (f"; did you mean {hint}?" if hint
+                                else f"; keys are {', '.join(sorted(known))}"))
+            clean[name] = value
+        if isinstance(clean.get("crop_scale"), list):
+            clean["crop_scale"] = tuple(clean["crop_scale"])
+        return cls(**clean)
+
+    @classmethod
+    def from_yaml(cls, path) -> "TrainConfig":
+        return cls.from_dict(read_yaml(path), where=str(path))
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["crop_scale"] = list(self.crop_scale)
+        return values
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ checking
+    def resolved(self) -> "TrainConfig":
+        """A copy with the recipe defaults filled in; UserError for any bad value."""
+        _check_str("model", self.model)
+        _check_str("out", self.out)
+        if self.data is not None:
+            _check_str("data", self.data)
+        if self.opt not in OPTIMIZERS:
+            raise UserError(_choice("opt", self.opt, OPTIMIZERS))
+        recipe = RECIPES[self.opt]
+        sched = recipe["sched"] if self.sched is None else self.sched
+        if sched not in SCHEDULES:
+            raise UserError(_choice("sched", sched, SCHEDULES))
+        decay_epochs, decay_rate = DECAY.get(sched, (None, None))
+        cfg = self.replace(
+            lr=recipe["lr"] if self.lr is None else self.lr,
+            sched=sched,
+            weight_decay=recipe["weight_decay"] if self.weight_decay is None else self.weight_decay,
+            clip_grad=recipe["clip_grad"] if self.clip_grad is None else self.clip_grad,
+            decay_epochs=decay_epochs if self.decay_epochs is None else self.decay_epochs,
+            decay_rate=decay_rate if self.decay_rate is None else self.decay_rate,
+            crop_scale=tuple(self.crop_scale),
+            model_kwargs=dict(self.model_kwargs or {}),
+        )
+        cfg._check()
+        return cfg
+
+    def _check(self) -> None:
+        if self.epochs is None and self.steps is None and self.minutes is None:
+            raise UserError("no training budget: pass epochs, steps or minutes (e.g. --epochs 10)")
+        _check_number("epochs", self.epochs, low=0, low_open=True, fix="e.g. --epochs 10")
+        _check_int("steps", self.steps, 1, "e.g. --steps 1000")
+        _check_number("minutes", self.minutes, low=0, low_open=True, fix="e.g. --minutes 5")
+        _check_int("batch_size", self.batch_size, 1, "e.g. --batch-size 32")
+        _check_int("img_size", self.img_size, 1, "e.g. --img-size 299, or leave it out for the model's size")
+        _check_int("workers", self.workers, 0, "e.g. --workers 4")
+        _check_int("threads", self.threads, 1, "e.g. --threads 1 on a busy machine")
+        _check_number("lr", self.lr, low=0, low_open=True, fix="e.g. --lr 0.045")
+        _check_number("momentum", self.momentum, low=0, high=1, high_open=True, fix="e.g. 0.9")
+        _check_number("decay_rate", self.decay_rate, low=0, high=1, low_open=True, fix="e.g. 0.94")
+        _check_number("decay_epochs", self.decay_epochs, low=0, low_open=True, fix="e.g. 2")
+        _check_int("warmup_steps", self.warmup_steps, 0, "e.g. --warmup-steps 500")
+        _check_number("weight_decay", self.weight_decay, low=0, fix="e.g. 4e-5, or 0 for none")
+        _check_number("smoothing", self.smoothing, low=0, high=1, high_open=True, fix="0.1 is the paper's")
+        _check_number("aux_weight", self.aux_weight, low=0, fix="0.3 for GoogLeNet, 0.4 for the others")
+        _check_number("clip_grad", self.clip_grad, low=0, fix="2.0 is the paper's; 0 turns clipping off")
+        _check_number("ema_decay", self.ema_decay, low=0, high=1, low_open=True, high_open=True,
+                      fix="e.g. --ema-decay 0.9999")
+        _check_number("crop_pct", self.crop_pct, low=0, high=1, low_open=True, fix="e.g. 0.875")
+        _check_int("seed", self.seed, None, "e.g. --seed 0")
+        _check_int("checkpoint_every", self.checkpoint_every, 1, "e.g. --checkpoint-every 500")
+        _check_int("keep_checkpoints", self.keep_checkpoints, 1, "e.g. 3")
+        _check_int("eval_every", self.eval_every, 1, "e.g. --eval-every 500, or leave it out for each epoch")
+        _check_int("log_every", self.log_every, 1, "e.g. 50")
+        if len(self.crop_scale) != 2 or not 0 < float(self.crop_scale[0]) <= float(self.crop_scale[1]) <= 1:
+            raise UserError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale}")
+        if not (isinstance(self.amp, bool) or self.amp in AMP_MODES):
+            raise UserError(f"amp must be true, false, {' or '.join(AMP_MODES)}, got {self.amp!r}")
+        if not isinstance(self.model_kwargs, dict):
+            raise UserError(f"model_kwargs must be a mapping of switch: value, got {self.model_kwargs!r}")
+        for flag in ("strict", "augment", "hflip", "distort", "freeze_bn", "channels_last", "compile",
+                     "sync_bn", "quiet"):
+            if not isinstance(getattr(self, flag), bool):
+                raise UserError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.weights is not None and not Path(self.weights).exists():
+            raise UserError(f"weights file {self.weights} does not exist; pass a .safetensors/.pth file "
+                            f"or a directory written by save_pretrained")
+
+
+# ------------------------------------------------------------------ helpers
+def read_yaml(path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"config file {path} is not valid YAML ({first})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must be a mapping of key: value, got {type(values).__name__}")
+    return values
+
+
+def write_yaml(values: dict, path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: true/false, none, int, float, a list ``[a,b]`` or ``a,b``, else the text."""
+    text = text.strip()
+    lowered = text.lower()
+    if lowered in ("true", "yes", "on"):
+        return True
+    if lowered in ("false", "no", "off"):
+        return False
+    if lowered in ("none", "null"):
+        return None
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [parse_value(part) for part in inner.split(",")] if inner else []
+    if "," in text:
+        return [parse_value(part) for part in text.split(",")]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_model_kwargs(items) -> dict:
+    """``["stem=low_res", "depth_multiplier=0.25"]`` -> ``{"stem": "low_res", "depth_multiplier": 0.25}``."""
+    kwargs = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"model switch {item!r} is not key=value; e.g. --model-kwargs stem=low_res "
+                            f"depth_multiplier=0.25 norm=false")
+        kwargs[key.strip().replace("-", "_")] = parse_value(value)
+    return kwargs
+
+
+def _choice(name: str, value, choices) -> str:
+    hint = closest(str(value), choices)
+    return f"unknown {name} {value!r}" + (f"; did you mean {hint}?" if hint else f"; choose from {', '.join(choices)}")
+
+
+def _check_str(name: str, value) -> None:
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        raise UserError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def _check_int(name: str, value, minimum, fix: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise UserError(f"{name} must be an integer{bound}, got {value!r}; {fix}")
+
+
+def _check_number(name: str, value, *, low=None, high=None, low_open=False, high_open=False, fix="") -> None:
+    if value is None:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        hi = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
+        bound = " and ".join(b for b in (lo, hi) if b)
+        raise UserError(f"{name} must be a number {bound}, got {value!r}; {fix}")

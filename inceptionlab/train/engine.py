@@ -1,0 +1,549 @@
+"""The training loop: ``train(cfg)`` and ``train(resume=RUN_DIR)``.
+
+Read `Trainer.train_step` first: batch, forward, loss (main + aux), backward, clip, step, EMA.
+Around it, `Trainer.run` walks the epochs and, after each step, agrees with the other processes
+on the loss and on whether to stop (one small all-reduce), logs, evaluates, and checkpoints.
+
+What makes resume exact: a checkpoint stores the weights, the optimizer, the EMA, the scaler,
+every process's random state, and the data position (epoch, batches consumed in it). The
+loader's order and augmentation depend only on (seed, epoch) and on how many batches were drawn,
+so a resumed run rebuilds the epoch's loader, draws and drops the batches already consumed, puts
+back the random state, and continues exactly where the checkpoint left off.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from inceptionlab.errors import UserError
+from inceptionlab.train.checkpoint import (CheckpointDir, CheckpointError, atomic_write_text, load_checkpoint,
+                                           rng_state, set_rng_state, versions)
+from inceptionlab.train.config import TrainConfig, write_yaml
+from inceptionlab.train.distributed import Distributed, ShardedEpochSampler, convert_sync_batchnorm
+from inceptionlab.train.evaluate import EvalResult, run_eval
+from inceptionlab.train.logs import Progress, RunLog
+from inceptionlab.train.loss import InceptionLoss, default_aux_weight
+from inceptionlab.train.optim import LRSchedule, ModelEMA, build_optimizer
+from inceptionlab.train.setup import (amp_dtype, build_model, check_model_switches, freeze_batchnorm,
+                                      preprocessing, set_train_mode)
+
+
+@dataclass
+class Position:
+    """Where the run stands; saved in every checkpoint."""
+    step: int = 0              # optimizer steps done
+    epoch: int = 0             # the epoch being read
+    batch: int = 0             # batches of that epoch already consumed
+    images: int = 0            # training images seen (all processes)
+    seconds: float = 0.0       # wall-clock seconds of training, over all resumes
+    train_seconds: float = 0.0  # of which in training steps (for images/s)
+
+
+@dataclass
+class History:
+    """Evaluation results so far, and the training loss since the last evaluation."""
+    best_top1: float | None = None
+    best_top5: float | None = None
+    best_step: int | None = None
+    last_eval: dict | None = None
+    window_loss: float = 0.0
+    window_steps: int = 0
+    window_images: int = 0
+    window_seconds: float = 0.0
+
+
+class Agreed(NamedTuple):
+    loss: float        # mean over the global batch
+    images: int
+    signalled: bool    # SIGINT/SIGTERM reached some process
+    time_up: bool      # the wall-clock budget is spent
+    seconds: float     # the main process's clock
+
+
+@dataclass
+class StopRequest:
+    """Set by SIGINT/SIGTERM; the loop stops at the end of the current step."""
+    signal_name: str | None = None
+    handlers: dict = field(default_factory=dict)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.handlers[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
+        self.signal_name = signal.Signals(signum).name
+
+    def uninstall(self) -> None:
+        for sig, handler in self.handlers.items():
+            signal.signal(sig, handler)
+        self.handlers.clear()
+
+
+def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, quiet: bool | None = None) -> dict:
+    """Trains ``cfg`` (or continues the run in ``resume``); returns the summary (also summary.json).
+
+    Bad configuration raises a one-line UserError before any training. Once training runs, a
+    diverged, interrupted or failed run is reported in the summary's status and message.
+    """
+    dist = Distributed.from_env()
+    try:
+        state = None
+        if resume is not None:
+            if cfg is not None:
+                raise UserError("pass either a config or resume=RUN_DIR, not both")
+            state, cfg = _resume_state(Path(resume), dist)
+            cfg = cfg if quiet is None else cfg.replace(quiet=quiet)
+        if cfg is None:
+            raise UserError("train needs a TrainConfig, or resume=RUN_DIR to continue a run")
+        trainer = Trainer(cfg.resolved(), dist, state)
+        return trainer.run()
+    finally:
+        dist.close()
+
+
+def _resume_state(run_dir: Path, dist: Distributed) -> tuple[dict, TrainConfig]:
+    folder = CheckpointDir(run_dir / "checkpoints")
+    if not run_dir.is_dir():
+        raise UserError(f"cannot resume: {run_dir} does not exist; pass the --out folder of an earlier run")
+    path = None
+    if dist.is_main:
+        path = str(folder.load_latest()[1])
+    path = dist.broadcast_object(path)
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(state["config"], where=path).replace(out=str(run_dir))
+    return state, cfg
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, dist: Distributed, state: dict | None = None):
+        self.cfg, self.dist, self.device = cfg, dist, dist.device
+        self.main = dist.is_main
+        self.out = Path(cfg.out)
+        self.checkpoints = CheckpointDir(self.out / "checkpoints", cfg.keep_checkpoints)
+        if cfg.batch_size % dist.world_size:
+            raise UserError(f"batch_size {cfg.batch_size} (the global batch) must divide evenly over "
+                            f"{dist.world_size} processes; pass e.g. --batch-size "
+                            f"{max(1, cfg.batch_size // dist.world_size) * dist.world_size}")
+        check_model_switches(cfg)
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
+        if self.main:
+            self._prepare_out_dir(resuming=state is not None)
+        dist.barrier()
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        _seed_everything(cfg.seed)
+
+        # data, then the model it needs, then the preprocessing the model needs
+        self.splits, self.net, self.img_size = build_model_and_data(cfg)
+        self.classes = self.splits.classes
+        self.per_process_batch = cfg.batch_size // dist.world_size
+        self.train_loader = self._loader(self.splits.train, train=True)
+        self.val_loader = self._loader(self._val_shard(), train=False)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"the training set ({len(self.splits.train)} images) is smaller than one batch per "
+                            f"process; lower --batch-size")
+        self.total_steps = _total_steps(cfg, self.steps_per_epoch)
+
+        # the model on its device, wrapped for speed and for multiple processes
+        self.net.to(self.device)
+        if cfg.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and dist.enabled:
+            self.net = convert_sync_batchnorm(self.net, self.device)
+        if cfg.freeze_bn:
+            freeze_batchnorm(self.net)
+        self.model = self.net
+        if dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.ema = ModelEMA(self.net, cfg.ema_decay) if cfg.ema_decay else None  # after DDP's broadcast
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        set_train_mode(self.model, cfg.freeze_bn)
+        self.trainable = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(cfg, self.net)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.schedule = LRSchedule(cfg.sched, cfg.lr, self.steps_per_epoch, self.total_steps,
+                                   cfg.warmup_steps, cfg.decay_epochs, cfg.decay_rate)
+        aux_weight = default_aux_weight(self.net.name) if cfg.aux_weight is None else cfg.aux_weight
+        self.loss_fn = InceptionLoss(cfg.smoothing, aux_weight)
+        self.aux_weight = aux_weight
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+        self.pos, self.history = Position(), History()
+        self.resumed_from = None
+        if state is not None:
+            self._restore(state)
+        self.log = RunLog(self.out, enabled=self.main, resume_step=self.pos.step if state is not None else None)
+        self.progress = Progress(total_steps=self.total_steps, budget_seconds=_budget_seconds(cfg),
+                                 enabled=self.main, quiet=cfg.quiet, log_every=cfg.log_every)
+        self.stop = StopRequest()
+
+    # ------------------------------------------------------------------ the step
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimization step: forward, loss (main + aux), backward, clip, step, EMA."""
+        images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        labels = labels.to(self.device, non_blocking=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            output = self.model(images)             # logits, or (logits, aux) with aux heads
+            loss = self.loss_fn(output, labels)     # smoothed CE + aux_weight * aux CE
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()          # DDP averages the gradients over processes here
+        if self.cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.trainable, self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.net, self.pos.step + 1)
+        return loss.detach()
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        status, message = "finished", ""
+        self._announce()
+        self.stop.install()
+        started = time.monotonic() - self.pos.seconds
+        try:
+            ended = None
+            while ended is None and not self._budget_reached(self.pos.seconds):
+                ended = self._run_epoch(started)
+            status, message = ended or ("finished", "")
+            if status == "finished" and self._last_eval_step() != self.pos.step:
+                self._evaluate_and_checkpoint(final=True)   # a resumed run that had ended
+        except (CheckpointError, UserError, OSError) as exc:
+            status, message = "failed", _one_line(exc)
+        except Exception as exc:
+            self._write_summary("failed", f"{type(exc).__name__}: {_one_line(exc)}")
+            raise
+        finally:
+            self.stop.uninstall()
+            self.progress.close()
+        return self._finish(status, message)
+
+    def _run_epoch(self, started: float) -> tuple[str, str] | None:
+        """Trains to the end of the epoch (then None), or until the run ends: then (status, message)."""
+        step_started = time.monotonic()  # a step's time includes reading its batch
+        for images, labels, _n_skipped in self._epoch_batches():
+            self.pos.batch += 1
+            if images.numel() == 0:  # every file of this batch was unreadable
+                continue
+            lr = self.schedule(self.pos.step, self._time_progress())
+            loss = self.train_step(images, labels, lr)
+            agreed = self._agree(loss, images.shape[0], started)
+            if not math.isfinite(agreed.loss):
+                latest = self.checkpoints.latest()
+                return "diverged", (f"loss became {agreed.loss} at step {self.pos.step + 1} (epoch "
+                                    f"{self._epoch_float():.2f}); last good checkpoint: {latest or 'none'}; "
+                                    f"lower --lr or set --clip-grad, then start again or --resume")
+            self._count_step(agreed, lr, time.monotonic() - step_started)
+            if self.pos.batch == self.steps_per_epoch:
+                self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+            if agreed.signalled:
+                path = self._save_checkpoint()
+                name = self.stop.signal_name or "a signal to another process"
+                return "interrupted", (f"stopped by {name} after step {self.pos.step}; checkpoint {path}; "
+                                       f"continue with --resume {self.out}")
+            last = agreed.time_up or self._budget_reached(agreed.seconds)
+            self._after_step(final=last)
+            if last:
+                return "finished", ""
+            step_started = time.monotonic()
+        return None
+
+    def _epoch_batches(self):
+        """The loader of the current epoch, past the batches already consumed (after a resume)."""
+        self.train_loader.set_epoch(self.pos.epoch)
+        batches = iter(self.train_loader)
+        if self.pos.batch:
+            outer = rng_state()
+            for _ in range(self.pos.batch):  # the same batches, drawn and dropped
+                next(batches)
+            set_rng_state(outer)
+        return batches
+
+    def _agree(self, loss: torch.Tensor, n_images: int, started: float) -> "Agreed":
+        """The step's mean loss, images, and whether to stop, agreed by all processes (one all-reduce)."""
+        seconds = time.monotonic() - started
+        time_up = self.cfg.minutes is not None and seconds >= self.cfg.minutes * 60
+        values = torch.tensor([loss.item() * n_images, n_images, float(self.stop.signal_name is not None),
+                               float(time_up), seconds if self.main else 0.0], dtype=torch.float64)
+        loss_sum, n, signalled, time_up, seconds = self.dist.sum(values).tolist()
+        mean_loss = loss_sum / max(n, 1) if self.dist.enabled else loss.item()
+        return Agreed(mean_loss, int(n), signalled > 0, time_up > 0, seconds)
+
+    def _count_step(self, agreed: "Agreed", lr: float, step_seconds: float) -> None:
+        self.pos.step += 1
+        self.pos.images += agreed.images
+        self.pos.seconds = agreed.seconds
+        self.pos.train_seconds += step_seconds
+        h = self.history
+        h.window_loss += agreed.loss
+        h.window_steps += 1
+        h.window_images += agreed.images
+        h.window_seconds += step_seconds
+        self.log.step(dict(step=self.pos.step, epoch=round(self._epoch_float(), 6), loss=agreed.loss, lr=lr,
+                           seconds=round(agreed.seconds, 3), images=self.pos.images))
+        self.progress.update(step=self.pos.step, epoch=self._epoch_float(), loss=agreed.loss, lr=lr,
+                             images_per_sec=agreed.images / max(step_seconds, 1e-9), seconds=agreed.seconds,
+                             step_seconds=self.pos.train_seconds / max(self.pos.step, 1))
+
+    def _after_step(self, final: bool) -> None:
+        step = self.pos.step
+        eval_due = final or (step % self.cfg.eval_every == 0 if self.cfg.eval_every
+                             else self.pos.batch == 0)  # None: at the end of every epoch
+        if eval_due:
+            self._evaluate_and_checkpoint(final=final)
+        elif self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
+            self._save_checkpoint()
+
+    def _evaluate_and_checkpoint(self, final: bool = False) -> None:
+        result = self.evaluate()
+        improved = self.history.best_top1 is None or result.top1 > self.history.best_top1
+        if improved:
+            self.history.best_top1, self.history.best_top5 = result.top1, result.top5
+            self.history.best_step = self.pos.step
+        h = self.history
+        row = dict(epoch=round(self._epoch_float(), 4), step=self.pos.step,
+                   train_loss=_round(h.window_loss / h.window_steps) if h.window_steps else None,
+                   val_loss=_round(result.loss), top1=round(result.top1, 3), top5=round(result.top5, 3),
+                   lr=self.schedule(max(self.pos.step - 1, 0)),
+                   images_per_sec=round(h.window_images / max(h.window_seconds, 1e-9), 2),
+                   seconds=round(self.pos.seconds, 2))
+        self.log.metrics(row)
+        h.last_eval = row
+        h.window_loss, h.window_steps, h.window_images, h.window_seconds = 0.0, 0, 0, 0.0
+        self.progress.line(f"eval step {row['step']} epoch {row['epoch']:.2f}: top1 {row['top1']:.2f}% "
+                           f"top5 {row['top5']:.2f}% val_loss {row['val_loss']:.4f} train_loss "
+                           f"{row['train_loss'] if row['train_loss'] is not None else float('nan'):.4f}"
+                           f"{'  (best)' if improved else ''}")
+        every = self.cfg.checkpoint_every
+        if final or improved or every is None or self.pos.step % every == 0:
+            self._save_checkpoint(best=improved)
+
+    def evaluate(self) -> EvalResult:
+        """Top-1/top-5/loss on the validation set (this process's shard, reduced over all)."""
+        model = self.ema.module if self.ema is not None else self.net
+        result = run_eval(model, self.val_loader, self.device, num_classes=len(self.classes),
+                          amp_dtype=self.amp_dtype, memory_format=self.memory_format, dist=self.dist)
+        set_train_mode(self.model, self.cfg.freeze_bn)
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, best: bool = False) -> Path | None:
+        rngs = self.dist.gather_objects(rng_state())
+        if not self.main:
+            return None
+        state = dict(
+            model=self.net.state_dict(), optimizer=self.optimizer.state_dict(),
+            schedule=self.schedule.state_dict(), ema=self.ema.state_dict() if self.ema else None,
+            scaler=self.scaler.state_dict(), rng=rngs, position=dataclasses.asdict(self.pos),
+            history=dataclasses.asdict(self.history), config=self.cfg.to_dict(), classes=self.classes,
+            world_size=self.dist.world_size, versions=versions())
+        return self.checkpoints.save(state, self.pos.step, best=best)
+
+    def _restore(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.pos = Position(**state["position"])
+        self.history = History(**state["history"])
+        if state.get("classes") and list(state["classes"]) != list(self.classes):
+            raise UserError(f"the data's classes changed since the checkpoint ({len(state['classes'])} then, "
+                            f"{len(self.classes)} now); resume with the same data")
+        rngs = state["rng"]
+        set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+        if self.main:
+            self.checkpoints.truncate_after(self.pos.step)
+        self.resumed_from = self.pos.step
+
+    # ------------------------------------------------------------------ setup helpers
+    def _prepare_out_dir(self, resuming: bool) -> None:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write to output folder {self.out}: {exc.strerror or exc}; "
+                            f"pass a writable --out") from None
+        if not resuming and self.checkpoints.steps():
+            raise UserError(f"{self.out} already holds a run with checkpoints; continue it with --resume "
+                            f"{self.out}, or pass another --out")
+        if not resuming:
+            write_yaml(self.cfg.to_dict(), self.out / "config.yaml")
+
+    def _loader(self, dataset, train: bool):
+        from inceptionlab.data import make_loader
+        from inceptionlab.data.loader import SeededLoader, collate_skipping
+
+        batch = self.per_process_batch
+        if not (train and self.dist.enabled):
+            return make_loader(dataset, batch, train=train, workers=self.cfg.workers, seed=self.cfg.seed)
+        # every process takes its share of the single-process order (see distributed.py)
+        sampler = ShardedEpochSampler(len(dataset), rank=self.dist.rank, world_size=self.dist.world_size,
+                                      shuffle=True, seed=self.cfg.seed)
+        return SeededLoader(dataset, seed=self.cfg.seed + 1_000_003 * self.dist.rank, batch_size=batch,
+                            sampler=sampler, num_workers=self.cfg.workers, collate_fn=collate_skipping,
+                            pin_memory=self.device.type == "cuda", drop_last=True)
+
+    def _val_shard(self):
+        val = self.splits.val
+        if not self.dist.enabled:
+            return val
+        return val.subset(list(range(self.dist.rank, len(val), self.dist.world_size)), val.transform)
+
+    def _announce(self) -> None:
+        cfg, n = self.cfg, sum(p.numel() for p in self.net.parameters())
+        where = f"resumed at step {self.resumed_from}" if self.resumed_from is not None else "new run"
+        total = f"{self.total_steps} steps" if self.total_steps else f"{cfg.minutes} minutes"
+        self.progress.line(
+            f"{cfg.model} ({n / 1e6:.2f}M params) on {self.splits.source}; {len(self.classes)} classes, "
+            f"{self.img_size}px, batch {cfg.batch_size}"
+            + (f" over {self.dist.world_size} processes" if self.dist.enabled else "")
+            + f"; {cfg.opt} lr {cfg.lr:g} {cfg.sched}; {total} ({self.steps_per_epoch}/epoch); {where}; "
+            f"out {self.out}")
+
+    # ------------------------------------------------------------------ budget and bookkeeping
+    def _budget_reached(self, seconds: float) -> bool:
+        if self.total_steps is not None and self.pos.step >= self.total_steps:
+            return True
+        return self.cfg.minutes is not None and seconds >= self.cfg.minutes * 60
+
+    def _time_progress(self) -> float | None:
+        budget = _budget_seconds(self.cfg)
+        return None if budget is None or self.total_steps else self.pos.seconds / budget
+
+    def _epoch_float(self) -> float:
+        return self.pos.epoch + self.pos.batch / self.steps_per_epoch
+
+    def _last_eval_step(self) -> int | None:
+        return self.history.last_eval["step"] if self.history.last_eval else None
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self, status: str, message: str) -> dict:
+        summary = self._write_summary(status, message)
+        if self.main:
+            self.log.close()
+            ended = {"finished": "finished", "diverged": "DIVERGED", "interrupted": "interrupted",
+                     "failed": "FAILED"}[status]
+            best = f"best top1 {summary['best_top1']:.2f}% at step {summary['best_step']}" \
+                if summary["best_top1"] is not None else "no evaluation"
+            self.progress.line(f"{ended}: {summary['steps']} steps in {summary['seconds']:.0f}s, {best}"
+                               + (f"; {message}" if message else ""))
+        return summary
+
+    def _write_summary(self, status: str, message: str) -> dict:
+        skipped = self._skipped_files()
+        final_weights = None
+        if status == "finished" and self.main:
+            from inceptionlab.models.weights import save_pretrained
+
+            model = self.ema.module if self.ema is not None else self.net
+            try:
+                save_pretrained(model, self.out, classes=self.classes)
+                final_weights = str(self.out / "model.safetensors")
+            except OSError as exc:
+                status, message = "failed", f"cannot write the final weights to {self.out}: {exc.strerror or exc}"
+        last = self.history.last_eval or {}
+        summary = dict(
+            model=self.cfg.model, model_kwargs=self.cfg.model_kwargs, status=status, message=message,
+            params=sum(p.numel() for p in self.net.parameters()), steps=self.pos.step,
+            epochs=round(self.pos.step / self.steps_per_epoch, 4), seconds=round(self.pos.seconds, 2),
+            best_top1=self.history.best_top1, best_top5=self.history.best_top5, best_step=self.history.best_step,
+            final_top1=last.get("top1"), final_top5=last.get("top5"), final_train_loss=last.get("train_loss"),
+            final_val_loss=last.get("val_loss"),
+            train_images_per_sec=round(self.pos.images / max(self.pos.train_seconds, 1e-9), 2),
+            skipped_files=skipped, classes=self.classes, data_source=self.splits.source, seed=self.cfg.seed,
+            img_size=self.img_size, batch_size=self.cfg.batch_size, world_size=self.dist.world_size,
+            opt=self.cfg.opt, lr=self.cfg.lr, sched=self.cfg.sched, aux_weight=self.aux_weight,
+            ema=self.ema is not None, weights=final_weights, run_dir=str(self.out),
+            checkpoint=str(self.checkpoints.latest()) if self.main and self.checkpoints.latest() else None,
+            best_checkpoint=str(self.checkpoints.best) if self.main and self.checkpoints.best.exists() else None,
+            versions=versions())
+        if self.main:
+            try:
+                atomic_write_text(json.dumps(summary, indent=2, default=str) + "\n", self.out / "summary.json")
+            except OSError as exc:
+                summary["message"] = (message + "; " if message else "") + \
+                    f"cannot write summary.json: {exc.strerror or exc}"
+        return summary
+
+    def _skipped_files(self) -> list[dict]:
+        mine = [(path, reason) for ds in (self.splits.train, self.val_loader.dataset)
+                for path, reason in getattr(ds, "skipped", ())]
+        merged: dict[str, str] = {}
+        for records in self.dist.gather_objects(mine):
+            for path, reason in records:
+                merged.setdefault(path, reason)
+        return [dict(path=path, reason=reason) for path, reason in merged.items()]
+
+
+# ------------------------------------------------------------------ module helpers
+def build_model_and_data(cfg: TrainConfig):
+    """(splits, model, img_size): the data, a model with its classes, the model's preprocessing."""
+    from inceptionlab.data import build_datasets
+
+    train_tf, eval_tf = LateTransform(), LateTransform()
+    splits = build_datasets(cfg.data, train_transform=train_tf, eval_transform=eval_tf,
+                            val_split=cfg.val_split, seed=cfg.seed, strict=cfg.strict,
+                            limit_per_class=cfg.limit_per_class)
+    net = build_model(cfg, num_classes=len(splits.classes), in_chans=splits.in_chans)
+    img_size, train_tf.fn, eval_tf.fn = preprocessing(cfg, net, splits.native_size)
+    return splits, net, img_size
+
+
+class LateTransform:
+    """A transform chosen after the datasets exist (it depends on the model they decide)."""
+    fn = None
+
+    def __call__(self, picture):
+        return self.fn(picture)
+
+
+def _total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int | None:
+    limits = [cfg.steps] if cfg.steps is not None else []
+    if cfg.epochs is not None:
+        limits.append(max(1, math.ceil(cfg.epochs * steps_per_epoch - 1e-9)))
+    return min(limits) if limits else None
+
+
+def _budget_seconds(cfg: TrainConfig) -> float | None:
+    return cfg.minutes * 60 if cfg.minutes is not None else None
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _round(value: float | None, digits: int = 6):
+    return None if value is None else round(float(value), digits)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

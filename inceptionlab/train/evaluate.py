@@ -1,0 +1,186 @@
+"""Evaluation: top-1, top-5, loss, per-class accuracy and the confusion matrix.
+
+``evaluate(run="runs/x")`` evaluates a training run (its final weights, which are the EMA
+weights when the run kept an average; else its latest checkpoint) on the run's validation data.
+``evaluate(model="inception_v3", weights="file.safetensors", data="photos/")`` evaluates any
+weights on any data of the same classes. Both write ``confusion_matrix.csv`` and
+``confusion_matrix.png`` (rows: true class, columns: predicted) and ``eval.json``.
+
+The loss is the plain cross-entropy (no label smoothing), comparable across runs.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from inceptionlab.errors import UserError
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float               # percent
+    top5: float               # percent (top-k with k = min(5, classes))
+    count: int
+    confusion: torch.Tensor   # K x K counts, rows true, columns predicted
+
+    def per_class_accuracy(self) -> list[float | None]:
+        totals = self.confusion.sum(dim=1)
+        return [round(100.0 * float(self.confusion[k, k]) / float(n), 3) if n else None
+                for k, n in enumerate(totals.tolist())]
+
+
+@torch.no_grad()
+def run_eval(model: nn.Module, loader, device: torch.device, *, num_classes: int, amp_dtype=None,
+             memory_format=torch.contiguous_format, dist=None) -> EvalResult:
+    """Evaluates ``model`` over ``loader`` (this process's share; summed over ``dist``'s processes)."""
+    was_training = model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    totals = torch.zeros(3, dtype=torch.float64)  # loss sum, top-k correct, images
+    k = min(5, num_classes)
+    for images, labels, _n_skipped in loader:
+        if images.numel() == 0:
+            continue
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images)                                     # N x K
+        logits, labels = logits.float().cpu(), labels.cpu()
+        top = logits.topk(k, dim=1).indices                            # N x k
+        totals[0] += F.cross_entropy(logits, labels, reduction="sum").item()
+        totals[1] += (top == labels[:, None]).any(dim=1).sum().item()
+        totals[2] += labels.numel()
+        confusion.index_put_((labels, top[:, 0]), torch.ones_like(labels), accumulate=True)
+    if dist is not None and dist.enabled:
+        dist.sum(totals)
+        dist.sum(confusion)
+    model.train(was_training)
+    n = max(totals[2].item(), 1.0)
+    top1 = 100.0 * confusion.diagonal().sum().item() / n
+    return EvalResult(loss=totals[0].item() / n, top1=top1, top5=100.0 * totals[1].item() / n,
+                      count=int(totals[2].item()), confusion=confusion)
+
+
+def evaluate(run: str | Path | None = None, *, model: str | None = None, weights: str | Path | None = None,
+             data: str | Path | None = None, out: str | Path | None = None, batch_size: int = 64,
+             img_size: int | None = None, model_kwargs: dict | None = None, workers: int = 0,
+             val_split: float | None = None, seed: int = 0, amp: bool | str = False,
+             quiet: bool = True) -> dict:
+    """Evaluates a run (``run=``) or a model and weights (``model=``, ``weights=``) on ``data``'s
+    validation split; returns top1, top5, loss, per-class accuracy and where the outputs went."""
+    from inceptionlab.train.config import TrainConfig
+    from inceptionlab.train.engine import build_model_and_data
+    from inceptionlab.train.setup import amp_dtype
+
+    if (run is None) == (model is None):
+        raise UserError("evaluate needs either run=RUN_DIR or model=NAME (with weights=FILE)")
+    if run is not None:
+        cfg, weights_file, used = _run_weights(Path(run), data)
+        out = Path(run) if out is None else Path(out)
+    else:
+        if weights is None and not Path(model).is_dir():
+            raise UserError(f"evaluating {model} needs weights=FILE (random weights would mean nothing)")
+        cfg = TrainConfig(model=str(model), data=None if data is None else str(data), epochs=1,
+                          model_kwargs=dict(model_kwargs or {}), img_size=img_size, val_split=val_split,
+                          seed=seed, weights=None if weights is None else str(weights)).resolved()
+        weights_file, used = cfg.weights, "weights file" if weights is not None else "pretrained directory"
+        out = Path(out) if out is not None else (Path(weights).parent if weights is not None else Path(model))
+    cfg = cfg.replace(weights=None, augment=False)
+    splits, net, size = build_model_and_data(cfg)
+    if weights_file is not None:
+        _load_eval_weights(net, weights_file, cfg, len(splits.classes))
+    from inceptionlab.data import make_loader
+
+    loader = make_loader(splits.val, batch_size, train=False, workers=workers, seed=cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    result = run_eval(net.to(device), loader, device, num_classes=len(splits.classes),
+                      amp_dtype=amp_dtype(amp, device))
+    per_class = dict(zip(splits.classes, result.per_class_accuracy()))
+    csv_path, png_path = write_confusion(result.confusion, splits.classes, out)
+    report = dict(top1=round(result.top1, 3), top5=round(result.top5, 3), loss=round(result.loss, 6),
+                  images=result.count, per_class=per_class, classes=splits.classes, model=cfg.model,
+                  weights=str(weights_file) if weights_file else None, weights_kind=used, img_size=size,
+                  data_source=splits.source, confusion_csv=str(csv_path), confusion_png=str(png_path))
+    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not quiet:
+        print(f"{cfg.model} on {splits.source}: top1 {result.top1:.2f}%  top5 {result.top5:.2f}%  "
+              f"loss {result.loss:.4f}  ({result.count} images, {used})")
+    return report
+
+
+def _run_weights(run: Path, data) -> tuple:
+    """(config, weights file, which weights) of a run directory."""
+    from inceptionlab.train.checkpoint import CheckpointDir
+    from inceptionlab.train.config import TrainConfig
+
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run} is not a training run (no config.yaml); pass the --out folder of `inceptionlab train`")
+    cfg = TrainConfig.from_yaml(run / "config.yaml")
+    if data is not None:
+        cfg = cfg.replace(data=str(data))
+    final = run / "model.safetensors"
+    if final.is_file():
+        return cfg, final, "final weights (EMA)" if cfg.ema_decay else "final weights"
+    latest = CheckpointDir(run / "checkpoints").latest()
+    if latest is None:
+        raise UserError(f"{run} has neither model.safetensors nor a checkpoint; train it first")
+    return cfg, latest, "latest checkpoint (EMA)" if cfg.ema_decay else "latest checkpoint"
+
+
+def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int) -> None:
+    from inceptionlab.models.weights import load_weights
+    from inceptionlab.train.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.suffix == ".pt" and path.parent.name == "checkpoints":
+        state = load_checkpoint(path)
+        net.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+        return
+    file = path / "model.safetensors" if path.is_dir() else path
+    load_weights(net, file)
+
+
+def write_confusion(confusion: torch.Tensor, classes: list[str], out) -> tuple[Path, Path]:
+    """``confusion_matrix.csv`` and ``confusion_matrix.png`` in ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out / "confusion_matrix.csv", out / "confusion_matrix.png"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["true \\ predicted", *classes])
+    for name, row in zip(classes, confusion.tolist()):
+        writer.writerow([name, *row])
+    csv_path.write_text(buffer.getvalue())
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classes)
+    size = min(4 + 0.35 * k, 24)
+    fig, ax = plt.subplots(figsize=(size, size))
+    rates = confusion.float() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 40:
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if confusion[i, j]:
+                    ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (row-normalized colour, counts)")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return csv_path, png_path

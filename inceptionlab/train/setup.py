@@ -1,0 +1,132 @@
+"""Turning a config into the model and preprocessing it describes, with errors at the boundary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from inceptionlab.errors import UserError, closest
+from inceptionlab.train.config import TrainConfig
+
+
+def check_model_switches(cfg: TrainConfig) -> None:
+    """An unknown model or switch is reported before any data is read."""
+    from inceptionlab.models.registry import model_entry
+
+    if Path(cfg.model).is_dir():
+        return
+    entry = model_entry(cfg.model)
+    for key in cfg.model_kwargs:
+        if key not in entry.switches:
+            hint = closest(key, entry.switches)
+            raise UserError(f"{cfg.model} has no switch {key!r}" + (f"; did you mean {hint}?" if hint else "")
+                            + f" (switches: {', '.join(entry.switches)})")
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int = 3) -> nn.Module:
+    """The model of ``cfg`` with ``num_classes`` outputs, and its initial ``weights`` if any."""
+    from inceptionlab import create_model
+
+    kwargs = dict(cfg.model_kwargs)
+    given = kwargs.pop("num_classes", None)
+    if given is not None and given != num_classes:
+        raise UserError(f"model_kwargs num_classes={given} but the data has {num_classes} classes; "
+                        f"drop num_classes (it is taken from the data)")
+    if kwargs.get("in_chans", in_chans) != in_chans:
+        raise UserError(f"model_kwargs in_chans={kwargs['in_chans']} but the images have {in_chans} channels; "
+                        f"drop in_chans")
+    model = create_model(cfg.model, num_classes=num_classes, **kwargs)
+    if cfg.weights is not None:
+        load_initial_weights(model, cfg.weights, cfg.model, kwargs)
+    return model
+
+
+def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict) -> None:
+    """Loads a weights file (ours or a reference layout); classifiers of another class count
+    are left at their initialization (fine-tuning on new classes)."""
+    from inceptionlab import create_model
+    from inceptionlab.models.weights import load_weights, read_state_dict
+
+    path = Path(path)
+    file = path / "model.safetensors" if path.is_dir() else path
+    classes = _classifier_size(read_state_dict(file))
+    if classes is None or classes == model.num_classes:
+        load_weights(model, file)
+        return
+    donor = create_model(name, **{**kwargs, "num_classes": classes}, weights=file)
+    body = {k: v for k, v in donor.state_dict().items() if not _is_classifier(k)}
+    model.load_state_dict(body, strict=False)
+
+
+def _classifier_size(state: dict) -> int | None:
+    from inceptionlab.models.weights import HEAD_PREFIXES
+
+    if "head.fc.weight" in state:
+        return state["head.fc.weight"].shape[0]
+    heads = [v for k, v in state.items() if k.startswith(HEAD_PREFIXES) and k.endswith("weight") and v.ndim == 2]
+    return heads[-1].shape[0] if heads else None
+
+
+def _is_classifier(key: str) -> bool:
+    return key.startswith("head.fc.") or (key.startswith("aux_heads.") and ".fc." in key)
+
+
+def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None):
+    """(img_size, train transform, eval transform) from the model's input configuration.
+
+    The image size is ``cfg.img_size``, else the data's native size for a low_res stem (32 for
+    CIFAR, 28 for the digits), else the model's input size; never below the model's minimum.
+    """
+    from inceptionlab.data import eval_transform, train_transform
+
+    card = model.pretrained_cfg
+    low_res = getattr(getattr(model, "switches", None), "stem", None) == "low_res"
+    minimum = getattr(model, "min_input_size", 1)
+    img_size = cfg.img_size
+    if img_size is None:
+        img_size = max(native_size if low_res and native_size else card["input_size"][-1], minimum)
+    elif img_size < minimum:
+        hint = "; or use the switch stem=low_res for small images" if not low_res else ""
+        raise UserError(f"img_size {img_size} is below {cfg.model}'s minimum input of {minimum}x{minimum}: "
+                        f"pass --img-size {minimum} or more{hint}")
+    at_native_size = native_size is not None and img_size == native_size
+    crop_pct = cfg.crop_pct or (1.0 if at_native_size else card.get("crop_pct", 0.875))
+    mean, std = card.get("mean", (0.5,) * 3), card.get("std", (0.5,) * 3)
+    interpolation = card.get("interpolation", "bilinear")
+    evaluate = eval_transform(img_size, mean, std, crop_pct=crop_pct, interpolation=interpolation)
+    if not cfg.augment:
+        return img_size, evaluate, evaluate
+    training = train_transform(img_size, mean, std, scale=tuple(cfg.crop_scale), hflip=cfg.hflip,
+                               distort=cfg.distort, interpolation=interpolation)
+    return img_size, training, evaluate
+
+
+def amp_dtype(amp, device: torch.device):
+    """The autocast dtype for ``--amp``: None (off), bf16 on the CPU, fp16/bf16 on CUDA."""
+    if amp is False:
+        return None
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise UserError("fp16 autocast needs a CUDA device; use --amp (bf16) on the CPU")
+        return torch.float16
+    if amp == "bf16" or device.type != "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """BN layers keep their running statistics and affine weights (fine-tuning with small batches)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            for param in module.parameters():
+                param.requires_grad_(False)
+    set_train_mode(model, freeze_bn=True)
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()

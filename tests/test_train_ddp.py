@@ -1,0 +1,118 @@
+"""Multi-process training on the CPU (gloo): torchrun with 2 processes gives the weights of a
+single-process run with the same global batch, survives SIGTERM, and resumes; SyncBatchNorm's
+gradients are those of one big batch."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from inceptionlab.train import TrainConfig, train
+from inceptionlab.train.distributed import SyncBatchNorm
+from inceptionlab.train.logs import read_steps
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reference_batchnorm():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5, dtype=torch.float64)
+    upstream = torch.randn(8, 3, 5, 5, dtype=torch.float64)
+    bn = torch.nn.BatchNorm2d(3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    return x, upstream, bn
+
+
+def _sync_bn_worker(rank: int, port: int, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        x, upstream, bn = _reference_batchnorm()
+        whole = x.clone().requires_grad_(True)
+        (bn(whole) * upstream).sum().backward()                 # one process, the whole batch
+        _, _, fresh = _reference_batchnorm()
+        sync = SyncBatchNorm.convert(fresh)
+        half = slice(rank * 4, rank * 4 + 4)
+        mine = x[half].clone().requires_grad_(True)
+        (sync(mine) * upstream[half]).sum().backward()          # each process, half the batch
+        for param in sync.parameters():                         # as DDP would (sum, not mean, here)
+            dist.all_reduce(param.grad)
+        results[rank] = max((mine.grad - whole.grad[half]).abs().max().item(),
+                            (sync.weight.grad - bn.weight.grad).abs().max().item(),
+                            (sync.bias.grad - bn.bias.grad).abs().max().item(),
+                            (sync.running_mean - bn.running_mean).abs().max().item(),
+                            (sync.running_var - bn.running_var).abs().max().item())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sync_batchnorm_on_cpu_gives_the_gradients_of_one_big_batch():
+    results = mp.Manager().dict()
+    mp.spawn(_sync_bn_worker, args=(_free_port(), results), nprocs=2)
+    assert max(results.values()) < 1e-12
+
+
+# the same global batch of 8, on 2 processes of 4; no BN (its batch statistics would differ per
+# process), no dropout and no random crops (their random streams differ per process)
+ARGS = dict(steps=12, batch_size=8, img_size=12, limit_per_class=4, val_split=0.02, augment=False,
+            checkpoint_every=2, eval_every=6, threads=1, quiet=True,
+            model_kwargs=dict(stem="low_res", depth_multiplier=0.1, min_depth=8, norm=False, drop_rate=0.0))
+
+
+def _cli(out) -> list[str]:
+    return ["--out", str(out), "--steps", "12", "--batch-size", "8", "--img-size", "12", "--limit-per-class", "4",
+            "--val-split", "0.02", "--no-augment", "--checkpoint-every", "2", "--eval-every", "6", "--threads", "1",
+            "--quiet", "--model-kwargs", "stem=low_res", "depth_multiplier=0.1", "min_depth=8", "norm=false",
+            "drop_rate=0"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one_and_resume_after_sigterm(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        single = train(TrainConfig(model="inception_v3", out=str(tmp_path / "single"), **ARGS))
+    finally:
+        torch.set_num_threads(before)
+    assert single["status"] == "finished"
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "inceptionlab", "train"]
+    run = tmp_path / "ddp"
+    process = subprocess.Popen(torchrun + _cli(run), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if (run / "steps.jsonl").exists() and len((run / "steps.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)      # torchrun passes it on to both processes
+    output = process.communicate(timeout=120)[0]
+    assert "interrupted" in output and "--resume" in output, output[-3000:]
+    assert not (run / "model.safetensors").exists()
+
+    resumed = subprocess.run(torchrun + ["--resume", str(run)], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+
+    steps = read_steps(run)
+    assert [s["step"] for s in steps] == list(range(1, 13))        # written once: by rank 0 only
+    a, b = load_file(tmp_path / "single" / "model.safetensors"), load_file(run / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert [s["loss"] for s in steps] == pytest.approx([s["loss"] for s in read_steps(tmp_path / "single")],
+                                                       abs=1e-5)

@@ -1,0 +1,206 @@
+"""Short training runs in this process: the run directory, evaluation, interruption and exact
+resume, divergence, a full disk, budgets, fine-tuning, the command line. Each run is a few steps
+of a tiny low-res Inception-v3 on a few of the embedded digits."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from inceptionlab import create_model
+from inceptionlab.train import TrainConfig, evaluate, train
+from inceptionlab.train import checkpoint as checkpoint_module
+from inceptionlab.train.logs import METRIC_COLUMNS, read_metrics, read_steps
+
+TINY = dict(stem="low_res", depth_multiplier=0.1, min_depth=8)
+SUMMARY_KEYS = {"model", "model_kwargs", "status", "message", "params", "steps", "epochs", "seconds", "best_top1",
+                "best_top5", "final_top1", "final_top5", "final_train_loss", "final_val_loss",
+                "train_images_per_sec", "skipped_files", "classes", "data_source", "seed"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One CPU thread: on a shared 2-core machine, more threads make these runs many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(tmp_path, name="run", **changes) -> TrainConfig:
+    values = dict(model="inception_v3", out=str(tmp_path / name), steps=4, batch_size=8, img_size=12,
+                  limit_per_class=4, val_split=0.02, quiet=True, model_kwargs=dict(TINY))
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_a_run_directory_holds_everything(tmp_path):
+    cfg = tiny(tmp_path, steps=6, eval_every=3, model_kwargs=dict(TINY, aux_logits=True), ema_decay=0.9)
+    summary = train(cfg)
+    out = tmp_path / "run"
+    assert summary["status"] == "finished", summary["message"]
+    assert SUMMARY_KEYS <= set(summary) and json.loads((out / "summary.json").read_text())["steps"] == 6
+    assert summary["classes"] == [str(d) for d in range(10)] and summary["params"] > 0
+    assert summary["skipped_files"] == [] and summary["ema"] is True and summary["aux_weight"] == 0.4
+    with open(out / "metrics.csv") as handle:
+        assert handle.readline().strip().split(",") == METRIC_COLUMNS
+    rows = read_metrics(out)
+    assert [int(r["step"]) for r in rows] == [3, 6] and float(rows[0]["epoch"]) == pytest.approx(0.6)
+    assert all(0 <= float(r["top1"]) <= 100 and float(r["top1"]) <= float(r["top5"]) for r in rows)
+    steps = read_steps(out)
+    assert [s["step"] for s in steps] == list(range(1, 7))
+    assert set(steps[0]) == {"step", "epoch", "loss", "lr", "seconds", "images"} and steps[-1]["images"] == 48
+    assert summary["final_top1"] == float(rows[-1]["top1"]) and summary["best_top1"] == max(
+        float(r["top1"]) for r in rows)
+    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "best.pt").is_file()
+    assert sorted(os.listdir(out / "checkpoints")) == ["best.pt", "step_00000003.pt", "step_00000006.pt"]
+    reloaded = create_model(str(out))          # config.json + model.safetensors (the EMA weights)
+    assert reloaded.pretrained_cfg["classes"] == summary["classes"] and reloaded.num_classes == 10
+
+    report = evaluate(run=out)                 # the same weights on the same val split
+    assert report["top1"] == pytest.approx(summary["final_top1"], abs=1e-3)
+    assert report["images"] == 100 and set(report["per_class"]) == set(summary["classes"])
+    assert (out / "confusion_matrix.csv").read_text().startswith("true \\ predicted,0,1")
+    assert (out / "confusion_matrix.png").stat().st_size > 0 and (out / "eval.json").is_file()
+
+    from inceptionlab.cli import main
+    assert main(["train", "--out", str(out), "--steps", "2"]) == 2   # never overwrites a run
+
+
+def _interrupt_when(path, lines: int, sig=signal.SIGINT) -> threading.Thread:
+    def watch():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if path.exists() and len(path.read_text().splitlines()) >= lines:
+                os.kill(os.getpid(), sig)
+                return
+            time.sleep(0.005)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_a_checkpoint_and_resume_is_exact(tmp_path, sig):
+    cfg = dict(steps=7, eval_every=4, model_kwargs=dict(TINY, aux_logits=True), ema_decay=0.9)
+    straight = train(tiny(tmp_path, "straight", **cfg))
+    watcher = _interrupt_when(tmp_path / "stopped" / "steps.jsonl", 2, sig)
+    stopped = train(tiny(tmp_path, "stopped", **cfg))
+    watcher.join()
+    assert stopped["status"] == "interrupted", stopped
+    assert signal.Signals(sig).name in stopped["message"] and "--resume" in stopped["message"]
+    assert 2 <= stopped["steps"] < 7 and (tmp_path / "stopped" / "checkpoints").is_dir()
+    resumed = train(resume=tmp_path / "stopped")
+    assert resumed["status"] == "finished" and resumed["steps"] == 7
+    losses = lambda name: [s["loss"] for s in read_steps(tmp_path / name)]  # noqa: E731
+    assert losses("stopped") == losses("straight")
+    a = load_file(tmp_path / "straight" / "model.safetensors")
+    b = load_file(tmp_path / "stopped" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["final_top1"] == straight["final_top1"]
+
+
+def test_a_non_finite_loss_stops_with_the_step_and_last_checkpoint(tmp_path):
+    cfg = tiny(tmp_path, steps=30, opt="sgd", lr=1e12, clip_grad=0.0, checkpoint_every=1, eval_every=100,
+               model_kwargs=dict(TINY, norm=False))
+    summary = train(cfg)
+    assert summary["status"] == "diverged"
+    step = summary["steps"] + 1
+    assert f"at step {step}" in summary["message"] and "last good checkpoint" in summary["message"]
+    assert f"step_{summary['steps']:08d}.pt" in summary["message"] or summary["steps"] == 0
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_full_disk_fails_clearly_and_keeps_the_earlier_checkpoint(tmp_path, monkeypatch):
+    real = checkpoint_module.atomic_save
+    calls = []
+
+    def fill_disk(obj, path):
+        calls.append(path)
+        if len(calls) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(obj, path)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_save", fill_disk)
+    summary = train(tiny(tmp_path, steps=6, checkpoint_every=2, eval_every=100))
+    assert summary["status"] == "failed"
+    assert "No space left on device" in summary["message"] and "step_00000002.pt is intact" in summary["message"]
+    state = checkpoint_module.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002.pt")
+    assert state["position"]["step"] == 2
+
+
+def test_wall_clock_budget_stops_at_the_end_of_a_step(tmp_path):
+    summary = train(tiny(tmp_path, steps=None, minutes=0.03, sched="cosine", opt="sgd"))
+    assert summary["status"] == "finished" and summary["steps"] >= 1
+    assert summary["final_top1"] is not None and summary["seconds"] >= 0.03 * 60
+
+
+def test_amp_channels_last_freeze_bn_and_aux_weight(tmp_path):
+    base = create_model("inception_v3", num_classes=10, aux_logits=True, **TINY)
+    summary = train(tiny(tmp_path, steps=2, amp=True, channels_last=True, freeze_bn=True, aux_weight=0.25,
+                         model_kwargs=dict(TINY, aux_logits=True)))
+    assert summary["status"] == "finished" and summary["aux_weight"] == 0.25
+    trained = load_file(tmp_path / "run" / "model.safetensors")
+    bn_keys = [k for k in trained if ".bn." in k or k.endswith(("running_mean", "running_var"))]
+    assert bn_keys
+    for key in bn_keys:  # frozen BN: statistics and affine parameters unchanged
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(trained[key], base.state_dict()[key]), key
+
+
+def test_fine_tuning_replaces_a_classifier_of_another_size(tmp_path):
+    from inceptionlab.models.weights import save_pretrained
+
+    source = create_model("inception_v3", num_classes=4, **TINY)
+    save_pretrained(source, tmp_path / "pretrained", classes=list("abcd"))
+    summary = train(tiny(tmp_path, steps=1, lr=1e-12, opt="sgd", momentum=0.0, weight_decay=0.0,
+                         weights=str(tmp_path / "pretrained" / "model.safetensors")))
+    assert summary["status"] == "finished"
+    trained = load_file(tmp_path / "run" / "model.safetensors")
+    first_conv = next(k for k in trained if k.endswith("conv.weight"))
+    assert torch.allclose(trained[first_conv], source.state_dict()[first_conv], atol=1e-6)
+    assert trained["head.fc.weight"].shape[0] == 10
+
+
+def test_unreadable_files_are_skipped_and_listed(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / "pics" / cls).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pics" / cls / f"{i}.png")
+    (tmp_path / "pics" / "cats" / "broken.png").write_bytes(b"\x89PNG truncated")
+    summary = train(tiny(tmp_path, data=str(tmp_path / "pics"), steps=3, batch_size=4, limit_per_class=None,
+                         val_split=0.25))
+    assert summary["status"] == "finished" and summary["classes"] == ["cats", "dogs"]
+    assert [item["path"].endswith("broken.png") for item in summary["skipped_files"]] == [True]
+    strict = tiny(tmp_path, "strict", data=str(tmp_path / "pics"), steps=3, batch_size=4, limit_per_class=None,
+                  val_split=0.25, strict=True)
+    result = train(strict)
+    assert result["status"] == "failed" and "broken.png" in result["message"]
+
+
+def test_cli_config_file_with_flags_overriding(tmp_path, capsys):
+    from inceptionlab.cli import main
+
+    (tmp_path / "recipe.yaml").write_text(
+        "model: inception_v3\nsteps: 5\nlr: 0.01\nopt: sgd\nbatch_size: 8\nimg_size: 12\nlimit_per_class: 4\n"
+        "val_split: 0.02\nmodel_kwargs: {stem: low_res, depth_multiplier: 0.1}\n")
+    code = main(["train", "--config", str(tmp_path / "recipe.yaml"), "--steps", "2", "--out", str(tmp_path / "run"),
+                 "--model-kwargs", "min_depth=8", "--quiet", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    import yaml
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (saved["steps"], saved["lr"], saved["opt"], saved["sched"]) == (2, 0.01, "sgd", "cosine")
+    assert saved["model_kwargs"] == dict(stem="low_res", depth_multiplier=0.1, min_depth=8)
+    assert main(["eval", "--run", str(tmp_path / "run")]) == 0
+    assert "top1" in capsys.readouterr().out
