@@ -1,0 +1,71 @@
+"""``inceptionlab benchmark``: images/s, step time and GFLOP/s against this machine's peak.
+
+    inceptionlab benchmark --models inception_v3 inception_v4 --batch-size 8 32 --mode infer --reference timm
+    inceptionlab benchmark --models inception_v3 --mode train --batch-size 8 --reference timm --memory
+    inceptionlab benchmark --models googlenet --img-size 224 --runtime onnxruntime
+
+Prints one row per configuration (model x batch size) and writes them as CSV (``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from inceptionlab.commands.summary import add_model_kwargs, parse_model_kwargs
+from inceptionlab.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", nargs="+", default=["inception_v3"], help="registered model names")
+    parser.add_argument("--img-size", type=int, default=None, help="input size (default: each model's)")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[8], help="one or more batch sizes")
+    parser.add_argument("--mode", choices=("infer", "train"), default="infer")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=True,
+                        help="channels-last memory format (the default)")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models (slow first step)")
+    parser.add_argument("--reference", choices=("timm", "torchvision"), default=None,
+                        help="time the same architecture from this library in alternation, and show the ratio")
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                        help="run our model in PyTorch, or export it to ONNX and run it in onnxruntime")
+    parser.add_argument("--no-fast", dest="fast", action="store_false",
+                        help="our plain eager model, without optimize_for_inference / the training fast path")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations (the median is reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--memory", action="store_true",
+                        help="train mode: also the peak resident memory of a training step (fresh processes)")
+    parser.add_argument("--out", default="benchmark.csv", help="the CSV file to write")
+    add_model_kwargs(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from inceptionlab.models.registry import model_card
+    from inceptionlab.tools import benchmark
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.warmup < 0 or args.iters < 1:
+        raise UserError("--warmup must be >= 0 and --iters >= 1")
+    if any(b < 1 for b in args.batch_size):
+        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.runtime == "onnxruntime" and args.mode == "train":
+        raise UserError("--runtime onnxruntime times inference only; use --mode infer")
+    kwargs = parse_model_kwargs(args.model_kwargs)
+    configs = []
+    for name in args.models:
+        size = args.img_size or model_card(name).get("input_size", (3, 299, 299))[-1]
+        for batch in args.batch_size:
+            configs.append(benchmark.Config(name, size, batch, args.mode, args.precision, args.channels_last,
+                                            args.compile, args.runtime, args.reference, args.fast, kwargs))
+    info = benchmark.machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, torch {info['torch']}"
+          + (f", load average {info['load_average']}" if "load_average" in info else ""))
+    rows, _ = benchmark.benchmark(configs, args.warmup, args.iters, memory=args.memory)
+    print()
+    print(benchmark.format_rows(rows))
+    path = benchmark.write_csv(rows, args.out)
+    print(f"\nwrote {path}")
+    return 0

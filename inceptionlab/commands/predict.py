@@ -1,0 +1,54 @@
+"""``inceptionlab predict``: the top-k classes of images, with class names.
+
+    inceptionlab predict --model inception_v3 --weights v3.pth photo.jpg holidays/
+    inceptionlab predict --model runs/flowers/best holidays/ --top-k 3 --json
+
+``--model`` is a registered name (then ``--weights`` gives a state dict: ours, torchvision's or
+timm's) or a directory written by training, whose config.json holds the class names. Files that
+are not readable images are reported (stderr, or ``"skipped"`` in the JSON) and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from inceptionlab.commands.summary import add_model_kwargs, parse_model_kwargs
+from inceptionlab.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders of images")
+    parser.add_argument("--model", required=True,
+                        help="a registered model name, or a directory written by training (save_pretrained)")
+    parser.add_argument("--weights", default=None, help="a state dict file (.pth/.safetensors) for --model NAME")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--size", type=int, default=None, help="input size (default: the model's)")
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout, for machines")
+    add_model_kwargs(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from inceptionlab.models.registry import create_model
+    from inceptionlab.tools.predict import format_predictions, predict
+
+    if args.weights is None and not Path(args.model).is_dir():
+        raise UserError(f"--model {args.model} needs --weights FILE (predictions of random weights mean nothing), "
+                        f"or pass a directory written by training as --model")
+    model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs))
+    preds = predict(model, args.images, top_k=args.top_k, batch_size=args.batch_size, size=args.size)
+    if args.json:
+        doc = {"model": args.model, "weights": args.weights,
+               "results": [p.as_dict() for p in preds.results],
+               "skipped": [{"image": str(path), "error": reason} for path, reason in preds.skipped]}
+        print(json.dumps(doc, indent=1))
+    else:
+        if preds.results:
+            print(format_predictions(preds))
+        for path, reason in preds.skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not preds.results:
+        raise UserError(f"none of the {len(preds.skipped)} files given is a readable image")
+    return 0

@@ -1,0 +1,416 @@
+"""Measuring speed: images per second, step time, achieved GFLOP/s against this machine's peak.
+
+One `Config` is one row: a model at an image size and batch size, in inference or training, at a
+precision, with or without channels-last and ``torch.compile``, run by PyTorch or onnxruntime.
+The machine's peak is measured first (`measure_peak`: a large 3x3 convolution, the operation
+these networks spend their time in). Each row times repeated steps after warm-up and reports
+medians. With a reference library (``timm`` or ``torchvision``), the same architecture from that
+library runs in the same process with the same settings, and the two are timed in alternation
+(ours, theirs, ours, theirs...) so that a noisy machine slows both alike; the row shows the ratio.
+
+Our side uses the fast paths of `inceptionlab.tools.fast`: `optimize_for_inference` for
+inference, channels-last + the fused SGD step for training. The reference runs as its library's
+users run it: eval + ``torch.inference_mode`` for inference, the default (foreach) SGD step for
+training, channels-last and autocast as the row says.
+
+FLOPs: 2 x multiply-adds of the forward pass (`count_macs`) per image; a training step is
+counted as 3 x the forward pass (forward, and a backward pass of twice its cost).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from inceptionlab.errors import UserError
+
+MODES = ("infer", "train")
+PRECISIONS = ("fp32", "bf16", "fp16")
+RUNTIMES = ("torch", "onnxruntime")
+# the same architecture in the reference libraries
+REFERENCES = {
+    "timm": {"inception_v3": "inception_v3", "inception_v4": "inception_v4",
+             "inception_resnet_v2": "inception_resnet_v2"},
+    "torchvision": {"googlenet": "googlenet", "inception_v3": "inception_v3"},
+}
+TRAIN_FLOPS_FACTOR = 3
+
+
+@dataclass
+class Config:
+    model: str
+    img_size: int = 299
+    batch: int = 8
+    mode: str = "infer"
+    precision: str = "fp32"
+    channels_last: bool = True
+    compile: bool = False
+    runtime: str = "torch"
+    reference: str | None = None
+    fast: bool = True  # our fast paths (off: the plain eager model, for comparison)
+    model_kwargs: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ the machine
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "os": platform.platform(terse=True)}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["load_average"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _dtype(precision: str) -> torch.dtype:
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+@torch.inference_mode()
+def measure_peak(precision: str = "fp32", repeats: int = 5, device: torch.device | None = None) -> float:
+    """GFLOP/s of a large 3x3 convolution (8 x 256 x 56 x 56 -> 256, channels-last, BN-free, the
+    best case for these networks' kernels): the machine's practical peak, median of ``repeats``."""
+    device = device or _device()
+    dtype = _dtype(precision) if device.type == "cuda" or precision == "bf16" else torch.float32
+    n, c, hw = (64, 256, 56) if device.type == "cuda" else (8, 256, 56)
+    conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(device, dtype).to(memory_format=torch.channels_last)
+    x = torch.randn(n, c, hw, hw, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    flops = 2 * n * c * c * 9 * hw * hw
+    conv(x)
+    conv(x)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        conv(x)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return flops / statistics.median(times) / 1e9
+
+
+# ------------------------------------------------------------------ the models
+def reference_model(library: str, name: str, **kwargs) -> nn.Module:
+    """``name``'s architecture built by ``library`` (random weights, no download)."""
+    names = REFERENCES.get(library)
+    if names is None:
+        raise UserError(f"unknown reference {library!r}; choose from {', '.join(REFERENCES)}")
+    if name not in names:
+        raise UserError(f"{library} has no {name}; it has {', '.join(names)}")
+    num_classes = kwargs.get("num_classes", 1000)
+    if library == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise UserError("--reference timm needs timm: pip install timm") from None
+        return timm.create_model(names[name], pretrained=False, num_classes=num_classes)
+    import torchvision
+    build = getattr(torchvision.models, names[name])
+    # no aux heads (ours have none by default either), no input transform, the fast init
+    return build(weights=None, aux_logits=False, init_weights=False, num_classes=num_classes)
+
+
+def _our_model(cfg: Config) -> nn.Module:
+    from inceptionlab.models.registry import create_model
+    return create_model(cfg.model, **cfg.model_kwargs)
+
+
+def _input(cfg: Config, in_chans: int, device: torch.device) -> torch.Tensor:
+    x = torch.randn(cfg.batch, in_chans, cfg.img_size, cfg.img_size, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+def _autocast(cfg: Config, device: torch.device):
+    if cfg.precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=_dtype(cfg.precision))
+
+
+def infer_step(model: nn.Module, cfg: Config, ours: bool, device: torch.device) -> Callable[[], None]:
+    """A callable running one inference batch."""
+    x = _input(cfg, getattr(model, "in_chans", 3), device)
+    if cfg.runtime == "onnxruntime" and ours:
+        from inceptionlab.tools.export import OnnxModel, export_onnx
+        if cfg.precision != "fp32":
+            raise UserError("--runtime onnxruntime runs fp32 only")
+        folder = tempfile.mkdtemp(prefix="inceptionlab-bench-")
+        path = export_onnx(model, Path(folder) / f"{cfg.model}.onnx", cfg.img_size)
+        runner = OnnxModel(path)
+        x = x.contiguous()
+        return lambda: runner(x)
+    if ours and cfg.fast:
+        from inceptionlab.tools.fast import optimize_for_inference
+        dtype = _dtype(cfg.precision) if cfg.precision != "fp32" and device.type == "cpu" else None
+        runner = optimize_for_inference(model.to(device), channels_last=cfg.channels_last, compile=cfg.compile,
+                                        dtype=dtype)
+        context = _autocast(cfg, device) if device.type == "cuda" else nullcontext()
+
+        def step():
+            with context:
+                runner(x)
+        return step
+    model = model.to(device).eval()
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    runner = torch.compile(model) if cfg.compile else model
+
+    def step():
+        with torch.inference_mode(), _autocast(cfg, device):
+            runner(x)
+    return step
+
+
+def train_step(model: nn.Module, cfg: Config, ours: bool, device: torch.device) -> Callable[[], None]:
+    """A callable running one training step: forward, cross-entropy, backward, SGD step."""
+    from inceptionlab.tools.fast import make_optimizer, prepare_for_training
+
+    if cfg.runtime != "torch":
+        raise UserError("training runs in PyTorch only; use --runtime torch with --mode train")
+    model = model.to(device)
+    x = _input(cfg, getattr(model, "in_chans", 3), device)
+    y = torch.randint(0, 1000, (cfg.batch,), device=device) % max(1, getattr(model, "num_classes", 1000))
+    if ours and cfg.fast:
+        runner = prepare_for_training(model, channels_last=cfg.channels_last, compile=cfg.compile)
+        optimizer = make_optimizer(model.parameters())
+    else:
+        model.train()
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        runner = torch.compile(model) if cfg.compile else model
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=4e-5)
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+
+    def step():
+        with _autocast(cfg, device):
+            out = runner(x)
+            logits = out[0] if isinstance(out, tuple) else out
+            loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+    return step
+
+
+# ------------------------------------------------------------------ timing
+def time_alternating(steps: dict[str, Callable[[], None]], warmup: int, iters: int,
+                     device: torch.device) -> dict[str, list[float]]:
+    """Runs every step ``warmup`` times, then ``iters`` rounds of each in turn; seconds per call."""
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(iters):
+        for key, step in steps.items():
+            _sync(device)
+            t = time.perf_counter()
+            step()
+            _sync(device)
+            times[key].append(time.perf_counter() - t)
+    return times
+
+
+def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5) -> dict:
+    """Times one configuration (and its reference) and returns its row."""
+    from inceptionlab.tools.summary import count_macs
+
+    if cfg.mode not in MODES:
+        raise UserError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+    if cfg.precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.runtime not in RUNTIMES:
+        raise UserError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {cfg.runtime!r}")
+    device = _device()
+    torch.manual_seed(0)
+    ours = _our_model(cfg)
+    params = sum(p.numel() for p in ours.parameters())
+    macs = count_macs(ours, cfg.img_size)
+    make = infer_step if cfg.mode == "infer" else train_step
+    steps = {"ours": make(ours, cfg, True, device)}
+    if cfg.reference:
+        ref_cfg = replace(cfg, runtime="torch")
+        steps["reference"] = make(reference_model(cfg.reference, cfg.model, **cfg.model_kwargs), ref_cfg, False,
+                                  device)
+    times = time_alternating(steps, warmup, iters, device)
+    step_s = statistics.median(times["ours"])
+    per_image_flops = 2 * macs * (TRAIN_FLOPS_FACTOR if cfg.mode == "train" else 1)
+    gflops = per_image_flops * cfg.batch / step_s / 1e9
+    row = {
+        "model": cfg.model, "img_size": cfg.img_size, "batch": cfg.batch, "mode": cfg.mode,
+        "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
+        "runtime": cfg.runtime, "fast": cfg.fast, "threads": torch.get_num_threads(),
+        "infer_samples_per_sec": None, "infer_step_time_ms": None,
+        "train_samples_per_sec": None, "train_step_time_ms": None,
+        "param_count": params, "gmacs": round(macs / 1e9, 3),
+        "gflops_per_sec": round(gflops, 1), "peak_gflops_per_sec": round(peak, 1),
+        "fraction_of_peak": round(gflops / peak, 3) if peak else None,
+        "reference": cfg.reference, "ref_samples_per_sec": None, "ratio": None,
+        "iters": iters, "step_times_ms": " ".join(f"{t * 1e3:.0f}" for t in times["ours"]),
+    }
+    row[f"{cfg.mode}_samples_per_sec"] = round(cfg.batch / step_s, 2)
+    row[f"{cfg.mode}_step_time_ms"] = round(step_s * 1e3, 1)
+    if cfg.reference:
+        ref_s = statistics.median(times["reference"])
+        row["ref_samples_per_sec"] = round(cfg.batch / ref_s, 2)
+        row["ratio"] = round(ref_s / step_s, 3)
+        row["ref_step_times_ms"] = " ".join(f"{t * 1e3:.0f}" for t in times["reference"])
+    return row
+
+
+# ------------------------------------------------------------------ memory
+_MEMORY_CHILD = """
+import json, resource, sys, torch
+from inceptionlab.tools.benchmark import Config, _our_model, reference_model, train_step
+cfg = Config(**json.loads(sys.argv[1]))
+torch.manual_seed(0)
+model = reference_model(cfg.reference, cfg.model) if cfg.reference else _our_model(cfg)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+step = train_step(model, cfg, cfg.reference is None, torch.device("cpu"))
+for _ in range(2):
+    step()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_rss_mb": peak / 1024, "model_rss_mb": before / 1024}))
+"""
+
+
+def training_peak_rss(cfg: Config) -> dict:
+    """Peak resident memory (MiB) of a process that builds the model (ours, or ``cfg.reference``'s)
+    and runs two training steps: a fresh process each, so that nothing else counts."""
+    import json
+
+    payload = {k: v for k, v in asdict(cfg).items()}
+    payload["mode"] = "train"
+    out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, json.dumps(payload)], capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    if out.returncode != 0:
+        raise RuntimeError(f"memory measurement failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ output
+COLUMNS = ["model", "img_size", "batch", "mode", "precision", "channels_last", "compile", "runtime", "threads",
+           "infer_samples_per_sec", "infer_step_time_ms", "train_samples_per_sec", "train_step_time_ms",
+           "param_count", "gmacs", "gflops_per_sec", "peak_gflops_per_sec", "fraction_of_peak",
+           "reference", "ref_samples_per_sec", "ratio", "peak_rss_mb", "ref_peak_rss_mb", "iters",
+           "step_times_ms", "ref_step_times_ms", "fast"]
+
+
+def write_csv(rows: list[dict], path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+    return path
+
+
+def read_csv(path) -> list[dict]:
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def format_rows(rows: list[dict], markdown: bool = False) -> str:
+    """The table printed (and written into BENCHMARKS.md)."""
+    head = ["model", "size", "batch", "mode", "prec", "ch-last", "compile", "runtime", "img/s", "step ms",
+            "GFLOP/s", "of peak", "reference", "ref img/s", "ratio"]
+    body = []
+    for r in rows:
+        mode = r["mode"]
+        ips = r.get(f"{mode}_samples_per_sec")
+        body.append([r["model"], str(r["img_size"]), str(r["batch"]), mode, r["precision"],
+                     _yes(r["channels_last"]), _yes(r["compile"]), r["runtime"], _num(ips, 2),
+                     _num(r.get(f"{mode}_step_time_ms"), 1), _num(r["gflops_per_sec"], 1),
+                     _pct(r["fraction_of_peak"]), r.get("reference") or "-", _num(r.get("ref_samples_per_sec"), 2),
+                     _num(r.get("ratio"), 2, suffix="x")])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i in (0, 3, 4, 7, 12) else "---:"
+                                                            for i in range(len(head))) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    fmt = lambda cells: "  ".join(c.rjust(w) if i not in (0, 3, 4, 7, 12) else c.ljust(w)  # noqa: E731
+                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return "\n".join([fmt(head), "-" * (sum(widths) + 2 * len(widths))] + [fmt(b) for b in body])
+
+
+def _yes(v) -> str:
+    return "yes" if str(v) in ("True", "true", "1") else "no"
+
+
+def _num(v, digits: int, suffix: str = "") -> str:
+    if v in (None, ""):
+        return "-"
+    return f"{float(v):.{digits}f}{suffix}"
+
+
+def _pct(v) -> str:
+    return "-" if v in (None, "") else f"{float(v):.0%}"
+
+
+def benchmark(configs: list[Config], warmup: int = 2, iters: int = 5, memory: bool = False,
+              log: Callable[[str], None] | None = print) -> tuple[list[dict], dict]:
+    """Measures the peak once per precision, then every configuration; returns (rows, machine)."""
+    info = machine()
+    peaks: dict[str, float] = {}
+    rows = []
+    for cfg in configs:
+        if cfg.precision not in peaks:
+            peaks[cfg.precision] = measure_peak(cfg.precision)
+            info[f"peak_gflops_{cfg.precision}"] = round(peaks[cfg.precision], 1)
+            if log:
+                log(f"peak ({cfg.precision}, 3x3 convolution 8x256x56x56): {peaks[cfg.precision]:.1f} GFLOP/s "
+                    f"on {info['threads']} threads")
+        row = run_config(cfg, peaks[cfg.precision], warmup, iters)
+        if memory and cfg.mode == "train" and _device().type == "cpu":
+            row["peak_rss_mb"] = round(training_peak_rss(replace(cfg, reference=None))["peak_rss_mb"], 1)
+            if cfg.reference:
+                row["ref_peak_rss_mb"] = round(training_peak_rss(cfg)["peak_rss_mb"], 1)
+        rows.append(row)
+        if log:
+            mode = row["mode"]
+            ref = (f", {cfg.reference} {row['ref_samples_per_sec']} img/s, ratio {row['ratio']}x"
+                   if cfg.reference else "")
+            mem = f", peak RSS {row['peak_rss_mb']} MiB" if row.get("peak_rss_mb") else ""
+            mem += f" (reference {row['ref_peak_rss_mb']} MiB)" if row.get("ref_peak_rss_mb") else ""
+            log(f"{cfg.model} {mode} b{cfg.batch} {cfg.img_size}px {cfg.precision}: "
+                f"{row[f'{mode}_samples_per_sec']} img/s, {row['fraction_of_peak']:.0%} of peak{ref}{mem}")
+    return rows, info
+

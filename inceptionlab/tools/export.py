@@ -1,0 +1,163 @@
+"""Exporting a model for deployment: ONNX (through ``torch.onnx``'s ``torch.export``-based exporter)
+or a ``torch.export`` program (``.pt2``).
+
+The exported network is the inference network: eval mode, auxiliary heads dropped, batch norm folded
+into the convolutions (`fold_batchnorm`), so an ONNX graph holds only Conv, Relu, Concat, pooling,
+one ReduceMean and one Gemm. The batch dimension is dynamic; height and width are fixed at export
+(``size``, the model's input size by default). The preprocessing (input size, mean, std, crop_pct,
+interpolation) and class names travel with the file: ONNX metadata ``inceptionlab`` and the
+``inceptionlab.json`` extra file of a ``.pt2``, both JSON.
+
+ONNX export needs the ``onnx`` and ``onnxscript`` packages, checking and running it ``onnxruntime``:
+``pip install 'inceptionlab[export]'``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from inceptionlab.errors import UserError
+from inceptionlab.tools.fast import fold_batchnorm
+
+FORMATS = ("onnx", "pt2")
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+MAX_BATCH = 4096
+
+
+def prepare_for_export(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode, without aux heads, with batch norm folded."""
+    model = copy.deepcopy(model).eval()
+    if hasattr(model, "aux_heads"):
+        model.aux_heads = nn.ModuleDict()
+    model.requires_grad_(False)
+    return fold_batchnorm(model)
+
+
+def _example(model: nn.Module, size: int | None, batch: int = 2) -> torch.Tensor:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = int(size or cfg.get("input_size", (3, 299, 299))[-1])
+    x = torch.randn(batch, getattr(model, "in_chans", 3), size, size,
+                    device=next(model.parameters()).device)
+    check = getattr(model, "check_input", None)
+    if check is not None:
+        check(x)  # a clear error for a too small size, before the exporter's own
+    return x
+
+
+def metadata(model: nn.Module, size: int) -> dict:
+    """What a runtime needs besides the graph: preprocessing and class names."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    chans = getattr(model, "in_chans", 3)
+    return {
+        "architecture": cfg.get("architecture", getattr(model, "name", type(model).__name__)),
+        "input_size": [chans, size, size],
+        "mean": list(cfg.get("mean", (0.5,) * chans)),
+        "std": list(cfg.get("std", (0.5,) * chans)),
+        "crop_pct": cfg.get("crop_pct", 0.875),
+        "interpolation": cfg.get("interpolation", "bilinear"),
+        "num_classes": getattr(model, "num_classes", None),
+        "classes": cfg.get("classes"),
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+    }
+
+
+def export_onnx(model: nn.Module, path, size: int | None = None, opset: int | None = None) -> Path:
+    """Writes ``model`` as ONNX with a dynamic batch dimension; returns the path."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise UserError(f"ONNX export needs the onnx and onnxscript packages ({exc.name} is missing); "
+                        f"pip install 'inceptionlab[export]'") from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = prepare_for_export(model)
+    x = _example(net, size)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    kwargs = {} if opset is None else {"opset_version": int(opset)}
+    program = torch.onnx.export(net, (x,), None, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                dynamic_shapes=({0: batch},), optimize=True, verbose=False, **kwargs)
+    program.save(str(path))
+    _set_onnx_metadata(path, metadata(model, x.shape[-1]))
+    return path
+
+
+def _set_onnx_metadata(path: Path, meta: dict) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "inceptionlab", json.dumps(meta)
+    onnx.save(proto, str(path))
+
+
+def export_pt2(model: nn.Module, path, size: int | None = None) -> Path:
+    """Writes ``model`` as a ``torch.export`` program (load with ``torch.export.load``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = prepare_for_export(model)
+    x = _example(net, size)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    program = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path),
+                      extra_files={"inceptionlab.json": json.dumps(metadata(model, x.shape[-1]))})
+    return path
+
+
+def export(model: nn.Module, path, format: str = "onnx", size: int | None = None) -> Path:
+    """`export_onnx` or `export_pt2`, by ``format``."""
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    return export_onnx(model, path, size) if format == "onnx" else export_pt2(model, path, size)
+
+
+# ------------------------------------------------------------------ running and checking
+def onnx_session(path, threads: int | None = None):
+    """An onnxruntime CPU session for ``path``, with ``threads`` intra-op threads (default: torch's)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("running ONNX files needs onnxruntime; pip install 'inceptionlab[export]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or torch.get_num_threads())
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxModel:
+    """An ONNX file as a callable ``tensor -> tensor``, so the benchmark and predict can use it."""
+
+    def __init__(self, path, threads: int | None = None):
+        self.path = Path(path)
+        self.session = onnx_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        meta = self.session.get_modelmeta().custom_metadata_map.get("inceptionlab")
+        self.metadata = json.loads(meta) if meta else {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().to("cpu", torch.float32).contiguous()
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
+
+
+def load_pt2(path):
+    """The ``torch.export`` program in ``path`` as a module, and its metadata."""
+    extra = {"inceptionlab.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    return program.module(), (json.loads(extra["inceptionlab.json"]) if extra["inceptionlab.json"] else {})
+
+
+@torch.no_grad()
+def max_abs_difference(exported, model: nn.Module, size: int | None = None, batches=(1, 3)) -> float:
+    """The largest |logit difference| between ``exported`` (a callable) and ``model`` in eval mode,
+    over random batches of the given sizes."""
+    model = copy.deepcopy(model).eval()
+    worst = 0.0
+    for b in batches:
+        x = _example(model, size, batch=b)
+        worst = max(worst, (exported(x).float() - model(x).float()).abs().max().item())
+    return worst

@@ -1,0 +1,274 @@
+"""The fast paths: a model prepared for inference, and the settings of a fast training step.
+
+`optimize_for_inference(model)` returns a copy that gives the eager model's outputs (allclose 1e-4)
+in less time:
+
+1. batch norm folded into the convolution before it (`fold_batchnorm`): ``w' = w * g / sqrt(v + eps)``,
+   ``b' = (b - m) * g / sqrt(v + eps) + beta``; the Inception-ResNet residual scale folded into the
+   up-projection the same way (``x + s * (W z + b) = x + (sW) z + sb``);
+2. on CPUs with oneDNN, each convolution runs as one oneDNN primitive with its ReLU (and, in
+   Inception-ResNet blocks, the residual addition) fused, on weights reordered once into oneDNN's
+   blocked layout instead of on every call (`FusedConv`): what PyTorch's own compiler emits for
+   convolutions, without compiling;
+3. channels-last memory format, inference mode (no autograd bookkeeping), auxiliary heads dropped;
+4. optionally ``torch.compile`` on top (``compile=True``).
+
+`fold_batchnorm` alone gives the plain, exportable network (ONNX, ``torch.export``).
+`training_setup` holds the training-side fast path: channels-last, fused optimizer steps, bf16
+autocast where the CPU has it, optional compile.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from inceptionlab.models.layers import ConvBN, ScaledResidual
+
+
+# ------------------------------------------------------------------ batch norm folding
+@torch.no_grad()
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, scale: float = 1.0) -> nn.Conv2d:
+    """A biased convolution equal to ``scale * bn(conv(x))`` in eval mode."""
+    out = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype)
+    weight = conv.weight.double()
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros(conv.out_channels, dtype=torch.float64,
+                                                                        device=weight.device)
+    if bn is not None:
+        gain = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        weight = weight * gain.view(-1, 1, 1, 1)
+        bias = (bias - bn.running_mean.double()) * gain + bn.bias.double()
+    out.weight.copy_(weight * scale)
+    out.bias.copy_(bias * scale)
+    return out
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Folds every `ConvBN`'s batch norm into its convolution, in place (eval-mode arithmetic:
+    running statistics), and every `ScaledResidual`'s scale into its up-projection. Returns the
+    model, in eval mode; its outputs equal the eager model's in eval mode."""
+    for module in model.modules():
+        if isinstance(module, ConvBN) and module.bn is not None:
+            module.conv = _folded_conv(module.conv, module.bn)
+            module.bn = None
+        elif isinstance(module, ScaledResidual) and module.scale != 1.0:
+            module.up_project = _folded_conv(module.up_project, None, module.scale)
+            module.scale = 1.0
+    return model.eval()
+
+
+# ------------------------------------------------------------------ oneDNN fused convolutions
+def mkldnn_fusion_available() -> bool:
+    """Whether this PyTorch has oneDNN's fused convolution ops (CPU builds with mkldnn)."""
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class FusedConv(nn.Module):
+    """conv -> [+ residual] -> [ReLU] as one oneDNN primitive on prepacked weights (CPU, inference).
+
+    Falls back to ``F.conv2d`` (then add, then ReLU) on other devices, under ``torch.compile`` or
+    export tracing, and with autograd on.
+    """
+
+    def __init__(self, conv: nn.Conv2d, relu: bool):
+        super().__init__()
+        self.register_buffer("weight", conv.weight.detach().clone())
+        self.register_buffer("bias", conv.bias.detach().clone() if conv.bias is not None else None)
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.relu = relu
+        self._packed: dict = {}  # (device, dtype) -> weight in oneDNN's blocked layout
+
+    def _eager(self, x: torch.Tensor) -> bool:
+        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                and mkldnn_fusion_available())
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, x.dtype)
+        if key not in self._packed:
+            self._packed[key] = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight.to(x.dtype), self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+        return self._packed[key]
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self._eager(x):
+            weight, bias = self._packed_weight(x), self.bias.to(x.dtype)
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(
+                    x, weight, bias, self.padding, self.stride, self.dilation, self.groups,
+                    "relu" if self.relu else "none", [], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                x, residual, weight, bias, self.padding, self.stride, self.dilation, self.groups,
+                "add", None, "relu" if self.relu else None, [], "")
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            y = y + residual
+        return F.relu(y) if self.relu else y
+
+    def _apply(self, fn, recurse=True):
+        self._packed = {}  # a new device or dtype: pack again on the next call
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        k = tuple(self.weight.shape[2:])
+        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={k}, "
+                f"stride={tuple(self.stride)}, padding={tuple(self.padding)}, relu={self.relu}")
+
+
+class FusedConvBN(nn.Module):
+    """A folded `ConvBN` as one `FusedConv` (conv + bias + ReLU)."""
+
+    def __init__(self, module: ConvBN):
+        super().__init__()
+        self.conv = FusedConv(module.conv, relu=module.act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class FusedResidual(nn.Module):
+    """A folded `ScaledResidual`: ``relu(x + up_project(branches(x)))`` with the add and the ReLU
+    fused into the up-projection's convolution."""
+
+    def __init__(self, module: ScaledResidual):
+        super().__init__()
+        self.branches = module.branches
+        self.up_project = FusedConv(module.up_project, relu=module.activate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up_project(self.branches(x), residual=x)
+
+
+def fuse_convolutions(model: nn.Module) -> nn.Module:
+    """Replaces every folded `ConvBN` and `ScaledResidual` by its fused form, in place."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, ConvBN) and child.bn is None:
+            setattr(model, name, FusedConvBN(child))
+        elif isinstance(child, ScaledResidual) and child.scale == 1.0:
+            fuse_convolutions(child.branches)
+            setattr(model, name, FusedResidual(child))
+        else:
+            fuse_convolutions(child)
+    return model
+
+
+# ------------------------------------------------------------------ the inference model
+class InferenceModel(nn.Module):
+    """What `optimize_for_inference` returns: the prepared network (``.model``), run in inference
+    mode on channels-last input. Attributes it does not have (``pretrained_cfg``, ``num_classes``,
+    ``forward_features``...) are the network's."""
+
+    def __init__(self, model: nn.Module, channels_last: bool = True, compiled=None,
+                 dtype: torch.dtype | None = None):
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+        self.compiled = compiled
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            if self.dtype is not None:
+                x = x.to(self.dtype)
+            if self.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.compiled is not None:
+                return self.compiled(x)
+            return self.model(x)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["model"], name)
+
+
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fuse: bool | None = None,
+                           compile: bool = False, dtype: torch.dtype | None = None) -> InferenceModel:
+    """A copy of ``model`` prepared for fast inference; ``model`` itself is left as it is.
+
+    Batch norm is folded into the convolutions; on CPUs with oneDNN (``fuse=None`` decides by
+    itself) every convolution runs fused with its ReLU on prepacked weights; the model is put in
+    channels-last format and eval mode, auxiliary heads are dropped, and the returned module runs
+    in ``torch.inference_mode``. ``compile=True`` also wraps it in ``torch.compile`` (Inductor with
+    weight freezing; the first call then takes minutes on a small CPU). ``dtype`` (e.g.
+    ``torch.bfloat16``) casts the weights; the input is cast to match.
+
+    The outputs equal the eager model's in eval mode (allclose at 1e-4 in float32).
+    """
+    fast = copy.deepcopy(model).eval()
+    fast.requires_grad_(False)
+    if hasattr(fast, "aux_heads"):
+        fast.aux_heads = nn.ModuleDict()
+    fold_batchnorm(fast)
+    device = next(fast.parameters()).device
+    if fuse is None:
+        fuse = device.type == "cpu" and mkldnn_fusion_available() and not compile
+    if fuse:
+        fuse_convolutions(fast)
+    if dtype is not None:
+        fast.to(dtype)
+    if channels_last:
+        fast.to(memory_format=torch.channels_last)
+    compiled = None
+    if compile:
+        compiled = _compile_for_inference(fast)
+    return InferenceModel(fast, channels_last, compiled, dtype).eval()
+
+
+def _compile_for_inference(model: nn.Module):
+    """``torch.compile`` with Inductor's weight freezing (constant-folds the weights and prepacks
+    them for oneDNN), which is what makes compiled CPU inference fast."""
+    try:
+        import torch._inductor.config as inductor_config
+        inductor_config.freezing = True
+    except (ImportError, AttributeError):  # pragma: no cover - older or stripped builds
+        pass
+    return torch.compile(model)
+
+
+# ------------------------------------------------------------------ training
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so that bf16 autocast pays."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def make_optimizer(params, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 4e-5,
+                   fused: bool | None = None) -> torch.optim.Optimizer:
+    """SGD with momentum, with PyTorch's fused step where it has one (CPU and CUDA since 2.4), else
+    the multi-tensor (foreach) step."""
+    params = list(params)
+    if fused is None:
+        fused = True
+    try:
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
+
+
+def autocast_context(device_type: str, precision: str):
+    """The autocast context for ``precision`` ('fp32', 'bf16', 'fp16') on ``device_type``."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def prepare_for_training(model: nn.Module, *, channels_last: bool = True, compile: bool = False) -> nn.Module:
+    """Channels-last (and optionally ``torch.compile``) for a training step; returns the module to call."""
+    model.train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if compile else model

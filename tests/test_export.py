@@ -1,0 +1,122 @@
+"""Export: ONNX (run in onnxruntime) and torch.export programs, dynamic batch, batch norm folded."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from inceptionlab import create_model
+from inceptionlab.cli import main
+from inceptionlab.tools.export import (OnnxModel, export_onnx, export_pt2, load_pt2, max_abs_difference,
+                                       prepare_for_export)
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+pytest.importorskip("onnxruntime")
+
+FAMILIES = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1",
+            "inception_resnet_v2"]
+TINY = dict(depth_multiplier=0.25, num_classes=10)
+SIZE = {"googlenet": 64, "bn_inception": 64}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(name: str, **kw) -> nn.Module:
+    torch.manual_seed(0)
+    model = create_model(name, **{**TINY, **kw})
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_onnx_logits_equal_pytorch_for_every_family(name, tmp_path):
+    model = tiny(name, aux_logits=True) if name == "inception_v3" else tiny(name)
+    size = SIZE.get(name, 75)
+    path = export_onnx(model, tmp_path / f"{name}.onnx", size)
+    runner = OnnxModel(path)
+    assert max_abs_difference(runner, model, size, batches=(1, 3)) <= 1e-4
+    graph = onnx.load(str(path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert "BatchNormalization" not in ops and "Conv" in ops  # folded
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, size, size]  # dynamic batch
+    assert runner.metadata["num_classes"] == 10 and runner.metadata["input_size"] == [3, size, size]
+
+
+def test_onnx_of_a_low_resolution_model(tmp_path):
+    model = tiny("inception_v3", stem="low_res", depth_multiplier=0.125)
+    path = export_onnx(model, tmp_path / "low.onnx", 32)
+    assert max_abs_difference(OnnxModel(path), model, 32) <= 1e-4
+
+
+@pytest.mark.slow
+def test_onnx_full_size_inception_v3(tmp_path):
+    model = tiny("inception_v3", depth_multiplier=1.0, num_classes=1000)
+    path = export_onnx(model, tmp_path / "v3.onnx")
+    assert max_abs_difference(OnnxModel(path), model, 299, batches=(2,)) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["googlenet", pytest.param("inception_resnet_v2", marks=pytest.mark.slow)])
+def test_pt2_program_equals_pytorch_with_dynamic_batch(name, tmp_path):
+    model = tiny(name)
+    size = SIZE.get(name, 75)
+    path = export_pt2(model, tmp_path / f"{name}.pt2", size)
+    program, meta = load_pt2(path)
+    assert max_abs_difference(program, model, size, batches=(1, 4)) <= 1e-4
+    assert meta["architecture"] == name and meta["mean"] == list(model.pretrained_cfg["mean"])
+
+
+def test_prepare_for_export_leaves_the_model_alone():
+    model = tiny("inception_v3", aux_logits=True).train()
+    net = prepare_for_export(model)
+    assert model.training and len(model.aux_heads) == 1
+    assert not net.training and len(net.aux_heads) == 0
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
+
+def test_export_refuses_a_too_small_size(tmp_path):
+    with pytest.raises(ValueError, match="at least"):
+        export_onnx(tiny("inception_v3"), tmp_path / "x.onnx", 32)
+
+
+def test_cli_export_onnx_and_pt2_with_weights(tmp_path, capsys):
+    weights = tmp_path / "w.pth"
+    torch.save(tiny("googlenet").state_dict(), weights)
+    common = ["--weights", str(weights), "--size", "64", "--model-kwargs", "depth_multiplier=0.25", "num_classes=10"]
+    assert main(["export", "googlenet", "--format", "onnx", "--out", str(tmp_path / "g.onnx")] + common) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "checked: onnxruntime" in out and "N dynamic" in out
+    meta = json.loads(dict((p.key, p.value) for p in onnx.load(str(tmp_path / "g.onnx")).metadata_props)["inceptionlab"])
+    assert meta["input_size"] == [3, 64, 64]
+    assert main(["export", "googlenet", "--format", "pt2", "--out", str(tmp_path / "g.pt2")] + common) == 0
+    assert "checked: the loaded program" in capsys.readouterr().out
+
+
+def test_cli_export_bad_input(tmp_path, capsys):
+    assert main(["export", "googlenet", "--weights", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "g.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    weights = tmp_path / "w.pth"
+    torch.save(tiny("googlenet").state_dict(), weights)
+    assert main(["export", "inception_v3", "--weights", str(weights), "--out", str(tmp_path / "g.onnx")]) == 2
+    assert "does not fit" in capsys.readouterr().err
+
+
+def test_benchmark_times_onnxruntime(tmp_path):
+    from inceptionlab.tools import benchmark as bench
+
+    cfg = bench.Config("googlenet", 64, 2, "infer", runtime="onnxruntime", model_kwargs=dict(TINY))
+    row = bench.run_config(cfg, peak=100.0, warmup=1, iters=1)
+    assert row["runtime"] == "onnxruntime" and row["infer_samples_per_sec"] > 0

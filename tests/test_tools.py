@@ -1,0 +1,280 @@
+"""The fast paths (BN folding, fused inference, training setup), the benchmark, and predict."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import inceptionlab
+from inceptionlab import create_model
+from inceptionlab.cli import main
+from inceptionlab.models.layers import ConvBN, ScaledResidual
+from inceptionlab.tools import benchmark as bench
+from inceptionlab.tools.fast import (FusedResidual, fold_batchnorm, make_optimizer, mkldnn_fusion_available,
+                                     optimize_for_inference)
+from inceptionlab.tools.predict import class_names, find_images, imagenet_classes, predict
+
+FAMILIES = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1",
+            "inception_resnet_v2"]
+# small and quick: a quarter of the width, near the smallest input each family takes
+TINY = dict(depth_multiplier=0.25, num_classes=10)
+SIZE = {"googlenet": 64, "bn_inception": 64}
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} is absent (no ../shared checkout)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run fastest, and least disturbed by a busy machine, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(name: str, **kw) -> nn.Module:
+    """A small model with batch norm statistics far from identity, so that folding is exercised."""
+    torch.manual_seed(0)
+    model = create_model(name, **{**TINY, **kw})
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    return model.eval()
+
+
+def batch(name: str, n: int = 2) -> torch.Tensor:
+    size = SIZE.get(name, 75)
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+
+
+# ------------------------------------------------------------------ fast paths
+@pytest.mark.parametrize("name", FAMILIES)
+def test_optimize_for_inference_equals_the_eager_model(name):
+    model = tiny(name)
+    fast = optimize_for_inference(model)
+    with torch.no_grad():
+        for n in (1, 3):
+            x = batch(name, n)
+            torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the model itself is left alone
+    if name.startswith("inception_resnet") and mkldnn_fusion_available():
+        assert any(isinstance(m, FusedResidual) for m in fast.model.modules())
+
+
+def test_fold_batchnorm_folds_bn_and_residual_scale():
+    model = tiny("inception_resnet_v2")
+    x = batch("inception_resnet_v2")
+    with torch.no_grad():
+        expected = model(x)
+        folded = fold_batchnorm(model)
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-5)
+    assert all(m.bn is None and m.conv.bias is not None for m in folded.modules() if isinstance(m, ConvBN))
+    assert all(m.scale == 1.0 for m in folded.modules() if isinstance(m, ScaledResidual))
+
+
+def test_optimized_model_keeps_the_model_api_and_any_input_layout():
+    model = tiny("inception_v3")
+    fast = optimize_for_inference(model)
+    assert fast.num_classes == 10 and fast.pretrained_cfg["num_classes"] == 10
+    assert not fast.model.aux_heads and not fast.training
+    x = batch("inception_v3")
+    out = fast(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_inference() and out.shape == (2, 10)
+    torch.testing.assert_close(fast(x), out)
+    with torch.no_grad():  # the fused convolutions fall back to F.conv2d where oneDNN is not used
+        torch.testing.assert_close(fast.model(x), out, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="at least"):
+        fast(torch.randn(1, 3, 32, 32))
+
+
+def test_optimize_for_inference_without_fusion_and_in_bf16():
+    model = tiny("googlenet")
+    x = batch("googlenet")
+    with torch.no_grad():
+        expected = model(x)
+    plain = optimize_for_inference(model, fuse=False, channels_last=False)
+    torch.testing.assert_close(plain(x), expected, rtol=1e-4, atol=1e-4)
+    half = optimize_for_inference(model, dtype=torch.bfloat16)
+    out = half(x)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - expected).abs().max() < 0.1 * expected.abs().max() + 0.1
+
+
+def test_optimize_for_inference_is_exported_at_top_level():
+    assert inceptionlab.optimize_for_inference is optimize_for_inference
+
+
+@pytest.mark.slow
+def test_optimize_for_inference_compiled():
+    model = tiny("googlenet")
+    fast = optimize_for_inference(model, compile=True)
+    x = batch("googlenet")
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_training_fast_path_uses_the_fused_optimizer_step():
+    model = tiny("googlenet").train()
+    opt = make_optimizer(model.parameters())
+    assert opt.defaults.get("fused") or opt.defaults.get("foreach")
+    loss = model(batch("googlenet")).sum()
+    loss.backward()
+    before = next(model.parameters()).detach().clone()
+    opt.step()
+    assert not torch.equal(before, next(model.parameters()))
+
+
+# ------------------------------------------------------------------ benchmark
+def test_measure_peak_is_positive():
+    assert bench.measure_peak(repeats=1) > 0
+
+
+def test_benchmark_infer_and_train_rows_with_reference(tmp_path):
+    configs = [bench.Config("googlenet", 64, 2, "infer", reference="torchvision"),
+               bench.Config("googlenet", 64, 2, "train", reference="torchvision")]
+    rows, info = bench.benchmark(configs, warmup=1, iters=1, log=None)
+    assert info["threads"] == torch.get_num_threads() and info["peak_gflops_fp32"] > 0
+    infer, train = rows
+    assert infer["infer_samples_per_sec"] > 0 and infer["train_samples_per_sec"] is None
+    assert train["train_samples_per_sec"] > 0 and train["infer_samples_per_sec"] is None
+    for r in rows:
+        assert r["param_count"] == 6_624_904 and r["ratio"] > 0 and r["ref_samples_per_sec"] > 0
+        assert 0 < r["fraction_of_peak"] and r["gmacs"] == pytest.approx(1.498 * (64 / 224) ** 2, rel=0.1)
+    path = bench.write_csv(rows, tmp_path / "b.csv")
+    back = bench.read_csv(path)
+    assert [r["mode"] for r in back] == ["infer", "train"]
+    for column in ("infer_samples_per_sec", "infer_step_time_ms", "train_samples_per_sec", "param_count",
+                   "gmacs", "gflops_per_sec", "fraction_of_peak", "ratio", "threads"):
+        assert column in back[0]
+    assert "googlenet" in bench.format_rows(back) and bench.format_rows(back, markdown=True).startswith("| model")
+
+
+def test_benchmark_training_memory_in_fresh_processes():
+    cfg = bench.Config("googlenet", 64, 2, "train", model_kwargs=dict(TINY))
+    ours = bench.training_peak_rss(cfg)
+    assert ours["peak_rss_mb"] >= ours["model_rss_mb"] > 10
+
+
+def test_reference_names_are_checked():
+    with pytest.raises(ValueError, match="timm has no googlenet"):
+        bench.reference_model("timm", "googlenet")
+    with pytest.raises(ValueError, match="unknown reference"):
+        bench.reference_model("keras", "inception_v3")
+
+
+def test_cli_benchmark_writes_csv(tmp_path, capsys):
+    out = tmp_path / "bench.csv"
+    assert main(["benchmark", "--models", "googlenet", "--img-size", "64", "--batch-size", "1", "2",
+                 "--warmup", "0", "--iters", "1", "--out", str(out), "--model-kwargs", "depth_multiplier=0.25"]) == 0
+    text = capsys.readouterr().out
+    assert "torch threads" in text and "GFLOP/s" in text and str(out) in text
+    rows = list(csv.DictReader(out.open()))
+    assert [r["batch"] for r in rows] == ["1", "2"] and all(float(r["infer_samples_per_sec"]) > 0 for r in rows)
+
+
+def test_cli_benchmark_bad_input(capsys):
+    assert main(["benchmark", "--models", "googlenet", "--batch-size", "0"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
+    assert main(["benchmark", "--models", "googlenet", "--mode", "train", "--runtime", "onnxruntime"]) == 2
+
+
+# ------------------------------------------------------------------ predict
+def test_imagenet_class_names_ship_with_the_package():
+    names = imagenet_classes()
+    assert len(names) == 1000 and names[0] == "tench" and names[999] == "toilet tissue"
+    assert class_names(tiny("googlenet", num_classes=1000)) == list(names)
+    assert class_names(tiny("googlenet")) == [f"class {i}" for i in range(10)]
+
+
+@needs_samples
+def test_shipped_names_match_the_imagenet_class_list():
+    rows = [line.split("\t") for line in (SAMPLES / "classes.tsv").read_text().splitlines() if line.strip()]
+    assert [int(r[0]) for r in rows] == list(range(1000))
+    assert [r[2].strip().replace("_", " ") for r in rows] == list(imagenet_classes())
+
+
+def _some_samples(k: int = 6) -> list[Path]:
+    gray = ["n04008634_projectile.JPEG", "n04090263_rifle.JPEG", "n04254120_soap_dispenser.JPEG"]
+    others = sorted(p.name for p in SAMPLES.glob("*.JPEG"))[:k - len(gray)]
+    return [SAMPLES / n for n in gray + others]
+
+
+@needs_samples
+def test_predict_sample_images_any_mode_and_size_batched():
+    model = tiny("googlenet", num_classes=1000)
+    files = _some_samples() + [SAMPLES / "classes.tsv"]
+    one = predict(model, files, top_k=3, batch_size=1)
+    many = predict(model, files, top_k=3, batch_size=4)
+    assert [p.path for p in one.results] == [p.path for p in many.results] == files[:-1]
+    assert [(path, "not an image" in reason) for path, reason in one.skipped] == [(files[-1], True)]
+    for a, b in zip(one.results, many.results):
+        assert [i for i, _, _ in a.top] == [i for i, _, _ in b.top]
+        assert [p for *_, p in a.top] == pytest.approx([p for *_, p in b.top], abs=1e-5)
+        assert len(a.top) == 3 and a.top[0][2] >= a.top[1][2] >= a.top[2][2]
+        assert all(name == imagenet_classes()[i] for i, name, _ in a.top)
+
+
+def test_cli_predict_json_and_text(tmp_path, capsys):
+    from PIL import Image
+
+    from inceptionlab.models.weights import save_pretrained
+
+    run = save_pretrained(tiny("googlenet", num_classes=3), tmp_path / "run", classes=["cat", "dog", "emu"])
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    Image.new("L", (40, 90), 128).save(pics / "gray.png")
+    Image.new("RGBA", (300, 200), (10, 200, 30, 128)).save(pics / "alpha.png")
+    (pics / "notes.txt").write_text("not an image")
+    assert main(["predict", "--model", str(run), str(pics), "--json", "--top-k", "2"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [Path(r["image"]).name for r in doc["results"]] == ["alpha.png", "gray.png"]
+    assert all({p["class"] for p in r["predictions"]} <= {"cat", "dog", "emu"} for r in doc["results"])
+    assert all(len(r["predictions"]) == 2 for r in doc["results"])
+    assert [Path(s["image"]).name for s in doc["skipped"]] == ["notes.txt"]
+    assert main(["predict", "--model", str(run), str(pics / "gray.png"), str(pics / "notes.txt")]) == 0
+    captured = capsys.readouterr()
+    assert "gray.png" in captured.out and any(c in captured.out for c in ("cat", "dog", "emu"))
+    assert "skipped" in captured.err and "notes.txt" in captured.err
+
+
+def test_cli_predict_bad_input(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["predict", "--model", "googlenet", str(tmp_path)]) == 2
+    assert "--weights" in capsys.readouterr().err
+    weights = tmp_path / "w.pth"
+    torch.save(tiny("googlenet").state_dict(), weights)
+    args = ["--model", "googlenet", "--weights", str(weights), "--model-kwargs", "depth_multiplier=0.25",
+            "num_classes=10"]
+    assert main(["predict", str(tmp_path / "notes.txt")] + args) == 2
+    assert "readable image" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "missing.jpg")] + args) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_find_images_walks_folders_and_skips_hidden(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(b"")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "y.jpg").write_bytes(b"")
+    (tmp_path / "b.png").write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])] == ["a/x.jpg", "b.png"]
+
+
+@pytest.mark.slow
+@needs_samples
+def test_cli_predict_whole_sample_folder(tmp_path, capsys):
+    weights = tmp_path / "g.pth"
+    torch.save(tiny("googlenet", num_classes=1000).state_dict(), weights)
+    assert main(["predict", str(SAMPLES), "--model", "googlenet", "--weights", str(weights), "--json",
+                 "--batch-size", "32", "--model-kwargs", "depth_multiplier=0.25"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["results"]) == 250 and [Path(s["image"]).name for s in doc["skipped"]] == ["classes.tsv"]
