@@ -120,7 +120,8 @@ class InceptionNet(nn.Module):
         """A new classifier (and new aux classifiers) for ``num_classes``; 0 removes it."""
         self.num_classes = num_classes
         self.pretrained_cfg["num_classes"] = num_classes
-        self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        fc_in = getattr(self.head, "fc_in", self.num_features)  # an embedding head classifies its embedding
+        self.head.fc = nn.Linear(fc_in, num_classes) if num_classes > 0 else nn.Identity()
         for head in self.aux_heads.values():
             head.fc = nn.Linear(head.fc.in_features, num_classes) if num_classes > 0 else nn.Identity()
         for m in [self.head.fc] + [h.fc for h in self.aux_heads.values()]:
@@ -130,6 +131,11 @@ class InceptionNet(nn.Module):
     @property
     def has_aux(self) -> bool:
         return len(self.aux_heads) > 0
+
+    def save_pretrained(self, directory, classes=None):
+        """Writes config.json + model.safetensors; ``create_model(directory)`` restores this model."""
+        from inceptionlab.models.weights import save_pretrained
+        return save_pretrained(self, directory, classes=classes)
 
 
 class FeatureExtractor(nn.Module):

@@ -26,8 +26,12 @@ also keep a bias in every convolution next to BN (``conv_bias=True``) and use BN
 from __future__ import annotations
 
 from inceptionlab.models.family import build
-from inceptionlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from inceptionlab.models.registry import register_model
 from inceptionlab.models.spec import Conv, Factorized5x5, Mixed, Pool, Reduction, Switches
+
+# Cadene's (pixel - (104, 117, 128)) on BGR 0-255 pixels, written as our transforms' (pixel/255 - mean)/std
+CAFFE_MEAN = (104 / 255, 117 / 255, 128 / 255)
+CAFFE_STD = (1 / 255, 1 / 255, 1 / 255)
 
 STEM = [
     ("conv2d_1a_7x7", Conv(64, 7, stride=2, pad=3)),             # N x 64 x 112 x 112
@@ -71,7 +75,8 @@ BODY = [
                 reference="Cadene pretrainedmodels bninception (Caffe port)", top1=73.524,
                 weights_top1_source="pretrainedmodels bninception (imagenet)",
                 input_size=(3, 224, 224), crop_pct=0.875, interpolation="bilinear",
-                mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                # the Caffe weights' input: BGR pixels in 0-255 minus per-channel means (B, G, R)
+                input_space="BGR", input_range=(0, 255), mean=CAFFE_MEAN, std=CAFFE_STD)
 def bn_inception(num_classes=1000, in_chans=3, drop_rate=0.0, norm=True, conv_bias=True, factorize_5x5=None,
                  factorize_nxn=None, grid_reduction="efficient", stem="imagenet", depth_multiplier=1.0,
                  min_depth=16):

@@ -91,11 +91,11 @@ CARD = dict(paper="Szegedy et al. 2015, Rethinking the Inception Architecture (a
 
 def _inception_v3(name, *, num_classes=1000, in_chans=3, drop_rate=0.5, aux_logits=False, aux_norm=False,
                   norm=True, factorize_5x5=None, factorize_nxn=None, grid_reduction="efficient",
-                  stem="imagenet", depth_multiplier=1.0, min_depth=16):
+                  stem="imagenet", depth_multiplier=1.0, min_depth=16, avg_pool_count_pad=True):
     check_aux(aux_logits, aux_norm)
     switches = Switches(norm=norm, bn_eps=1e-3, factorize_5x5=factorize_5x5, factorize_nxn=factorize_nxn,
                         grid_reduction=grid_reduction, stem=stem, depth_multiplier=depth_multiplier,
-                        min_depth=min_depth, avg_pool_count_pad=True)
+                        min_depth=min_depth, avg_pool_count_pad=bool(avg_pool_count_pad))
     aux = {"mixed_6e": classic_aux_head(norm_fc=aux_norm, low_res=stem == "low_res")} if aux_logits else None
     return build(name, STEM, BODY, switches, num_classes=num_classes, in_chans=in_chans,
                  drop_rate=drop_rate, aux_heads=aux)
@@ -105,14 +105,16 @@ def _inception_v3(name, *, num_classes=1000, in_chans=3, drop_rate=0.5, aux_logi
                 top1=77.294, weights_top1_source="torchvision IMAGENET1K_V1")
 def inception_v3(num_classes=1000, in_chans=3, drop_rate=0.5, aux_logits=False, aux_norm=False, norm=True,
                  factorize_5x5=None, factorize_nxn=None, grid_reduction="efficient", stem="imagenet",
-                 depth_multiplier=1.0, min_depth=16):
-    """Inception-v3 in the layout of the torchvision/timm weights."""
+                 depth_multiplier=1.0, min_depth=16, avg_pool_count_pad=True):
+    """Inception-v3 in the layout of the torchvision/timm weights. ``avg_pool_count_pad=False`` is the
+    TensorFlow/Keras convention ('same' average pools divide by the valid pixels only), which the
+    weight loader sets for Keras weight files."""
     return _inception_v3("inception_v3", **{k: v for k, v in locals().items()})
 
 
 @register_model("inception_v3_paper", **CARD, reference="the paper's Figure 5 (no public weights)")
 def inception_v3_paper(num_classes=1000, in_chans=3, drop_rate=0.5, aux_logits=False, aux_norm=False,
                        norm=True, factorize_5x5=True, factorize_nxn=None, grid_reduction="efficient",
-                       stem="imagenet", depth_multiplier=1.0, min_depth=16):
+                       stem="imagenet", depth_multiplier=1.0, min_depth=16, avg_pool_count_pad=True):
     """Inception-v3 as the paper draws Figure 5: every 5x5 factorized into two 3x3."""
     return _inception_v3("inception_v3_paper", **{k: v for k, v in locals().items()})

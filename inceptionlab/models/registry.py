@@ -103,6 +103,9 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
 def _input_config(model, card: dict, switches: dict) -> dict:
     """The model card, with the input size and channels of this build."""
     cfg = {**card, **model.pretrained_cfg, "architecture": card["name"], "switches": dict(switches)}
+    # channel order, and the pixel range of the weights' own convention (mean/std here are on 0-1 pixels)
+    cfg.setdefault("input_space", "RGB")
+    cfg.setdefault("input_range", (0, 1))
     size = 32 if model.switches.stem == "low_res" else cfg.get("input_size", (3, 299, 299))[-1]
     cfg["input_size"] = (model.in_chans, size, size)
     if model.in_chans != 3:

@@ -1,15 +1,36 @@
 """Loading and saving weights, safely, in our layout or the references'.
 
-Reference layouts (torchvision, timm, ...) are reached by one mechanism, not by a table per
-model: a state dict is split into body, auxiliary heads and classifier by its key prefixes, and
-each part is matched to ours tensor by tensor, in order, with every shape checked. This works
-because every block of the zoo registers its branches in the order the references do (which is
-also the order their outputs are concatenated in).
+Layouts read (detected from the file, never from its name):
 
-Loading never runs code: safetensors, or ``torch.load(weights_only=True)``.
+==========================  ==============================================================
+ours                        ``blocks.* / aux_heads.* / head.*`` (``save_pretrained``, checkpoints)
+torchvision, timm           googlenet, inception_v3; inception_v3/v4, inception_resnet_v2
+Cadene pretrainedmodels     bninception (Caffe: conv biases, BGR 0-255 input), inceptionv4 and
+                            inceptionresnetv2 (1001 classes: TF-slim's background class first)
+facenet-pytorch             InceptionResnetV1: 512-d embedding head, optional logits
+                            (needs ``embedding_dim=512``)
+Keras applications          InceptionV3, InceptionResNetV2 ``.h5`` / ``.weights.h5`` / ``.keras``
+                            (`inceptionlab.models.layouts.keras`, read with h5py alone)
+==========================  ==============================================================
+
+Reference layouts of PyTorch are reached by one mechanism, not by a table per model: a state dict
+is split into body, auxiliary heads and head by its key prefixes, and each part is matched to ours
+tensor by tensor, in order, with every shape checked. This works because every block of the zoo
+registers its branches in the order the references do (which is also the order their outputs are
+concatenated in). A head is "what comes before the classifier" (facenet's embedding) plus the
+classifier, the last fully connected layer with a bias: a 1001-class classifier loads into a
+1000-class model without its first row (TF-slim's background class), or whole with
+``num_classes=1001``.
+
+A layout also carries its input convention (facenet's standardization, Keras' average pools),
+which is written into the model's configuration or switches, so ``save_pretrained`` keeps it.
+
+Loading never runs code: safetensors, HDF5 read as arrays, or ``torch.load(weights_only=True)``
+(which refuses any pickled object but tensors, containers, numbers and strings).
 """
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections import OrderedDict
@@ -19,37 +40,162 @@ import torch
 
 from inceptionlab.errors import UserError
 
-# key prefixes of the references' classifier heads and auxiliary heads
+# key prefixes of the references' heads and auxiliary heads
 HEAD_PREFIXES = ("fc.", "last_linear.", "classif.", "classifier.", "logits.", "last_bn.")
 AUX_PREFIXES = ("AuxLogits.", "aux1.", "aux2.", "aux_logits.")
 OURS = ("blocks.", "aux_heads.", "head.")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+# input conventions of layouts whose weights expect other inputs than the model card says
+CONVENTIONS = {
+    # facenet-pytorch's fixed_image_standardization: (pixel - 127.5) / 128 on 160x160 faces
+    "facenet": dict(mean=(0.5, 0.5, 0.5), std=(128 / 255,) * 3, input_size=(3, 160, 160), crop_pct=1.0),
+}
+
+
+# ------------------------------------------------------------------ reading files, safely
+def is_keras_file(path) -> bool:
+    """An HDF5 file (Keras 2 .h5, Keras 3 .weights.h5) or a Keras 3 ``.keras`` archive."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    if head == HDF5_MAGIC:
+        return True
+    if head[:2] == b"PK" and path.suffix == ".keras":
+        return True
+    return False
+
+
+def _safe_globals() -> list:
+    """Plain-data classes that training checkpoints hold next to the weights (timm's ``args``
+    namespace, numpy scalars): they rebuild data, never call code of the file's choosing."""
+    import argparse
+
+    allowed: list = [argparse.Namespace]
+    try:
+        import numpy as np
+        core = getattr(np, "_core", None) or np.core
+        allowed += [np.dtype, (core.multiarray.scalar, "numpy.core.multiarray.scalar"),
+                    core.multiarray.scalar]
+        allowed += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    except Exception:  # noqa: BLE001 - numpy is optional here
+        pass
+    return allowed
+
+
+def _torch_load(path: Path):
+    with torch.serialization.safe_globals(_safe_globals()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the refusal below says it all
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
-    """Reads a state dict from .safetensors or a torch file, without unpickling code."""
+    """Reads a state dict from .safetensors, a torch file or a Keras file, without running code.
+
+    A Keras file gives its arrays as they are stored, named ``layer/variable`` (the loader maps
+    them; see `inceptionlab.models.layouts.keras`).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist")
+    if is_keras_file(path):
+        from inceptionlab.models.layouts.keras import read_keras
+        return OrderedDict((f"{layer.name}/{var}", torch.from_numpy(array))
+                           for layer in read_keras(path) for var, array in layer.weights.items())
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch_load(path)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise UserError(f"refusing to load {path}: it holds pickled code, not only tensors "
-                            f"({reason[:120]}); re-save it as a plain state dict or .safetensors") from None
+        text = str(exc)
+        resave = "Re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or as .safetensors"
+        if "GLOBAL" in text:  # the safe unpickler met a class or function it does not rebuild
+            raise UserError(f"refusing to load {path}: it holds pickled code, not only tensors ({_culprit(text)}); "
+                            f"nothing in it was run. {resave}") from None
+        if "Unsupported operand" in text and _starts_with(path, b"\x80") and not _is_torch_legacy(path):
+            raise UserError(f"refusing to load {path}: it is a raw pickle, which only an unsafe load (one that can "
+                            f"run code) reads; nothing in it was run. {resave}") from None
+        reason = _reason(text) or _first_line(exc)
         raise UserError(f"cannot read weights file {path}: truncated or corrupt ({reason[:160]})") from None
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} is not a state dict of tensors; save model.state_dict() instead")
     return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _culprit(text: str) -> str:
+    """The global a refused pickle asked for ('builtins.exec', 'posix.system', ...)."""
+    import re
+
+    hit = re.search(r"GLOBAL ([\w.]+)", text)
+    return f"it asks for {hit.group(1)}" if hit else "it asks for a class or function"
+
+
+def _reason(text: str) -> str:
+    """The informative line of torch's error (not its advice about weights_only=False)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("Unsupported", "PytorchStreamReader", "Invalid", "unpickling", "EOF", "Ran out")):
+            return line
+    return lines[0] if lines else ""
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(prefix)) == prefix
+
+
+def _is_torch_legacy(path: Path) -> bool:
+    """torch.save's pre-1.6 format: a pickled magic number at protocol 2 first."""
+    return _starts_with(path, b"\x80\x02\x8a\x0a")
+
+
+# ------------------------------------------------------------------ layout detection
+def detect_layout(state: dict) -> str:
+    """'ours', 'facenet', 'caffe' (Cadene's bninception) or 'reference' (any other)."""
+    keys = list(state)
+    if keys and all(k.startswith(OURS) for k in keys):
+        return "ours"
+    if "last_bn.running_mean" in state and any(k.startswith("repeat_1.") for k in keys):
+        return "facenet"
+    if "conv1_7x7_s2.weight" in state:
+        return "caffe"
+    return "reference"
+
+
+def in_reference_order(state: dict) -> dict:
+    """``state`` in its reference's registration order.
+
+    safetensors files store tensors sorted by name; ``reference_layouts.json`` (written by
+    scripts/make_reference_layouts.py) records each reference's key order, names only. A state dict
+    of no known layout keeps its own order (right for any .pth file).
+    """
+    keys = [k for k in state if not k.endswith("num_batches_tracked")]
+    for order in _reference_layouts().values():
+        rank = {k: i for i, k in enumerate(order)}
+        if all(k in rank for k in keys):
+            return OrderedDict((k, state[k]) for k in sorted(keys, key=rank.__getitem__))
+    return state
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_layouts() -> dict:
+    return json.loads((Path(__file__).with_name("reference_layouts.json")).read_text())
+
+
+# ------------------------------------------------------------------ matching by order
 def _parts(state: dict, ours: bool) -> tuple[list, dict, list]:
     """(body items, {aux head name: items}, head items) in state-dict order, without BN counters."""
     body, aux, head = [], OrderedDict(), []
@@ -72,93 +218,242 @@ def _parts(state: dict, ours: bool) -> tuple[list, dict, list]:
     return body, aux, head
 
 
-def _match(theirs: list, ours: list, what: str, path, model_name: str) -> dict:
-    if len(theirs) != len(ours):
-        raise UserError(f"{path} does not fit {model_name}: its {what} has {len(theirs)} tensors, the "
-                        f"model's {len(ours)} (another architecture or switches?); "
-                        f"check the model name and switches such as aux_logits")
-    for i, ((tk, tv), (ok, ov)) in enumerate(zip(theirs, ours)):
-        if tv.shape != ov.shape:
-            raise UserError(f"{path} does not fit {model_name}: {what} tensor {i} {tk} has shape "
-                            f"{tuple(tv.shape)}, the model's {ok} {tuple(ov.shape)}; check the model "
-                            f"name and switches")
-    return {ok: tv for (_, tv), (ok, _) in zip(theirs, ours)}
+def _arch(model) -> str:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    return cfg.get("architecture", getattr(model, "name", type(model).__name__))
 
 
-def in_reference_order(state: dict) -> dict:
-    """``state`` in its reference's registration order.
+def _match(theirs: list, ours: list, what: str, path, model, fix: str | None = None) -> dict:
+    """{our key: their tensor}, pairing the two lists in order; one clear line on any mismatch."""
+    model_name = getattr(model, "name", str(model))
+    first = next((i for i, ((_, tv), (_, ov)) in enumerate(zip(theirs, ours)) if tv.shape != ov.shape), None)
+    if len(theirs) == len(ours) and first is None:
+        return {ok: tv for (_, tv), (ok, _) in zip(theirs, ours)}
+    if first is None:
+        first = min(len(theirs), len(ours))
+    where = []
+    if first < len(theirs):
+        where.append(f"its {theirs[first][0]} {tuple(theirs[first][1].shape)}")
+    if first < len(ours):
+        where.append(f"the model's {ours[first][0]} {tuple(ours[first][1].shape)}")
+    count = (f"its {what} has {len(theirs)} tensors, the model's {len(ours)}" if len(theirs) != len(ours)
+             else f"its {what} differs from the model's")
+    fix = fix or _fix_for(theirs if what == "body" else None, model)
+    raise UserError(f"{path} does not fit {model_name}: {count}; first difference at tensor {first}: "
+                    f"{' vs '.join(where)}; {fix}")
 
-    safetensors files store tensors sorted by name; ``reference_layouts.json`` (written by
-    scripts/make_reference_layouts.py) records each reference's key order, names only. A state dict
-    of no known layout keeps its own order (right for any .pth file).
-    """
-    import json
 
-    keys = [k for k in state if not k.endswith("num_batches_tracked")]
-    layouts = json.loads((Path(__file__).with_name("reference_layouts.json")).read_text())
-    for order in layouts.values():
-        rank = {k: i for i, k in enumerate(order)}
-        if all(k in rank for k in keys):
-            return OrderedDict((k, state[k]) for k in sorted(keys, key=rank.__getitem__))
-    return state
+def _fix_for(body: list | None, model, ours: bool = False) -> str:
+    """'use create_model(NAME ...)' when the body is that of another zoo model, else a generic hint."""
+    generic = "check the model name and switches (depth_multiplier, norm, aux_logits, num_classes)"
+    if body is None:
+        return generic
+    if ours:  # our keys name the blocks: compare names and shapes, in any order
+        found = {k: tuple(v.shape) for k, v in body}
+        names = [name for name, (_, keyed) in _body_signatures().items() if keyed == found]
+    else:
+        names = guess_architecture([tuple(v.shape) for _, v in body])
+    if not names:
+        return generic
+    if _arch(model) in names:
+        return f"the file holds {_arch(model)} weights of other switches; " + generic
+    return (f"the file holds {' or '.join(names)} weights: use create_model({names[0]!r}, weights=...) "
+            f"(or --model {names[0]})")
+
+
+def guess_architecture(body_shapes: list) -> list[str]:
+    """The zoo models (default switches) whose body has exactly these tensor shapes, in order."""
+    return [name for name, (shapes, _) in _body_signatures().items() if shapes == list(body_shapes)]
+
+
+@functools.lru_cache(maxsize=1)
+def _body_signatures() -> dict:
+    from inceptionlab.models.registry import create_model, list_models
+
+    signatures = {}
+    for name in list_models():
+        with torch.device("meta"):
+            state = create_model(name).state_dict()
+        body, _, _ = _parts(state, ours=True)
+        signatures[name] = ([tuple(v.shape) for _, v in body], {k: tuple(v.shape) for k, v in body})
+    return signatures
+
+
+def _split_classifier(items: list) -> tuple[list, list]:
+    """(what comes before the classifier, the classifier): the last linear layer with a bias."""
+    if len(items) >= 2:
+        (_, w), (bk, b) = items[-2], items[-1]
+        if w.dim() == 2 and b.dim() == 1 and b.shape[0] == w.shape[0] and bk.endswith("bias"):
+            return items[:-2], items[-2:]
+    return items, []
+
+
+def _classes(classifier: list) -> int:
+    return classifier[0][1].shape[0] if classifier else 0
+
+
+def map_classifier(theirs: list, ours: list, what: str, path, model) -> dict:
+    """Maps a classifier (weight, bias): the class counts must agree, except TF-slim's 1001 classes
+    (background first) into a 1000-class model. A file without classifier, or a model without one,
+    loads the rest (the model's classifier keeps its initialization)."""
+    if not ours:
+        return {}  # num_classes=0: the file's classifier is not needed
+    if not theirs:
+        warnings.warn(f"{path} has no {what} (an embedding or include_top=False file): the model's "
+                      f"{what} keeps its initial weights", stacklevel=4)
+        return {}
+    t_classes, o_classes = _classes(theirs), _classes(ours)
+    (_, tw), (_, tb) = theirs
+    if t_classes == 1001 and o_classes == 1000:  # TF-slim's background class is row 0
+        tw, tb = tw[1:], tb[1:]
+    elif t_classes != o_classes:
+        raise UserError(f"{path} has a {t_classes}-class {what}, the model {o_classes} classes; pass "
+                        f"num_classes={t_classes} (then reset_classifier(n) for n new classes)")
+    return _match([(theirs[0][0], tw), (theirs[1][0], tb)], ours, what, path, model)
+
+
+def _map_head(theirs: list, ours: list, what: str, path, model, layout: str = "reference") -> dict:
+    t_pre, t_cls = _split_classifier(theirs)
+    o_pre, o_cls = _split_classifier(ours)
+    fix = None
+    if layout == "facenet" and not o_pre:
+        embedding = t_pre[0][1].shape[0] if t_pre else 512
+        fix = (f"it is facenet-pytorch's InceptionResnetV1 with a {embedding}-d embedding head: "
+               f"create_model('inception_resnet_v1', embedding_dim={embedding}, "
+               f"num_classes={_classes(t_cls)}, weights=...)")
+    elif o_pre and not t_pre:
+        fix = "the model has an embedding head the file lacks: drop embedding_dim"
+    mapped = _match(t_pre, o_pre, what, path, model, fix=fix)
+    mapped.update(map_classifier(t_cls, o_cls, "classifier" if what == "head" else what, path, model))
+    return mapped
 
 
 def map_reference_state(model, state: dict, path="weights") -> dict:
-    """Our state dict, filled from a reference layout (torchvision, timm, ...)."""
+    """Our state dict, filled from a reference layout (torchvision, timm, Cadene, facenet)."""
+    layout = detect_layout(state)
     state = in_reference_order(state)
     ours = model.state_dict()
     t_body, t_aux, t_head = _parts(state, ours=False)
     o_body, o_aux, o_head = _parts(ours, ours=True)
-    mapped = _match(t_body, o_body, "body", path, model.name)
+    mapped = _match(t_body, o_body, "body", path, model)
     if o_aux:
         if len(t_aux) == len(o_aux):
             for (_, t_items), (_, o_items) in zip(t_aux.items(), o_aux.items()):
-                mapped.update(_match(t_items, o_items, "auxiliary head", path, model.name))
+                mapped.update(_map_head(t_items, o_items, "auxiliary head", path, model))
         else:
             warnings.warn(f"{path} has {len(t_aux)} auxiliary heads, the model {len(o_aux)}: "
                           f"the model's aux heads keep their initial weights", stacklevel=3)
-    if o_head:
-        t_classes = t_head[-2][1].shape[0] if len(t_head) >= 2 else None
-        if t_classes is not None and t_classes != model.num_classes:
-            raise UserError(f"{path} has a {t_classes}-class classifier, the model {model.num_classes} "
-                            f"classes; pass num_classes={t_classes} (then reset_classifier for new classes)")
-        mapped.update(_match(t_head, o_head, "classifier", path, model.name))
+    mapped.update(_map_head(t_head, o_head, "head", path, model, layout))
     return mapped
 
 
-def load_weights(model, path) -> None:
-    """Loads ``path`` into ``model``: our layout, or a reference layout detected by its keys."""
-    state = read_state_dict(path)
-    if all(k.startswith(OURS) for k in state):
-        missing, unexpected = _key_diff(model.state_dict(), state)
-        if missing or unexpected:
-            raise UserError(f"{path} does not fit {model.name}: {len(missing)} missing keys "
-                            f"({', '.join(missing[:2]) or '-'}), {len(unexpected)} unexpected "
-                            f"({', '.join(unexpected[:2]) or '-'}); check the model name and switches "
-                            f"(aux_logits, num_classes)")
-        _check_shapes(model, state, path)
-        model.load_state_dict(state)
-        return
-    mapped = map_reference_state(model, state, path)
-    model.load_state_dict(mapped, strict=False)
-
-
-def _key_diff(ours: dict, theirs: dict) -> tuple[list, list]:
+def _map_ours(model, state: dict, path) -> dict:
+    """Our own layout: keys must agree (aux heads and the classifier as for the references)."""
+    ours = model.state_dict()
     skip = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
-    return ([k for k in ours if k not in theirs and not skip(k)],
-            [k for k in theirs if k not in ours and not skip(k)])
+    # the model's key order (safetensors files store keys sorted), then keys the model lacks
+    state = OrderedDict([(k, state[k]) for k in ours if k in state]
+                        + [(k, v) for k, v in state.items() if k not in ours])
+    t_body, t_aux, t_head = _parts(state, ours=True)
+    o_body, o_aux, o_head = _parts(ours, ours=True)
+    theirs_body = {k: v for k, v in t_body}
+    missing = [k for k, _ in o_body if k not in theirs_body]
+    unexpected = [k for k, _ in t_body if k not in dict(o_body)]
+    if missing or unexpected:
+        raise UserError(f"{path} does not fit {model.name}: {len(missing)} missing keys "
+                        f"({', '.join(missing[:2]) or '-'}), {len(unexpected)} unexpected "
+                        f"({', '.join(unexpected[:2]) or '-'}); {_fix_for(t_body, model, ours=True)}")
+    mapped = {k: v for k, v in state.items() if k in ours and not skip(k) and k.startswith("blocks.")}
+    shapes_fit = all(theirs_body[k].shape == v.shape for k, v in o_body)
+    _match([(k, theirs_body[k]) for k, _ in o_body], o_body, "body", path, model,
+           fix=None if shapes_fit else _fix_for(t_body, model, ours=True))
+    if o_aux:
+        if list(t_aux) == list(o_aux):
+            for name in o_aux:
+                mapped.update(_map_head(t_aux[name], o_aux[name], "auxiliary head", path, model))
+        else:
+            warnings.warn(f"{path} has auxiliary heads at {', '.join(t_aux) or 'no block'}, the model at "
+                          f"{', '.join(o_aux)}: the model's aux heads keep their initial weights", stacklevel=3)
+    mapped.update(_map_head(t_head, o_head, "head", path, model))
+    return mapped
 
 
-def _check_shapes(model, state: dict, path) -> None:
-    for key, value in model.state_dict().items():
-        if key in state and state[key].shape != value.shape:
-            fix = ("pass num_classes=%d" % state[key].shape[0]) if key.endswith(("fc.weight", "fc.bias")) \
-                else "check the model name and switches"
-            raise UserError(f"{path} does not fit {model.name}: {key} has shape {tuple(state[key].shape)}, "
-                            f"the model's {tuple(value.shape)}; {fix}")
+# ------------------------------------------------------------------ loading
+def load_weights(model, path) -> None:
+    """Loads ``path`` into ``model``: our layout, or a reference layout detected by its content.
+
+    Every failure is one line naming the file, the mismatch and the fix (a model name, a switch or
+    ``num_classes``); nothing is loaded unless everything fits.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        path = path / "model.safetensors"  # a directory written by save_pretrained
+    if is_keras_file(path):
+        from inceptionlab.models.layouts.keras import map_keras_state, read_keras
+        mapped, convention = map_keras_state(model, read_keras(path), path)
+        model.load_state_dict(mapped, strict=False)
+        apply_convention(model, convention, path)
+        return
+    state = read_state_dict(path)
+    layout = detect_layout(state)
+    mapped = _map_ours(model, state, path) if layout == "ours" else map_reference_state(model, state, path)
+    model.load_state_dict(mapped, strict=False)
+    apply_convention(model, CONVENTIONS.get(layout, {}), path)
+
+
+def apply_convention(model, convention: dict, path="weights") -> None:
+    """Writes a layout's input convention into the model: preprocessing into ``pretrained_cfg``,
+    switches (``switches={...}``) into the built modules and the recorded switches."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    for key, value in convention.items():
+        if key == "switches":
+            for name, setting in value.items():
+                _set_switch(model, name, setting, path)
+        elif cfg is not None:
+            cfg[key] = value
+
+
+def _set_switch(model, name: str, value, path) -> None:
+    if name != "avg_pool_count_pad":
+        raise ValueError(f"no convention switch {name}")
+    pools = [m for m in model.blocks.modules() if isinstance(m, torch.nn.AvgPool2d) and m.padding != 0]
+    if all(m.count_include_pad == value for m in pools):
+        return
+    for m in pools:
+        m.count_include_pad = value
+    model.switches.avg_pool_count_pad = value
+    from inceptionlab.models.registry import model_entry
+    arch = _arch(model)
+    try:
+        accepted = name in model_entry(arch).switches
+    except UserError:
+        accepted = False
+    if accepted:
+        model.pretrained_cfg.setdefault("switches", {})[name] = value
+    else:
+        warnings.warn(f"{path} needs {name}={value}, which {arch} does not take as a switch: the loaded "
+                      f"model is right, but save_pretrained cannot record it", stacklevel=4)
+
+
+def classifier_size(source) -> int | None:
+    """The class count of the classifier in a weights file or state dict (None: no classifier),
+    in any layout: to build a donor model of the file's class count before fine-tuning."""
+    if not isinstance(source, dict) and is_keras_file(source):
+        from inceptionlab.models.layouts.keras import read_keras
+        dense = [layer for layer in read_keras(source) if layer.kind == "dense"]
+        return int(dense[-1].weights["kernel"].shape[-1]) if dense else None
+    state = source if isinstance(source, dict) else read_state_dict(source)
+    if detect_layout(state) == "ours":
+        return int(state["head.fc.weight"].shape[0]) if "head.fc.weight" in state else None
+    _, _, head = _parts(in_reference_order(state), ours=False)
+    _, classifier = _split_classifier(head)
+    return _classes(classifier) or None
 
 
 # ------------------------------------------------------------------ our own format
+PREPROCESSING = ("input_size", "mean", "std", "crop_pct", "interpolation", "input_space", "input_range")
+
+
 def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
     """Writes ``config.json`` (architecture, switches, classes, preprocessing) and
     ``model.safetensors``; ``create_model(directory)`` restores exactly that model."""
@@ -171,18 +466,18 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
         "architecture": cfg.get("architecture", model.name),
         "switches": {**cfg.get("switches", {}), "num_classes": model.num_classes, "in_chans": model.in_chans},
         "classes": list(classes) if classes is not None else cfg.get("classes"),
-        "preprocessing": {k: cfg.get(k) for k in ("input_size", "mean", "std", "crop_pct", "interpolation")},
+        "preprocessing": {k: cfg.get(k) for k in PREPROCESSING if cfg.get(k) is not None},
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = directory / "model.safetensors.tmp"
-    save_file(state, str(tmp))
+    save_file(state, str(tmp), metadata={"format": "pt", "architecture": config["architecture"]})
     tmp.replace(directory / "model.safetensors")
     (directory / "config.json").write_text(json.dumps(config, indent=2, default=list) + "\n")
     return directory
 
 
 def from_pretrained(directory, **overrides):
-    """The model saved by ``save_pretrained`` in ``directory``."""
+    """The model saved by ``save_pretrained`` in ``directory`` (switches in ``overrides`` win)."""
     from inceptionlab.models.registry import create_model
 
     directory = Path(directory)
@@ -192,11 +487,18 @@ def from_pretrained(directory, **overrides):
     try:
         config = json.loads(config_file.read_text())
         arch, switches = config["architecture"], dict(config.get("switches", {}))
-    except (ValueError, KeyError) as exc:
+        preprocessing = dict(config.get("preprocessing") or {})
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{config_file} is not a valid inceptionlab config ({exc})") from None
     switches.update(overrides)
     weights = directory / "model.safetensors"
-    model = create_model(arch, weights=weights if weights.exists() else None, **switches)
+    if not weights.is_file():
+        raise UserError(f"{directory} has a config.json but no model.safetensors; save_pretrained writes both")
+    model = create_model(arch, weights=weights, **switches)
+    derived = ("input_size", "mean", "std") if {"in_chans", "stem"} & set(overrides) else ()
+    for key, value in preprocessing.items():
+        if key not in derived:  # the saved convention, unless an override changed the input
+            model.pretrained_cfg[key] = tuple(value) if isinstance(value, list) else value
     if config.get("classes"):
-        model.pretrained_cfg["classes"] = config["classes"]
+        model.pretrained_cfg["classes"] = list(config["classes"])
     return model

@@ -1,0 +1,359 @@
+"""Weights: Cadene's and facenet-pytorch's layouts with exact parity, TF-slim's 1001 classes, safe
+loading (a crafted pickle never runs), one-line errors, our own format, and fine-tuning helpers.
+
+References are built with random weights and randomized BN statistics; parity is
+allclose(rtol=1e-4, atol=1e-5) in eval mode. (torchvision/timm parity: tests/test_models.py;
+Keras: tests/test_weights_keras.py.)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import inceptionlab as il
+from inceptionlab import UserError, create_model
+from inceptionlab.models.finetune import freeze_bn, freeze_until, unfreeze_bn
+from inceptionlab.models.weights import classifier_size, load_weights, read_state_dict
+
+
+def cadene(module: str, cls: str, **kwargs) -> nn.Module:
+    """A pretrainedmodels class from its module file (the package's __init__ needs more packages)."""
+    root = Path(list(importlib.util.find_spec("pretrainedmodels").submodule_search_locations)[0])
+    spec = importlib.util.spec_from_file_location(f"_cadene_{module}", root / "models" / f"{module}.py")
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return getattr(loaded, cls)(**kwargs)
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
+    return model.eval()
+
+
+def save(state: dict, path: Path) -> Path:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert b.std() > 1e-3
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    return float((a - b).abs().max())
+
+
+# ------------------------------------------------------------------ Cadene's pretrainedmodels
+def test_cadene_bninception_parity_and_caffe_convention(tmp_path):
+    torch.manual_seed(0)
+    ref = randomize_bn(cadene("bninception", "BNInception", num_classes=1000))
+    path = save(ref.state_dict(), tmp_path / "bn_inception-52deb4733.pth")
+    ours = create_model("bn_inception", weights=path).eval()
+    x = torch.randn(1, 3, 224, 224) * 60  # BGR pixels minus the channel means
+    with torch.no_grad():
+        print(f"cadene bninception max abs diff {close(ours(x), ref(x)):.2e}")
+    cfg = ours.pretrained_cfg
+    assert cfg["input_space"] == "BGR" and tuple(cfg["input_range"]) == (0, 255)
+    assert [round(m * 255) for m in cfg["mean"]] == [104, 117, 128] and [s * 255 for s in cfg["std"]] == [1, 1, 1]
+
+
+@pytest.mark.slow
+def test_cadene_inceptionv4_1001_classes(tmp_path):
+    """Cadene's files keep TF-slim's 1001 classes (background first): dropped for 1000, kept for 1001.
+    (.safetensors: the loader restores the reference's key order, which the file sorts.)"""
+    torch.manual_seed(1)
+    ref = randomize_bn(cadene("inceptionv4", "InceptionV4", num_classes=1001), seed=1)
+    path = save(ref.state_dict(), tmp_path / "inceptionv4-8e4777a0.safetensors")
+    x = torch.randn(1, 3, 299, 299)
+    with torch.no_grad():
+        expected = ref(x)
+        diff = close(create_model("inception_v4", weights=path).eval()(x), expected[:, 1:])
+        close(create_model("inception_v4", num_classes=1001, weights=path).eval()(x), expected)
+    print(f"cadene inceptionv4 max abs diff {diff:.2e}")
+    assert classifier_size(path) == 1001
+
+
+def test_cadene_inceptionresnetv2_parity(tmp_path):
+    torch.manual_seed(2)
+    ref = randomize_bn(cadene("inceptionresnetv2", "InceptionResNetV2", num_classes=1001), seed=2)
+    path = save(ref.state_dict(), tmp_path / "inceptionresnetv2-520b38e4.safetensors")
+    x = torch.randn(1, 3, 299, 299)
+    with torch.no_grad():
+        diff = close(create_model("inception_resnet_v2", weights=path).eval()(x), ref(x)[:, 1:])
+    print(f"cadene inceptionresnetv2 max abs diff {diff:.2e}")
+
+
+# ------------------------------------------------------------------ facenet-pytorch
+def _facenet(**kwargs):
+    from facenet_pytorch import InceptionResnetV1
+    return randomize_bn(InceptionResnetV1(**kwargs), seed=3)
+
+
+def test_facenet_embedding_parity_and_convention(tmp_path):
+    torch.manual_seed(3)
+    ref = _facenet(classify=False)
+    path = save(ref.state_dict(), tmp_path / "20180402-114759-vggface2.pt")
+    ours = create_model("inception_resnet_v1", embedding_dim=512, num_classes=0, weights=path).eval()
+    x = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        a, b = ours(x), ref(x)
+    print(f"facenet embedding max abs diff {close(a, b):.2e}")
+    torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
+    cfg = ours.pretrained_cfg  # facenet's fixed_image_standardization on 160x160 faces
+    assert cfg["input_size"] == (3, 160, 160) and cfg["mean"] == (0.5,) * 3 and cfg["std"] == (128 / 255,) * 3
+
+
+def test_facenet_logits_parity(tmp_path):
+    torch.manual_seed(4)
+    ref = _facenet(classify=True, num_classes=7)
+    path = save(ref.state_dict(), tmp_path / "facenet.safetensors")
+    ours = create_model("inception_resnet_v1", embedding_dim=512, num_classes=7, weights=path).eval()
+    embeddings = []  # the 512-d embeddings (last_bn's output), caught on the way
+    ref.last_bn.register_forward_hook(lambda m, i, out: embeddings.append(out))
+    ours.head.norm.register_forward_hook(lambda m, i, out: embeddings.append(out))
+    x = torch.randn(1, 3, 160, 160)
+    with torch.no_grad():
+        print(f"facenet logits max abs diff {close(ours(x), ref(x)):.2e}")
+    torch.testing.assert_close(embeddings[0], embeddings[1], rtol=1e-4, atol=1e-5)
+    # fine-tuning to new identities: a new classifier on the 512-d embedding
+    ours.reset_classifier(3)
+    assert ours.get_classifier().in_features == 512
+    assert ours.forward_head(torch.randn(2, ours.num_features, 3, 3)).shape == (2, 3)
+
+
+def test_facenet_file_needs_the_embedding_head(tmp_path):
+    from facenet_pytorch import InceptionResnetV1
+    path = save(InceptionResnetV1(classify=False).state_dict(), tmp_path / "facenet.pt")
+    with pytest.raises(UserError, match=r"facenet-pytorch's InceptionResnetV1 with a 512-d embedding head: "
+                                        r"create_model\('inception_resnet_v1', embedding_dim=512, num_classes=0"):
+        create_model("inception_resnet_v1", weights=path)
+
+
+# ------------------------------------------------------------------ safety
+class Payload:
+    """Unpickling this calls os.mkdir(marker): a stand-in for any code a file could run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
+    # the payload is live: plain unpickling runs it
+    live = tmp_path / "live"
+    pickle.loads(pickle.dumps(Payload(live)))
+    assert live.exists()
+    marker = tmp_path / "pwned"
+    state = create_model("googlenet", num_classes=3, depth_multiplier=0.1, min_depth=8).state_dict()
+    files = {"torch.pth": lambda p: torch.save({"state_dict": state, "x": Payload(marker)}, p),
+             "plain.pkl": lambda p: p.write_bytes(pickle.dumps({"w": Payload(marker)})),
+             "model.bin": lambda p: torch.save(Payload(marker), p)}
+    for name, write in files.items():
+        write(tmp_path / name)
+        why = (r"it holds pickled code, not only tensors \(it asks for posix\.mkdir\)" if name != "plain.pkl"
+               else r"it is a raw pickle, which only an unsafe load \(one that can run code\) reads")
+        for load in (lambda p: create_model("googlenet", num_classes=3, depth_multiplier=0.1, min_depth=8, weights=p),
+                     read_state_dict, classifier_size):
+            with pytest.raises(UserError, match=rf"refusing to load .*{name}: {why}; nothing in it was run") as err:
+                load(tmp_path / name)
+            assert "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+def test_training_checkpoints_with_plain_extras_load(tmp_path):
+    model = create_model("googlenet", num_classes=3, depth_multiplier=0.1, min_depth=8)
+    torch.save({"epoch": 3, "arch": "googlenet", "state_dict": model.state_dict(),
+                "args": argparse.Namespace(lr=0.1, model="googlenet"), "metric": np.float64(0.5),
+                "optimizer": torch.optim.SGD(model.parameters(), lr=0.1).state_dict()}, tmp_path / "ckpt.pth.tar")
+    other = create_model("googlenet", num_classes=3, depth_multiplier=0.1, min_depth=8,
+                         weights=tmp_path / "ckpt.pth.tar")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+
+
+# ------------------------------------------------------------------ one-line errors
+def _one_line(excinfo) -> str:
+    text = str(excinfo.value)
+    assert "\n" not in text
+    return text
+
+
+def test_truncated_and_corrupt_files(tmp_path):
+    model = create_model("googlenet", num_classes=3, depth_multiplier=0.1, min_depth=8)
+    save(model.state_dict(), tmp_path / "good.pth")
+    save(model.state_dict(), tmp_path / "good.safetensors")
+    for name in ("good.pth", "good.safetensors"):
+        data = (tmp_path / name).read_bytes()
+        cut = tmp_path / f"cut{Path(name).suffix}"
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(UserError, match=rf"cannot read weights file .*{cut.name}: truncated or corrupt") as err:
+            load_weights(model, cut)
+        _one_line(err)
+    (tmp_path / "noise.pt").write_bytes(os.urandom(1000))
+    with pytest.raises(UserError, match=r"noise\.pt: truncated or corrupt"):
+        load_weights(model, tmp_path / "noise.pt")
+    with pytest.raises(UserError, match=r"missing\.pth does not exist"):
+        load_weights(model, tmp_path / "missing.pth")
+    torch.save({"not": "tensors"}, tmp_path / "dict.pth")
+    with pytest.raises(UserError, match=r"dict\.pth is not a state dict of tensors"):
+        load_weights(model, tmp_path / "dict.pth")
+
+
+def test_another_architecture_is_named(tmp_path):
+    import torchvision
+    ref = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
+    path = save(ref.state_dict(), tmp_path / "googlenet-1378be20.pth")
+    with pytest.raises(UserError) as err:
+        create_model("inception_v3", weights=path)
+    text = _one_line(err)
+    assert text.startswith(f"{path} does not fit inception_v3: its body has 285 tensors, the model's 470; "
+                           "first difference at tensor 0: its conv1.conv.weight (64, 3, 7, 7) vs the model's "
+                           "blocks.conv2d_1a_3x3.conv.weight (32, 3, 3, 3); the file holds googlenet weights: "
+                           "use create_model('googlenet', weights=...)"), text
+    # our own layout: missing and unexpected keys, and the model they belong to
+    ours = create_model("googlenet", num_classes=10)
+    save(ours.state_dict(), tmp_path / "ours.safetensors")
+    with pytest.raises(UserError) as err:
+        create_model("bn_inception", num_classes=10, weights=tmp_path / "ours.safetensors")
+    text = _one_line(err)
+    assert "does not fit bn_inception: 159 missing keys (blocks.conv2d_1a_7x7.conv.bias, " in text
+    assert text.endswith("the file holds googlenet weights: use create_model('googlenet', weights=...) "
+                         "(or --model googlenet)"), text
+    # other switches of the same architecture
+    with pytest.raises(UserError, match=r"first difference at tensor 0: .* \(64, 3, 7, 7\) vs the model's "
+                                        r"blocks\.conv2d_1a_7x7\.conv\.weight \(16, 3, 7, 7\)"):
+        create_model("googlenet", num_classes=10, depth_multiplier=0.25, weights=tmp_path / "ours.safetensors")
+
+
+def test_class_count_and_aux_heads(tmp_path):
+    small = dict(depth_multiplier=0.25, stem="low_res")
+    ours = create_model("inception_v3", num_classes=10, aux_logits=True, **small)
+    path = save(ours.state_dict(), tmp_path / "v3.pth")
+    with pytest.raises(UserError, match=r"v3\.pth has a 10-class classifier, the model 4 classes; pass "
+                                        r"num_classes=10 \(then reset_classifier"):
+        create_model("inception_v3", num_classes=4, **small, weights=path)
+    # without aux heads: the file's are not needed; with aux heads and a file without: a warning
+    create_model("inception_v3", num_classes=10, **small, weights=path)
+    no_aux = save(create_model("inception_v3", num_classes=10, **small).state_dict(), tmp_path / "no_aux.pth")
+    with pytest.warns(UserWarning, match="aux heads keep their initial weights"):
+        create_model("inception_v3", num_classes=10, aux_logits=True, **small, weights=no_aux)
+    # num_classes=0 (features): the classifier is skipped
+    features = create_model("inception_v3", num_classes=0, **small, weights=path)
+    assert features.num_classes == 0
+    assert classifier_size(path) == 10 and classifier_size(save(features.state_dict(), tmp_path / "f.pth")) is None
+
+
+def test_1001_class_files_of_our_layout(tmp_path):
+    small = dict(depth_multiplier=0.25, stem="low_res")
+    src = create_model("inception_v4", num_classes=1001, **small)
+    path = save(src.state_dict(), tmp_path / "slim.safetensors")
+    dst = create_model("inception_v4", **small, weights=path)
+    assert torch.equal(dst.head.fc.weight, src.head.fc.weight[1:])
+    assert torch.equal(dst.head.fc.bias, src.head.fc.bias[1:])
+    kept = create_model("inception_v4", num_classes=1001, **small, weights=path)
+    assert torch.equal(kept.head.fc.weight, src.head.fc.weight)
+
+
+# ------------------------------------------------------------------ our own format
+def test_save_pretrained_restores_exactly(tmp_path):
+    model = create_model("inception_resnet_v1", num_classes=4, depth_multiplier=0.2, min_depth=8,
+                         stem="low_res", embedding_dim=32, residual_scale=0.3)
+    randomize_bn(model, seed=5)
+    model.pretrained_cfg["mean"] = (0.5, 0.5, 0.5)
+    model.pretrained_cfg["std"] = (128 / 255,) * 3
+    directory = model.save_pretrained(tmp_path / "run", classes=["ann", "bob", "cy", "dee"])
+    assert {p.name for p in directory.iterdir()} == {"config.json", "model.safetensors"}
+    x = torch.randn(2, 3, 32, 32)
+    for restored in (create_model(str(directory)), il.from_pretrained(directory)):
+        restored.eval()
+        assert type(restored.head).__name__ == "EmbeddingHead" and restored.switches.residual_scale == (0.3,) * 3
+        assert list(restored.state_dict()) == list(model.state_dict())
+        assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), model.state_dict().values()))
+        with torch.no_grad():
+            assert torch.equal(restored(x), model(x))
+        cfg = restored.pretrained_cfg
+        assert cfg["classes"] == ["ann", "bob", "cy", "dee"] and cfg["std"] == (128 / 255,) * 3
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="no model.safetensors"):
+        il.from_pretrained(directory)
+    with pytest.raises(UserError, match="has no config.json"):
+        il.from_pretrained(tmp_path)
+
+
+# ------------------------------------------------------------------ fine-tuning
+def _steps(model: nn.Module, n: int = 2, classes: int = 3) -> None:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(n):
+        x, y = torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, classes, (4,), generator=g)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+
+def _snapshot(module: nn.Module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_freeze_bn_keeps_statistics_and_affine_fixed():
+    torch.manual_seed(0)
+    model = create_model("googlenet", num_classes=3, depth_multiplier=0.1, min_depth=8, stem="low_res")
+    keys = list(model.state_dict())
+    n = freeze_bn(model)
+    assert n == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
+    norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    before = {name: _snapshot(m) for name, m in norms.items()}
+    convs = _snapshot(model.blocks.conv2d_1a_7x7.conv)
+    _steps(model)
+    assert model.training and not any(m.training for m in norms.values())   # model.train() kept them in eval
+    assert all(_same(before[name], m.state_dict()) for name, m in norms.items())
+    assert not _same(convs, model.blocks.conv2d_1a_7x7.conv.state_dict())  # the rest trains
+    assert list(model.state_dict()) == keys
+    copy.deepcopy(model)
+    pickle.loads(pickle.dumps(model))
+    assert unfreeze_bn(model) == n
+    model.train()
+    assert all(m.training and m.weight.requires_grad for m in norms.values())
+
+
+def test_freeze_until_fine_tuning_from_a_saved_model(tmp_path):
+    torch.manual_seed(0)
+    base = create_model("googlenet", num_classes=5, depth_multiplier=0.1, min_depth=8, stem="low_res")
+    base.save_pretrained(tmp_path / "base")
+    model = il.from_pretrained(tmp_path / "base")
+    model.reset_classifier(3)  # new classes
+    frozen = freeze_until(model, "mixed_3c")
+    assert frozen == ["conv2d_1a_7x7", "conv2d_2b_1x1", "conv2d_2c_3x3", "mixed_3b", "mixed_3c"]
+    _steps(model)
+    saved = read_state_dict(tmp_path / "base" / "model.safetensors")
+    for name in model.blocks:
+        prefix = f"blocks.{name}."
+        same = all(torch.equal(v, saved[k]) for k, v in model.state_dict().items() if k.startswith(prefix))
+        assert same == (name in frozen or not any(k.startswith(prefix) for k in saved)), name
+    with pytest.raises(UserError, match=r"googlenet has no block 'mixed_3d'; did you mean .*mixed_3c.* \(blocks: "
+                                        r"conv2d_1a_7x7, "):
+        freeze_until(model, "mixed_3d")
