@@ -204,3 +204,11 @@ def test_cli_config_file_with_flags_overriding(tmp_path, capsys):
     assert saved["model_kwargs"] == dict(stem="low_res", depth_multiplier=0.1, min_depth=8)
     assert main(["eval", "--run", str(tmp_path / "run")]) == 0
     assert "top1" in capsys.readouterr().out
+    by_run = json.loads((tmp_path / "run" / "eval.json").read_text())
+    # any weights file with its model, switches and data: the same numbers
+    assert main(["eval", "--model", "inception_v3", "--weights", str(tmp_path / "run" / "model.safetensors"),
+                 "--model-kwargs", "stem=low_res", "depth_multiplier=0.1", "min_depth=8", "--img-size", "12",
+                 "--val-split", "0.02", "--out", str(tmp_path / "eval")]) == 0
+    by_weights = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert (by_weights["top1"], by_weights["loss"]) == (by_run["top1"], by_run["loss"])
+    assert (tmp_path / "eval" / "confusion_matrix.png").is_file()

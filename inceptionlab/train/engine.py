@@ -109,6 +109,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
             if cfg is not None:
                 raise UserError("pass either a config or resume=RUN_DIR, not both")
             state, cfg = _resume_state(Path(resume), dist)
+            cfg = cfg.replace(weights=None)  # the checkpoint holds the weights
             cfg = cfg if quiet is None else cfg.replace(quiet=quiet)
         if cfg is None:
             raise UserError("train needs a TrainConfig, or resume=RUN_DIR to continue a run")
@@ -189,10 +190,15 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
         self.pos, self.history = Position(), History()
+        self.last_lr = self.schedule(0)
         self.resumed_from = None
         if state is not None:
             self._restore(state)
-        self.log = RunLog(self.out, enabled=self.main, resume_step=self.pos.step if state is not None else None)
+        try:
+            self.log = RunLog(self.out, enabled=self.main, resume_step=self.pos.step if state is not None else None)
+        except OSError as exc:
+            raise UserError(f"cannot write the logs in {self.out}: {exc.strerror or exc}; free space or "
+                            f"fix permissions") from None
         self.progress = Progress(total_steps=self.total_steps, budget_seconds=_budget_seconds(cfg),
                                  enabled=self.main, quiet=cfg.quiet, log_every=cfg.log_every)
         self.stop = StopRequest()
@@ -255,7 +261,7 @@ class Trainer:
                 latest = self.checkpoints.latest()
                 return "diverged", (f"loss became {agreed.loss} at step {self.pos.step + 1} (epoch "
                                     f"{self._epoch_float():.2f}); last good checkpoint: {latest or 'none'}; "
-                                    f"lower --lr or set --clip-grad, then start again or --resume")
+                                    f"start a new run with a lower --lr or with --clip-grad")
             self._count_step(agreed, lr, time.monotonic() - step_started)
             if self.pos.batch == self.steps_per_epoch:
                 self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
@@ -294,6 +300,7 @@ class Trainer:
 
     def _count_step(self, agreed: "Agreed", lr: float, step_seconds: float) -> None:
         self.pos.step += 1
+        self.last_lr = lr
         self.pos.images += agreed.images
         self.pos.seconds = agreed.seconds
         self.pos.train_seconds += step_seconds
@@ -327,7 +334,7 @@ class Trainer:
         row = dict(epoch=round(self._epoch_float(), 4), step=self.pos.step,
                    train_loss=_round(h.window_loss / h.window_steps) if h.window_steps else None,
                    val_loss=_round(result.loss), top1=round(result.top1, 3), top5=round(result.top5, 3),
-                   lr=self.schedule(max(self.pos.step - 1, 0)),
+                   lr=self.last_lr,
                    images_per_sec=round(h.window_images / max(h.window_seconds, 1e-9), 2),
                    seconds=round(self.pos.seconds, 2))
         self.log.metrics(row)
@@ -381,19 +388,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup helpers
     def _prepare_out_dir(self, resuming: bool) -> None:
+        if not resuming and self.checkpoints.steps():
+            raise UserError(f"{self.out} already holds a run with checkpoints; continue it with --resume "
+                            f"{self.out}, or pass another --out")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             probe = self.out / f".write-test-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
+            if not resuming:
+                write_yaml(self.cfg.to_dict(), self.out / "config.yaml")
         except OSError as exc:
             raise UserError(f"cannot write to output folder {self.out}: {exc.strerror or exc}; "
-                            f"pass a writable --out") from None
-        if not resuming and self.checkpoints.steps():
-            raise UserError(f"{self.out} already holds a run with checkpoints; continue it with --resume "
-                            f"{self.out}, or pass another --out")
-        if not resuming:
-            write_yaml(self.cfg.to_dict(), self.out / "config.yaml")
+                            f"pass a writable --out with free space") from None
 
     def _loader(self, dataset, train: bool):
         from inceptionlab.data import make_loader
