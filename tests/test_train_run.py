@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import signal
 import threading
@@ -212,3 +213,20 @@ def test_cli_config_file_with_flags_overriding(tmp_path, capsys):
     by_weights = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert (by_weights["top1"], by_weights["loss"]) == (by_run["top1"], by_run["loss"])
     assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
+
+
+def _zoo() -> list[str]:
+    from inceptionlab import list_models
+    return list_models()
+
+
+@pytest.mark.parametrize("name", _zoo())
+def test_every_model_of_the_zoo_trains(tmp_path, name):
+    from inceptionlab.models.registry import model_entry
+
+    switches = dict(TINY, **({"aux_logits": True} if "aux_logits" in model_entry(name).switches else {}))
+    size = max(12, create_model(name, num_classes=10, **switches).min_input_size)
+    summary = train(tiny(tmp_path, model=name, steps=2, img_size=size, model_kwargs=switches))
+    assert summary["status"] == "finished", summary["message"]
+    assert summary["aux_weight"] == (0.3 if name.startswith("googlenet") else 0.4)
+    assert 0 <= summary["final_top1"] <= 100 and math.isfinite(summary["final_train_loss"])
