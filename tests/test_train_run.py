@@ -230,3 +230,26 @@ def test_every_model_of_the_zoo_trains(tmp_path, name):
     assert summary["status"] == "finished", summary["message"]
     assert summary["aux_weight"] == (0.3 if name.startswith("googlenet") else 0.4)
     assert 0 <= summary["final_top1"] <= 100 and math.isfinite(summary["final_train_loss"])
+
+
+def test_fine_tuning_from_the_command_line_keeps_frozen_blocks_unchanged(tmp_path, capsys):
+    from inceptionlab.cli import main
+
+    source = create_model("inception_v3", num_classes=4, **TINY)
+    source.save_pretrained(tmp_path / "pretrained", classes=list("abcd"))
+    def args(out, block):
+        return ["train", "--model", "inception_v3", "--weights", str(tmp_path / "pretrained"), "--out",
+                str(tmp_path / out), "--steps", "3", "--batch-size", "8", "--img-size", "12",
+                "--limit-per-class", "4", "--val-split", "0.02", "--opt", "sgd", "--lr", "0.5", "--quiet",
+                "--threads", "1", "--freeze-until", block, "--freeze-bn",
+                "--model-kwargs", "stem=low_res", "depth_multiplier=0.1", "min_depth=8"]
+
+    assert main(args("tuned", "mixed_6e")) == 0
+    tuned = load_file(tmp_path / "tuned" / "model.safetensors")
+    before = source.state_dict()
+    frozen = [k for k in tuned if k.startswith(("blocks.conv2d", "blocks.mixed_5", "blocks.mixed_6"))]
+    assert frozen and all(torch.equal(tuned[k], before[k]) for k in frozen)  # weights and BN statistics
+    later = [k for k in tuned if k.startswith("blocks.mixed_7") and k.endswith("conv.weight")]
+    assert any(not torch.equal(tuned[k], before[k]) for k in later)
+    assert main(args("bad", "mixed_6z")) == 2
+    assert "inception_v3 has no block 'mixed_6z'; did you mean mixed_6e" in capsys.readouterr().err

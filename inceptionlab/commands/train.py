@@ -62,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--aux-weight", type=float, default=S, help="0.3 per GoogLeNet head, 0.4 otherwise")
     opt.add_argument("--clip-grad", type=float, default=S, help="max gradient norm (2.0 with rmsprop_tf; 0 = off)")
     opt.add_argument("--ema-decay", type=float, default=S, help="e.g. 0.9999: evaluate the averaged weights")
-    opt.add_argument("--freeze-bn", action="store_true", default=S)
+    opt.add_argument("--freeze-bn", action="store_true", default=S,
+                     help="keep BN statistics fixed (fine-tuning with small batches)")
+    opt.add_argument("--freeze-until", default=S, metavar="BLOCK",
+                     help="fine-tuning: keep every block up to and including BLOCK fixed (e.g. mixed_6e)")
     speed = parser.add_argument_group("speed")
     speed.add_argument("--amp", nargs="?", const=True, default=S, metavar="bf16|fp16",
                        help="mixed precision (bf16 on the CPU)")

@@ -62,8 +62,11 @@ def train_transform(
     hflip: bool = True,
     distort: bool = False,
     interpolation: str = "bilinear",
+    input_space: str = "RGB",
 ) -> T.Compose:
-    """Random-area crop -> `img_size`, random flip, optional colour distortion, normalise."""
+    """Random-area crop -> `img_size`, random flip, optional colour distortion, normalise.
+
+    ``input_space="BGR"`` gives the channels in the order Caffe-trained weights expect."""
     _check_size(img_size)
     _check_range("scale", scale, upper=1.0)
     _check_range("ratio", ratio, upper=None)
@@ -76,7 +79,7 @@ def train_transform(
     if distort:
         steps.append(T.ColorJitter(DISTORT_BRIGHTNESS, DISTORT_CONTRAST,
                                    DISTORT_SATURATION, DISTORT_HUE))
-    steps += _to_normalised_tensor(mean, std)
+    steps += _to_normalised_tensor(mean, std, input_space)
     return T.Compose(steps)
 
 
@@ -87,8 +90,10 @@ def eval_transform(
     *,
     crop_pct: float = 0.875,
     interpolation: str = "bilinear",
+    input_space: str = "RGB",
 ) -> T.Compose:
-    """Resize the shorter side to int(img_size / crop_pct), centre-crop `img_size`, normalise."""
+    """Resize the shorter side to int(img_size / crop_pct), centre-crop `img_size`, normalise
+    (channels in ``input_space`` order: "RGB", or "BGR" for Caffe-trained weights)."""
     _check_size(img_size)
     if not 0 < crop_pct <= 1:
         raise UserError(f"crop_pct must be in (0, 1], got {crop_pct}: 0.875 is the usual value")
@@ -96,7 +101,7 @@ def eval_transform(
     steps = [
         T.Resize(resize_to, interpolation=_interpolation(interpolation)),  # shorter side
         T.CenterCrop(img_size),
-        *_to_normalised_tensor(mean, std),
+        *_to_normalised_tensor(mean, std, input_space),
     ]
     return T.Compose(steps)
 
@@ -109,14 +114,17 @@ class ToNormalizedTensor:
     more than the arithmetic. A grayscale picture gives one plane per mean value.
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], input_space: str = "RGB") -> None:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
+        self.bgr = input_space == "BGR"
 
     def __call__(self, picture: Image.Image) -> torch.Tensor:
         pixels = np.asarray(picture, dtype=np.float32)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]  # H x W x 1, broadcast to every channel below
+        elif self.bgr:
+            pixels = pixels[:, :, ::-1]  # RGB -> BGR, as Caffe-trained weights expect
         scaled = (pixels / np.float32(255) - self.mean) / self.std  # H x W x C
         return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))  # C x H x W
 
@@ -124,12 +132,14 @@ class ToNormalizedTensor:
         return f"ToNormalizedTensor(mean={self.mean.tolist()}, std={self.std.tolist()})"
 
 
-def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list:
-    """The final step of both pipelines, with mean and std checked."""
+def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float], input_space: str = "RGB") -> list:
+    """The final step of both pipelines, with mean, std and channel order checked."""
     mean, std = _channel_stats("mean", mean), _channel_stats("std", std)
     if any(s <= 0 for s in std):
         raise UserError(f"std must be positive, got {std}: use e.g. {INCEPTION_STD}")
-    return [ToNormalizedTensor(mean, std)]
+    if input_space not in ("RGB", "BGR"):
+        raise UserError(f"input_space must be 'RGB' or 'BGR', got {input_space!r}")
+    return [ToNormalizedTensor(mean, std, input_space)]
 
 
 def _channel_stats(name: str, values: Sequence[float]) -> tuple[float, ...]:

@@ -89,7 +89,8 @@ def preprocessor(model: nn.Module, size: int | None = None):
     size = int(size or cfg.get("input_size", (3, 299, 299))[-1])
     return eval_transform(size, cfg.get("mean", (0.5, 0.5, 0.5)), cfg.get("std", (0.5, 0.5, 0.5)),
                           crop_pct=float(cfg.get("crop_pct", 0.875)),
-                          interpolation=cfg.get("interpolation", "bilinear"))
+                          interpolation=cfg.get("interpolation", "bilinear"),
+                          input_space=cfg.get("input_space", "RGB"))
 
 
 def predict(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch_size: int = 16,

@@ -72,6 +72,7 @@ class TrainConfig:
     clip_grad: float | None = None       # max global gradient norm; 0 turns clipping off
     ema_decay: float | None = None       # e.g. 0.9999; evaluation then uses the averaged weights
     freeze_bn: bool = False              # BN keeps its running statistics and affine weights fixed
+    freeze_until: str | None = None      # fine-tuning: blocks up to and including this one stay fixed
     # speed
     amp: bool | str = False              # True: bf16 on the CPU; fp16 or bf16 on CUDA
     channels_last: bool = False

@@ -37,8 +37,7 @@ from inceptionlab.train.evaluate import EvalResult, run_eval
 from inceptionlab.train.logs import Progress, RunLog
 from inceptionlab.train.loss import InceptionLoss, default_aux_weight
 from inceptionlab.train.optim import LRSchedule, ModelEMA, build_optimizer
-from inceptionlab.train.setup import (amp_dtype, build_model, check_model_switches, freeze_batchnorm,
-                                      preprocessing, set_train_mode)
+from inceptionlab.train.setup import amp_dtype, build_model, check_model_switches, freeze, preprocessing
 
 
 @dataclass
@@ -169,8 +168,7 @@ class Trainer:
             self.net.to(memory_format=torch.channels_last)
         if cfg.sync_bn and dist.enabled:
             self.net = convert_sync_batchnorm(self.net, self.device)
-        if cfg.freeze_bn:
-            freeze_batchnorm(self.net)
+        freeze(self.net, cfg)  # --freeze-bn, --freeze-until
         self.model = self.net
         if dist.enabled:
             self.model = nn.parallel.DistributedDataParallel(
@@ -178,7 +176,7 @@ class Trainer:
         self.ema = ModelEMA(self.net, cfg.ema_decay) if cfg.ema_decay else None  # after DDP's broadcast
         if cfg.compile:
             self.model = torch.compile(self.model)
-        set_train_mode(self.model, cfg.freeze_bn)
+        self.model.train()  # frozen BN layers stay in eval mode
         self.trainable = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(cfg, self.net)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -353,7 +351,7 @@ class Trainer:
         model = self.ema.module if self.ema is not None else self.net
         result = run_eval(model, self.val_loader, self.device, num_classes=len(self.classes),
                           amp_dtype=self.amp_dtype, memory_format=self.memory_format, dist=self.dist)
-        set_train_mode(self.model, self.cfg.freeze_bn)
+        self.model.train()
         return result
 
     # ------------------------------------------------------------------ checkpoints

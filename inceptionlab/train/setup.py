@@ -46,26 +46,17 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict) -> Non
     """Loads a weights file (ours or a reference layout); classifiers of another class count
     are left at their initialization (fine-tuning on new classes)."""
     from inceptionlab import create_model
-    from inceptionlab.models.weights import load_weights, read_state_dict
+    from inceptionlab.models.weights import classifier_size, load_weights
 
     path = Path(path)
     file = path / "model.safetensors" if path.is_dir() else path
-    classes = _classifier_size(read_state_dict(file))
+    classes = classifier_size(file)
     if classes is None or classes == model.num_classes:
         load_weights(model, file)
         return
     donor = create_model(name, **{**kwargs, "num_classes": classes}, weights=file)
     body = {k: v for k, v in donor.state_dict().items() if not _is_classifier(k)}
     model.load_state_dict(body, strict=False)
-
-
-def _classifier_size(state: dict) -> int | None:
-    from inceptionlab.models.weights import HEAD_PREFIXES
-
-    if "head.fc.weight" in state:
-        return state["head.fc.weight"].shape[0]
-    heads = [v for k, v in state.items() if k.startswith(HEAD_PREFIXES) and k.endswith("weight") and v.ndim == 2]
-    return heads[-1].shape[0] if heads else None
 
 
 def _is_classifier(key: str) -> bool:
@@ -94,11 +85,13 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None):
     crop_pct = cfg.crop_pct or (1.0 if at_native_size else card.get("crop_pct", 0.875))
     mean, std = card.get("mean", (0.5,) * 3), card.get("std", (0.5,) * 3)
     interpolation = card.get("interpolation", "bilinear")
-    evaluate = eval_transform(img_size, mean, std, crop_pct=crop_pct, interpolation=interpolation)
+    space = card.get("input_space", "RGB")
+    evaluate = eval_transform(img_size, mean, std, crop_pct=crop_pct, interpolation=interpolation,
+                              input_space=space)
     if not cfg.augment:
         return img_size, evaluate, evaluate
     training = train_transform(img_size, mean, std, scale=tuple(cfg.crop_scale), hflip=cfg.hflip,
-                               distort=cfg.distort, interpolation=interpolation)
+                               distort=cfg.distort, interpolation=interpolation, input_space=space)
     return img_size, training, evaluate
 
 
@@ -115,18 +108,12 @@ def amp_dtype(amp, device: torch.device):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def freeze_batchnorm(model: nn.Module) -> None:
-    """BN layers keep their running statistics and affine weights (fine-tuning with small batches)."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            for param in module.parameters():
-                param.requires_grad_(False)
-    set_train_mode(model, freeze_bn=True)
+def freeze(model: nn.Module, cfg: TrainConfig) -> None:
+    """``--freeze-bn`` and ``--freeze-until BLOCK``: the fine-tuning helpers of the model zoo
+    (frozen BN layers stay in eval mode through ``model.train()``)."""
+    from inceptionlab.models.finetune import freeze_bn, freeze_until
 
-
-def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
-    model.train()
-    if freeze_bn:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+    if cfg.freeze_until:
+        freeze_until(model, cfg.freeze_until)
+    if cfg.freeze_bn:
+        freeze_bn(model)
