@@ -547,3 +547,15 @@ def test_cifar10_folder_with_limit_per_class():
     assert np.bincount(splits.train.targets).tolist() == [20] * 10
     images, labels, n_skipped = next(iter(make_loader(splits.train, 50, train=True)))
     assert images.shape == (50, 3, 32, 32) and n_skipped == 0
+
+
+def test_bgr_input_space_reverses_the_channels_for_caffe_weights():
+    from PIL import Image
+
+    from inceptionlab.data import eval_transform
+
+    picture = Image.new("RGB", (8, 8), (255, 0, 51))
+    rgb = eval_transform(8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), crop_pct=1.0)(picture)
+    bgr = eval_transform(8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), crop_pct=1.0, input_space="BGR")(picture)
+    assert rgb[:, 0, 0].tolist() == pytest.approx([1.0, 0.0, 0.2])
+    assert bgr[:, 0, 0].tolist() == pytest.approx([0.2, 0.0, 1.0])
