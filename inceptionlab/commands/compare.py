@@ -109,7 +109,8 @@ def run(args) -> int:
             raise UserError("--resume continues the plan saved in the lab folder; leave out --models, "
                             "--variant and --plan")
         plan = load_lab(args.resume)
-        return finish(run_plan(plan, args.resume, resume=True, quiet_runs=args.quiet), args.resume)
+        return finish(run_plan(plan, args.resume, resume=True, quiet_runs=args.quiet,
+                               resume_hint=f"inceptionlab compare --resume {args.resume}"), args.resume)
     from inceptionlab.train.config import read_yaml
 
     values = read_yaml(args.plan) if args.plan else {}
@@ -125,4 +126,5 @@ def run(args) -> int:
     plan = Plan.from_dict(values, where=where)
     plan.variants += [parse_variant(text) for text in args.variant]
     out = args.out or "lab/compare"
-    return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet), out)
+    return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet,
+                           resume_hint=f"inceptionlab compare --resume {out}"), out)

@@ -32,11 +32,13 @@ def run(args) -> int:
     from inceptionlab.lab.demo import demo_plan
     from inceptionlab.lab.plan import parse_assignments, parse_seeds
 
+    hint = "inceptionlab demo --resume" + (f" --out {args.out}" if args.out != "lab/demo" else "")
     if args.resume:
-        return finish(run_plan(load_lab(args.out), args.out, resume=True, quiet_runs=args.quiet), args.out)
+        return finish(run_plan(load_lab(args.out), args.out, resume=True, quiet_runs=args.quiet,
+                               resume_hint=hint), args.out)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     plan = demo_plan(data=args.data, minutes=args.minutes, steps=args.steps, models=models,
                      seeds=parse_seeds(args.seeds),
                      model_kwargs=parse_assignments(args.model_kwargs, "model switch"),
                      train=parse_assignments(args.settings, "setting"))
-    return finish(run_plan(plan, args.out, overwrite=True, quiet_runs=args.quiet), args.out)
+    return finish(run_plan(plan, args.out, overwrite=True, quiet_runs=args.quiet, resume_hint=hint), args.out)

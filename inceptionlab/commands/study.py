@@ -36,11 +36,12 @@ def run(args) -> int:
         raise UserError(f"name a study: {', '.join(STUDIES)} (inceptionlab study --list shows their claims)")
     study = get_study(args.name)
     out = args.out or f"lab/{study.name}"
+    hint = f"inceptionlab study {study.name} --resume" + (f" --out {args.out}" if args.out else "")
     if args.resume:
         plan = load_lab(out)
         if plan.study != study.name:
             raise UserError(f"{out} holds {plan.study or 'a compare'}, not the {study.name} study")
-        return finish(run_plan(plan, out, resume=True, quiet_runs=args.quiet), out)
+        return finish(run_plan(plan, out, resume=True, quiet_runs=args.quiet, resume_hint=hint), out)
     plan = study_plan(study, plan_values(args), model=args.model)
     print(f"claim ({study.paper}): {study.claim}")
-    return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet), out)
+    return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet, resume_hint=hint), out)

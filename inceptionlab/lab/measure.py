@@ -14,7 +14,7 @@ MEASURE_FILE = "lab_measure.json"
 
 
 def measure_model(model_name: str, model_kwargs: dict, *, num_classes: int, img_size: int,
-                  batch_size: int = 32, batches: int = 5, max_seconds: float = 3.0) -> dict:
+                  batch_size: int = 32, batches: int = 5, max_seconds: float = 1.5) -> dict:
     """``{params, macs, img_size, infer_images_per_sec, infer_batch_size}`` of a freshly built model.
 
     Inference speed: eval mode, ``batches`` timed batches of ``batch_size`` after one warm-up,
@@ -51,7 +51,7 @@ def measure_run(run_dir: Path, model_name: str, model_kwargs: dict, *, num_class
         return json.loads(path.read_text())
     try:
         values = measure_model(model_name, model_kwargs, num_classes=num_classes, img_size=img_size,
-                               batch_size=min(batch_size, 64))
+                               batch_size=min(batch_size, 32))
     except Exception as exc:  # a model that cannot be built was already reported by its run
         values = dict(error=f"{type(exc).__name__}: {exc}")
     path.parent.mkdir(parents=True, exist_ok=True)

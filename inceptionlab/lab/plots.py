@@ -84,11 +84,13 @@ def plot_loss(results: dict, out_dir: Path, x: str) -> dict | None:
         if val:
             ax.plot(*zip(*val), color=r["color"], lw=1.2, ls="--", marker="o", ms=3.5, label=label)
     limits = _loss_limits(runs)
-    ax.set_yscale("log")
+    log_scale = limits is not None and limits[1] / limits[0] > 8  # a wide range: losses near zero stay readable
+    if log_scale:
+        ax.set_yscale("log")
     if limits:
-        ax.set_ylim(*limits)
+        ax.set_ylim(*limits if log_scale else (0, limits[1]))
     ax.set_xlabel("training step" if x == "step" else "wall-clock seconds of training")
-    ax.set_ylabel("loss (log scale)")
+    ax.set_ylabel("loss (log scale)" if log_scale else "loss")
     ax.set_title("Loss: training (solid, smoothed) and validation (dashed, dots)")
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper right")

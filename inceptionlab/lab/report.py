@@ -113,10 +113,10 @@ def variant_rows(results: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def setting_rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["run", "model", "switches", "settings of its own", "seed"]
+    head = ["run", "model", "switches of its own", "settings of its own", "seed"]
     rows = []
     for r in results["runs"]:
-        rows.append([r["name"], r["model"], _kv(r.get("model_kwargs")) or "-", _kv(r.get("train")) or "-",
+        rows.append([r["name"], r["model"], _kv(r.get("own_switches")) or "-", _kv(r.get("train")) or "-",
                      str(r["seed"])])
     return head, rows
 
@@ -168,7 +168,8 @@ def document(results: dict) -> list[tuple]:
     blocks += [("h2", "Runs"), ("table", *run_rows(results))]
     if any(v["n"] > 1 for v in results["variants"]):
         blocks += [("h2", "Over seeds"), ("table", *variant_rows(results))]
-    blocks += [("h2", "What each run varies"), ("table", *setting_rows(results))]
+    blocks += [("h2", "What each run varies (beyond the shared switches and settings above)"),
+               ("table", *setting_rows(results))]
     if results["plots"]:
         blocks.append(("h2", "Plots"))
         blocks += [("figure", p) for p in results["plots"]]

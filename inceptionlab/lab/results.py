@@ -163,8 +163,9 @@ def collect(plan: Plan, lab_dir: Path, data_source: str | None = None, target_fn
     variants = {v.name: v for v in plan.variants}
     for run in plan.runs():
         record = read_run(lab_dir / "runs" / run.name)
+        own = variants[run.variant]
         record.update(name=run.name, variant=run.variant, model=run.model, model_kwargs=run.model_kwargs,
-                      train={k: v for k, v in variants[run.variant].train.items()}, seed=run.seed,
+                      own_switches=dict(own.model_kwargs), train=dict(own.train), seed=run.seed,
                       dir=str(Path("runs") / run.name))
         records.append(record)
     colors = run_colors([v.name for v in plan.variants])

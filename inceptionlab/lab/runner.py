@@ -80,7 +80,8 @@ def run_state(run_dir: Path) -> str:
 
 
 def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = False,
-             log: Callable[[str], None] = print, quiet_runs: bool = False, calibrate: bool | None = None) -> dict:
+             log: Callable[[str], None] = print, quiet_runs: bool = False, calibrate: bool | None = None,
+             resume_hint: str | None = None) -> dict:
     """Runs every run of ``plan`` into ``lab_dir``, then writes the report; returns the results.
 
     Raises UserError (before anything trains) for a bad plan, and KeyboardInterrupt when a run
@@ -98,18 +99,23 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
     budget = ", ".join(f"{k} {v:g}" for k, v in plan.budget.items()) or "per-run budgets"
     log(f"{plan.title}: {len(runs)} run(s), {budget} each, on {check.source}; {len(check.classes)} classes; "
         f"lab folder {lab_dir}")
-    for i, run in enumerate(runs, 1):
-        run_dir = lab_dir / "runs" / run.name
-        state = run_state(run_dir)
-        head = f"[{i}/{len(runs)}] {run.name}: {describe_run(run)}"
-        if state == "done":
-            log(f"{head} - kept from before ({_status_text(run_dir)})")
-        else:
-            log(f"{head}" + (" - resuming from its checkpoint" if state == "partial" else ""))
-            _train_one(run, run_dir, plan, resume=state == "partial", log=log, quiet=quiet_runs)
-        _measure_one(run, run_dir, check)
-        if calibrate:
-            _calibrate_one(run_dir, log)
+    try:
+        for i, run in enumerate(runs, 1):
+            run_dir = lab_dir / "runs" / run.name
+            state = run_state(run_dir)
+            head = f"[{i}/{len(runs)}] {run.name}: {describe_run(run)}"
+            if state == "done":
+                log(f"{head} - kept from before ({_status_text(run_dir)})")
+            else:
+                log(f"{head}" + (" - resuming from its checkpoint" if state == "partial" else ""))
+                _train_one(run, run_dir, plan, resume=state == "partial", log=log, quiet=quiet_runs)
+            _measure_one(run, run_dir, check)
+            if calibrate:
+                _calibrate_one(run_dir, log)
+    except KeyboardInterrupt:
+        log(f"interrupted: the runs so far are kept in {lab_dir}; continue with: "
+            f"{resume_hint or f'inceptionlab compare --resume {lab_dir}'}")
+        raise
     return make_report(plan, lab_dir, data_source=check.source)
 
 
