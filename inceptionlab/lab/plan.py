@@ -262,7 +262,10 @@ def _split_top_level(text: str) -> list[str]:
     """Splits on commas outside brackets: ``a=1,b=[1,2]`` -> ``["a=1", "b=[1,2]"]``."""
     parts, depth, current = [], 0, ""
     for char in text:
-        depth += char in "[(" and 1 or (char in "])" and -1 or 0)
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
         if char == "," and depth == 0:
             parts.append(current)
             current = ""

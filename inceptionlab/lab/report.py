@@ -121,6 +121,19 @@ def setting_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+# settings that change what a run sees or how long it trains
+DATA_AND_BUDGET = ("epochs", "steps", "minutes", "limit_per_class", "val_split", "img_size", "augment",
+                   "crop_scale", "hflip", "distort", "batch_size", "strict")
+
+
+def _sameness(plan: dict) -> str:
+    varied = sorted({k for run in plan.get("runs", []) for k in (run.get("train") or {}) if k in DATA_AND_BUDGET})
+    if not varied:
+        return "Every run saw the same data, split, augmentation seed and budget."
+    return (f"Every run saw the same data split and augmentation seed; some runs set their own "
+            f"{', '.join(varied)} (see below).")
+
+
 def _kv(mapping) -> str:
     return ", ".join(f"{k}={v}" for k, v in (mapping or {}).items())
 
@@ -152,7 +165,7 @@ def document(results: dict) -> list[tuple]:
                         f"Budget per run: {budget}. Seeds: {', '.join(map(str, results['seeds']))}. "
                         f"Shared switches: {_kv(plan.get('model_kwargs')) or 'none'}. "
                         f"Shared training settings: {shared}. Target accuracy: {results['target_rule']}. "
-                        f"Every run saw the same data, split, augmentation seed and budget."))
+                        + _sameness(plan)))
     study = results.get("study")
     if study:
         blocks += [("h2", f"The claim: {study['title']}"), ("quote", f"{study['claim']} ({study['paper']})"),

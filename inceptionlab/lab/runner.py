@@ -52,6 +52,8 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
             (lab_dir / name).unlink(missing_ok=True)
         for png in lab_dir.glob("*.png"):
             png.unlink()
+    if plan.data is not None:  # absolute, so that --resume works from any folder
+        plan.data = str(Path(plan.data).expanduser().resolve())
     try:
         lab_dir.mkdir(parents=True, exist_ok=True)
         plan.write_yaml(lab_dir / PLAN_FILE)
