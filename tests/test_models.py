@@ -383,3 +383,15 @@ def test_torch_compile_captures_one_graph_with_the_eager_outputs():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_sizes_at_which_parallel_branches_disagree_get_a_clear_error():
+    # BN-Inception's stride-2 modules (Caffe layout: padded convs next to a ceil-mode pool) only
+    # agree at even grid sizes; an odd one is named with working sizes instead of a concat error
+    model = create_model("bn_inception", depth_multiplier=0.25).eval()
+    with pytest.raises(UserError, match=r"bn_inception cannot take 75x75 input: the branches of a stride-2 "
+                                        r"module would disagree in size .*; use a size such as \d+"):
+        model(torch.randn(1, 3, 75, 75))
+    side = model.min_input_size
+    assert model(torch.randn(1, 3, side, side)).shape == (1, 1000)
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)

@@ -10,6 +10,7 @@ where it is ``InceptionOutput(logits, aux)`` with ``aux`` a tuple of aux logits 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple, Sequence
 
@@ -32,6 +33,10 @@ class InceptionNet(nn.Module):
                  aux_heads: dict | None = None):
         """``aux_heads`` maps a block name to a factory ``(builder, in_chs, num_classes) -> AuxHead``."""
         super().__init__()
+        with _one_thread():
+            self._build(name, stem, body, switches, num_classes, in_chans, drop_rate, aux_heads)
+
+    def _build(self, name, stem, body, switches, num_classes, in_chans, drop_rate, aux_heads) -> None:
         self.name = name
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -52,6 +57,7 @@ class InceptionNet(nn.Module):
         self.num_features = chs
         self.head = ClassifierHead(chs, num_classes, drop_rate)
         self.feature_info = _feature_info(self.blocks, block_chs)
+        self._sizes_checked: set = set()  # input sizes whose geometry was checked
         self.min_input_size = _min_input_size(self, with_aux=False)
         self.min_train_size = _min_input_size(self, with_aux=True)  # the aux heads run in train mode
         # the input configuration; the registry adds the model card (input size, mean/std, ...)
@@ -74,6 +80,14 @@ class InceptionNet(nn.Module):
                     else "resize the images up")
             aux = " with aux_logits=True in train mode" if with_aux else ""
             raise UserError(f"{self.name}{aux} needs at least {m}x{m} input, got {h}x{w}; {hint}")
+        if (h, w) not in self._sizes_checked:
+            if not _fits(self, (h, w), with_aux, branches_agree=True):
+                near = [n for n in range(max(m, min(h, w) - 16), max(h, w) + 17)
+                        if _fits(self, (n, n), with_aux, branches_agree=True)]
+                raise UserError(f"{self.name} cannot take {h}x{w} input: the branches of a stride-2 module "
+                                f"would disagree in size (as in the reference weights' layout); use a size "
+                                f"such as {', '.join(map(str, near[:4])) or self.pretrained_cfg['input_size'][-1]}")
+            self._sizes_checked.add((h, w))
 
     def forward_endpoints(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The output of every named block in ``names`` (all blocks when None)."""
@@ -163,8 +177,11 @@ class FeatureExtractor(nn.Module):
 
 
 # ------------------------------------------------------------------ geometry
-def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None) -> tuple[int, int]:
-    """The output H, W of ``module`` for an input of ``size``; appends every intermediate to trace."""
+def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None,
+             all_branches: bool = True) -> tuple[int, int]:
+    """The output H, W of ``module`` for an input of ``size``; appends every intermediate to trace.
+    Parallel branches that disagree give (0, 0); ``all_branches=False`` follows the first only
+    (monotone in the input size, for the search of the minimum)."""
     if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
         k, s, p = pair(module.kernel_size), pair(module.stride), pair(module.padding)
@@ -179,27 +196,33 @@ def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None
             out.append(o)
         size = (out[0], out[1])
     elif isinstance(module, Concat):
-        size = _spatial(module.branches[0], size, trace)
+        branches = module.branches if all_branches else module.branches[:1]
+        sizes = {_spatial(branch, size, trace, all_branches) for branch in branches}
+        size = sizes.pop() if len(sizes) == 1 else (0, 0)  # (0, 0): the branches disagree
     else:
         for child in module.children():
             if not isinstance(child, (AuxHead, ClassifierHead)):
-                size = _spatial(child, size, trace)
+                size = _spatial(child, size, trace, all_branches)
     if trace is not None:
         trace.append(size)
     return size
 
 
-def _fits(model: InceptionNet, n: int, with_aux: bool) -> bool:
+def _fits(model: InceptionNet, n, with_aux: bool, branches_agree: bool = False) -> bool:
+    """Whether every intermediate map of an n x n (or (h, w)) input is at least 1x1, and, with
+    ``branches_agree``, whether the parallel branches of every module give the same size."""
     trace: list = []
-    size = (n, n)
+    size = n if isinstance(n, tuple) else (n, n)
     for name, block in model.blocks.items():
-        size = _spatial(block, size, trace)
+        size = _spatial(block, size, trace, branches_agree)
         if with_aux and name in model.aux_heads:
-            _spatial(model.aux_heads[name], size, trace)
+            _spatial(model.aux_heads[name], size, trace, branches_agree)
     return all(h >= 1 and w >= 1 for h, w in trace)
 
 
 def _min_input_size(model: InceptionNet, with_aux: bool) -> int:
+    """The smallest input side that works: the least size whose maps stay at least 1x1, then
+    upwards to the first one at which every module's branches agree in size."""
     lo, hi = 1, 4096
     while lo < hi:
         mid = (lo + hi) // 2
@@ -207,6 +230,8 @@ def _min_input_size(model: InceptionNet, with_aux: bool) -> int:
             hi = mid
         else:
             lo = mid + 1
+    while lo < 4096 and not _fits(model, lo, with_aux, branches_agree=True):
+        lo += 1
     return lo
 
 
@@ -229,9 +254,37 @@ _ERF_2 = math.erf(2 / math.sqrt(2))  # P(|z| < 2) for a standard normal
 
 @torch.no_grad()
 def _trunc_normal(tensor: torch.Tensor, std: float) -> None:
-    """Normal(0, std) truncated at +-2 std, by the inverse CDF (exact, and 20x faster here than
-    torch's rejection sampler)."""
-    tensor.uniform_(-_ERF_2, _ERF_2).erfinv_().mul_(std * math.sqrt(2))
+    """Normal(0, std) truncated at +-2 std."""
+    _trunc_normal_all([(tensor, std)])
+
+
+@torch.no_grad()
+def _trunc_normal_all(weights: list) -> None:
+    """Fills each (tensor, std) with Normal(0, std) truncated at +-2 std, by the inverse CDF.
+
+    One draw for all tensors: erfinv on many small tensors costs more in per-op overhead than in
+    arithmetic, and torch's rejection sampler is 20x slower still."""
+    if not weights:
+        return
+    total = sum(t.numel() for t, _ in weights)
+    draws = torch.empty(total).uniform_(-_ERF_2, _ERF_2).erfinv_().mul_(math.sqrt(2))
+    start = 0
+    for tensor, std in weights:
+        n = tensor.numel()
+        torch.mul(draws[start:start + n].view_as(tensor), std, out=tensor)
+        start += n
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Building a model is hundreds of small tensor fills: thread hand-offs cost more than the work
+    (5x slower with two threads on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _init_linear(m: nn.Linear) -> None:
@@ -244,14 +297,16 @@ def init_weights(model: nn.Module) -> None:
     """TF's variance-scaling truncated normal (fan-in, gain 2) for convolutions, a small truncated
     normal for fully connected layers, BN at identity: what the TF-trained references used, and
     stable with ``norm=False`` too."""
+    weights = []
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
-            _trunc_normal(m.weight, math.sqrt(2.0 / fan_in) / 0.8796)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+            weights.append((m.weight, math.sqrt(2.0 / fan_in) / 0.8796))
         elif isinstance(m, nn.Linear):
-            _init_linear(m)
+            weights.append((m.weight, 0.01))
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    _trunc_normal_all(weights)
