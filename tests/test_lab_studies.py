@@ -136,3 +136,21 @@ def test_family_verdict_rank_correlation():
     assert family.verdict(results_of(reverse))["supported"] is False
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9487, abs=1e-3)
     assert spearman([1, 2], [2, 1]) is None
+
+
+def test_verdicts_are_undecided_at_chance_and_within_sampling_noise():
+    aux = get_study("aux")
+    chance = results_of({"no_aux": dict(final_top1=10.0, best_top1=10.0), "aux": dict(final_top1=14.0, best_top1=14.0)})
+    chance["classes"] = 10
+    v = aux.verdict(chance)
+    assert v["supported"] is None and "no run learned beyond chance (10% top-1 for 10 classes)" in v["verdict"]
+    ls = get_study("label_smoothing")
+    runs = {"no_smoothing": dict(best_top1=90.0, best_top5=99.0), "smoothing_0.1": dict(best_top1=92.0, best_top5=99.0)}
+    assert ls.verdict(results_of(runs))["supported"] is True            # no sample size known: 0.5 points
+    few = results_of(runs)
+    few.update(val_images=300, classes=10)                                 # 2 x binomial SE ~ 4.7 points
+    v = ls.verdict(few)
+    assert v["supported"] is None and v["numbers"]["noise"] == pytest.approx(4.67, abs=0.05)
+    many = results_of(runs)
+    many.update(val_images=50_000, classes=10)
+    assert ls.verdict(many)["supported"] is True

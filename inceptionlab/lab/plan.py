@@ -291,6 +291,7 @@ class PlanCheck:
     classes: list[str]
     source: str
     native_size: int | None
+    val_images: int = 0
 
 
 def check_plan(plan: Plan) -> PlanCheck:
@@ -353,7 +354,7 @@ def check_data(plan: Plan) -> PlanCheck:
     if len(splits.val) == 0:
         raise UserError(f"the data {plan.data or '(embedded digits)'} leave no validation images; "
                         f"add a val/ folder or pass --val-split 0.2")
-    return PlanCheck(list(splits.classes), splits.source, splits.native_size)
+    return PlanCheck(list(splits.classes), splits.source, splits.native_size, len(splits.val))
 
 
 def _check_budget(key: str, value, where: str = "") -> None:

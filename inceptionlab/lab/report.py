@@ -22,7 +22,8 @@ SUPPORTED_TEXT = {True: "yes, the measurement bears the claim out",
 
 
 # ------------------------------------------------------------------ entry point
-def make_report(plan: Plan, lab_dir, data_source: str | None = None) -> dict:
+def make_report(plan: Plan, lab_dir, data_source: str | None = None, val_images: int | None = None,
+                classes: int | None = None) -> dict:
     """Collects the results of ``lab_dir``, judges the study (if any), draws, and writes the report."""
     from inceptionlab.lab.plots import draw_all
     from inceptionlab.lab.studies import get_study
@@ -30,6 +31,7 @@ def make_report(plan: Plan, lab_dir, data_source: str | None = None) -> dict:
     lab_dir = Path(lab_dir)
     study = get_study(plan.study) if plan.study else None
     results = collect(plan, lab_dir, data_source=data_source, target_fn=study.target if study else None)
+    results.update(val_images=val_images, classes=classes)
     results["created"] = datetime.datetime.now().isoformat(timespec="seconds")
     if study is not None:
         results["study"] = study.verdict(results)

@@ -118,7 +118,8 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
         log(f"interrupted: the runs so far are kept in {lab_dir}; continue with: "
             f"{resume_hint or f'inceptionlab compare --resume {lab_dir}'}")
         raise
-    return make_report(plan, lab_dir, data_source=check.source)
+    return make_report(plan, lab_dir, data_source=check.source, val_images=check.val_images,
+                       classes=len(check.classes))
 
 
 def describe_run(run: RunSpec) -> str:

@@ -20,6 +20,7 @@ from inceptionlab.errors import UserError, closest
 from inceptionlab.lab.plan import Plan, Variant
 
 NOISE_POINTS = 0.5   # accuracy differences smaller than this (top-1 points) are read as no difference
+LEARNED_POINTS = 5.0  # a run "learned" when its best top-1 beats chance (100 / classes) by this much
 
 
 @dataclass
@@ -47,6 +48,15 @@ class Study:
             out = self.judge(results)
         except _Undecided as exc:
             out = dict(verdict=str(exc), supported=None, numbers={})
+        chance = _chance(results)
+        if chance is not None and out.get("supported") is not None:
+            bests = [r["best_top1"] for r in results["runs"]
+                     if r.get("status") == "finished" and r.get("best_top1") is not None]
+            if not bests or max(bests) < chance + LEARNED_POINTS:
+                out["verdict"] += (f" But no run learned beyond chance ({chance:.0f}% top-1 for "
+                                   f"{results['classes']} classes), so these runs cannot judge the claim; "
+                                   f"give them a larger budget.")
+                out["supported"] = None
         if failed and out.get("supported") is not None:
             out["verdict"] += f" ({len(failed)} run(s) did not finish: {', '.join(failed)}.)"
         return dict(name=self.name, title=self.title, paper=self.paper, claim=self.claim, **out)
@@ -94,8 +104,23 @@ def _why(results: dict, name: str) -> str:
     return "it did not reach it"
 
 
+def _chance(results: dict) -> float | None:
+    classes = results.get("classes")
+    return 100.0 / classes if classes else None
+
+
 def _tolerance(results: dict, *names: str) -> float:
-    return max(NOISE_POINTS, 2 * _spread(results, *names))
+    """Top-1 points below which a difference is noise: the largest of NOISE_POINTS, twice the seed
+    spread, and twice the binomial standard error of a difference on this many validation images."""
+    tol = max(NOISE_POINTS, 2 * _spread(results, *names))
+    n = results.get("val_images")
+    if n:
+        ps = [(_variant(results, name).get("best_top1") or {}).get("mean") for name in names]
+        ps = [p / 100 for p in ps if p is not None][:2]
+        if ps:
+            se = math.sqrt(sum(p * (1 - p) / n for p in ps) * (2 / len(ps)))
+            tol = max(tol, 200 * se)
+    return tol
 
 
 def _pct(a, b):
