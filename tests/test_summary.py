@@ -123,7 +123,7 @@ def test_parse_model_kwargs():
     got = parse_model_kwargs(["depth_multiplier=0.5", "aux_logits=true", "stem=low_res", "num_classes=10",
                               "residual_scale=0.17,0.1,0.2", "factorize_5x5=None"])
     assert got == dict(depth_multiplier=0.5, aux_logits=True, stem="low_res", num_classes=10,
-                       residual_scale=(0.17, 0.1, 0.2), factorize_5x5=None)
+                       residual_scale=[0.17, 0.1, 0.2], factorize_5x5=None)
     with pytest.raises(ValueError, match="key=value"):
         parse_model_kwargs(["depth_multiplier"])
 

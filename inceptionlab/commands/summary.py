@@ -10,34 +10,7 @@ from __future__ import annotations
 import argparse
 
 from inceptionlab.errors import UserError
-
-
-def parse_model_kwargs(pairs: list[str] | None) -> dict:
-    """``["depth_multiplier=0.5", "aux_logits=true", "residual_scale=0.17,0.1,0.2"]`` -> a dict of
-    switches; values become bool, None, int, float, a tuple (commas) or stay strings."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--model-kwargs takes key=value pairs, got {pair!r}; e.g. depth_multiplier=0.5")
-        out[key.strip()] = _value(value.strip())
-    return out
-
-
-def _value(text: str):
-    if "," in text:
-        return tuple(_value(v.strip()) for v in text.split(",") if v.strip())
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+from inceptionlab.train.config import parse_model_kwargs  # noqa: F401 - the one key=value parser
 
 
 def add_model_kwargs(parser: argparse.ArgumentParser) -> None:

@@ -25,19 +25,14 @@ from inceptionlab.errors import UserError
 from inceptionlab.models.base import init_weights
 from inceptionlab.models.family import build, check_aux, classic_aux_head
 from inceptionlab.models.inception_resnet_v2 import block8, block17, block35, reduction_b, residual_body
+from inceptionlab.models.inception_v3 import STEM as V3_STEM
 from inceptionlab.models.inception_v4 import reduction_a
 from inceptionlab.models.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
-from inceptionlab.models.spec import Conv, Pool, Switches
+from inceptionlab.models.spec import Conv, Switches
 
-STEM = [                                                           # Figure 14
-    ("conv2d_1a_3x3", Conv(32, 3, stride=2)),                      # N x 32 x 149 x 149
-    ("conv2d_2a_3x3", Conv(32, 3, pad=0)),                         # N x 32 x 147 x 147
-    ("conv2d_2b_3x3", Conv(64, 3, pad=1)),                         # N x 64 x 147 x 147
-    ("maxpool_3a_3x3", Pool("max", 3, stride=2)),                  # N x 64 x 73 x 73
-    ("conv2d_3b_1x1", Conv(80, 1)),                                # N x 80 x 73 x 73
-    ("conv2d_4a_3x3", Conv(192, 3, pad=0)),                        # N x 192 x 71 x 71
-    ("conv2d_4b_3x3", Conv(256, 3, stride=2)),                     # N x 256 x 35 x 35
-]
+# Figure 14: the Inception-v3 stem up to its 71 x 71 x 192 map, then a stride-2 3x3 convolution
+# where v3 pools
+STEM = V3_STEM[:-1] + [("conv2d_4b_3x3", Conv(256, 3, stride=2))]   # N x 256 x 35 x 35
 BODY = residual_body(
     (5, 10, 5),
     block35(32, (32, 32), (32, 32, 32)), reduction_a(192, 192, 256, 384),   # N x 896 x 17 x 17
