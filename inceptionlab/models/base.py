@@ -182,11 +182,11 @@ def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None
     """The output H, W of ``module`` for an input of ``size``; appends every intermediate to trace.
     Parallel branches that disagree give (0, 0); ``all_branches=False`` follows the first only
     (monotone in the input size, for the search of the minimum)."""
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-        pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
-        k, s, p = pair(module.kernel_size), pair(module.stride), pair(module.padding)
-        d = pair(getattr(module, "dilation", 1))
-        ceil = getattr(module, "ceil_mode", False)
+    window = _window(module)
+    if window is not None:
+        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+        k, s, p, d, ceil = window
+        k, s, p, d = pair(k), pair(s), pair(p), pair(d)
         out = []
         for n, ki, si, pi, di in zip(size, k, s, p, d):
             span = n + 2 * pi - di * (ki - 1) - 1
@@ -206,6 +206,18 @@ def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None
     if trace is not None:
         trace.append(size)
     return size
+
+
+def _window(module: nn.Module):
+    """(kernel, stride, padding, dilation, ceil_mode) of a convolution or pooling, else None. A
+    module holding a 4-d ``weight`` and a ``stride`` (a fused convolution) counts as a convolution."""
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        return (module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1),
+                getattr(module, "ceil_mode", False))
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 4 and hasattr(module, "stride"):
+        return tuple(weight.shape[2:]), module.stride, module.padding, getattr(module, "dilation", 1), False
+    return None
 
 
 def _fits(model: InceptionNet, n, with_aux: bool, branches_agree: bool = False) -> bool:
