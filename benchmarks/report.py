@@ -107,6 +107,8 @@ def write_report() -> Path:
         parts += ["Timed steps (ms), ours | reference:", ""]
         parts += [f"- {r['model']} {r['mode']} b{r['batch']}: {r['step_times_ms']}"
                   + (f" | {r['ref_step_times_ms']}" if r.get("ref_step_times_ms") else "") for r in rows] + [""]
+    for section in sorted(RESULTS.glob("*.md")):  # sections that scripts write whole (build_time.md)
+        parts += [section.read_text().rstrip(), ""]
     REPORT.write_text("\n".join(parts).rstrip() + "\n")
     return REPORT
 

@@ -80,7 +80,8 @@ class InceptionNet(nn.Module):
                     else "resize the images up")
             aux = " with aux_logits=True in train mode" if with_aux else ""
             raise UserError(f"{self.name}{aux} needs at least {m}x{m} input, got {h}x{w}; {hint}")
-        if (h, w) not in self._sizes_checked:
+        if (h, w) not in self._sizes_checked and not torch.compiler.is_compiling():
+            # (skipped while torch.compile/export traces: a cached set is a side effect it cannot keep)
             if not _fits(self, (h, w), with_aux, branches_agree=True):
                 near = [n for n in range(max(m, min(h, w) - 16), max(h, w) + 17)
                         if _fits(self, (n, n), with_aux, branches_agree=True)]

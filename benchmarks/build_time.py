@@ -1,0 +1,59 @@
+"""How long `create_model` takes for every registered model (issue 2: "well under a second").
+
+Prints a table and writes benchmarks/results/build_time.md, which `benchmarks/report.py` puts in
+BENCHMARKS.md. Medians of --repeats builds per model, after one warm-up build of each:
+
+    .venv/bin/python benchmarks/build_time.py --repeats 5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import inceptionlab as il  # noqa: E402
+from benchmarks.report import RESULTS, write_report  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    rows = []
+    for name in il.list_models():
+        il.create_model(name)  # warm-up: imports, allocator
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            model = il.create_model(name)
+            times.append(time.perf_counter() - start)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append((name, params / 1e6, statistics.median(times), max(times)))
+    lines = ["| model | params (M) | median build (s) | slowest (s) |", "|---|---:|---:|---:|"]
+    lines += [f"| {n} | {p:.2f} | {m:.3f} | {w:.3f} |" for n, p, m, w in rows]
+    text = "\n".join([
+        "## build_time", "",
+        f"Command: `python benchmarks/build_time.py --repeats {args.repeats}`", "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}; 1-minute load average at start {load:.1f}; measured "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}.", "",
+        "`create_model(name)` at 1000 classes, full width, random initialization (the model is built in "
+        "one thread and its truncated-normal initialization drawn at once).", "", *lines, ""])
+    print("\n".join(lines))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "build_time.md").write_text(text)
+    print(write_report())
+
+
+if __name__ == "__main__":
+    main()
