@@ -33,8 +33,7 @@ class InceptionNet(nn.Module):
                  aux_heads: dict | None = None):
         """``aux_heads`` maps a block name to a factory ``(builder, in_chs, num_classes) -> AuxHead``."""
         super().__init__()
-        with _one_thread():
-            self._build(name, stem, body, switches, num_classes, in_chans, drop_rate, aux_heads)
+        self._build(name, stem, body, switches, num_classes, in_chans, drop_rate, aux_heads)
 
     def _build(self, name, stem, body, switches, num_classes, in_chans, drop_rate, aux_heads) -> None:
         self.name = name
@@ -46,16 +45,19 @@ class InceptionNet(nn.Module):
         self.blocks = nn.ModuleDict()
         self.aux_heads = nn.ModuleDict()
         chs, block_chs = in_chans, {}
-        for part, table in (("stem", stem), ("body", body)):
-            for block_name, spec in table:
-                module, chs = builder.block(spec, chs, in_stem=part == "stem")
-                if module is not None:
-                    self.blocks[block_name] = module
-                    block_chs[block_name] = chs
-        for tap, make_head in (aux_heads or {}).items():
-            self.aux_heads[tap] = make_head(builder, block_chs[tap], num_classes)
+        device = torch.empty(0).device  # the caller's default device (meta when only counting)
+        with torch.device("meta"):  # no default initialization: init_weights fills every tensor
+            for part, table in (("stem", stem), ("body", body)):
+                for block_name, spec in table:
+                    module, chs = builder.block(spec, chs, in_stem=part == "stem")
+                    if module is not None:
+                        self.blocks[block_name] = module
+                        block_chs[block_name] = chs
+            for tap, make_head in (aux_heads or {}).items():
+                self.aux_heads[tap] = make_head(builder, block_chs[tap], num_classes)
+            self.head = ClassifierHead(chs, num_classes, drop_rate)
+        self.to_empty(device=device)
         self.num_features = chs
-        self.head = ClassifierHead(chs, num_classes, drop_rate)
         self.feature_info = _feature_info(self.blocks, block_chs)
         self._sizes_checked: set = set()  # input sizes whose geometry was checked
         self.min_input_size = _min_input_size(self, with_aux=False)
@@ -63,7 +65,8 @@ class InceptionNet(nn.Module):
         # the input configuration; the registry adds the model card (input size, mean/std, ...)
         self.pretrained_cfg = dict(num_classes=num_classes,
                                    min_input_size=(in_chans, self.min_input_size, self.min_input_size))
-        init_weights(self)
+        if device.type != "meta":
+            init_weights(self)
 
     # ------------------------------------------------------------------ API
     def check_input(self, x: torch.Tensor) -> None:
@@ -280,18 +283,19 @@ def _trunc_normal_all(weights: list) -> None:
     if not weights:
         return
     total = sum(t.numel() for t, _ in weights)
-    draws = torch.empty(total).uniform_(-_ERF_2, _ERF_2).erfinv_().mul_(math.sqrt(2))
-    start = 0
-    for tensor, std in weights:
-        n = tensor.numel()
-        torch.mul(draws[start:start + n].view_as(tensor), std, out=tensor)
-        start += n
+    draws = torch.empty(total, device=weights[0][0].device).uniform_(-_ERF_2, _ERF_2).erfinv_().mul_(math.sqrt(2))
+    with _one_thread():
+        start = 0
+        for tensor, std in weights:
+            n = tensor.numel()
+            torch.mul(draws[start:start + n].view_as(tensor), std, out=tensor)
+            start += n
 
 
 @contextlib.contextmanager
 def _one_thread():
-    """Building a model is hundreds of small tensor fills: thread hand-offs cost more than the work
-    (5x slower with two threads on a busy 2-core machine)."""
+    """For hundreds of small tensor operations: thread hand-offs cost more than the work (5x slower
+    with two threads on a busy 2-core machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -320,6 +324,9 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+            m.reset_running_stats()
+        elif next(m.parameters(recurse=False), None) is not None:
+            raise TypeError(f"init_weights does not know how to initialize {type(m).__name__}")
         if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
             nn.init.zeros_(m.bias)
     _trunc_normal_all(weights)
