@@ -11,6 +11,7 @@ from inceptionlab import create_model
 from inceptionlab.cli import main
 from inceptionlab.tools.export import (OnnxModel, export_onnx, export_pt2, load_pt2, max_abs_difference,
                                        prepare_for_export)
+from helpers import randomize_bn
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -22,23 +23,13 @@ TINY = dict(depth_multiplier=0.25, num_classes=10)
 SIZE = {"googlenet": 64, "bn_inception": 64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(name: str, **kw) -> nn.Module:
     torch.manual_seed(0)
     model = create_model(name, **{**TINY, **kw})
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return randomize_bn(model).eval()
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from helpers import randomize_bn
+
 import inceptionlab as il
 from inceptionlab import UserError, create_model
 from inceptionlab.models.layers import ConvBN, ScaledResidual
@@ -23,16 +25,6 @@ def macs(module: nn.Module, x: torch.Tensor) -> int:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         module(x)
     return counter.get_total_flops() // 2
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
 
 
 # ------------------------------------------------------------------ registry and counts

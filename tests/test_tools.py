@@ -17,6 +17,7 @@ from inceptionlab.tools import benchmark as bench
 from inceptionlab.tools.fast import (FusedResidual, fold_batchnorm, make_optimizer, mkldnn_fusion_available,
                                      optimize_for_inference)
 from inceptionlab.tools.predict import class_names, find_images, imagenet_classes, predict
+from helpers import randomize_bn
 
 FAMILIES = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1",
             "inception_resnet_v2"]
@@ -27,27 +28,14 @@ SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sa
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"{SAMPLES} is absent (no ../shared checkout)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest, and least disturbed by a busy machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(name: str, **kw) -> nn.Module:
     """A small model with batch norm statistics far from identity, so that folding is exercised."""
     torch.manual_seed(0)
     model = create_model(name, **{**TINY, **kw})
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-    return model.eval()
+    return randomize_bn(model).eval()
 
 
 def batch(name: str, n: int = 2) -> torch.Tensor:

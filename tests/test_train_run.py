@@ -28,13 +28,7 @@ SUMMARY_KEYS = {"model", "model_kwargs", "status", "message", "params", "steps",
                 "train_images_per_sec", "skipped_files", "classes", "data_source", "seed"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One CPU thread: on a shared 2-core machine, more threads make these runs many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path, name="run", **changes) -> TrainConfig:
