@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import helpers
 import torch
 import torch.nn as nn
 
@@ -35,15 +36,8 @@ def cadene(module: str, cls: str, **kwargs) -> nn.Module:
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=g) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
-    return model.eval()
+    """The shared BN randomizer, in eval mode (parity is compared in eval)."""
+    return helpers.randomize_bn(model, seed).eval()
 
 
 def save(state: dict, path: Path) -> Path:
