@@ -133,9 +133,8 @@ def tf_same_pad(x: torch.Tensor, kernel, stride: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ the two applications
-def keras_inception_v3(x: torch.Tensor, seed: int = 0, width: float = 1.0, classes: int | None = 1000) -> KerasNet:
-    """keras.applications.InceptionV3 (include_top=classes is not None)."""
-    net = KerasNet(x, seed, width)
+def keras_stem(net: "KerasNet"):
+    """The stem both Keras applications share: to 35 x 35 x 192."""
     d, cb = net.d, net.conv_bn
     x = cb(net.input, d(32), 3, strides=2, padding="valid")
     x = cb(x, d(32), 3, padding="valid")
@@ -143,7 +142,14 @@ def keras_inception_v3(x: torch.Tensor, seed: int = 0, width: float = 1.0, class
     x = net.max_pool(x)
     x = cb(x, d(80), 1, padding="valid")
     x = cb(x, d(192), 3, padding="valid")
-    x = net.max_pool(x)
+    return net.max_pool(x)
+
+
+def keras_inception_v3(x: torch.Tensor, seed: int = 0, width: float = 1.0, classes: int | None = 1000) -> KerasNet:
+    """keras.applications.InceptionV3 (include_top=classes is not None)."""
+    net = KerasNet(x, seed, width)
+    d, cb = net.d, net.conv_bn
+    x = keras_stem(net)
     for i, pool_proj in enumerate((32, 64, 64)):  # mixed 0, 1, 2: 35 x 35
         b1 = cb(x, d(64), 1)
         b5 = cb(cb(x, d(48), 1), d(64), 5)
@@ -197,13 +203,7 @@ def keras_inception_resnet_v2(x: torch.Tensor, seed: int = 0, width: float = 1.0
         out = T(x.value + up.value * scale, net._add("Lambda", [x, up], {}, name=name))
         return net.act(out, name=name + "_ac") if activate else out
 
-    x = cb(net.input, d(32), 3, strides=2, padding="valid")
-    x = cb(x, d(32), 3, padding="valid")
-    x = cb(x, d(64), 3)
-    x = net.max_pool(x)
-    x = cb(x, d(80), 1, padding="valid")
-    x = cb(x, d(192), 3, padding="valid")
-    x = net.max_pool(x)
+    x = keras_stem(net)
     b0 = cb(x, d(96), 1)
     b1 = cb(cb(x, d(48), 1), d(64), 5)
     b2 = cb(cb(cb(x, d(64), 1), d(96), 3), d(96), 3)

@@ -128,6 +128,14 @@ def _pct(a, b):
     return 100.0 * (1 - b / a) if a else None
 
 
+def _judged(verdict: str, diff: float, tol: float, numbers: dict) -> dict:
+    """A study's result from a top-1 difference: supported beyond the noise, contradicted, or undecided."""
+    supported = True if diff > tol else (False if diff < -tol else None)
+    if supported is None:
+        verdict += " The difference is within the noise of this budget."
+    return dict(verdict=verdict, supported=supported, numbers=numbers)
+
+
 def _f(value, digits: int = 2) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -239,10 +247,7 @@ def _ls_judge(results: dict) -> dict:
     verdict = (f"Label smoothing 0.1 changed top-1 by {diff:+.2f} points ({_f(t1[0])}% -> {_f(t1[1])}%, "
                f"noise +-{tol:.1f}) and top-5 {_f(t5[0])}% -> {_f(t5[1])}%{calib} "
                f"(the paper: about 0.2 points better top-1 and top-5 on ImageNet).")
-    supported = True if diff > tol else (False if diff < -tol else None)
-    if supported is None:
-        verdict += " The difference is within the noise of this budget."
-    return dict(verdict=verdict, supported=supported, numbers=numbers)
+    return _judged(verdict, diff, tol, numbers)
 
 
 # ------------------------------------------------------------------ grid reduction
@@ -333,10 +338,7 @@ def _aux_judge(results: dict) -> dict:
     verdict = (f"With auxiliary classifiers the final top-1 was {_f(t1['aux'])}% against {_f(t1['no_aux'])}% "
                f"without ({diff:+.2f} points, noise +-{tol:.1f}){reach} (the paper: no faster early training, "
                f"a slightly better end, as a regularizer).")
-    supported = True if diff > tol else (False if diff < -tol else None)
-    if supported is None:
-        verdict += " The difference is within the noise of this budget."
-    return dict(verdict=verdict, supported=supported, numbers=numbers)
+    return _judged(verdict, diff, tol, numbers)
 
 
 # ------------------------------------------------------------------ family
