@@ -1,6 +1,8 @@
 """The model zoo: parameter counts, parity with the references, the papers' switches, the API."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -10,8 +12,8 @@ from helpers import randomize_bn
 
 import inceptionlab as il
 from inceptionlab import UserError, create_model
-from inceptionlab.models.layers import ConvBN, ScaledResidual
-from inceptionlab.models.spec import Builder, Conv, Factorized5x5, FactorizedNxN, Mixed, Switches
+from inceptionlab.models.layers import ConvBN, PoolProjection, ScaledResidual
+from inceptionlab.models.spec import Builder, Conv, Factorized5x5, FactorizedNxN, Mixed, Pool, Switches
 
 FAMILIES = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1",
             "inception_resnet_v2"]
@@ -78,6 +80,11 @@ def _assert_same(ref, ours, x):
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
 
+# In training our pooling branches project before they pool (layers.PoolProjection): float32
+# rounding then differs from the references' order by up to ~5e-5 on logits of size ~7.
+TRAIN_ATOL = 1e-4
+
+
 def test_torchvision_googlenet_parity_with_aux(tmp_path):
     import torchvision
     torch.manual_seed(0)
@@ -95,9 +102,9 @@ def test_torchvision_googlenet_parity_with_aux(tmp_path):
     x = torch.randn(2, 3, 224, 224)
     r, o = ref(x), ours(x)
     assert isinstance(o, il.InceptionOutput) and len(o.aux) == 2
-    torch.testing.assert_close(o.logits, r.logits, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(o.aux[0], r.aux_logits1, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(o.aux[1], r.aux_logits2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(o.logits, r.logits, rtol=1e-4, atol=TRAIN_ATOL)
+    torch.testing.assert_close(o.aux[0], r.aux_logits1, rtol=1e-4, atol=TRAIN_ATOL)
+    torch.testing.assert_close(o.aux[1], r.aux_logits2, rtol=1e-4, atol=TRAIN_ATOL)
 
 
 def test_torchvision_googlenet_without_aux_loads_into_model_without_aux(tmp_path):
@@ -123,8 +130,12 @@ def test_torchvision_inception_v3_parity(tmp_path, fmt):
     ours.head.drop_rate = 0.0
     x = torch.randn(2, 3, 299, 299)
     r, o = ref(x), ours(x)
-    torch.testing.assert_close(o.logits, r.logits, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(o.aux[0], r.aux_logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(o.logits, r.logits, rtol=1e-4, atol=TRAIN_ATOL)
+    torch.testing.assert_close(o.aux[0], r.aux_logits, rtol=1e-4, atol=TRAIN_ATOL)
+    # the same arithmetic in another order: float64 agrees to rounding
+    ref.double(), ours.double()
+    r, o = ref(x.double()), ours(x.double())
+    torch.testing.assert_close(o.logits, r.logits, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", ["inception_v3", "inception_v4", "inception_resnet_v2"])
@@ -136,6 +147,55 @@ def test_timm_parity(tmp_path, name):
     ours = create_model(name, weights=path)
     _assert_same(ref, ours, torch.randn(1, 3, 299, 299))
     _assert_same(ref, ours, torch.randn(1, 3, 160, 160))
+
+
+# ------------------------------------------------------------------ training-order fast paths
+def _sequential_copy(branch: PoolProjection) -> nn.Sequential:
+    """The same pool and projection (copies) as a plain ``nn.Sequential``: the reference order."""
+    return nn.Sequential(*copy.deepcopy(list(branch)))
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_pool_projection_projects_then_pools_with_the_same_values_and_gradients(norm):
+    torch.manual_seed(0)
+    branch, _ = Builder(Switches(norm=norm)).branch([Pool("avg"), Conv(24, 1)], 96)
+    assert isinstance(branch, PoolProjection)  # the builder's pooling branches take the cheap order
+    if norm:
+        randomize_bn(branch)
+    plain = _sequential_copy(branch)  # the reference order: pool, then project
+    assert list(plain.state_dict()) == list(branch.state_dict())
+    branch.double().train(), plain.double().train()
+    x = torch.randn(3, 96, 11, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = branch(x1), plain(x2)
+    assert y1.shape == (3, 24, 11, 9)
+    torch.testing.assert_close(y1, y2, rtol=0, atol=1e-12)
+    grad = torch.randn_like(y1)
+    y1.backward(grad), y2.backward(grad)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=0, atol=1e-12)
+    for (name, p1), p2 in zip(branch.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p1.grad, p2.grad, rtol=0, atol=1e-10, msg=name)
+    if norm:  # batch statistics were gathered on the same values
+        torch.testing.assert_close(branch[1].bn.running_var, plain[1].bn.running_var, rtol=0, atol=1e-12)
+    branch.float().eval(), plain.float().eval()
+    with torch.no_grad():  # eval keeps the reference order: bit for bit
+        assert torch.equal(branch(x.float()), plain(x.float()))
+
+
+def test_pointwise_convolution_trains_as_one_matmul_with_conv2d_gradients():
+    torch.manual_seed(0)
+    block = ConvBN(40, 16, 1).double().train()
+    x = torch.randn(2, 40, 7, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    y = block.convolve(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)  # no copy on the way in or out
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a, b = block.convolve(x1), torch.nn.functional.conv2d(x2, block.conv.weight)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    g = torch.randn_like(a)
+    (wa,) = torch.autograd.grad(a, block.conv.weight, g, retain_graph=True)
+    (wb,) = torch.autograd.grad(b, block.conv.weight, g, retain_graph=True)
+    torch.testing.assert_close(wa, wb, rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(a, x1, g)[0], torch.autograd.grad(b, x2, g)[0], rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------ the papers' switches

@@ -33,7 +33,7 @@ from typing import Sequence, Union
 
 import torch.nn as nn
 
-from inceptionlab.models.layers import Concat, ConvBN, ScaledResidual
+from inceptionlab.models.layers import Concat, ConvBN, PoolProjection, ScaledResidual
 
 
 # ---------------------------------------------------------------- the vocabulary of the tables
@@ -214,6 +214,9 @@ class Builder:
                 else:
                     module, chs = self.conv(piece, chs)
                     layers.append(module)
+        if len(layers) == 2 and isinstance(layers[0], nn.AvgPool2d) and isinstance(layers[1], ConvBN) \
+                and layers[1].pointwise:
+            return PoolProjection(*layers), chs  # the same pool -> 1x1 branch, computed project-then-pool
         return (layers[0] if len(layers) == 1 else nn.Sequential(*layers)), chs
 
     def concat(self, branches, in_chs: int) -> tuple[Concat, int]:

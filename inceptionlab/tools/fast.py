@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from inceptionlab.models.layers import ConvBN, ScaledResidual
+from inceptionlab.models.layers import ConvBN, PoolProjection, ScaledResidual
 
 
 # ------------------------------------------------------------------ batch norm folding
@@ -101,7 +101,8 @@ class FusedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if self._eager(x):
-            weight, bias = self._packed_weight(x), self.bias.to(x.dtype)
+            weight = self._packed_weight(x)
+            bias = self.bias.to(x.dtype) if self.bias is not None else None
             if residual is None:
                 return torch.ops.mkldnn._convolution_pointwise(
                     x, weight, bias, self.padding, self.stride, self.dilation, self.groups,
@@ -148,11 +149,33 @@ class FusedResidual(nn.Module):
         return self.up_project(self.branches(x), residual=x)
 
 
+class FusedPoolProjection(nn.Module):
+    """A folded `PoolProjection`: the 1x1 projection (without its bias) as one oneDNN primitive,
+    then the pooling on its few channels, then bias and ReLU."""
+
+    def __init__(self, module: PoolProjection):
+        super().__init__()
+        self.pool, projection = module[0], module[1]
+        self.project = FusedConv(projection.conv, relu=False)
+        self.project.bias = None
+        bias = projection.conv.bias
+        self.register_buffer("bias", bias.detach().clone().view(1, -1, 1, 1) if bias is not None else None)
+        self.relu = projection.act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pool(self.project(x))  # N x C_in x H x W -> N x C_out x H x W -> pooled
+        if self.bias is not None:
+            y = y + self.bias
+        return F.relu(y, inplace=True) if self.relu else y
+
+
 def fuse_convolutions(model: nn.Module) -> nn.Module:
-    """Replaces every folded `ConvBN` and `ScaledResidual` by its fused form, in place."""
+    """Replaces every folded `ConvBN`, `PoolProjection` and `ScaledResidual` by its fused form, in place."""
     for name, child in list(model.named_children()):
         if isinstance(child, ConvBN) and child.bn is None:
             setattr(model, name, FusedConvBN(child))
+        elif isinstance(child, PoolProjection) and child[1].bn is None:
+            setattr(model, name, FusedPoolProjection(child))
         elif isinstance(child, ScaledResidual) and child.scale == 1.0:
             fuse_convolutions(child.branches)
             setattr(model, name, FusedResidual(child))
