@@ -14,7 +14,7 @@ from inceptionlab import create_model
 from inceptionlab.cli import main
 from inceptionlab.models.layers import ConvBN, ScaledResidual
 from inceptionlab.tools import benchmark as bench
-from inceptionlab.tools.fast import (FusedResidual, fold_batchnorm, make_optimizer, mkldnn_fusion_available,
+from inceptionlab.tools.fast import (FusedResidual, PerImage, fold_batchnorm, make_optimizer, mkldnn_fusion_available,
                                      optimize_for_inference)
 from inceptionlab.tools.predict import class_names, find_images, imagenet_classes, predict
 from helpers import randomize_bn
@@ -56,6 +56,23 @@ def test_optimize_for_inference_equals_the_eager_model(name):
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the model itself is left alone
     if name.startswith("inception_resnet") and mkldnn_fusion_available():
         assert any(isinstance(m, FusedResidual) for m in fast.model.modules())
+
+
+def test_stem_runs_image_by_image_on_its_large_grids():
+    model = tiny("inception_v3")
+    fast = optimize_for_inference(model)
+    # at the default 299 px the blocks up to the first pooling see grids >= 147: one group, named
+    # after its last block, whose output it gives
+    first_name, first = next(iter(fast.model.blocks.items()))
+    assert first_name == "maxpool_3a_3x3" and isinstance(first, PerImage)
+    assert list(first.blocks._modules) == ["conv2d_1a_3x3", "conv2d_2a_3x3", "conv2d_2b_3x3", "maxpool_3a_3x3"]
+    assert list(fast.model.blocks)[1:] == list(model.blocks)[4:]
+    x = batch("inception_v3", 3)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.model.blocks["maxpool_3a_3x3"](x), fast.model.blocks["maxpool_3a_3x3"].blocks(x))
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+    googlenet = optimize_for_inference(tiny("googlenet"))  # 224 px: only its first conv sees 224
+    assert not any(isinstance(m, PerImage) for m in googlenet.modules())
 
 
 def test_fold_batchnorm_folds_bn_and_residual_scale():

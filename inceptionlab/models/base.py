@@ -181,6 +181,11 @@ class FeatureExtractor(nn.Module):
 
 
 # ------------------------------------------------------------------ geometry
+def block_output_size(block: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
+    """The output H, W of ``block`` (any module of convolutions and poolings) for an input of ``size``."""
+    return _spatial(block, tuple(size))
+
+
 def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None,
              all_branches: bool = True) -> tuple[int, int]:
     """The output H, W of ``module`` for an input of ``size``; appends every intermediate to trace.

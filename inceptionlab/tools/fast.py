@@ -10,8 +10,11 @@ in less time:
    Inception-ResNet blocks, the residual addition) fused, on weights reordered once into oneDNN's
    blocked layout instead of on every call (`FusedConv`): what PyTorch's own compiler emits for
    convolutions, without compiling;
-3. channels-last memory format, inference mode (no autograd bookkeeping), auxiliary heads dropped;
-4. optionally ``torch.compile`` on top (``compile=True``).
+   Pooling branches project before they pool (`FusedPoolProjection`), pooling fewer channels;
+3. on CPUs, the stem's large-grid layers (147x147 at 299 px) run one image at a time (`PerImage`),
+   so that one image's maps stay in cache from layer to layer;
+4. channels-last memory format, inference mode (no autograd bookkeeping), auxiliary heads dropped;
+5. optionally ``torch.compile`` on top (``compile=True``).
 
 `fold_batchnorm` alone gives the plain, exportable network (ONNX, ``torch.export``).
 `training_setup` holds the training-side fast path: channels-last, fused optimizer steps, bf16
@@ -20,12 +23,14 @@ autocast where the CPU has it, optional compile.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inceptionlab.models.base import block_output_size
 from inceptionlab.models.layers import ConvBN, PoolProjection, ScaledResidual
 
 
@@ -184,6 +189,50 @@ def fuse_convolutions(model: nn.Module) -> nn.Module:
     return model
 
 
+# ------------------------------------------------------------------ the stem, one image at a time
+class PerImage(nn.Module):
+    """Runs ``blocks`` one image at a time and concatenates the results.
+
+    The stems' first layers work on 147x147 grids: megabytes per image that, batched, oneDNN's
+    loops stream through the caches once per layer. Image by image, one image's maps stay cached
+    from layer to layer. Measured at batch 8, one thread, alternating: Inception-v3's stem up to
+    the first pooling (input grids >= 147) takes 6% less of the whole network's time this way,
+    Inception-v4's 5%; block by block, image by image, gains nothing.
+    """
+
+    def __init__(self, blocks: nn.Sequential):
+        super().__init__()
+        self.blocks = blocks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 1:
+            return self.blocks(x)
+        return torch.cat([self.blocks(image) for image in x.split(1)])  # N x C x H x W, as batched
+
+
+def per_image_stem(model: nn.Module, min_grid: int = 128) -> nn.Module:
+    """Groups an `InceptionNet`'s leading blocks whose input grid, at the model's default input
+    size, is at least ``min_grid`` pixels on a side into one `PerImage`, in place. The group takes
+    the name of its last block (whose output it gives)."""
+    blocks = getattr(model, "blocks", None)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    if not isinstance(blocks, nn.ModuleDict) or "input_size" not in cfg:
+        return model
+    size, lead = tuple(cfg["input_size"][-2:]), []
+    for name, block in blocks.items():
+        if min(size) < min_grid:
+            break
+        lead.append(name)
+        size = block_output_size(block, size)
+    if len(lead) < 2:
+        return model
+    grouped = nn.ModuleDict({lead[-1]: PerImage(nn.Sequential(OrderedDict((n, blocks[n]) for n in lead)))})
+    for name in list(blocks)[len(lead):]:
+        grouped[name] = blocks[name]
+    model.blocks = grouped
+    return model
+
+
 # ------------------------------------------------------------------ the inference model
 class InferenceModel(nn.Module):
     """What `optimize_for_inference` returns: the prepared network (``.model``), run in inference
@@ -238,6 +287,8 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fuse
         fuse = device.type == "cpu" and mkldnn_fusion_available() and not compile
     if fuse:
         fuse_convolutions(fast)
+    if device.type == "cpu" and not compile:
+        per_image_stem(fast)
     if dtype is not None:
         fast.to(dtype)
     if channels_last:
