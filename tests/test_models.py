@@ -12,7 +12,7 @@ from helpers import randomize_bn
 
 import inceptionlab as il
 from inceptionlab import UserError, create_model
-from inceptionlab.models.layers import ConvBN, PoolProjection, ScaledResidual
+from inceptionlab.models.layers import ConvBN, PoolProjection, ScaledResidual, merged_pointwise
 from inceptionlab.models.spec import Builder, Conv, Factorized5x5, FactorizedNxN, Mixed, Pool, Switches
 
 FAMILIES = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1",
@@ -196,6 +196,51 @@ def test_pointwise_convolution_trains_as_one_matmul_with_conv2d_gradients():
     (wb,) = torch.autograd.grad(b, block.conv.weight, g, retain_graph=True)
     torch.testing.assert_close(wa, wb, rtol=0, atol=1e-12)
     torch.testing.assert_close(torch.autograd.grad(a, x1, g)[0], torch.autograd.grad(b, x2, g)[0], rtol=0, atol=1e-12)
+
+
+def _train_step_results(module: nn.Module, x: torch.Tensor):
+    x = x.clone().requires_grad_()
+    y = module(x)
+    y.backward(torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y))
+    return y, x.grad, [p.grad for p in module.parameters()], list(module.state_dict().values())
+
+
+def test_branches_opening_with_1x1_convolutions_train_as_one_matmul(monkeypatch):
+    import inceptionlab.models.layers as layers
+    torch.manual_seed(0)
+    spec = Mixed([Conv(16, 1)], [Conv(12, 1), Conv(16, 3)], [Conv(16, 1), Conv(24, 3), Conv(24, 3)],
+                 [Pool("avg"), Conv(8, 1)])
+    module, chs = Builder(Switches()).block(spec, 32)
+    randomize_bn(module)
+    module.double().train()
+    separate = copy.deepcopy(module)
+    calls = []
+
+    def spy(x, blocks):
+        calls.append(len(blocks))
+        return merged_pointwise(x, blocks)
+    monkeypatch.setattr(layers, "merged_pointwise", spy)
+    x = torch.randn(4, 32, 9, 7, dtype=torch.float64)
+    merged_out = _train_step_results(module, x.contiguous(memory_format=torch.channels_last))
+    assert calls == [3]  # the three branches that open with a 1x1 convolution, as one
+    separate_out = _train_step_results(separate, x)  # NCHW input: branch by branch
+    assert calls == [3]
+    y1, gx1, grads1, state1 = merged_out
+    y2, gx2, grads2, state2 = separate_out
+    assert y1.shape == (4, chs, 9, 7)
+    torch.testing.assert_close(y1, y2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(gx1, gx2, rtol=0, atol=1e-12)
+    for g1, g2 in zip(grads1, grads2):
+        torch.testing.assert_close(g1, g2, rtol=0, atol=1e-10)
+    for t1, t2 in zip(state1, state2):  # running statistics and batch counts, written back to each BN
+        torch.testing.assert_close(t1, t2, rtol=0, atol=1e-12)
+    # settings that must not be merged fall back to branch by branch
+    module.branches[1][0].bn.eps = 1e-5
+    _train_step_results(module, x.contiguous(memory_format=torch.channels_last))
+    module.branches[1][0].bn.eps = module.branches[0].bn.eps
+    module.branches[0].bn = nn.SyncBatchNorm(16).double()  # gathers its own statistics
+    _train_step_results(module, x.contiguous(memory_format=torch.channels_last))
+    assert calls == [3]
 
 
 # ------------------------------------------------------------------ the papers' switches
