@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         for row in rows:
             if row["model"] == "inception_v3" and row["mode"] == "train" and row["batch"] == 8:
                 row["peak_rss_mb"], row["ref_peak_rss_mb"] = round(ours, 1), round(theirs, 1)
-    info["peak_gflops_fp32_at_end"] = round(bench.measure_peak("fp32"), 1)
+    info[f"peak_gflops_{args.precision}_at_end"] = round(bench.measure_peak(args.precision), 1)
     info["wall_seconds"] = round(time.time() - start)
     info["load_average_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     print()

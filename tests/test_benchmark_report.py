@@ -1,0 +1,35 @@
+"""benchmarks/report.py: the targets table and the peak it divides by."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.report import _against_best_peak, _targets  # noqa: E402
+
+
+def _row(**kw):
+    row = {"model": "inception_v3", "img_size": "299", "batch": "8", "mode": "infer", "precision": "fp32",
+           "reference": "timm", "ratio": "1.3", "gflops_per_sec": "100.0", "fraction_of_peak": "0.8"}
+    return {**row, **kw}
+
+
+def test_share_of_peak_uses_the_best_peak_of_the_run():
+    machine = {"peak_gflops_fp32": 125.0, "peak_gflops_fp32_at_end": 150.0, "peak_gflops_bf16": 900.0}
+    rows = _against_best_peak([_row(), _row(precision="bf16", gflops_per_sec="450.0")], machine)
+    assert rows[0]["fraction_of_peak"] == "0.667"  # 100 / 150, not 100 / 125
+    assert rows[1]["fraction_of_peak"] == "0.5"  # bf16 rows against the bf16 peak
+    assert _against_best_peak([_row()], {})[0]["fraction_of_peak"] == "0.8"  # no peak recorded: as measured
+
+
+def test_targets_table_judges_each_row():
+    lines = _targets([_row(fraction_of_peak="0.667"), _row(mode="train", ratio="1.05", peak_rss_mb="1800",
+                                                          ref_peak_rss_mb="1900"),
+                      _row(precision="bf16", ratio="3.0")])  # bf16 rows are not judged: the targets are fp32
+    assert lines[2:] == [
+        "| inception_v3 | 8 | infer | >= 1.25x timm (channels-last) | 1.30x | yes |",
+        "| inception_v3 | 8 | infer | >= 80% of the convolution peak | 67% | no |",
+        "| inception_v3 | 8 | train | >= 1.10x timm (channels-last) | 1.05x | no |",
+        "| inception_v3 | 8 | train | peak RSS <= timm's (1900 MiB) | 1800 MiB | yes |",
+    ]
