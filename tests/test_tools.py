@@ -61,18 +61,20 @@ def test_optimize_for_inference_equals_the_eager_model(name):
 def test_stem_runs_image_by_image_on_its_large_grids():
     model = tiny("inception_v3")
     fast = optimize_for_inference(model)
-    # at the default 299 px the blocks up to the first pooling see grids >= 147: one group, named
+    # at the default 299 px the blocks before the 35x35 modules see grids >= 64: one group, named
     # after its last block, whose output it gives
+    stem = ["conv2d_1a_3x3", "conv2d_2a_3x3", "conv2d_2b_3x3", "maxpool_3a_3x3", "conv2d_3b_1x1", "conv2d_4a_3x3",
+            "maxpool_5a_3x3"]
     first_name, first = next(iter(fast.model.blocks.items()))
-    assert first_name == "maxpool_3a_3x3" and isinstance(first, PerImage)
-    assert list(first.blocks._modules) == ["conv2d_1a_3x3", "conv2d_2a_3x3", "conv2d_2b_3x3", "maxpool_3a_3x3"]
-    assert list(fast.model.blocks)[1:] == list(model.blocks)[4:]
+    assert first_name == "maxpool_5a_3x3" and isinstance(first, PerImage)
+    assert list(first.blocks._modules) == stem == list(model.blocks)[:7]
+    assert list(fast.model.blocks)[1:] == list(model.blocks)[7:]
     x = batch("inception_v3", 3)
     with torch.no_grad():
-        torch.testing.assert_close(fast.model.blocks["maxpool_3a_3x3"](x), fast.model.blocks["maxpool_3a_3x3"].blocks(x))
+        torch.testing.assert_close(first(x), first.blocks(x))
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
-    googlenet = optimize_for_inference(tiny("googlenet"))  # 224 px: only its first conv sees 224
-    assert not any(isinstance(m, PerImage) for m in googlenet.modules())
+    small = optimize_for_inference(tiny("inception_v3", stem="low_res"))  # 32 px: nothing to group
+    assert not any(isinstance(m, PerImage) for m in small.modules())
 
 
 def test_fold_batchnorm_folds_bn_and_residual_scale():

@@ -11,7 +11,7 @@ in less time:
    blocked layout instead of on every call (`FusedConv`): what PyTorch's own compiler emits for
    convolutions, without compiling;
    Pooling branches project before they pool (`FusedPoolProjection`), pooling fewer channels;
-3. on CPUs, the stem's large-grid layers (147x147 at 299 px) run one image at a time (`PerImage`),
+3. on CPUs, the stem's large-grid layers (147x147 to 71x71 at 299 px) run one image at a time (`PerImage`),
    so that one image's maps stay in cache from layer to layer;
 4. channels-last memory format, inference mode (no autograd bookkeeping), auxiliary heads dropped;
 5. optionally ``torch.compile`` on top (``compile=True``).
@@ -193,11 +193,12 @@ def fuse_convolutions(model: nn.Module) -> nn.Module:
 class PerImage(nn.Module):
     """Runs ``blocks`` one image at a time and concatenates the results.
 
-    The stems' first layers work on 147x147 grids: megabytes per image that, batched, oneDNN's
+    The stems' layers work on 147x147 to 71x71 grids: megabytes per image that, batched, oneDNN's
     loops stream through the caches once per layer. Image by image, one image's maps stay cached
-    from layer to layer. Measured at batch 8, one thread, alternating: Inception-v3's stem up to
-    the first pooling (input grids >= 147) takes 6% less of the whole network's time this way,
-    Inception-v4's 5%; block by block, image by image, gains nothing.
+    from layer to layer. Measured at batch 8, one thread, alternating: running the stem up to its
+    first pooling this way takes 5-6% off Inception-v3's and v4's whole forward pass; going on to
+    the last layer before the 35x35 modules (input grids >= 64) takes another 2-3%, and into the
+    35x35 modules gives some back; block by block, image by image, gains nothing.
     """
 
     def __init__(self, blocks: nn.Sequential):
@@ -210,7 +211,7 @@ class PerImage(nn.Module):
         return torch.cat([self.blocks(image) for image in x.split(1)])  # N x C x H x W, as batched
 
 
-def per_image_stem(model: nn.Module, min_grid: int = 128) -> nn.Module:
+def per_image_stem(model: nn.Module, min_grid: int = 64) -> nn.Module:
     """Groups an `InceptionNet`'s leading blocks whose input grid, at the model's default input
     size, is at least ``min_grid`` pixels on a side into one `PerImage`, in place. The group takes
     the name of its last block (whose output it gives)."""
