@@ -17,8 +17,12 @@ in less time:
 5. optionally ``torch.compile`` on top (``compile=True``).
 
 `fold_batchnorm` alone gives the plain, exportable network (ONNX, ``torch.export``).
-`training_setup` holds the training-side fast path: channels-last, fused optimizer steps, bf16
-autocast where the CPU has it, optional compile.
+
+The training side (`prepare_for_training`, `make_optimizer`, `autocast_context`): channels-last,
+fused optimizer steps, bf16 autocast where the CPU has it, optional compile. Channels-last is also
+what lets the blocks themselves (`models/layers.py`) take their training-order fast paths on the
+CPU: 1x1 convolutions as one matrix product, the 1x1 openers of a module's branches as one, and
+pooling branches that project before they pool.
 """
 from __future__ import annotations
 
@@ -342,7 +346,11 @@ def autocast_context(device_type: str, precision: str):
 
 
 def prepare_for_training(model: nn.Module, *, channels_last: bool = True, compile: bool = False) -> nn.Module:
-    """Channels-last (and optionally ``torch.compile``) for a training step; returns the module to call."""
+    """Channels-last (and optionally ``torch.compile``) for a training step; returns the module to call.
+
+    On the CPU, channels-last input turns on the blocks' training-order paths (one matrix product
+    for the 1x1 convolutions, and for the 1x1 openers of parallel branches together).
+    """
     model.train()
     if channels_last:
         model.to(memory_format=torch.channels_last)
