@@ -3,6 +3,16 @@ import torch
 import torch.nn as nn
 
 
+def train_in_process(cfg):
+    """``train(cfg)`` in this process, leaving torch's thread count as it found it (a run sets its own)."""
+    from inceptionlab.train import train
+    before = torch.get_num_threads()
+    try:
+        return train(cfg)
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """BN statistics and affine parameters far from identity, so that loading, folding and export

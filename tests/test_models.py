@@ -237,6 +237,7 @@ def test_branches_opening_with_1x1_convolutions_train_as_one_matmul(monkeypatch)
     # settings that must not be merged fall back to branch by branch
     module.branches[1][0].bn.eps = 1e-5
     _train_step_results(module, x.contiguous(memory_format=torch.channels_last))
+    assert calls == [3]
     module.branches[1][0].bn.eps = module.branches[0].bn.eps
     module.branches[0].bn = nn.SyncBatchNorm(16).double()  # gathers its own statistics
     _train_step_results(module, x.contiguous(memory_format=torch.channels_last))

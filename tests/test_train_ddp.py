@@ -16,7 +16,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from inceptionlab.train import TrainConfig, train
+from helpers import train_in_process
+from inceptionlab.train import TrainConfig
 from inceptionlab.train.distributed import SyncBatchNorm
 from inceptionlab.train.logs import read_steps
 
@@ -83,11 +84,7 @@ def _cli(out) -> list[str]:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one_and_resume_after_sigterm(tmp_path):
-    before = torch.get_num_threads()
-    try:
-        single = train(TrainConfig(model="inception_v3", out=str(tmp_path / "single"), **ARGS))
-    finally:
-        torch.set_num_threads(before)
+    single = train_in_process(TrainConfig(model="inception_v3", out=str(tmp_path / "single"), **ARGS))
     assert single["status"] == "finished"
 
     env = dict(os.environ, OMP_NUM_THREADS="1")

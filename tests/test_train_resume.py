@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from inceptionlab.train import TrainConfig, train
+from helpers import train_in_process
+from inceptionlab.train import TrainConfig
 from inceptionlab.train.logs import read_metrics, read_steps
 
 # dropout, aux head, EMA and random crops all draw random numbers: resume must restore them all
@@ -34,11 +35,7 @@ def _cli_args(out) -> list[str]:
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    before = torch.get_num_threads()
-    try:
-        straight = train(TrainConfig(model="inception_v3", out=str(tmp_path / "straight"), **ARGS))
-    finally:
-        torch.set_num_threads(before)
+    straight = train_in_process(TrainConfig(model="inception_v3", out=str(tmp_path / "straight"), **ARGS))
     assert straight["status"] == "finished"
 
     killed = tmp_path / "killed"

@@ -91,9 +91,15 @@ class PoolProjection(nn.Sequential):
     """
 
     def __init__(self, pool: nn.AvgPool2d, projection: ConvBN):
-        if not (isinstance(pool, nn.AvgPool2d) and isinstance(projection, ConvBN) and projection.pointwise):
+        if not self.takes([pool, projection]):
             raise ValueError("PoolProjection takes average pooling and a 1x1 stride-1 ConvBN")
         super().__init__(pool, projection)
+
+    @staticmethod
+    def takes(layers: list[nn.Module]) -> bool:
+        """Whether ``layers`` are average pooling then a pointwise `ConvBN`, which commute."""
+        return (len(layers) == 2 and isinstance(layers[0], nn.AvgPool2d) and isinstance(layers[1], ConvBN)
+                and layers[1].pointwise)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pool, projection = self[0], self[1]
@@ -187,9 +193,9 @@ def merged_pointwise(x: torch.Tensor, blocks: list[ConvBN]) -> torch.Tensor:
         y = F.batch_norm(y, mean, var, torch.cat([bn.weight for bn in norms]), torch.cat([bn.bias for bn in norms]),
                          first.training, first.momentum, first.eps)
         if first.training:  # what each BatchNorm2d would have done to its own statistics
+            sizes = [bn.num_features for bn in norms]
             with torch.no_grad():
-                for bn, m, v in zip(norms, mean.split([bn.num_features for bn in norms]),
-                                    var.split([bn.num_features for bn in norms])):
+                for bn, m, v in zip(norms, mean.split(sizes), var.split(sizes)):
                     bn.running_mean.copy_(m)
                     bn.running_var.copy_(v)
                     bn.num_batches_tracked.add_(1)

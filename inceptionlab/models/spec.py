@@ -28,7 +28,7 @@ every family:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence, Union
 
 import torch.nn as nn
@@ -214,8 +214,7 @@ class Builder:
                 else:
                     module, chs = self.conv(piece, chs)
                     layers.append(module)
-        if len(layers) == 2 and isinstance(layers[0], nn.AvgPool2d) and isinstance(layers[1], ConvBN) \
-                and layers[1].pointwise:
+        if PoolProjection.takes(layers):
             return PoolProjection(*layers), chs  # the same pool -> 1x1 branch, computed project-then-pool
         return (layers[0] if len(layers) == 1 else nn.Sequential(*layers)), chs
 

@@ -87,10 +87,11 @@ class FusedConv(nn.Module):
     export tracing, and with autograd on.
     """
 
-    def __init__(self, conv: nn.Conv2d, relu: bool):
+    def __init__(self, conv: nn.Conv2d, relu: bool, bias: bool = True):
         super().__init__()
         self.register_buffer("weight", conv.weight.detach().clone())
-        self.register_buffer("bias", conv.bias.detach().clone() if conv.bias is not None else None)
+        keep = bias and conv.bias is not None  # bias=False: the caller adds the conv's bias itself
+        self.register_buffer("bias", conv.bias.detach().clone() if keep else None)
         self.stride, self.padding = list(conv.stride), list(conv.padding)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self.relu = relu
@@ -165,8 +166,7 @@ class FusedPoolProjection(nn.Module):
     def __init__(self, module: PoolProjection):
         super().__init__()
         self.pool, projection = module[0], module[1]
-        self.project = FusedConv(projection.conv, relu=False)
-        self.project.bias = None
+        self.project = FusedConv(projection.conv, relu=False, bias=False)
         bias = projection.conv.bias
         self.register_buffer("bias", bias.detach().clone().view(1, -1, 1, 1) if bias is not None else None)
         self.relu = projection.act
