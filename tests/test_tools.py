@@ -77,6 +77,41 @@ def test_stem_runs_image_by_image_on_its_large_grids():
     assert not any(isinstance(m, PerImage) for m in small.modules())
 
 
+def test_large_batches_run_in_chunks_with_the_same_outputs(monkeypatch):
+    model = tiny("inception_v3")
+    fast = optimize_for_inference(model, chunk_size=2)
+    whole = optimize_for_inference(model, chunk_size=0)
+    sizes = []
+    fast.model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    x = batch("inception_v3", 5)
+    torch.testing.assert_close(fast(x), whole(x))
+    assert sizes == [2, 2, 1]
+    assert optimize_for_inference(model).chunk_size == inceptionlab.tools.fast.CPU_CHUNK == 8
+    with pytest.raises(ValueError, match="chunk_size must be 0"):
+        optimize_for_inference(model, chunk_size=-1)
+
+
+@pytest.mark.skipif(not mkldnn_fusion_available(), reason="needs oneDNN's fused convolutions")
+def test_residual_up_projection_adds_itself_into_the_block_input():
+    model = tiny("inception_resnet_v2")
+    fast = optimize_for_inference(model)
+    residuals = [m for m in fast.model.modules() if isinstance(m, FusedResidual)]
+    assert residuals and all(m.inplace for m in residuals)
+    x = batch("inception_resnet_v2", 3)
+    kept = x.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
+    assert torch.equal(x, kept)  # the caller's input is never written to
+    block = residuals[0]
+    block_input = torch.randn(2, block.up_project.weight.shape[0], 9, 9).contiguous(memory_format=torch.channels_last)
+    branch_out = torch.randn(2, block.up_project.weight.shape[1], 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected = block.up_project(branch_out, residual=block_input)
+        out = block.up_project.accumulate_into(block_input, branch_out)
+    assert out is block_input
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_fold_batchnorm_folds_bn_and_residual_scale():
     model = tiny("inception_resnet_v2")
     x = batch("inception_resnet_v2")
