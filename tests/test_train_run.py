@@ -247,3 +247,33 @@ def test_fine_tuning_from_the_command_line_keeps_frozen_blocks_unchanged(tmp_pat
     assert any(not torch.equal(tuned[k], before[k]) for k in later)
     assert main(args("bad", "mixed_6z")) == 2
     assert "inception_v3 has no block 'mixed_6z'; did you mean mixed_6e" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, expected", [(None, torch.channels_last), (True, torch.channels_last),
+                                               (False, torch.contiguous_format)])
+def test_channels_last_is_on_for_the_cpu_unless_turned_off(tmp_path, setting, expected):
+    from inceptionlab.train.distributed import Distributed
+    from inceptionlab.train.engine import Trainer
+
+    dist = Distributed.from_env()
+    try:
+        trainer = Trainer(tiny(tmp_path, channels_last=setting).resolved(), dist)
+    finally:
+        dist.close()
+    assert trainer.memory_format == expected
+    weight = next(p for p in trainer.net.parameters() if p.dim() == 4 and p.shape[-1] > 1)
+    assert weight.is_contiguous(memory_format=expected)
+    assert weight.is_contiguous() == (expected == torch.contiguous_format)
+
+
+def test_channels_last_flag_reaches_the_config(tmp_path, capsys):
+    from inceptionlab.cli import main
+    import yaml
+
+    args = ["train", "--model", "inception_v3", "--steps", "1", "--batch-size", "8", "--img-size", "12",
+            "--limit-per-class", "4", "--val-split", "0.02", "--model-kwargs", "stem=low_res", "depth_multiplier=0.1",
+            "min_depth=8", "--quiet", "--threads", "1"]
+    assert main(args + ["--out", str(tmp_path / "off"), "--no-channels-last"]) == 0, capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "default")]) == 0, capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "off" / "config.yaml").read_text())["channels_last"] is False
+    assert yaml.safe_load((tmp_path / "default" / "config.yaml").read_text())["channels_last"] is None

@@ -199,6 +199,7 @@ def test_random_state_round_trips_through_a_safe_checkpoint(tmp_path):
     (dict(batch_size=0), "batch_size must be an integer >= 1"),
     (dict(ema_decay=1.0), "ema_decay"),
     (dict(amp="fp8"), "amp must be true, false, bf16 or fp16"),
+    (dict(channels_last="yes"), "channels_last must be true, false or null"),
     (dict(crop_scale=(0.5, 0.2)), "crop_scale"),
     (dict(epochs=2, steps=2.5), "steps must be an integer"),
     (dict(weights="/no/such/file.pth"), "does not exist"),

@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed = parser.add_argument_group("speed")
     speed.add_argument("--amp", nargs="?", const=True, default=S, metavar="bf16|fp16",
                        help="mixed precision (bf16 on the CPU)")
-    speed.add_argument("--channels-last", action="store_true", default=S)
+    speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
+                       help="channels-last memory format; default: on for the CPU")
     speed.add_argument("--compile", action="store_true", default=S)
     speed.add_argument("--threads", type=int, default=S, help="CPU threads per process (1 on a busy machine)")
     speed.add_argument("--sync-bn", action="store_true", default=S, help="multi-process: global BN statistics")

@@ -164,7 +164,8 @@ class Trainer:
 
         # the model on its device, wrapped for speed and for multiple processes
         self.net.to(self.device)
-        if cfg.channels_last:
+        channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cpu"
+        if channels_last:
             self.net.to(memory_format=torch.channels_last)
         if cfg.sync_bn and dist.enabled:
             self.net = convert_sync_batchnorm(self.net, self.device)
@@ -185,7 +186,7 @@ class Trainer:
         aux_weight = default_aux_weight(self.net.name) if cfg.aux_weight is None else cfg.aux_weight
         self.loss_fn = InceptionLoss(cfg.smoothing, aux_weight)
         self.aux_weight = aux_weight
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         self.pos, self.history = Position(), History()
         self.last_lr = self.schedule(0)
