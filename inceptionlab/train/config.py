@@ -75,7 +75,7 @@ class TrainConfig:
     freeze_until: str | None = None      # fine-tuning: blocks up to and including this one stay fixed
     # speed
     amp: bool | str = False              # True: bf16 on the CPU; fp16 or bf16 on CUDA
-    channels_last: bool | None = None    # None: on for the CPU, where it makes a training step 1.25-1.9x faster
+    channels_last: bool | None = None    # None: on for the CPU (training steps 1.3-1.9x faster: BENCHMARKS.md)
     compile: bool = False
     sync_bn: bool = False                # multi-process: batch statistics over all processes
     threads: int | None = None           # CPU threads per process (torch.set_num_threads); None: torch's
