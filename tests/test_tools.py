@@ -102,6 +102,9 @@ def test_residual_up_projection_adds_itself_into_the_block_input():
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-4)
     assert torch.equal(x, kept)  # the caller's input is never written to
+    contiguous = optimize_for_inference(model, channels_last=False)  # NCHW maps: the fused addition instead
+    with torch.no_grad():
+        torch.testing.assert_close(contiguous(x), model(x), rtol=1e-4, atol=1e-4)
     block = residuals[0]
     block_input = torch.randn(2, block.up_project.weight.shape[0], 9, 9).contiguous(memory_format=torch.channels_last)
     branch_out = torch.randn(2, block.up_project.weight.shape[1], 9, 9).contiguous(memory_format=torch.channels_last)
