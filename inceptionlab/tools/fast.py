@@ -130,9 +130,9 @@ class FusedConv(nn.Module):
 
     def accumulate_into(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``out += conv(x)`` (then ReLU) in ``out``'s memory, for a 1x1 convolution of channels-last
-        maps: one GEMM that adds to what ``out`` holds (BLAS beta = 1), which costs no more than the
-        plain product, where oneDNN's fused addition costs 15-30% more (Inception-ResNet's
-        up-projections at batch 8). ``out`` is overwritten."""
+        maps: one GEMM that adds to what ``out`` holds (BLAS beta = 1), which costs about what the
+        plain product costs, where oneDNN's fused addition costs 25-50% more (Inception-ResNet-v2's
+        17x17 and 8x8 up-projections at batch 8). ``out`` is overwritten."""
         matrix = self._matrix.get(x.dtype)
         if matrix is None:
             matrix = self._matrix[x.dtype] = self.weight.to(x.dtype).flatten(1).t().contiguous()
@@ -284,9 +284,9 @@ def per_image_stem(model: nn.Module, min_grid: int = 64) -> nn.Module:
 
 # ------------------------------------------------------------------ the inference model
 # Batches larger than this run in chunks of this many images on the CPU. Measured at 299 px, one
-# thread, chunk against whole batch alternating in one process: batch 32 in chunks of 8 is 1.16x
-# faster for Inception-ResNet-v2 and 1.05x for v3; at batch 8, chunks of 4 or 2 are slower for all
-# three. A chunk's maps at the 17x17 and 8x8 stages stay in the caches from layer to layer.
+# thread, chunk against whole batch alternating in one process: batch 32 in chunks of 8 is 1.15x
+# faster for Inception-ResNet-v2 and 1.01-1.05x (within the noise) for v3 and v4; at batch 8, chunks
+# of 4 or 2 are slower for all three. A chunk's maps at the 17x17 and 8x8 stages stay in the caches from layer to layer.
 CPU_CHUNK = 8
 
 
