@@ -43,10 +43,7 @@ class ConvBN(nn.Module):
 
     @property
     def pointwise(self) -> bool:
-        """Whether the convolution is a per-pixel channel mix (1x1, stride 1, no padding, ungrouped)."""
-        c = self.conv
-        return (c.kernel_size == (1, 1) and c.stride == (1, 1) and c.padding == (0, 0)
-                and c.dilation == (1, 1) and c.groups == 1)
+        return is_pointwise(self.conv)
 
     def convolve(self, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
         """The convolution alone (with its bias unless ``bias=False``)."""
@@ -69,13 +66,24 @@ class ConvBN(nn.Module):
         return self.normalize(self.convolve(x))
 
 
+def is_pointwise(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` is a per-pixel channel mix (1x1, stride 1, no padding, ungrouped): a matrix product."""
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
+            and conv.dilation == (1, 1) and conv.groups == 1)
+
+
+def channel_rows(x: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W -> its (N*H*W) x C matrix; a view of the same memory when ``x`` is channels-last."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
 def pointwise_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A 1x1 convolution of a channels-last map as one matrix product, without copies.
 
     N x C x H x W (stored N, H, W, C) -> (N*H*W) x C @ C x O -> N x O x H x W (stored N, H, W, O).
     """
     n, c, h, w = x.shape
-    y = F.linear(x.permute(0, 2, 3, 1).reshape(n * h * w, c), weight.view(weight.shape[0], c), bias)
+    y = F.linear(channel_rows(x), weight.view(weight.shape[0], c), bias)
     return y.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 

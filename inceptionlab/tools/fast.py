@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from inceptionlab.models.base import block_output_size
-from inceptionlab.models.layers import ConvBN, PoolProjection, ScaledResidual
+from inceptionlab.models.layers import ConvBN, PoolProjection, ScaledResidual, channel_rows, is_pointwise
 
 
 # ------------------------------------------------------------------ batch norm folding
@@ -136,16 +136,11 @@ class FusedConv(nn.Module):
         matrix = self._matrix.get(x.dtype)
         if matrix is None:
             matrix = self._matrix[x.dtype] = self.weight.to(x.dtype).flatten(1).t().contiguous()
-        rows = _rows(out)  # N x C_out x H x W -> (N*H*W) x C_out, a view
+        rows = channel_rows(out)  # N x C_out x H x W -> (N*H*W) x C_out, a view
         if self.bias is not None:
             rows.add_(self.bias.to(x.dtype))
-        rows.addmm_(_rows(x), matrix)  # += (N*H*W) x C_in @ C_in x C_out
+        rows.addmm_(channel_rows(x), matrix)  # += (N*H*W) x C_in @ C_in x C_out
         return out.relu_() if self.relu else out
-
-    @property
-    def pointwise(self) -> bool:
-        return (self.weight.shape[2:] == (1, 1) and self.stride == [1, 1] and self.padding == [0, 0]
-                and self.dilation == [1, 1] and self.groups == 1)
 
     def _apply(self, fn, recurse=True):
         self._packed, self._matrix = {}, {}  # a new device or dtype: pack again on the next call
@@ -155,11 +150,6 @@ class FusedConv(nn.Module):
         k = tuple(self.weight.shape[2:])
         return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={k}, "
                 f"stride={tuple(self.stride)}, padding={tuple(self.padding)}, relu={self.relu}")
-
-
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    """N x C x H x W stored channels-last -> its (N*H*W) x C matrix, a view of the same memory."""
-    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
 def _channels_last(*tensors: torch.Tensor) -> bool:
@@ -190,7 +180,7 @@ class FusedResidual(nn.Module):
         super().__init__()
         self.branches = module.branches
         self.up_project = FusedConv(module.up_project, relu=module.activate)
-        self.inplace = inplace and self.up_project.pointwise
+        self.inplace = inplace and is_pointwise(module.up_project)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.branches(x)  # N x C_branches x H x W

@@ -178,12 +178,11 @@ class TrainConfig:
             raise UserError(f"amp must be true, false, {' or '.join(AMP_MODES)}, got {self.amp!r}")
         if not isinstance(self.model_kwargs, dict):
             raise UserError(f"model_kwargs must be a mapping of switch: value, got {self.model_kwargs!r}")
-        for flag in ("strict", "augment", "hflip", "distort", "freeze_bn", "channels_last", "compile",
-                     "sync_bn", "quiet"):
-            value = getattr(self, flag)
-            if not isinstance(value, bool) and not (flag == "channels_last" and value is None):
-                choices = "true, false or null (on for the CPU)" if flag == "channels_last" else "true or false"
-                raise UserError(f"{flag} must be {choices}, got {value!r}")
+        for flag in ("strict", "augment", "hflip", "distort", "freeze_bn", "compile", "sync_bn", "quiet"):
+            if not isinstance(getattr(self, flag), bool):
+                raise UserError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise UserError(f"channels_last must be true, false or null (on for the CPU), got {self.channels_last!r}")
         if self.weights is not None and not Path(self.weights).exists():
             raise UserError(f"weights file {self.weights} does not exist; pass a .safetensors/.pth file "
                             f"or a directory written by save_pretrained")
