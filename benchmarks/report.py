@@ -23,11 +23,12 @@ TARGETS = {"infer": 1.25, "train": 1.10}
 PEAK_FRACTION = 0.80
 
 
-def save_result(name: str, rows: list[dict], info: dict, command: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    csv_path = write_csv(rows, RESULTS / f"{name}.csv")
+def save_result(name: str, rows: list[dict], info: dict, command: str, folder: Path = RESULTS) -> Path:
+    """Writes ``folder/name.csv`` (the rows) and ``folder/name.json`` (command, date, machine)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = write_csv(rows, folder / f"{name}.csv")
     meta = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": info}
-    (RESULTS / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (folder / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
     return csv_path
 
 
@@ -122,6 +123,10 @@ def write_report() -> Path:
                   + (f" | {r['ref_step_times_ms']}" if r.get("ref_step_times_ms") else "") for r in rows] + [""]
     for section in sorted(RESULTS.glob("*.md")):  # sections that scripts write whole (build_time.md)
         parts += [section.read_text().rstrip(), ""]
+    if not (RESULTS / "gpu_targets.json").exists():
+        parts += ["## GPU", "", "Not measured yet: no GPU has been at hand. `benchmarks/gpu_targets.py` is the prepared "
+                  "run (CUDA correctness for the six families, then AMP throughput against timm); on a machine "
+                  "with a GPU: `PYTHONUNBUFFERED=1 python3 benchmarks/gpu_targets.py --out DIR`.", ""]
     REPORT.write_text("\n".join(parts).rstrip() + "\n")
     return REPORT
 

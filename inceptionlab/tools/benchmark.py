@@ -248,8 +248,10 @@ def time_alternating(steps: dict[str, Callable[[], None]], warmup: int, iters: i
     return times
 
 
-def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5) -> dict:
-    """Times one configuration (and its reference) and returns its row."""
+def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
+               device: torch.device | None = None) -> dict:
+    """Times one configuration (and its reference) on ``device`` (default: the GPU if there is
+    one, else the CPU) and returns its row."""
     from inceptionlab.tools.summary import count_macs
 
     if cfg.mode not in MODES:
@@ -258,7 +260,7 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5) -> dic
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.runtime not in RUNTIMES:
         raise UserError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {cfg.runtime!r}")
-    device = _device()
+    device = device or _device()
     torch.manual_seed(0)
     ours = _our_model(cfg)
     params = sum(p.numel() for p in ours.parameters())
