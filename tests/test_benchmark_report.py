@@ -33,3 +33,29 @@ def test_targets_table_judges_each_row():
         "| inception_v3 | 8 | train | >= 1.10x timm (channels-last) | 1.05x | no |",
         "| inception_v3 | 8 | train | peak RSS <= timm's (1900 MiB) | 1800 MiB | yes |",
     ]
+
+
+def test_training_breakdown_sorts_operations_into_categories():
+    from benchmarks.train_breakdown import category
+
+    assert category("aten::convolution_backward") == "convolutions (oneDNN)"
+    assert category("aten::mm") == category("aten::_slow_conv2d_backward") == "1x1 convolutions (GEMM, im2col)"
+    assert category("aten::native_batch_norm_backward") == "batch norm"
+    assert category("aten::threshold_backward") == "ReLU"
+    assert category("aten::max_pool2d_with_indices_backward") == "pooling"
+    assert category("aten::cat") == "concatenation, copies"
+    assert category("aten::_foreach_add_") == "optimizer"
+    assert category("aten::empty_strided") == "the rest (allocation, dispatch, autograd)"
+
+
+def test_training_breakdown_says_how_far_the_rest_must_fall():
+    from benchmarks.train_breakdown import table
+
+    ours = {"convolutions (oneDNN)": 600.0, "1x1 convolutions (GEMM, im2col)": 200.0, "batch norm": 200.0}
+    theirs = {"convolutions (oneDNN)": 600.0, "1x1 convolutions (GEMM, im2col)": 410.0, "batch norm": 200.0}
+    lines = table("inception_v3", 8, ours, theirs)
+    assert "| **total** | **1000** | **1210** | | +210 (ratio 1.210x) |" in lines
+    assert "| batch norm | 200 | 200 | 20.0% | +0 |" in lines
+    # 1.10x is a step of 1210 / 1.1 = 1100 ms; with 800 ms of convolutions the rest may take 300 ms
+    assert lines[-2] == ("Convolutions are 800 ms (80%) of our step, the rest 200 ms. For 1.10x timm's step "
+                         "(1100 ms) with the convolutions as they are, the rest would have to fall to 300 ms (+50%).")
