@@ -4,7 +4,9 @@ Prepared for a session that is lent a device (one call, about 5 minutes on an H2
 
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_targets.py --out $OUT
 
-and here, on the CPU, the same code at toy sizes (the test suite runs this form):
+then, back on the development machine, copy the returned gpu_correctness.md, gpu_targets.csv and
+gpu_targets.json into benchmarks/results/ and run ``python benchmarks/report.py``. Here, on the
+CPU, the same code runs at toy sizes (the test suite runs this form):
 
     python benchmarks/gpu_targets.py --device cpu --quick --results-dir /tmp/gpu-check
 
