@@ -221,6 +221,10 @@ class ScaledResidual(nn.Module):
     The 1x1 up-projection (a linear conv with bias, no BN) restores the input's channel count.
     Scaling the residual by 0.1-0.3 keeps very wide residual networks from dying early in training
     (Szegedy et al. 2016, Sec. 3.3). ``activate=False`` is the last Block8 of the TF weights.
+
+    In training on channels-last CPU maps the up-projection runs as one matrix product
+    (`pointwise_matmul`) and the scaled addition as one ``torch.add(x, residual, alpha=scale)``;
+    eval mode keeps the reference order (conv, multiply, add).
     """
 
     def __init__(self, branches: Concat, branch_chs: int, out_chs: int, scale: float, activate: bool = True):

@@ -23,8 +23,9 @@ in less time:
 The training side (`prepare_for_training`, `make_optimizer`, `autocast_context`): channels-last,
 fused optimizer steps, bf16 autocast where the CPU has it, optional compile. Channels-last is also
 what lets the blocks themselves (`models/layers.py`) take their training-order fast paths on the
-CPU: 1x1 convolutions as one matrix product, the 1x1 openers of a module's branches as one, and
-pooling branches that project before they pool.
+CPU: 1x1 convolutions as one matrix product, the 1x1 openers of a module's branches as one,
+pooling branches that project before they pool, and Inception-ResNet's up-projection and scaled
+addition as one product and one addition.
 """
 from __future__ import annotations
 
@@ -398,7 +399,8 @@ def prepare_for_training(model: nn.Module, *, channels_last: bool = True, compil
     """Channels-last (and optionally ``torch.compile``) for a training step; returns the module to call.
 
     On the CPU, channels-last input turns on the blocks' training-order paths (one matrix product
-    for the 1x1 convolutions, and for the 1x1 openers of parallel branches together).
+    for the 1x1 convolutions, for the 1x1 openers of parallel branches together, and for
+    Inception-ResNet's up-projections).
     """
     model.train()
     if channels_last:
