@@ -49,7 +49,7 @@ class ConvBN(nn.Module):
         """The convolution alone (with its bias unless ``bias=False``)."""
         b = self.conv.bias if bias else None
         if (self.training and self.pointwise and x.device.type == "cpu"
-                and x.is_contiguous(memory_format=torch.channels_last)):
+                and is_channels_last(x)):
             return pointwise_matmul(x, self.conv.weight, b)
         if b is self.conv.bias:
             return self.conv(x)
@@ -141,7 +141,7 @@ class Concat(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # N x C_in x H x W -> N x sum(C_branch) x H' x W'
-        if self.training and x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last):
+        if self.training and x.device.type == "cpu" and is_channels_last(x):
             openers = _mergeable_openers(self.branches)
             if len(openers) >= 2:
                 return self._forward_merged(x, openers)

@@ -274,7 +274,8 @@ def per_image_stem(model: nn.Module, min_grid: int = 64) -> nn.Module:
 # Batches larger than this run in chunks of this many images on the CPU. Measured at 299 px, one
 # thread, chunk against whole batch alternating in one process: batch 32 in chunks of 8 is 1.15x
 # faster for Inception-ResNet-v2 and 1.01-1.05x (within the noise) for v3 and v4; at batch 8, chunks
-# of 4 or 2 are slower for all three. A chunk's maps at the 17x17 and 8x8 stages stay in the caches from layer to layer.
+# of 4 or 2 are slower for all three. A chunk's maps at the 17x17 and 8x8 stages stay in the caches
+# from layer to layer.
 CPU_CHUNK = 8
 
 
