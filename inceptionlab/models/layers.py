@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inceptionlab.models import fused_norm
+
 
 class ConvBN(nn.Module):
     """conv -> BatchNorm -> ReLU. With ``norm=False`` the conv has a bias and there is no BN.
@@ -57,7 +59,10 @@ class ConvBN(nn.Module):
                         self.conv.groups)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Batch norm and ReLU of a convolution's output."""
+        """Batch norm and ReLU of a convolution's output (in training on a CPU, through the fused
+        kernel of `fused_norm` where it is built)."""
+        if self.bn is not None and self.training and fused_norm.supports(x, self.bn):
+            return fused_norm.fused_bn_relu(x, self.bn, relu=self.act)
         if self.bn is not None:
             x = self.bn(x)
         return F.relu(x, inplace=True) if self.act else x
@@ -199,12 +204,17 @@ def merged_pointwise(x: torch.Tensor, blocks: list[ConvBN]) -> torch.Tensor:
     y = pointwise_matmul(x, torch.cat([b.conv.weight for b in blocks]),
                          torch.cat(conv_bias) if conv_bias is not None else None)
     norms = [b.bn for b in blocks if b.bn is not None]
+    act = blocks[0].act
     if norms:
         first = norms[0]
         mean = torch.cat([bn.running_mean for bn in norms])
         var = torch.cat([bn.running_var for bn in norms])
-        y = F.batch_norm(y, mean, var, torch.cat([bn.weight for bn in norms]), torch.cat([bn.bias for bn in norms]),
-                         first.training, first.momentum, first.eps)
+        weight, bias = torch.cat([bn.weight for bn in norms]), torch.cat([bn.bias for bn in norms])
+        if first.training and fused_norm.supports(y, first):
+            y = fused_norm.batch_norm_relu(y, weight, bias, mean, var, first.momentum, first.eps, relu=act)
+            act = False  # done
+        else:
+            y = F.batch_norm(y, mean, var, weight, bias, first.training, first.momentum, first.eps)
         if first.training:  # what each BatchNorm2d would have done to its own statistics
             sizes = [bn.num_features for bn in norms]
             with torch.no_grad():
@@ -212,7 +222,7 @@ def merged_pointwise(x: torch.Tensor, blocks: list[ConvBN]) -> torch.Tensor:
                     bn.running_mean.copy_(m)
                     bn.running_var.copy_(v)
                     bn.num_batches_tracked.add_(1)
-    return F.relu(y, inplace=True) if blocks[0].act else y
+    return F.relu(y, inplace=True) if act else y
 
 
 class ScaledResidual(nn.Module):

@@ -1,0 +1,222 @@
+// Training-mode batch norm + ReLU over a channels-last map, fused into two passes forward and two
+// backward. Built on first use by inceptionlab/models/fused_norm.py (torch.utils.cpp_extension).
+//
+// A channels-last N x C x H x W map is an M x C matrix of rows (M = N*H*W), one row per pixel;
+// rows may be further apart than C floats (a channel slice of a wider map), never the channels.
+//
+// forward  pass 1: per-channel sums of (y - k) and (y - k)^2, k = the first row (a shift that
+//                  keeps the float sums from cancelling), in float over blocks of 64 rows, then double
+//          pass 2: out = max(0, y * a + b), a = weight * invstd, b = bias - mean * a
+// backward pass 1: gm = g where y * a + b > 0 (the ReLU's mask, recomputed from y), sums of gm and
+//                  gm * (y - mean)
+//          pass 2: dx = a * gm + k1 * (y - mean) + k2
+// PyTorch runs the same work as five passes forward (statistics, normalize, ReLU) and seven
+// backward (ReLU, then the batch norm's reduction and its elementwise pass).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBlock = 64;  // rows summed in float before adding into double
+
+struct RowMatrix {  // an M x C float matrix whose rows are `stride` floats apart
+  const float* data;
+  int64_t rows, cols, stride;
+};
+
+RowMatrix rows_of(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 2 && t.scalar_type() == torch::kFloat && t.device().is_cpu(), name,
+              " must be a 2-d float32 CPU tensor");
+  TORCH_CHECK(t.stride(1) == 1 || t.size(1) == 1, name, ": channels must be adjacent in memory");
+  TORCH_CHECK(t.size(0) <= 1 || t.stride(0) >= t.size(1), name, ": rows overlap");
+  return {t.data_ptr<float>(), t.size(0), t.size(1), t.size(0) > 1 ? t.stride(0) : t.size(1)};
+}
+
+// Row ranges, one per worker; the partial sums are combined in a fixed order.
+int64_t chunk_count(int64_t rows) {
+  int64_t by_size = std::max<int64_t>(1, rows / (8 * kBlock));
+  return std::min<int64_t>(at::get_num_threads(), by_size);
+}
+
+// Sums over rows of f(row, c, &s1, &s2) for every channel: two per-channel double sums.
+// `accumulate(r, s1, s2)` adds row r's contributions to the float block sums s1[0:C], s2[0:C].
+template <typename RowFn>
+void channel_sums(int64_t rows, int64_t cols, RowFn accumulate, std::vector<double>& sum1,
+                  std::vector<double>& sum2) {
+  const int64_t chunks = chunk_count(rows);
+  std::vector<double> part1(chunks * cols, 0.0), part2(chunks * cols, 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t first_chunk, int64_t end_chunk) {
+    std::vector<float> block1(cols), block2(cols);
+    for (int64_t chunk = first_chunk; chunk < end_chunk; ++chunk) {
+      const int64_t begin = rows * chunk / chunks, end = rows * (chunk + 1) / chunks;
+      double* p1 = part1.data() + chunk * cols;
+      double* p2 = part2.data() + chunk * cols;
+      for (int64_t r0 = begin; r0 < end; r0 += kBlock) {
+        std::fill(block1.begin(), block1.end(), 0.f);
+        std::fill(block2.begin(), block2.end(), 0.f);
+        const int64_t r1 = std::min(end, r0 + kBlock);
+        for (int64_t r = r0; r < r1; ++r) accumulate(r, block1.data(), block2.data());
+        for (int64_t c = 0; c < cols; ++c) {
+          p1[c] += block1[c];
+          p2[c] += block2[c];
+        }
+      }
+    }
+  });
+  sum1.assign(cols, 0.0);
+  sum2.assign(cols, 0.0);
+  for (int64_t chunk = 0; chunk < chunks; ++chunk)
+    for (int64_t c = 0; c < cols; ++c) {
+      sum1[c] += part1[chunk * cols + c];
+      sum2[c] += part2[chunk * cols + c];
+    }
+}
+
+template <typename RowFn>
+void for_rows(int64_t rows, RowFn fn) {
+  at::parallel_for(0, rows, 4 * kBlock, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) fn(r);
+  });
+}
+
+// scale a = weight * invstd and shift b = bias - mean * a, computed the same way forward and backward
+// so that the backward's recomputed ReLU mask is the forward's
+void affine(const torch::Tensor& weight, const torch::Tensor& bias, const torch::Tensor& mean,
+            const torch::Tensor& invstd, std::vector<float>& a, std::vector<float>& b) {
+  const int64_t C = mean.size(0);
+  const float *w = weight.data_ptr<float>(), *bi = bias.data_ptr<float>();
+  const float *m = mean.data_ptr<float>(), *is = invstd.data_ptr<float>();
+  a.resize(C);
+  b.resize(C);
+  for (int64_t c = 0; c < C; ++c) {
+    a[c] = w[c] * is[c];
+    b[c] = bi[c] - m[c] * a[c];
+  }
+}
+
+void check_params(const torch::Tensor& t, int64_t C, const char* name) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == C && t.is_contiguous() && t.scalar_type() == torch::kFloat,
+              name, " must be a contiguous float32 vector of ", C, " channels");
+}
+
+}  // namespace
+
+// y: M x C rows. Updates running_mean / running_var in place (unbiased variance, as BatchNorm2d).
+// Returns out (M x C, dense), mean, invstd.
+std::vector<torch::Tensor> forward(const torch::Tensor& y, const torch::Tensor& weight, const torch::Tensor& bias,
+                                   const torch::Tensor& running_mean, const torch::Tensor& running_var,
+                                   double momentum, double eps, bool relu) {
+  const RowMatrix Y = rows_of(y, "input");
+  const int64_t M = Y.rows, C = Y.cols;
+  TORCH_CHECK(M > 1, "batch norm in training needs more than one value per channel");
+  for (auto* p : {&weight, &bias, &running_mean, &running_var}) check_params(*p, C, "a batch norm parameter");
+
+  std::vector<float> shift(Y.data, Y.data + C);
+  const float* k = shift.data();
+  std::vector<double> s1, s2;
+  channel_sums(M, C, [&](int64_t r, float* __restrict b1, float* __restrict b2) {
+    const float* __restrict row = Y.data + r * Y.stride;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float d = row[c] - k[c];
+      b1[c] += d;
+      b2[c] += d * d;
+    }
+  }, s1, s2);
+
+  auto opts = y.options();
+  auto mean = torch::empty({C}, opts), invstd = torch::empty({C}, opts);
+  float *mp = mean.data_ptr<float>(), *ip = invstd.data_ptr<float>();
+  float *rm = running_mean.data_ptr<float>(), *rv = running_var.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    const double shifted_mean = s1[c] / M;
+    const double var = std::max(s2[c] / M - shifted_mean * shifted_mean, 0.0);
+    const double m = shifted_mean + k[c];
+    mp[c] = static_cast<float>(m);
+    ip[c] = static_cast<float>(1.0 / std::sqrt(var + eps));
+    rm[c] = static_cast<float>((1.0 - momentum) * rm[c] + momentum * m);
+    rv[c] = static_cast<float>((1.0 - momentum) * rv[c] + momentum * var * M / (M - 1));
+  }
+
+  std::vector<float> a, b;
+  affine(weight, bias, mean, invstd, a, b);
+  auto out = torch::empty({M, C}, opts);
+  float* op = out.data_ptr<float>();
+  const float *ap = a.data(), *bp = b.data();
+  for_rows(M, [&](int64_t r) {
+    const float* __restrict row = Y.data + r * Y.stride;
+    float* __restrict orow = op + r * C;
+    if (relu) {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) orow[c] = std::max(row[c] * ap[c] + bp[c], 0.f);
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) orow[c] = row[c] * ap[c] + bp[c];
+    }
+  });
+  return {out, mean, invstd};
+}
+
+// g: gradient of out (M x C rows), y: the forward's input. Returns dx (M x C, dense), dweight, dbias.
+std::vector<torch::Tensor> backward(const torch::Tensor& g, const torch::Tensor& y, const torch::Tensor& weight,
+                                    const torch::Tensor& bias, const torch::Tensor& mean,
+                                    const torch::Tensor& invstd, bool relu) {
+  const RowMatrix G = rows_of(g, "gradient"), Y = rows_of(y, "input");
+  const int64_t M = Y.rows, C = Y.cols;
+  TORCH_CHECK(G.rows == M && G.cols == C, "gradient and input differ in shape");
+  for (auto* p : {&weight, &bias, &mean, &invstd}) check_params(*p, C, "a batch norm parameter");
+  std::vector<float> a, b;
+  affine(weight, bias, mean, invstd, a, b);
+  const float *ap = a.data(), *bp = b.data(), *mp = mean.data_ptr<float>();
+
+  std::vector<double> sum_g, sum_gd;  // sums of gm and gm * (y - mean)
+  channel_sums(M, C, [&](int64_t r, float* __restrict b1, float* __restrict b2) {
+    const float* __restrict yr = Y.data + r * Y.stride;
+    const float* __restrict gr = G.data + r * G.stride;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = yr[c];
+      const float gm = (!relu || v * ap[c] + bp[c] > 0.f) ? gr[c] : 0.f;
+      b1[c] += gm;
+      b2[c] += gm * (v - mp[c]);
+    }
+  }, sum_g, sum_gd);
+
+  auto opts = y.options();
+  auto dweight = torch::empty({C}, opts), dbias = torch::empty({C}, opts);
+  std::vector<float> k1(C), k2(C);
+  const float* ip = invstd.data_ptr<float>();
+  float *dw = dweight.data_ptr<float>(), *db = dbias.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    const double is = ip[c];
+    dw[c] = static_cast<float>(is * sum_gd[c]);  // sum of gm * xhat
+    db[c] = static_cast<float>(sum_g[c]);
+    k1[c] = static_cast<float>(-double(ap[c]) * is * is * sum_gd[c] / M);
+    k2[c] = static_cast<float>(-double(ap[c]) * sum_g[c] / M);
+  }
+  auto dx = torch::empty({M, C}, opts);
+  float* dp = dx.data_ptr<float>();
+  const float *k1p = k1.data(), *k2p = k2.data();
+  for_rows(M, [&](int64_t r) {
+    const float* __restrict yr = Y.data + r * Y.stride;
+    const float* __restrict gr = G.data + r * G.stride;
+    float* __restrict dr = dp + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float v = yr[c];
+      const float gm = (!relu || v * ap[c] + bp[c] > 0.f) ? gr[c] : 0.f;
+      dr[c] = ap[c] * gm + k1p[c] * (v - mp[c]) + k2p[c];
+    }
+  });
+  return {dx, dweight, dbias};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "training batch norm (+ ReLU) forward over channels-last rows");
+  m.def("backward", &backward, "its backward");
+}

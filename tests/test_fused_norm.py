@@ -1,0 +1,187 @@
+"""The fused training batch norm + ReLU kernel (inceptionlab/models/fused_norm.py, csrc/bn_relu.cpp):
+the values and gradients of BatchNorm2d then ReLU, computed in float64 as the reference."""
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from inceptionlab.models import fused_norm
+from inceptionlab.models.layers import Concat, ConvBN
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_kernel():
+    kernel = fused_norm.kernel()
+    assert kernel is not None, "the fused kernel did not build on this machine (g++ and ninja are needed)"
+    return kernel
+
+
+def _bn(chs: int, seed: int = 1) -> nn.BatchNorm2d:
+    torch.manual_seed(seed)
+    bn = nn.BatchNorm2d(chs, eps=1e-3)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2)
+    return bn
+
+
+def _step(fn, x: torch.Tensor, bn: nn.Module, grad: torch.Tensor):
+    """fn(x, bn) forward and backward: output, input grad, weight and bias grads, running stats, count."""
+    x = x.clone().requires_grad_()
+    out = fn(x, bn)
+    out.backward(grad.to(out.dtype))
+    return [out.detach(), x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var,
+            bn.num_batches_tracked]
+
+
+def _reference(x, bn, grad, relu=True):
+    """The same step through BatchNorm2d (and ReLU) in float64."""
+    return _step(lambda t, b: F.relu(b(t)) if relu else b(t), x.double(), copy.deepcopy(bn).double(), grad)
+
+
+def _fused(x, bn, grad, relu=True):
+    return _step(lambda t, b: fused_norm.fused_bn_relu(t, b, relu=relu), x, copy.deepcopy(bn), grad)
+
+
+def _assert_close(got, want, rtol=1e-5):
+    names = ["output", "input grad", "weight grad", "bias grad", "running mean", "running var", "batch count"]
+    for name, g, w in zip(names, got, want):
+        assert g.dtype == (torch.long if name == "batch count" else torch.float32), name
+        scale = w.abs().max().item() or 1.0
+        err = (g.double() - w.double()).abs().max().item() / scale
+        assert err <= rtol, f"{name}: relative error {err:.1e}"
+
+
+@pytest.mark.parametrize("shape", [(4, 64, 15, 13), (2, 131, 7, 9), (3, 768, 5, 5), (1, 8, 2, 1), (2, 1, 3, 3)])
+@pytest.mark.parametrize("relu", [True, False])
+def test_fused_batch_norm_relu_matches_batchnorm2d_in_float64(shape, relu):
+    torch.manual_seed(0)
+    # a mean far from zero: float sums of x and x^2 would cancel; the kernel's shifted sums do not
+    x = (torch.randn(shape) * 2 + 6).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(shape)
+    bn = _bn(shape[1])
+    got = _fused(x, bn, grad, relu)
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    assert got[1].is_contiguous(memory_format=torch.channels_last)
+    assert got[6].item() == 1
+    if relu:
+        assert (got[0] == 0).float().mean() > 0.1  # the ReLU has work to do
+    values_per_channel = shape[0] * shape[2] * shape[3]
+    # with two values per channel the input gradient is a difference of near-equal terms in float32
+    _assert_close(got, _reference(x, bn, grad, relu), rtol=1e-5 if values_per_channel > 2 else 1e-4)
+
+
+def test_fused_kernel_is_more_accurate_than_float32_pytorch_far_from_zero():
+    torch.manual_seed(0)
+    shape = (8, 256, 9, 9)
+    x = (torch.randn(shape) * 2 + 8).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(shape)
+    bn = _bn(256)
+    want = _reference(x, bn, grad)
+    eager = _step(lambda t, b: F.relu(b(t)), x, copy.deepcopy(bn), grad)
+    fused = _fused(x, bn, grad)
+
+    def input_grad_error(res):
+        return ((res[1].double() - want[1]).abs().max() / want[1].abs().max()).item()
+    assert input_grad_error(fused) < 1e-5
+    assert input_grad_error(fused) < input_grad_error(eager)
+
+
+def test_channel_slices_and_nchw_maps_give_the_same_results():
+    """The kernel reads rows that are further apart than the channels (a slice of a wider map, as
+    Concat's gradients are) without a copy, and any other layout through one."""
+    torch.manual_seed(0)
+    wide = (torch.randn(3, 40, 6, 5) * 3 - 2).contiguous(memory_format=torch.channels_last)
+    x = wide[:, 8:24]  # strided rows
+    assert not x.is_contiguous(memory_format=torch.channels_last)
+    wide_grad = torch.randn(3, 40, 6, 5).contiguous(memory_format=torch.channels_last)
+    grad = wide_grad[:, 16:32]
+    bn = _bn(16)
+    want = _reference(x, bn, grad)
+    _assert_close(_fused(x, bn, grad), want)
+    _assert_close(_fused(x.contiguous(), bn, grad.contiguous()), want)  # NCHW input and gradient
+    assert not fused_norm.supports(x.contiguous(), bn)  # which training leaves to PyTorch
+
+
+def test_conv_bn_trains_through_the_kernel_with_pytorch_values(monkeypatch):
+    torch.manual_seed(0)
+    block = ConvBN(24, 32, 3, padding=1)
+    block.bn = _bn(32)
+    x = torch.randn(4, 24, 10, 10).contiguous(memory_format=torch.channels_last)
+    calls = []
+    real = fused_norm.fused_bn_relu
+    monkeypatch.setattr(fused_norm, "fused_bn_relu", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def run(module):
+        inp = x.clone().to(module.conv.weight.dtype).requires_grad_()
+        out = module(inp)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        return [out, inp.grad] + [p.grad for p in module.parameters()] + list(module.state_dict().values())
+    fast = run(copy.deepcopy(block).train())
+    assert calls == [1]
+    reference = run(copy.deepcopy(block).double().train())  # float64 never takes the kernel
+    assert calls == [1]
+    for got, want in zip(fast, reference):
+        torch.testing.assert_close(got.double() if got.is_floating_point() else got,
+                                   want if want.is_floating_point() else want, rtol=1e-4, atol=1e-5)
+    block.eval()  # eval mode is PyTorch's batch norm: reference outputs bit for bit
+    with torch.no_grad():
+        block(x)
+    assert calls == [1]
+
+
+def test_merged_openers_take_the_kernel_and_keep_each_batch_norms_statistics(monkeypatch):
+    torch.manual_seed(0)
+    module = Concat([ConvBN(16, 8, 1), ConvBN(16, 12, 1), nn.Sequential(ConvBN(16, 4, 1), ConvBN(4, 6, 3, padding=1))])
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.load_state_dict(_bn(m.num_features, seed=m.num_features).state_dict())
+    separate = copy.deepcopy(module)
+    x = torch.randn(2, 16, 7, 7).contiguous(memory_format=torch.channels_last)
+    kernel_calls = []
+    real = fused_norm.batch_norm_relu
+    monkeypatch.setattr(fused_norm, "batch_norm_relu", lambda *a, **k: kernel_calls.append(a[0].shape[1]) or real(*a, **k))
+    out = module.train()(x)
+    assert kernel_calls[0] == 8 + 12 + 4  # one kernel call for the three merged 1x1 openers
+    monkeypatch.setenv(fused_norm.ENV_SWITCH, "0")
+    reference = separate.train()(x.contiguous())  # NCHW, PyTorch's batch norm, branch by branch
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(module.state_dict().items(), separate.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_switch_off_and_failed_build_fall_back_to_pytorch(monkeypatch):
+    bn = _bn(8).train()
+    x = torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert fused_norm.supports(x, bn)
+    monkeypatch.setenv(fused_norm.ENV_SWITCH, "0")
+    assert not fused_norm.supports(x, bn)
+    monkeypatch.delenv(fused_norm.ENV_SWITCH)
+    assert not fused_norm.supports(x.double(), bn.double())  # float32 only
+    assert not fused_norm.supports(x[:1, :, :1, :1], bn.float())  # one value per channel: PyTorch's error
+    bn.float().eval()
+    assert not fused_norm.supports(x, bn)
+
+    def no_compiler():
+        raise RuntimeError("Error building extension 'inceptionlab_bn_relu': c++: not found")
+    monkeypatch.setattr(fused_norm, "_kernel", None)
+    monkeypatch.setattr(fused_norm, "_tried", False)
+    monkeypatch.setattr(fused_norm, "_build", no_compiler)
+    block = ConvBN(8, 8, 1).train()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = block(x)
+        block(x)
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1  # warned once
+    assert "could not be built (Error building extension 'inceptionlab_bn_relu': c++: not found)" in messages[0]
+    assert "INCEPTIONLAB_FUSED_NORM=0" in messages[0]
+    torch.testing.assert_close(out, F.relu(F.batch_norm(block.conv(x), None, None, block.bn.weight, block.bn.bias,
+                                                        True, 0.1, 1e-3)))
