@@ -185,3 +185,56 @@ def test_switch_off_and_failed_build_fall_back_to_pytorch(monkeypatch):
     assert "INCEPTIONLAB_FUSED_NORM=0" in messages[0]
     torch.testing.assert_close(out, F.relu(F.batch_norm(block.conv(x), None, None, block.bn.weight, block.bn.bias,
                                                         True, 0.1, 1e-3)))
+
+
+def _model_step(model: nn.Module, x: torch.Tensor):
+    """Logits, input gradient, parameter gradients and buffers of one training step."""
+    x = x.clone().requires_grad_()
+    torch.manual_seed(1)  # the same dropout
+    out = model(x)
+    logits = out.logits if hasattr(out, "logits") else out
+    logits.backward(torch.linspace(-1, 1, logits.numel()).view_as(logits))
+    return [logits.detach(), x.grad] + [p.grad for p in model.parameters()] + list(model.buffers())
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3", "inception_resnet_v2"])
+def test_branches_write_into_the_concatenation_with_the_values_of_torch_cat(monkeypatch, name):
+    """In training, each branch's last batch norm writes its result into the module's output (the
+    gradient comes back as slices of one map): the same values as torch.cat of the branches."""
+    import inceptionlab.models.layers as layers
+    torch.manual_seed(0)
+    model = il_model(name)
+    model.train().to(memory_format=torch.channels_last)
+    with_cat = copy.deepcopy(model)
+    x = torch.randn(2, 3, 75, 75).contiguous(memory_format=torch.channels_last)
+    results, writes = [], []
+    real = fused_norm.ConcatOutput.result
+    monkeypatch.setattr(fused_norm.ConcatOutput, "result", lambda self: writes.append(self.channels) or real(self))
+    results.append(_model_step(model, x))
+    modules = [m for m in model.modules() if isinstance(m, Concat)]
+    outermost = [m for m in modules if not any(m is not n and m in set(n.modules()) for n in modules)]
+    assert len(writes) == len(outermost)  # every module's output was filled in place
+    monkeypatch.setattr(layers, "output_channels", lambda *a: None)  # back to torch.cat
+    results.append(_model_step(with_cat, x))
+    assert len(writes) == len(outermost)
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def il_model(name: str) -> nn.Module:
+    from inceptionlab import create_model
+    kwargs = {"aux_logits": False} if name in ("googlenet", "inception_v3") else {}
+    return create_model(name, num_classes=10, **kwargs)
+
+
+def test_concat_output_says_when_the_branches_do_not_fit():
+    out = fused_norm.ConcatOutput(6)
+    out.copy(torch.ones(2, 4, 3, 3), 0)
+    with pytest.raises(ValueError, match=r"the branches filled 4 of the concatenation's 6 channels"):
+        out.result()
+    with pytest.raises(ValueError, match=r"does not fit the concatenation \(2, 6, 3, 3\)"):
+        out.copy(torch.ones(2, 2, 4, 4), 4)
+    out.copy(torch.full((2, 2, 3, 3), 2.0), 4)
+    assert torch.equal(out.result(), torch.cat([torch.ones(2, 4, 3, 3), torch.full((2, 2, 3, 3), 2.0)], 1))
+    with pytest.raises(ValueError, match="more than the concatenation's 6 channels"):
+        out.copy(torch.ones(2, 1, 3, 3), 5)

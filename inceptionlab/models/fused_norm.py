@@ -100,27 +100,73 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return rows.contiguous().view(-1, c)
 
 
-def _map(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _dense_rows(x: torch.Tensor) -> torch.Tensor:
+    """The rows of a dense channels-last map: a view, which writes go through to x."""
+    if not (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        raise ValueError("the map to write into must be a dense channels-last N x C x H x W tensor")
+    return x.permute(0, 2, 3, 1).view(-1, x.shape[1])
+
+
+def _map(rows: torch.Tensor, shape) -> torch.Tensor:
     """(N*H*W) x C dense rows -> N x C x H x W stored channels-last."""
-    n, c, h, w = like.shape
+    n, c, h, w = shape
     return rows.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 class _BatchNormReLU(torch.autograd.Function):
+    """relu(batch_norm(y)) (training mode) written where ``layout`` says: one ``(chs, offset)`` per
+    group of y's channels, in order; ``offset=None`` is a new dense map (returned), an int puts
+    the group at channels [offset, offset + chs) of ``into``, a channels-last map written in place
+    (returned first). Backward reads the gradient the same way, so a concatenation costs no copy."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, relu):
-        rows = _rows(x)
-        out, mean, invstd = kernel().forward(rows, weight, bias, running_mean, running_var, momentum, eps, relu)
+    def forward(ctx, y, weight, bias, running_mean, running_var, momentum, eps, relu, layout, into):
+        rows = _rows(y)
+        n, _, h, w = y.shape
+        into_rows = _dense_rows(into) if into is not None else None
+        new, parts = [], []
+        for chs, offset in layout:
+            if offset is None:
+                new.append(rows.new_empty((rows.shape[0], chs)))
+                parts.append(new[-1])
+            else:
+                parts.append(into_rows[:, offset:offset + chs])
+        mean, invstd = kernel().forward(rows, weight, bias, running_mean, running_var, momentum, eps, relu, parts)
         ctx.save_for_backward(rows, weight, bias, mean, invstd)
-        ctx.relu = relu
-        ctx.shape = x.shape
-        return _map(out, x)
+        ctx.relu, ctx.layout, ctx.has_into, ctx.shape = relu, layout, into is not None, y.shape
+        outputs = [_map(t, (n, t.shape[1], h, w)) for t in new]
+        if into is not None:
+            ctx.mark_dirty(into)
+            outputs.insert(0, into)
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        rows, weight, bias, mean, invstd = ctx.saved_tensors
+        grads = list(grads)
+        into_grad = grads.pop(0) if ctx.has_into else None
+        into_rows = _rows(into_grad) if into_grad is not None else None
+        new_grads = iter(grads)
+        parts = [_rows(next(new_grads)) if offset is None else into_rows[:, offset:offset + chs]
+                 for chs, offset in ctx.layout]
+        dx, dweight, dbias = kernel().backward(parts, rows, weight, bias, mean, invstd, ctx.relu)
+        # the rest of ``into`` belongs to other writers, whose backward reads its own channels
+        return _map(dx, ctx.shape), dweight, dbias, None, None, None, None, None, None, into_grad
+
+
+class _CopyInto(torch.autograd.Function):
+    """``into[:, offset:offset + C] = t`` in place, for a branch whose output is not a batch norm's."""
+
+    @staticmethod
+    def forward(ctx, into, t, offset):
+        into.narrow(1, offset, t.shape[1]).copy_(t)
+        ctx.offset, ctx.chs = offset, t.shape[1]
+        ctx.mark_dirty(into)
+        return into
 
     @staticmethod
     def backward(ctx, grad):
-        rows, weight, bias, mean, invstd = ctx.saved_tensors
-        dx, dweight, dbias = kernel().backward(_rows(grad), rows, weight, bias, mean, invstd, ctx.relu)
-        return _map(dx, grad), dweight, dbias, None, None, None, None, None
+        return grad, grad.narrow(1, ctx.offset, ctx.chs), None
 
 
 def supports(x: torch.Tensor, bn: nn.Module) -> bool:
@@ -136,17 +182,63 @@ def supports(x: torch.Tensor, bn: nn.Module) -> bool:
 
 
 def batch_norm_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
-                    running_var: torch.Tensor, momentum: float, eps: float, relu: bool = True) -> torch.Tensor:
+                    running_var: torch.Tensor, momentum: float, eps: float, relu: bool = True,
+                    layout=None, into: "ConcatOutput | None" = None) -> tuple[torch.Tensor, ...]:
     """Training-mode ``relu(batch_norm(x))`` (or the batch norm alone) through the fused kernel;
     updates the running statistics in place. The caller checks `supports` first.
 
-    N x C x H x W -> N x C x H x W, stored channels-last.
+    N x C x H x W -> the new maps of ``layout`` (see `_BatchNormReLU`; by default one map of all C
+    channels), stored channels-last; groups with an offset go into ``into``.
     """
-    return _BatchNormReLU.apply(x, weight, bias, running_mean, running_var, float(momentum), float(eps), relu)
+    layout = tuple(layout) if layout is not None else ((x.shape[1], None),)
+    args = (x, weight, bias, running_mean, running_var, float(momentum), float(eps), relu, layout)
+    if into is None or all(offset is None for _, offset in layout):
+        return _BatchNormReLU.apply(*args, None)
+    into.claim(x, sum(chs for chs, offset in layout if offset is not None))
+    into.map, *new = _BatchNormReLU.apply(*args, into.map)
+    return tuple(new)
 
 
-def fused_bn_relu(x: torch.Tensor, bn: nn.BatchNorm2d, relu: bool = True) -> torch.Tensor:
+def fused_bn_relu(x: torch.Tensor, bn: nn.BatchNorm2d, relu: bool = True,
+                  into: "ConcatOutput | None" = None, offset: int | None = None) -> torch.Tensor | None:
     """``bn`` (in training mode) then ReLU through the fused kernel, as ``BatchNorm2d.forward`` would
-    update its running statistics and batch count. The caller checks `supports` first."""
+    update its running statistics and batch count: a new map, or (with ``into``) channels
+    [offset, offset + C) of a concatenation's output. The caller checks `supports` first."""
     bn.num_batches_tracked.add_(1)
-    return batch_norm_relu(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, relu)
+    new = batch_norm_relu(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, relu,
+                          layout=((x.shape[1], offset if into is not None else None),), into=into)
+    return new[0] if new else None
+
+
+class ConcatOutput:
+    """The output of a concatenation on channels, which its branches fill in place: the fused
+    kernel writes each batch norm's result straight into its channels, and `copy` the rest.
+    The map (N x channels x H x W, channels-last) is allocated by the first write."""
+
+    def __init__(self, channels: int):
+        self.channels = channels
+        self.map: torch.Tensor | None = None
+        self.filled = 0
+
+    def claim(self, like: torch.Tensor, chs: int) -> None:
+        """Allocates the map on the first write (N, H, W of ``like``); counts ``chs`` channels filled."""
+        if self.map is None:
+            n, _, h, w = like.shape
+            self.map = torch.empty((n, self.channels, h, w), dtype=like.dtype, device=like.device,
+                                   memory_format=torch.channels_last)
+        if (like.shape[0],) + tuple(like.shape[2:]) != (self.map.shape[0],) + tuple(self.map.shape[2:]):
+            raise ValueError(f"a branch's output {tuple(like.shape)} does not fit the concatenation "
+                             f"{tuple(self.map.shape)}: the branches must keep the same size")
+        self.filled += chs
+        if self.filled > self.channels:
+            raise ValueError(f"the branches give more than the concatenation's {self.channels} channels")
+
+    def copy(self, t: torch.Tensor, offset: int) -> None:
+        """``map[:, offset:offset + C] = t``, with its gradient."""
+        self.claim(t, t.shape[1])
+        self.map = _CopyInto.apply(self.map, t, offset)
+
+    def result(self) -> torch.Tensor:
+        if self.filled != self.channels:
+            raise ValueError(f"the branches filled {self.filled} of the concatenation's {self.channels} channels")
+        return self.map

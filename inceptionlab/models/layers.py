@@ -123,11 +123,16 @@ class PoolProjection(nn.Sequential):
         pool, projection = self[0], self[1]
         if not self.training:
             return projection(pool(x))
+        return projection.normalize(self.project_then_pool(x))
+
+    def project_then_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The projection's convolution (with its bias), then the pooling: all but the batch norm."""
+        pool, projection = self[0], self[1]
         # N x C_in x H x W -> N x C_out x H x W -> pooled N x C_out x H' x W'
         y = pool(projection.convolve(x, bias=False))
         if projection.conv.bias is not None:
             y = y + projection.conv.bias.view(1, -1, 1, 1)
-        return projection.normalize(y)
+        return y
 
 
 class Concat(nn.Module):
@@ -147,10 +152,38 @@ class Concat(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # N x C_in x H x W -> N x sum(C_branch) x H' x W'
         if self.training and x.device.type == "cpu" and is_channels_last(x):
+            channels = output_channels(self, x.shape[1])
+            if channels is not None and x.dtype == torch.float32 and fused_norm.kernel() is not None:
+                out = fused_norm.ConcatOutput(channels)
+                self.forward_into(x, out, 0)
+                return out.result()
             openers = _mergeable_openers(self.branches)
             if len(openers) >= 2:
                 return self._forward_merged(x, openers)
         return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+    def forward_into(self, x: torch.Tensor, out: fused_norm.ConcatOutput, offset: int) -> None:
+        """Training with the fused kernel: each branch writes its result into ``out`` (channels from
+        ``offset`` on) as its last batch norm computes it, so there is no concatenation to copy.
+        The 1x1 openers run as one (`merged_pointwise_into`); a branch that is only its opener
+        writes straight into ``out``, the others go on from a dense map of their own."""
+        widths = [output_channels(b, x.shape[1]) for b in self.branches]
+        starts = [offset + sum(widths[:i]) for i in range(len(widths))]
+        openers = _mergeable_openers(self.branches)
+        if not (openers and all(m.bn is not None for m in openers.values())
+                and fused_norm.supports(x, next(iter(openers.values())).bn)):
+            openers = {}
+        rests = {i: _layers(self.branches[i])[1:] for i in openers}
+        opened = {}
+        if openers:
+            targets = [None if rests[i] else starts[i] for i in openers]
+            new = iter(merged_pointwise_into(x, list(openers.values()), out, targets))
+            opened = {i: next(new) for i, target in zip(openers, targets) if target is None}
+        for i, branch in enumerate(self.branches):
+            if i in opened:
+                _run_into(rests[i], opened[i], out, starts[i])
+            elif i not in openers:
+                _run_into([branch], x, out, starts[i])
 
     def _forward_merged(self, x: torch.Tensor, openers: dict) -> torch.Tensor:
         opened = merged_pointwise(x, list(openers.values()))  # N x sum(C_opener) x H x W
@@ -167,6 +200,60 @@ class Concat(nn.Module):
                     y = layer(y)
             outs.append(y)
         return torch.cat(outs, dim=1)
+
+
+def _layers(branch: nn.Module) -> list[nn.Module]:
+    """A branch as its list of layers (a `PoolProjection` is one layer)."""
+    if isinstance(branch, nn.Sequential) and not isinstance(branch, PoolProjection):
+        return list(branch)
+    return [branch]
+
+
+def output_channels(module: nn.Module, in_chs: int) -> int | None:
+    """The channels ``module`` gives for ``in_chs`` in, from its layers; None for a layer it does not know."""
+    if isinstance(module, ConvBN):
+        return module.conv.out_channels
+    if isinstance(module, PoolProjection):
+        return module[1].conv.out_channels
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        return in_chs
+    if isinstance(module, Concat):
+        widths = [output_channels(b, in_chs) for b in module.branches]
+        return None if None in widths else sum(widths)
+    if isinstance(module, nn.Sequential):
+        chs = in_chs
+        for layer in module:
+            chs = output_channels(layer, chs)
+            if chs is None:
+                return None
+        return chs
+    return None
+
+
+def _run_into(layers: list[nn.Module], x: torch.Tensor, out: fused_norm.ConcatOutput, offset: int) -> None:
+    """Runs ``layers`` on ``x`` in order; the last one's result goes into ``out`` from channel
+    ``offset`` on: straight from the fused kernel when it ends in a batch norm, else copied."""
+    if not layers:
+        out.copy(x, offset)
+        return
+    *head, last = layers
+    for layer in head:
+        x = layer(x)
+    if isinstance(last, Concat):
+        last.forward_into(x, out, offset)
+        return
+    if isinstance(last, nn.Sequential) and not isinstance(last, PoolProjection):
+        _run_into(list(last), x, out, offset)
+        return
+    block = last[1] if isinstance(last, PoolProjection) else last
+    if isinstance(block, ConvBN) and block.bn is not None:
+        y = last.project_then_pool(x) if isinstance(last, PoolProjection) else block.convolve(x)
+        if fused_norm.supports(y, block.bn):
+            fused_norm.fused_bn_relu(y, block.bn, block.act, into=out, offset=offset)
+        else:
+            out.copy(block.normalize(y), offset)
+        return
+    out.copy(last(x), offset)
 
 
 def _opener(branch: nn.Module) -> ConvBN | None:
@@ -200,29 +287,58 @@ def merged_pointwise(x: torch.Tensor, blocks: list[ConvBN]) -> torch.Tensor:
 
     N x C x H x W -> N x sum(C_out) x H x W, equal to ``torch.cat([b(x) for b in blocks], 1)``.
     """
-    conv_bias = [b.conv.bias for b in blocks] if blocks[0].conv.bias is not None else None
-    y = pointwise_matmul(x, torch.cat([b.conv.weight for b in blocks]),
-                         torch.cat(conv_bias) if conv_bias is not None else None)
+    y = _stacked_pointwise(x, blocks)
     norms = [b.bn for b in blocks if b.bn is not None]
     act = blocks[0].act
     if norms:
         first = norms[0]
-        mean = torch.cat([bn.running_mean for bn in norms])
-        var = torch.cat([bn.running_var for bn in norms])
-        weight, bias = torch.cat([bn.weight for bn in norms]), torch.cat([bn.bias for bn in norms])
+        weight, bias, mean, var = _stacked_norm(norms)
         if first.training and fused_norm.supports(y, first):
-            y = fused_norm.batch_norm_relu(y, weight, bias, mean, var, first.momentum, first.eps, relu=act)
+            (y,) = fused_norm.batch_norm_relu(y, weight, bias, mean, var, first.momentum, first.eps, relu=act)
             act = False  # done
         else:
             y = F.batch_norm(y, mean, var, weight, bias, first.training, first.momentum, first.eps)
-        if first.training:  # what each BatchNorm2d would have done to its own statistics
-            sizes = [bn.num_features for bn in norms]
-            with torch.no_grad():
-                for bn, m, v in zip(norms, mean.split(sizes), var.split(sizes)):
-                    bn.running_mean.copy_(m)
-                    bn.running_var.copy_(v)
-                    bn.num_batches_tracked.add_(1)
+        if first.training:
+            _write_back(norms, mean, var)
     return F.relu(y, inplace=True) if act else y
+
+
+def merged_pointwise_into(x: torch.Tensor, blocks: list[ConvBN], out: fused_norm.ConcatOutput,
+                          targets: list[int | None]) -> list[torch.Tensor]:
+    """`merged_pointwise` in training through the fused kernel (every block has a batch norm):
+    a block with a target offset writes into ``out`` from that channel on; the others' results
+    come back as dense N x C_out x H x W maps, in order."""
+    y = _stacked_pointwise(x, blocks)  # N x sum(C_out) x H x W
+    norms = [b.bn for b in blocks]
+    weight, bias, mean, var = _stacked_norm(norms)
+    layout = [(b.conv.out_channels, target) for b, target in zip(blocks, targets)]
+    new = fused_norm.batch_norm_relu(y, weight, bias, mean, var, norms[0].momentum, norms[0].eps,
+                                     relu=blocks[0].act, layout=layout, into=out)
+    _write_back(norms, mean, var)
+    return list(new)
+
+
+def _stacked_pointwise(x: torch.Tensor, blocks: list[ConvBN]) -> torch.Tensor:
+    """The blocks' 1x1 convolutions as one matrix product: N x C x H x W -> N x sum(C_out) x H x W."""
+    conv_bias = [b.conv.bias for b in blocks] if blocks[0].conv.bias is not None else None
+    return pointwise_matmul(x, torch.cat([b.conv.weight for b in blocks]),
+                            torch.cat(conv_bias) if conv_bias is not None else None)
+
+
+def _stacked_norm(norms: list[nn.BatchNorm2d]):
+    """Weight, bias, running mean and running variance of several batch norms, end to end (copies)."""
+    return (torch.cat([bn.weight for bn in norms]), torch.cat([bn.bias for bn in norms]),
+            torch.cat([bn.running_mean for bn in norms]), torch.cat([bn.running_var for bn in norms]))
+
+
+def _write_back(norms: list[nn.BatchNorm2d], mean: torch.Tensor, var: torch.Tensor) -> None:
+    """What each BatchNorm2d would have done to its own statistics in a training step."""
+    sizes = [bn.num_features for bn in norms]
+    with torch.no_grad():
+        for bn, m, v in zip(norms, mean.split(sizes), var.split(sizes)):
+            bn.running_mean.copy_(m)
+            bn.running_var.copy_(v)
+            bn.num_batches_tracked.add_(1)
 
 
 class ScaledResidual(nn.Module):

@@ -3,6 +3,9 @@
 //
 // A channels-last N x C x H x W map is an M x C matrix of rows (M = N*H*W), one row per pixel;
 // rows may be further apart than C floats (a channel slice of a wider map), never the channels.
+// The output goes to one or more such matrices whose columns, in order, are the input's channels:
+// a new dense map, or slices of a concatenation's output that Concat allocated (no torch.cat
+// copy); the gradients come back the same way.
 //
 // forward  pass 1: per-channel sums of (y - k) and (y - k)^2, k = the first row (a shift that
 //                  keeps the float sums from cancelling), in float over blocks of 64 rows, then double
@@ -35,6 +38,25 @@ RowMatrix rows_of(const torch::Tensor& t, const char* name) {
   TORCH_CHECK(t.stride(1) == 1 || t.size(1) == 1, name, ": channels must be adjacent in memory");
   TORCH_CHECK(t.size(0) <= 1 || t.stride(0) >= t.size(1), name, ": rows overlap");
   return {t.data_ptr<float>(), t.size(0), t.size(1), t.size(0) > 1 ? t.stride(0) : t.size(1)};
+}
+
+struct Segment {  // columns [first, first + cols) of the map, stored as rows `stride` floats apart
+  float* data;
+  int64_t first, cols, stride;
+};
+
+// The matrices that hold the map's columns in order; each must have the map's M rows.
+std::vector<Segment> segments_of(const std::vector<torch::Tensor>& parts, int64_t M, int64_t C, const char* name) {
+  std::vector<Segment> segs;
+  int64_t first = 0;
+  for (const auto& t : parts) {
+    const RowMatrix m = rows_of(t, name);
+    TORCH_CHECK(m.rows == M, name, ": ", m.rows, " rows where the input has ", M);
+    segs.push_back({const_cast<float*>(m.data), first, m.cols, m.stride});
+    first += m.cols;
+  }
+  TORCH_CHECK(first == C, name, ": ", first, " channels in all where the input has ", C);
+  return segs;
 }
 
 // Row ranges, one per worker; the partial sums are combined in a fixed order.
@@ -106,14 +128,15 @@ void check_params(const torch::Tensor& t, int64_t C, const char* name) {
 
 }  // namespace
 
-// y: M x C rows. Updates running_mean / running_var in place (unbiased variance, as BatchNorm2d).
-// Returns out (M x C, dense), mean, invstd.
+// y: M x C rows; outs: where the result goes (see the top). Updates running_mean / running_var in
+// place (unbiased variance, as BatchNorm2d). Returns mean, invstd.
 std::vector<torch::Tensor> forward(const torch::Tensor& y, const torch::Tensor& weight, const torch::Tensor& bias,
                                    const torch::Tensor& running_mean, const torch::Tensor& running_var,
-                                   double momentum, double eps, bool relu) {
+                                   double momentum, double eps, bool relu, const std::vector<torch::Tensor>& outs) {
   const RowMatrix Y = rows_of(y, "input");
   const int64_t M = Y.rows, C = Y.cols;
   TORCH_CHECK(M > 1, "batch norm in training needs more than one value per channel");
+  const std::vector<Segment> out_segs = segments_of(outs, M, C, "output");
   for (auto* p : {&weight, &bias, &running_mean, &running_var}) check_params(*p, C, "a batch norm parameter");
 
   std::vector<float> shift(Y.data, Y.data + C);
@@ -145,45 +168,53 @@ std::vector<torch::Tensor> forward(const torch::Tensor& y, const torch::Tensor& 
 
   std::vector<float> a, b;
   affine(weight, bias, mean, invstd, a, b);
-  auto out = torch::empty({M, C}, opts);
-  float* op = out.data_ptr<float>();
-  const float *ap = a.data(), *bp = b.data();
   for_rows(M, [&](int64_t r) {
-    const float* __restrict row = Y.data + r * Y.stride;
-    float* __restrict orow = op + r * C;
-    if (relu) {
+    for (const Segment& seg : out_segs) {
+      const float* __restrict row = Y.data + r * Y.stride + seg.first;
+      const float* __restrict ap = a.data() + seg.first;
+      const float* __restrict bp = b.data() + seg.first;
+      float* __restrict orow = seg.data + r * seg.stride;
+      const int64_t n = seg.cols;
+      if (relu) {
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) orow[c] = std::max(row[c] * ap[c] + bp[c], 0.f);
-    } else {
+        for (int64_t c = 0; c < n; ++c) orow[c] = std::max(row[c] * ap[c] + bp[c], 0.f);
+      } else {
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) orow[c] = row[c] * ap[c] + bp[c];
+        for (int64_t c = 0; c < n; ++c) orow[c] = row[c] * ap[c] + bp[c];
+      }
     }
   });
-  return {out, mean, invstd};
+  return {mean, invstd};
 }
 
-// g: gradient of out (M x C rows), y: the forward's input. Returns dx (M x C, dense), dweight, dbias.
-std::vector<torch::Tensor> backward(const torch::Tensor& g, const torch::Tensor& y, const torch::Tensor& weight,
-                                    const torch::Tensor& bias, const torch::Tensor& mean,
-                                    const torch::Tensor& invstd, bool relu) {
-  const RowMatrix G = rows_of(g, "gradient"), Y = rows_of(y, "input");
+// grads: the gradient of the output, as the output's segments; y: the forward's input.
+// Returns dx (M x C, dense), dweight, dbias.
+std::vector<torch::Tensor> backward(const std::vector<torch::Tensor>& grads, const torch::Tensor& y,
+                                    const torch::Tensor& weight, const torch::Tensor& bias,
+                                    const torch::Tensor& mean, const torch::Tensor& invstd, bool relu) {
+  const RowMatrix Y = rows_of(y, "input");
   const int64_t M = Y.rows, C = Y.cols;
-  TORCH_CHECK(G.rows == M && G.cols == C, "gradient and input differ in shape");
+  const std::vector<Segment> grad_segs = segments_of(grads, M, C, "gradient");
   for (auto* p : {&weight, &bias, &mean, &invstd}) check_params(*p, C, "a batch norm parameter");
   std::vector<float> a, b;
   affine(weight, bias, mean, invstd, a, b);
-  const float *ap = a.data(), *bp = b.data(), *mp = mean.data_ptr<float>();
+  const float* mean_p = mean.data_ptr<float>();
 
   std::vector<double> sum_g, sum_gd;  // sums of gm and gm * (y - mean)
-  channel_sums(M, C, [&](int64_t r, float* __restrict b1, float* __restrict b2) {
-    const float* __restrict yr = Y.data + r * Y.stride;
-    const float* __restrict gr = G.data + r * G.stride;
+  channel_sums(M, C, [&](int64_t r, float* __restrict block1, float* __restrict block2) {
+    for (const Segment& seg : grad_segs) {
+      const int64_t f = seg.first, n = seg.cols;
+      const float* __restrict yr = Y.data + r * Y.stride + f;
+      const float* __restrict gr = seg.data + r * seg.stride;
+      const float *__restrict ap = a.data() + f, *__restrict bp = b.data() + f, *__restrict mp = mean_p + f;
+      float *__restrict b1 = block1 + f, *__restrict b2 = block2 + f;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      const float v = yr[c];
-      const float gm = (!relu || v * ap[c] + bp[c] > 0.f) ? gr[c] : 0.f;
-      b1[c] += gm;
-      b2[c] += gm * (v - mp[c]);
+      for (int64_t c = 0; c < n; ++c) {
+        const float v = yr[c];
+        const float gm = (!relu || v * ap[c] + bp[c] > 0.f) ? gr[c] : 0.f;
+        b1[c] += gm;
+        b2[c] += gm * (v - mp[c]);
+      }
     }
   }, sum_g, sum_gd);
 
@@ -196,21 +227,25 @@ std::vector<torch::Tensor> backward(const torch::Tensor& g, const torch::Tensor&
     const double is = ip[c];
     dw[c] = static_cast<float>(is * sum_gd[c]);  // sum of gm * xhat
     db[c] = static_cast<float>(sum_g[c]);
-    k1[c] = static_cast<float>(-double(ap[c]) * is * is * sum_gd[c] / M);
-    k2[c] = static_cast<float>(-double(ap[c]) * sum_g[c] / M);
+    k1[c] = static_cast<float>(-double(a[c]) * is * is * sum_gd[c] / M);
+    k2[c] = static_cast<float>(-double(a[c]) * sum_g[c] / M);
   }
   auto dx = torch::empty({M, C}, opts);
-  float* dp = dx.data_ptr<float>();
-  const float *k1p = k1.data(), *k2p = k2.data();
+  float* dx_p = dx.data_ptr<float>();
   for_rows(M, [&](int64_t r) {
-    const float* __restrict yr = Y.data + r * Y.stride;
-    const float* __restrict gr = G.data + r * G.stride;
-    float* __restrict dr = dp + r * C;
+    for (const Segment& seg : grad_segs) {
+      const int64_t f = seg.first, n = seg.cols;
+      const float* __restrict yr = Y.data + r * Y.stride + f;
+      const float* __restrict gr = seg.data + r * seg.stride;
+      const float *__restrict ap = a.data() + f, *__restrict bp = b.data() + f, *__restrict mp = mean_p + f;
+      const float *__restrict k1p = k1.data() + f, *__restrict k2p = k2.data() + f;
+      float* __restrict dr = dx_p + r * C + f;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      const float v = yr[c];
-      const float gm = (!relu || v * ap[c] + bp[c] > 0.f) ? gr[c] : 0.f;
-      dr[c] = ap[c] * gm + k1p[c] * (v - mp[c]) + k2p[c];
+      for (int64_t c = 0; c < n; ++c) {
+        const float v = yr[c];
+        const float gm = (!relu || v * ap[c] + bp[c] > 0.f) ? gr[c] : 0.f;
+        dr[c] = ap[c] * gm + k1p[c] * (v - mp[c]) + k2p[c];
+      }
     }
   });
   return {dx, dweight, dbias};
