@@ -39,10 +39,11 @@ CATEGORIES = [
                                          "aten::_slow_conv2d_backward")),
     ("batch norm", ("aten::native_batch_norm", "aten::native_batch_norm_backward",
                     "aten::_native_batch_norm_legit", "aten::_native_batch_norm_legit_no_training")),
+    ("batch norm + ReLU, fused", ("_BatchNormReLU",)),  # ours (inceptionlab/models/fused_norm.py), both ways
     ("ReLU", ("aten::clamp_min_", "aten::clamp_min", "aten::relu_", "aten::relu", "aten::threshold_backward")),
     ("pooling", ("aten::max_pool2d_with_indices", "aten::max_pool2d_with_indices_backward", "aten::avg_pool2d",
                  "aten::avg_pool2d_backward", "aten::adaptive_avg_pool2d", "aten::mean", "aten::sum")),
-    ("concatenation, copies", ("aten::cat", "aten::copy_", "aten::clone", "aten::_to_copy")),
+    ("concatenation, copies", ("aten::cat", "aten::copy_", "aten::clone", "aten::_to_copy", "_CopyInto")),
     ("gradient accumulation, zeroing", ("aten::add", "aten::add_", "aten::fill_", "aten::zero_")),
     ("optimizer", ("aten::_fused_sgd_", "aten::_foreach_", "Optimizer.")),  # and whatever runs inside its step
 ]

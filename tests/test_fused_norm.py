@@ -238,3 +238,33 @@ def test_concat_output_says_when_the_branches_do_not_fit():
     assert torch.equal(out.result(), torch.cat([torch.ones(2, 4, 3, 3), torch.full((2, 2, 3, 3), 2.0)], 1))
     with pytest.raises(ValueError, match="more than the concatenation's 6 channels"):
         out.copy(torch.ones(2, 1, 3, 3), 5)
+
+
+def test_large_outputs_reuse_the_blocks_that_earlier_ones_freed(built_kernel):
+    """The kernel's block cache: a training step frees and re-allocates the same large sizes, and
+    a freshly mapped block costs a page fault per 4 KiB on first touch."""
+    fused_norm.empty_cache()
+    assert built_kernel.cache_held() == 0
+    big = built_kernel.empty_map(2, 64, 100, 100)  # 5 MB
+    assert big.shape == (2, 64, 100, 100) and big.is_contiguous(memory_format=torch.channels_last)
+    address, size = big.data_ptr(), big.numel() * 4
+    del big
+    assert built_kernel.cache_held() == size
+    again = built_kernel.empty_map(2, 64, 100, 100)
+    assert again.data_ptr() == address and built_kernel.cache_held() == 0
+    other = built_kernel.empty_map(2, 32, 100, 200)  # the same bytes while that block is in use: a new one
+    assert other.data_ptr() != address
+    del again, other
+    assert built_kernel.cache_held() == 2 * size
+    small = built_kernel.empty_map(1, 8, 10, 10)  # below 4 MiB: plain allocation, never held
+    del small
+    assert built_kernel.cache_held() == 2 * size
+    fused_norm.empty_cache()
+    assert built_kernel.cache_held() == 0
+    built_kernel.set_cache_limit(size)  # holds at most one
+    blocks = [built_kernel.empty_map(2, 64, 100, 100) for _ in range(2)]
+    del blocks
+    assert built_kernel.cache_held() == size
+    built_kernel.set_cache_limit(0)
+    assert built_kernel.cache_held() == 0
+    built_kernel.set_cache_limit(1 << 30)

@@ -6,6 +6,12 @@ way and recomputes the ReLU's mask from its input, which is about 1.3-1.9x faste
 an Inception network (``benchmarks/fused_norm.py``). Batch norm and ReLU are 15-20% of a training
 step on a CPU, so the whole step gains 5-9%.
 
+In training, `layers.Concat` has each branch's last batch norm write straight into the module's
+output (`ConcatOutput`), so there is no ``torch.cat`` copy forward and the gradient is read back as
+slices. Large outputs come from a cache of the blocks earlier ones freed (at most
+``$INCEPTIONLAB_KERNEL_CACHE_MB``, default 1024 MiB; `empty_cache` frees them): a fresh large block
+costs a page fault per 4 KiB on first touch, 15 ms for a 44 MB map.
+
 The kernel is compiled with the machine's C++ compiler on first use (``torch.utils.cpp_extension``,
 about a minute once; cached under ``$INCEPTIONLAB_BUILD_DIR`` or PyTorch's extension cache). Where it
 cannot be built, or with ``INCEPTIONLAB_FUSED_NORM=0``, training uses PyTorch's batch norm and ReLU,
@@ -28,6 +34,7 @@ import torch.nn as nn
 
 SOURCE = Path(__file__).with_name("csrc") / "bn_relu.cpp"
 ENV_SWITCH = "INCEPTIONLAB_FUSED_NORM"
+CACHE_SWITCH = "INCEPTIONLAB_KERNEL_CACHE_MB"  # freed output blocks kept for reuse (default 1024 MiB)
 _kernel = None
 _tried = False
 
@@ -57,6 +64,9 @@ def kernel():
     _tried = True
     try:
         _kernel = _build()
+        cache_mb = os.environ.get(CACHE_SWITCH)
+        if cache_mb is not None:
+            _kernel.set_cache_limit(int(float(cache_mb) * 2**20))
     except Exception as err:  # no compiler, no ninja, a read-only cache: train without it
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         warnings.warn(f"inceptionlab: the fused batch norm kernel could not be built ({reason[:200]}); "
@@ -64,6 +74,12 @@ def kernel():
                       RuntimeWarning, stacklevel=3)
         _kernel = None
     return _kernel
+
+
+def empty_cache() -> None:
+    """Frees the blocks the kernel keeps for reuse (see `BlockCache` in ``csrc/bn_relu.cpp``)."""
+    if _kernel is not None:
+        _kernel.empty_cache()
 
 
 def _build():
@@ -124,17 +140,13 @@ class _BatchNormReLU(torch.autograd.Function):
         rows = _rows(y)
         n, _, h, w = y.shape
         into_rows = _dense_rows(into) if into is not None else None
-        new, parts = [], []
-        for chs, offset in layout:
-            if offset is None:
-                new.append(rows.new_empty((rows.shape[0], chs)))
-                parts.append(new[-1])
-            else:
-                parts.append(into_rows[:, offset:offset + chs])
+        new = [kernel().empty_map(n, chs, h, w) for chs, offset in layout if offset is None]
+        new_rows = iter([_dense_rows(t) for t in new])
+        parts = [next(new_rows) if offset is None else into_rows[:, offset:offset + chs] for chs, offset in layout]
         mean, invstd = kernel().forward(rows, weight, bias, running_mean, running_var, momentum, eps, relu, parts)
         ctx.save_for_backward(rows, weight, bias, mean, invstd)
         ctx.relu, ctx.layout, ctx.has_into, ctx.shape = relu, layout, into is not None, y.shape
-        outputs = [_map(t, (n, t.shape[1], h, w)) for t in new]
+        outputs = list(new)
         if into is not None:
             ctx.mark_dirty(into)
             outputs.insert(0, into)
@@ -224,8 +236,7 @@ class ConcatOutput:
         """Allocates the map on the first write (N, H, W of ``like``); counts ``chs`` channels filled."""
         if self.map is None:
             n, _, h, w = like.shape
-            self.map = torch.empty((n, self.channels, h, w), dtype=like.dtype, device=like.device,
-                                   memory_format=torch.channels_last)
+            self.map = kernel().empty_map(n, self.channels, h, w)
         if (like.shape[0],) + tuple(like.shape[2:]) != (self.map.shape[0],) + tuple(self.map.shape[2:]):
             raise ValueError(f"a branch's output {tuple(like.shape)} does not fit the concatenation "
                              f"{tuple(self.map.shape)}: the branches must keep the same size")
