@@ -268,3 +268,19 @@ def test_large_outputs_reuse_the_blocks_that_earlier_ones_freed(built_kernel):
     built_kernel.set_cache_limit(0)
     assert built_kernel.cache_held() == 0
     built_kernel.set_cache_limit(1 << 30)
+
+
+def test_inside_torch_compile_training_leaves_batch_norm_to_the_compiler(monkeypatch):
+    bn = _bn(8).train()
+    x = torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    module = Concat([ConvBN(8, 4, 1), ConvBN(8, 4, 3, padding=1)]).train()
+    filled = []
+    real = fused_norm.ConcatOutput.result
+    monkeypatch.setattr(fused_norm.ConcatOutput, "result", lambda self: filled.append(1) or real(self))
+    assert fused_norm.supports(x, bn)
+    module(x)
+    assert filled == [1]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # as while dynamo traces
+    assert not fused_norm.supports(x, bn)
+    assert module(x).shape == (2, 8, 4, 4)
+    assert filled == [1]  # torch.cat, PyTorch's batch norm

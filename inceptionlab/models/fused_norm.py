@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).with_name("csrc") / "bn_relu.cpp"
 ENV_SWITCH = "INCEPTIONLAB_FUSED_NORM"
@@ -42,6 +43,12 @@ _tried = False
 def enabled() -> bool:
     """Whether the fused kernel may be used (``INCEPTIONLAB_FUSED_NORM`` is not 0/false/off)."""
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def usable() -> bool:
+    """Whether training can take the kernel now: enabled, built, and not inside ``torch.compile``
+    (which fuses batch norm and ReLU itself, and cannot trace into a native kernel)."""
+    return not torch.compiler.is_compiling() and kernel() is not None
 
 
 def _build_name() -> str:
@@ -153,6 +160,7 @@ class _BatchNormReLU(torch.autograd.Function):
         return tuple(outputs)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, *grads):
         rows, weight, bias, mean, invstd = ctx.saved_tensors
         grads = list(grads)
@@ -190,7 +198,7 @@ def supports(x: torch.Tensor, bn: nn.Module) -> bool:
             and bn.momentum is not None and x.dim() == 4 and x.dtype == torch.float32
             and x.device.type == "cpu" and bn.weight.dtype == torch.float32
             and (x.stride(1) == 1 or x.shape[1] == 1)
-            and x.numel() > x.shape[1] and kernel() is not None)
+            and x.numel() > x.shape[1] and usable())
 
 
 def batch_norm_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,

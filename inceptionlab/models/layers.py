@@ -153,7 +153,7 @@ class Concat(nn.Module):
         # N x C_in x H x W -> N x sum(C_branch) x H' x W'
         if self.training and x.device.type == "cpu" and is_channels_last(x):
             channels = output_channels(self, x.shape[1])
-            if channels is not None and x.dtype == torch.float32 and fused_norm.kernel() is not None:
+            if channels is not None and x.dtype == torch.float32 and fused_norm.usable():
                 out = fused_norm.ConcatOutput(channels)
                 self.forward_into(x, out, 0)
                 return out.result()
