@@ -99,12 +99,18 @@ def _build():
     level = logger.level
     logger.setLevel(logging.ERROR)  # it warns that there is no CUDA, which a CPU kernel does not need
     try:
-        from torch.utils.cpp_extension import load
-        build_dir = os.environ.get("INCEPTIONLAB_BUILD_DIR")
+        from torch.utils import cpp_extension
+        name = _build_name()
+        default_dir = getattr(cpp_extension, "_get_build_directory", None)  # PyTorch's cache, where it says
+        build_dir = os.environ.get("INCEPTIONLAB_BUILD_DIR") or (default_dir(name, False) if default_dir else None)
         if build_dir:
             os.makedirs(build_dir, exist_ok=True)
-        return load(name=_build_name(), sources=[str(SOURCE)], build_directory=build_dir,
-                    extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
+        if not build_dir or not any(Path(build_dir).glob(f"{name}*.so")):
+            print(f"inceptionlab: building the fused batch norm kernel in {build_dir or 'the torch extension cache'} "
+                  "(once, about 30 s)",
+                  file=sys.stderr, flush=True)
+        return cpp_extension.load(name=name, sources=[str(SOURCE)], build_directory=build_dir,
+                                  extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
     finally:
         logger.setLevel(level)
 
