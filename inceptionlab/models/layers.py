@@ -242,8 +242,8 @@ def _run_into(layers: list[nn.Module], x: torch.Tensor, out: fused_norm.ConcatOu
     if isinstance(last, Concat):
         last.forward_into(x, out, offset)
         return
-    if isinstance(last, nn.Sequential) and not isinstance(last, PoolProjection):
-        _run_into(list(last), x, out, offset)
+    if _layers(last) != [last]:  # a Sequential: run its layers the same way
+        _run_into(_layers(last), x, out, offset)
         return
     block = last[1] if isinstance(last, PoolProjection) else last
     if isinstance(block, ConvBN) and block.bn is not None:
@@ -258,8 +258,8 @@ def _run_into(layers: list[nn.Module], x: torch.Tensor, out: fused_norm.ConcatOu
 
 def _opener(branch: nn.Module) -> ConvBN | None:
     """The 1x1 `ConvBN` a branch opens with, if it opens with one."""
-    if isinstance(branch, nn.Sequential) and not isinstance(branch, PoolProjection) and len(branch) > 0:
-        branch = branch[0]
+    layers = _layers(branch)
+    branch = layers[0] if layers else None
     return branch if isinstance(branch, ConvBN) and branch.pointwise else None
 
 
