@@ -221,6 +221,25 @@ def test_branches_write_into_the_concatenation_with_the_values_of_torch_cat(monk
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_without_batch_norm_training_keeps_the_merged_openers(monkeypatch):
+    """A network built with ``norm=False`` has nothing for the kernel to write: its modules run
+    their 1x1 openers as one matrix product, as they did before the kernel, with the same values."""
+    import inceptionlab.models.layers as layers
+    from inceptionlab import create_model
+    torch.manual_seed(0)
+    model = create_model("inception_v3", num_classes=10, aux_logits=False, norm=False, drop_rate=0.0).train()
+    model.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 75, 75).contiguous(memory_format=torch.channels_last)
+    merged = []
+    real = layers.merged_pointwise
+    monkeypatch.setattr(layers, "merged_pointwise", lambda x, blocks: merged.append(len(blocks)) or real(x, blocks))
+    monkeypatch.setattr(fused_norm, "ConcatOutput", None)  # would fail if the in-place path were taken
+    got = model(x)
+    assert merged == [3, 3, 3, 3, 3, 3, 3, 2, 3, 3]  # Mixed_5b-7c but 6a (one opener)
+    monkeypatch.setattr(layers, "_mergeable_openers", lambda branches: {})  # plain torch.cat of each branch
+    torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-6)
+
+
 def il_model(name: str) -> nn.Module:
     from inceptionlab import create_model
     kwargs = {"aux_logits": False} if name in ("googlenet", "inception_v3") else {}

@@ -153,7 +153,8 @@ class Concat(nn.Module):
         # N x C_in x H x W -> N x sum(C_branch) x H' x W'
         if self.training and x.device.type == "cpu" and is_channels_last(x):
             channels = output_channels(self, x.shape[1])
-            if channels is not None and x.dtype == torch.float32 and fused_norm.usable():
+            if (channels is not None and x.dtype == torch.float32 and _has_batch_norm(self)
+                    and fused_norm.usable()):
                 out = fused_norm.ConcatOutput(channels)
                 self.forward_into(x, out, 0)
                 return out.result()
@@ -200,6 +201,12 @@ class Concat(nn.Module):
                     y = layer(y)
             outs.append(y)
         return torch.cat(outs, dim=1)
+
+
+def _has_batch_norm(module: nn.Module) -> bool:
+    """Whether any `ConvBN` in ``module`` normalizes: without one there is nothing for the fused
+    kernel to write, and the merged-opener path is the faster one."""
+    return any(isinstance(m, ConvBN) and m.bn is not None for m in module.modules())
 
 
 def _layers(branch: nn.Module) -> list[nn.Module]:
