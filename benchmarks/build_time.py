@@ -8,8 +8,6 @@ BENCHMARKS.md. Medians of --repeats builds per model, after one warm-up build of
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -18,17 +16,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 
 import inceptionlab as il  # noqa: E402
-from benchmarks.report import RESULTS, write_report  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
+from inceptionlab.tools.benchmark import machine  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    load = os.getloadavg()[0]
+    info = machine()
     rows = []
     for name in il.list_models():
         il.create_model(name)  # warm-up: imports, allocator
@@ -41,18 +39,10 @@ def main() -> None:
         rows.append((name, params / 1e6, statistics.median(times), max(times)))
     lines = ["| model | params (M) | median build (s) | slowest (s) |", "|---|---:|---:|---:|"]
     lines += [f"| {n} | {p:.2f} | {m:.3f} | {w:.3f} |" for n, p, m, w in rows]
-    text = "\n".join([
-        "## build_time", "",
-        f"Command: `python benchmarks/build_time.py --repeats {args.repeats}`", "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}; 1-minute load average at start {load:.1f}; measured "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')}.", "",
-        "`create_model(name)` at 1000 classes, full width, random initialization (the model is built in "
-        "one thread and its truncated-normal initialization drawn at once).", "", *lines, ""])
     print("\n".join(lines))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "build_time.md").write_text(text)
-    print(write_report())
+    write_section("build_time", f"python benchmarks/build_time.py --repeats {args.repeats}", info,
+                  "`create_model(name)` at 1000 classes, full width, random initialization (the model is built in "
+                  "one thread and its truncated-normal initialization drawn at once).", lines)
 
 
 if __name__ == "__main__":

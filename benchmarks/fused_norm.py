@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,8 +24,9 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.report import RESULTS, write_report  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
 from inceptionlab.models import fused_norm  # noqa: E402
+from inceptionlab.tools.benchmark import machine  # noqa: E402
 
 # (N, C, H, W): Inception-v3's stem and one map of each grid, at batch 8, and a batch-32 map
 SHAPES = [(8, 64, 147, 147), (8, 192, 71, 71), (8, 192, 35, 35), (8, 768, 17, 17), (8, 320, 8, 8),
@@ -69,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(1)
     if fused_norm.kernel() is None:
         sys.exit("the fused kernel did not build here (a C++ compiler and ninja are needed)")
-    load = os.getloadavg()
+    info = machine()
     rows = []
     for shape in SHAPES:
         torch.manual_seed(0)
@@ -98,20 +97,12 @@ def main() -> None:
     for shape, mib, f_pt, f_us, b_pt, b_us, e_pt, e_us in rows:
         lines.append(f"| {tuple(shape)} | {mib:.1f} | {f_pt:.2f} | {f_us:.2f} | {f_pt / f_us:.2f}x | {b_pt:.2f} "
                      f"| {b_us:.2f} | {b_pt / b_us:.2f}x | {e_pt:.1e} | {e_us:.1e} |")
-    text = "\n".join([
-        "## fused_norm", "",
-        f"Command: `python benchmarks/fused_norm.py --repeats {args.repeats}`", "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread; torch "
-        f"{torch.__version__}; measured {time.strftime('%Y-%m-%d %H:%M %Z')}; load average at start "
-        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}.", "",
-        "Training-mode `BatchNorm2d` then ReLU on a channels-last float32 map with mean 3 and deviation 2: "
-        "PyTorch's kernels (`F.relu(bn(x), inplace=True)`) against the fused kernel "
-        "(`inceptionlab.models.fused_norm`). Medians of alternating runs; the errors are the relative "
-        "error (2-norm) of the input gradient against PyTorch in float64.", "", *lines, ""])
     print("\n".join(lines))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "fused_norm.md").write_text(text)
-    print(write_report())
+    write_section("fused_norm", f"python benchmarks/fused_norm.py --repeats {args.repeats}", info,
+                  "Training-mode `BatchNorm2d` then ReLU on a channels-last float32 map with mean 3 and deviation 2: "
+                  "PyTorch's kernels (`F.relu(bn(x), inplace=True)`) against the fused kernel "
+                  "(`inceptionlab.models.fused_norm`). Medians of alternating runs; the errors are the relative "
+                  "error (2-norm) of the input gradient against PyTorch in float64.", lines)
 
 
 if __name__ == "__main__":

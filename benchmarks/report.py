@@ -32,6 +32,25 @@ def save_result(name: str, rows: list[dict], info: dict, command: str, folder: P
     return csv_path
 
 
+def write_section(name: str, command: str, info: dict, about: str, lines: list[str],
+                  folder: Path = RESULTS) -> Path:
+    """Writes ``folder/name.md``: a BENCHMARKS.md section headed by the command that produced it and
+    the machine it ran on (``info``: `inceptionlab.tools.benchmark.machine()`, taken at the start),
+    then ``about`` (what was measured) and the table ``lines``; regenerates BENCHMARKS.md when
+    ``folder`` is the results folder."""
+    text = "\n".join([
+        f"## {name}", "", f"Command: `{command.strip()}`", "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads; torch {info['torch']}; "
+        f"load average at start {info.get('load_average', '?')}; measured {time.strftime('%Y-%m-%d %H:%M %Z')}.",
+        "", about, "", *lines]).rstrip() + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.md"
+    path.write_text(text)
+    if folder.resolve() == RESULTS.resolve():
+        write_report()
+    return path
+
+
 def _targets(rows: list[dict]) -> list[str]:
     """One line per row with a timm reference: each target, the measured value, met or not."""
     lines = ["| model | batch | mode | target | measured | met |", "|---|---:|---|---|---:|---|"]

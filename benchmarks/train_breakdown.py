@@ -28,7 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import RESULTS, TARGETS, write_report  # noqa: E402
+from benchmarks.report import RESULTS, TARGETS, write_section  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
 
 # (category, the operations whose self time it sums); the first match wins, in this order
@@ -130,22 +130,17 @@ def main(argv=None) -> int:
     start = time.time()
     command = "python benchmarks/train_breakdown.py " + " ".join(argv if argv is not None else sys.argv[1:])
     info = bench.machine()
-    lines = ["## train_breakdown", "", f"Command: `{command.strip()}`", "",
-             f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads; torch {info['torch']}; "
-             f"measured {time.strftime('%Y-%m-%d %H:%M %Z')}; load average at start {info.get('load_average')}.", "",
-             "Profiler self time per training step (forward, loss, backward, SGD step; 299 px, fp32, "
-             "channels-last), mean over the profiled steps; see the script's docstring.", ""]
+    lines = []
     for model in args.models:
         for batch in args.batches:
             ours, theirs = breakdown(model, batch, args.warmup, args.repeats)
             section = table(model, batch, ours, theirs)
             print("\n".join(section))
             lines += section
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    path = args.results_dir / "train_breakdown.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
-    if args.results_dir.resolve() == RESULTS.resolve():
-        write_report()
+    path = write_section("train_breakdown", command, info,
+                         "Profiler self time per training step (forward, loss, backward, SGD step; 299 px, fp32, "
+                         "channels-last), mean over the profiled steps; see the script's docstring.",
+                         lines, folder=args.results_dir)
     print(f"wrote {path} in {time.time() - start:.0f} s")
     return 0
 

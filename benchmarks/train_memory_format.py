@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.report import RESULTS, write_report  # noqa: E402
+from benchmarks.report import write_section  # noqa: E402
 from inceptionlab.lab.demo import DEMO_MODELS, FOLDER_MODEL_KWARGS, SMALL_MODEL_KWARGS  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
 
@@ -50,18 +49,11 @@ def main(argv=None) -> int:
             lines.append(f"| {setting} | {name} | {nchw:.1f} | {last:.1f} | {nchw / last:.2f}x |")
             print(lines[-1], flush=True)
     command = "python benchmarks/train_memory_format.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = "\n".join([
-        "## train_memory_format", "",
-        f"Command: `{command.strip()}`", "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, {args.threads} torch threads; torch {info['torch']}; "
-        f"load average at start {info.get('load_average', '?')}; measured {time.strftime('%Y-%m-%d %H:%M %Z')}.", "",
-        f"One training step at batch {args.batch} (median of {args.iters} after {args.warmup} warm-up steps, "
-        "the two layouts alternating in one process) at the lab's small settings. This is why "
-        "`inceptionlab train` uses channels-last by itself on the CPU (`--no-channels-last` turns it off).", "",
-        *lines, ""])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train_memory_format.md").write_text(text)
-    print(write_report())
+    write_section("train_memory_format", command, info,
+                  f"One training step at batch {args.batch} (median of {args.iters} after {args.warmup} warm-up steps, "
+                  "the two layouts alternating in one process) at the lab's small settings. This is why "
+                  "`inceptionlab train` uses channels-last by itself on the CPU (`--no-channels-last` turns it off).",
+                  lines)
     return 0
 
 

@@ -59,3 +59,23 @@ def test_training_breakdown_says_how_far_the_rest_must_fall():
     # 1.10x is a step of 1210 / 1.1 = 1100 ms; with 800 ms of convolutions the rest may take 300 ms
     assert lines[-2] == ("Convolutions are 800 ms (80%) of our step, the rest 200 ms. For 1.10x timm's step "
                          "(1100 ms) with the convolutions as they are, the rest would have to fall to 300 ms (+50%).")
+
+
+def test_a_script_section_names_its_command_and_machine(tmp_path, monkeypatch):
+    import benchmarks.report as report
+    from benchmarks.report import write_section
+    reports = []
+    monkeypatch.setattr(report, "write_report", lambda: reports.append(1))
+    info = {"cpu": "Some CPU", "cores": 2, "threads": 1, "torch": "2.14.1", "load_average": "0.5 0.4 0.3"}
+    path = write_section("fused_norm", "python benchmarks/fused_norm.py --repeats 3 ", info, "What was timed.",
+                         ["| a | b |", "|---|---:|", "| x | 1.0 |"], folder=tmp_path)
+    assert path == tmp_path / "fused_norm.md"
+    lines = path.read_text().splitlines()
+    assert lines[:3] == ["## fused_norm", "", "Command: `python benchmarks/fused_norm.py --repeats 3`"]
+    assert lines[4].startswith("Machine: Some CPU, 2 cores, 1 torch threads; torch 2.14.1; load average at start "
+                               "0.5 0.4 0.3; measured ")
+    assert lines[5:] == ["", "What was timed.", "", "| a | b |", "|---|---:|", "| x | 1.0 |"]
+    assert reports == []  # BENCHMARKS.md is regenerated only from benchmarks/results/
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    write_section("fused_norm", "python x.py", info, "", [], folder=tmp_path)
+    assert reports == [1]
