@@ -50,15 +50,18 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
-def input_grad_error(impl, x, grad, bn) -> float:
-    """Relative error (2-norm) of impl's input gradient against PyTorch's in float64."""
+def against_float64(impl, x, grad, bn) -> tuple[float, int]:
+    """Relative error (2-norm) of impl's input gradient against PyTorch's in float64, and how many
+    outputs fall on the other side of the ReLU than in float64 (an output within float32 rounding
+    of zero: each one's gradient is then all error)."""
     def step(fn, t, b):
         t = t.clone().requires_grad_()
-        fn(t, b).backward(grad.to(t.dtype))
-        return t.grad.double()
-    want = step(pytorch, x.double(), copy.deepcopy(bn).double())
-    got = step(impl, x, copy.deepcopy(bn))
-    return ((got - want).norm() / want.norm()).item()
+        y = fn(t, b)
+        y.backward(grad.to(t.dtype))
+        return t.grad.double(), y.detach() > 0
+    want, want_on = step(pytorch, x.double(), copy.deepcopy(bn).double())
+    got, got_on = step(impl, x, copy.deepcopy(bn))
+    return ((got - want).norm() / want.norm()).item(), int((got_on != want_on).sum())
 
 
 def main() -> None:
@@ -91,18 +94,21 @@ def main() -> None:
                 res[impl]["both"] += timed(lambda: impl(xg, bn).backward(grad), 1)
         med = {impl: {k: statistics.median(v) for k, v in d.items()} for impl, d in res.items()}
         rows.append((shape, x.numel() * 4 / 2**20, med[pytorch]["fwd"], med[ours]["fwd"], med[pytorch]["both"],
-                     med[ours]["both"], input_grad_error(pytorch, x, grad, bn), input_grad_error(ours, x, grad, bn)))
+                     med[ours]["both"], *against_float64(pytorch, x, grad, bn), *against_float64(ours, x, grad, bn)))
     lines = ["| map (N, C, H, W) | MiB | forward PyTorch ms | ours ms | ratio | fwd+bwd PyTorch ms | ours ms | ratio "
-             "| input-grad error PyTorch | ours |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for shape, mib, f_pt, f_us, b_pt, b_us, e_pt, e_us in rows:
+             "| input-grad error PyTorch | ours | ReLU flips PyTorch | ours |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for shape, mib, f_pt, f_us, b_pt, b_us, e_pt, n_pt, e_us, n_us in rows:
         lines.append(f"| {tuple(shape)} | {mib:.1f} | {f_pt:.2f} | {f_us:.2f} | {f_pt / f_us:.2f}x | {b_pt:.2f} "
-                     f"| {b_us:.2f} | {b_pt / b_us:.2f}x | {e_pt:.1e} | {e_us:.1e} |")
+                     f"| {b_us:.2f} | {b_pt / b_us:.2f}x | {e_pt:.1e} | {e_us:.1e} | {n_pt} | {n_us} |")
     print("\n".join(lines))
     write_section("fused_norm", f"python benchmarks/fused_norm.py --repeats {args.repeats}", info,
                   "Training-mode `BatchNorm2d` then ReLU on a channels-last float32 map with mean 3 and deviation 2: "
                   "PyTorch's kernels (`F.relu(bn(x), inplace=True)`) against the fused kernel "
                   "(`inceptionlab.models.fused_norm`). Medians of alternating runs; the errors are the relative "
-                  "error (2-norm) of the input gradient against PyTorch in float64.", lines)
+                  "error (2-norm) of the input gradient against PyTorch in float64. 'ReLU flips' counts the outputs "
+                  "that fall on the other side of the ReLU than in float64 (within float32 rounding of zero): "
+                  "each adds its whole gradient to the error.", lines)
 
 
 if __name__ == "__main__":
