@@ -1,7 +1,8 @@
 """Training-mode batch norm + ReLU: PyTorch's kernels against ours (inceptionlab/models/fused_norm.py),
-on the map shapes of Inception-v3 at 299 px, channels-last, float32, one thread.
+on the map shapes of Inception-v3 at 299 px, channels-last, float32, one thread (or --threads N).
 
     .venv/bin/python benchmarks/fused_norm.py --repeats 21
+    .venv/bin/python benchmarks/fused_norm.py --repeats 21 --threads 2
 
 Per shape, medians of --repeats alternating runs after warm-up: the forward alone, then forward and
 backward; and the relative error (2-norm) of each against the same step in float64 (input gradient;
@@ -67,8 +68,11 @@ def against_float64(impl, x, grad, bn) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (the kernel splits its rows over them); other than 1, the section "
+                             "is fused_norm_threadsN")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if fused_norm.kernel() is None:
         sys.exit("the fused kernel did not build here (a C++ compiler and ninja are needed)")
     info = machine()
@@ -102,7 +106,9 @@ def main() -> None:
         lines.append(f"| {tuple(shape)} | {mib:.1f} | {f_pt:.2f} | {f_us:.2f} | {f_pt / f_us:.2f}x | {b_pt:.2f} "
                      f"| {b_us:.2f} | {b_pt / b_us:.2f}x | {e_pt:.1e} | {e_us:.1e} | {n_pt} | {n_us} |")
     print("\n".join(lines))
-    write_section("fused_norm", f"python benchmarks/fused_norm.py --repeats {args.repeats}", info,
+    threads = f" --threads {args.threads}" if args.threads != 1 else ""
+    write_section("fused_norm" + (f"_threads{args.threads}" if threads else ""),
+                  f"python benchmarks/fused_norm.py --repeats {args.repeats}{threads}", info,
                   "Training-mode `BatchNorm2d` then ReLU on a channels-last float32 map with mean 3 and deviation 2: "
                   "PyTorch's kernels (`F.relu(bn(x), inplace=True)`) against the fused kernel "
                   "(`inceptionlab.models.fused_norm`). Medians of alternating runs; the errors are the relative "

@@ -78,6 +78,27 @@ def test_fused_batch_norm_relu_matches_batchnorm2d_in_float64(shape, relu):
     _assert_close(got, _reference(x, bn, grad, relu), rtol=1e-5 if values_per_channel > 2 else 1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_kernel_splits_its_rows_over_torchs_threads_with_the_same_values(threads):
+    """Built with OpenMP, ATen's parallel_for hands each of torch's threads a share of the rows (the
+    sums' partial results combine in a fixed order); the values are those of one thread."""
+    torch.manual_seed(0)
+    shape = (4, 32, 33, 31)  # 4092 rows: enough for two chunks of the sums and of the elementwise pass
+    x = (torch.randn(shape) * 2 + 6).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(shape)
+    bn = _bn(32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _fused(x, bn, grad)
+        torch.set_num_threads(threads)
+        got = _fused(x, bn, grad)
+    finally:
+        torch.set_num_threads(before)
+    _assert_close(got, _reference(x, bn, grad), rtol=1e-5)
+    _assert_close(got, one, rtol=1e-6)
+
+
 def test_fused_kernel_is_more_accurate_than_float32_pytorch_far_from_zero():
     torch.manual_seed(0)
     shape = (8, 256, 9, 9)

@@ -34,6 +34,9 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).with_name("csrc") / "bn_relu.cpp"
+# -fopenmp: ATen's parallel_for splits the rows over torch's threads only in OpenMP builds (without
+# it the kernel runs on one thread); the OpenMP runtime is the libgomp torch has already loaded
+CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 ENV_SWITCH = "INCEPTIONLAB_FUSED_NORM"
 CACHE_SWITCH = "INCEPTIONLAB_KERNEL_CACHE_MB"  # freed output blocks kept for reuse (default 1024 MiB)
 _kernel = None
@@ -59,7 +62,7 @@ def _build_name() -> str:
             flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
     except OSError:
         pass
-    key = "|".join([SOURCE.read_text(), torch.__version__, platform.machine(), flags, sys.version])
+    key = "|".join([SOURCE.read_text(), torch.__version__, platform.machine(), flags, sys.version, *CFLAGS])
     return "inceptionlab_bn_relu_" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -110,7 +113,7 @@ def _build():
                   "(once, about 30 s)",
                   file=sys.stderr, flush=True)
         return cpp_extension.load(name=name, sources=[str(SOURCE)], build_directory=build_dir,
-                                  extra_cflags=["-O3", "-march=native", "-fopenmp-simd"], verbose=False)
+                                  extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
     finally:
         logger.setLevel(level)
 
