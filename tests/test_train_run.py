@@ -295,3 +295,15 @@ def test_the_fused_kernel_is_built_before_a_time_budget_starts(tmp_path, monkeyp
     assert summary["status"] == "finished" and calls
     assert summary["seconds"] < 2.0  # the 2 s build was not counted
     assert summary["steps"] >= 2  # and the budget went to training
+
+
+def test_a_finished_run_gives_back_the_kernels_cached_blocks(tmp_path, monkeypatch):
+    """The fused kernel keeps freed output blocks for the next step (hundreds of MiB at 299 px); when
+    the run ends, the process (the lab's next run, an evaluation) gets that memory back."""
+    from inceptionlab.models import fused_norm
+    emptied = []
+    real = fused_norm.empty_cache
+    monkeypatch.setattr(fused_norm, "empty_cache", lambda: emptied.append(read_steps(tmp_path / "run")) or real())
+    summary = train(tiny(tmp_path, steps=3))
+    assert summary["status"] == "finished"
+    assert len(emptied) == 1 and [s["step"] for s in emptied[0]] == [1, 2, 3]  # once, after the last step
