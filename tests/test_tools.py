@@ -12,6 +12,7 @@ import torch.nn as nn
 import inceptionlab
 from inceptionlab import create_model
 from inceptionlab.cli import main
+from inceptionlab.errors import UserError
 from inceptionlab.models.layers import ConvBN, ScaledResidual
 from inceptionlab.tools import benchmark as bench
 from inceptionlab.tools.fast import (FusedResidual, PerImage, fold_batchnorm, make_optimizer, mkldnn_fusion_available,
@@ -289,6 +290,30 @@ def test_cli_predict_json_and_text(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "gray.png" in captured.out and any(c in captured.out for c in ("cat", "dog", "emu"))
     assert "skipped" in captured.err and "notes.txt" in captured.err
+
+
+def test_weights_file_of_a_training_run_brings_its_classes_and_switches(tmp_path, capsys):
+    """``--model NAME --weights RUN/model.safetensors`` (the issue's form) reads the run's config.json
+    beside the file: its class count and names and the switches it was trained with."""
+    from PIL import Image
+
+    from inceptionlab.models.weights import save_pretrained
+
+    trained = tiny("googlenet", num_classes=3)  # depth_multiplier 0.25: not the default width
+    run = save_pretrained(trained, tmp_path / "run", classes=["cat", "dog", "emu"])
+    Image.new("RGB", (50, 70), (200, 30, 30)).save(tmp_path / "red.png")
+    args = ["predict", str(tmp_path / "red.png"), "--top-k", "3", "--json"]
+    assert main(args + ["--model", "googlenet", "--weights", str(run / "model.safetensors")]) == 0
+    by_file = json.loads(capsys.readouterr().out)["results"][0]["predictions"]
+    assert main(args + ["--model", str(run)]) == 0
+    assert by_file == json.loads(capsys.readouterr().out)["results"][0]["predictions"]
+    assert sorted(p["class"] for p in by_file) == ["cat", "dog", "emu"]
+    model = create_model("googlenet", weights=run / "model.safetensors")
+    assert model.num_classes == 3 and model.pretrained_cfg["classes"] == ["cat", "dog", "emu"]
+    # another architecture's run: the error names the one it was saved for
+    with pytest.raises(UserError, match=r"was saved for googlenet \(its config.json says so\), not inception_v3: "
+                                        r"use --model googlenet"):
+        create_model("inception_v3", weights=run / "model.safetensors")
 
 
 def test_cli_predict_bad_input(tmp_path, capsys):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -72,15 +73,19 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
 
     ``name`` is a registered name, or a directory written by ``save_pretrained`` (config.json +
     model.safetensors). ``weights`` is a state dict file (.pth/.pt/.bin or .safetensors) in our
-    layout or a reference layout (torchvision, timm), detected by itself. ``pretrained=True`` is
-    refused: inceptionlab never downloads; pass ``weights=FILE``.
+    layout or a reference layout (torchvision, timm), detected by itself; the model.safetensors of
+    a directory that training or ``save_pretrained`` wrote for this architecture brings its
+    config.json along (class count and names, stem, width; ``switches`` still win), as if the
+    directory were ``name``. ``pretrained=True`` is refused: inceptionlab never downloads; pass
+    ``weights=FILE``.
     """
     if pretrained:
         raise UserError("inceptionlab does not download weights; pass weights=FILE (a torchvision or "
                         "timm state dict saved on this machine) instead of pretrained=True")
-    if Path(str(name)).is_dir():
+    saved = _saved_directory(name, weights) if weights is not None else None
+    if Path(str(name)).is_dir() or saved is not None:
         from inceptionlab.models.weights import from_pretrained
-        model = from_pretrained(name, **switches)
+        model = from_pretrained(saved or name, **switches)
     else:
         entry = model_entry(name)
         accepted = entry.switches
@@ -98,6 +103,24 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
         from inceptionlab.models.base import FeatureExtractor
         return FeatureExtractor(model, out_indices)
     return model
+
+
+def _saved_directory(name: str, weights) -> Path | None:
+    """The directory ``weights`` is the model.safetensors of, when ``save_pretrained`` wrote it (its
+    config.json says for which architecture: another one than ``name``'s is an error); else None."""
+    path = Path(str(weights))
+    config = path.parent / "config.json"
+    if path.name != "model.safetensors" or not config.is_file() or Path(str(name)).is_dir():
+        return None
+    try:
+        architecture = json.loads(config.read_text()).get("architecture")
+    except (OSError, ValueError, AttributeError):
+        return None  # not ours: the file is read as a plain state dict
+    if architecture == model_entry(name).card["name"]:
+        return path.parent
+    raise UserError(f"{path} was saved for {architecture} (its config.json says so), not {name}: use "
+                    f"--model {architecture} (create_model({architecture!r}, weights=...)), or the directory "
+                    f"{path.parent} as the model")
 
 
 def _input_config(model, card: dict, switches: dict) -> dict:

@@ -494,7 +494,8 @@ def from_pretrained(directory, **overrides):
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise UserError(f"{directory} has a config.json but no model.safetensors; save_pretrained writes both")
-    model = create_model(arch, weights=weights, **switches)
+    model = create_model(arch, **switches)
+    load_weights(model, weights)
     derived = ("input_size", "mean", "std") if {"in_chans", "stem"} & set(overrides) else ()
     for key, value in preprocessing.items():
         if key not in derived:  # the saved convention, unless an override changed the input
