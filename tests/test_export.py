@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -94,6 +95,31 @@ def test_cli_export_onnx_and_pt2_with_weights(tmp_path, capsys):
     assert meta["input_size"] == [3, 64, 64]
     assert main(["export", "googlenet", "--format", "pt2", "--out", str(tmp_path / "g.pt2")] + common) == 0
     assert "checked: the loaded program" in capsys.readouterr().out
+
+
+def test_cli_export_judges_large_logits_relative_to_their_size(tmp_path, capsys, monkeypatch):
+    """A trained run's logits can be in the thousands, where float32 alone rounds by more than 1e-4;
+    the check then allows 1e-5 of the largest logit. A real difference still fails, the file kept."""
+    from inceptionlab.tools import export
+
+    assert export.allowed_difference(8.0) == 1e-4 and export.allowed_difference(3000.0) == pytest.approx(0.03)
+    model = tiny("googlenet")
+    with torch.no_grad():
+        model.head.fc.weight.mul_(1e4)  # logits of order 1e3-1e4
+    weights = tmp_path / "w.pth"
+    torch.save(model.state_dict(), weights)
+    args = ["export", "googlenet", "--weights", str(weights), "--size", "64", "--out", str(tmp_path / "g.onnx"),
+            "--model-kwargs", "depth_multiplier=0.25", "num_classes=10"]
+    assert main(args) == 0
+    checked = re.search(r"max \|logit difference\| (\S+) \(largest \|logit\| (\S+), allowed (\S+)\)",
+                        capsys.readouterr().out)
+    diff, largest, allowed = map(float, checked.groups())
+    assert largest > 1000 and allowed == pytest.approx(1e-5 * largest, rel=0.05) and diff <= allowed
+    monkeypatch.setattr(export, "logit_difference", lambda *a: (0.5, 3000.0))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "differ from PyTorch's by 5.00e-01 (> 3.0e-02)" in err and "g.onnx is kept" in err
+    assert (tmp_path / "g.onnx").is_file()
 
 
 def test_cli_export_bad_input(tmp_path, capsys):
