@@ -244,6 +244,23 @@ def test_branches_opening_with_1x1_convolutions_train_as_one_matmul(monkeypatch)
     assert calls == [3]
 
 
+@pytest.mark.parametrize("name", ["inception_v3", "inception_resnet_v2"])
+@pytest.mark.parametrize("channels_last_weights", [True, False])
+def test_gradients_keep_their_weights_strides(name, channels_last_weights):
+    """DDP copies each gradient into a bucket laid out like its parameter and warns, at every run,
+    when the strides differ. A 1x1 weight's channels-last strides (C, 1, C, C) and default ones
+    (C, 1, 1, 1) hold the same matrix; the matrix-product paths give the weight's own back."""
+    model = create_model(name, num_classes=10, stem="low_res", depth_multiplier=0.125, min_depth=8).train()
+    if channels_last_weights:
+        model.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    out = model(x)
+    (out[0] if isinstance(out, tuple) else out).sum().backward()
+    pointwise = [(n, p) for n, p in model.named_parameters() if p.dim() == 4 and p.shape[2:] == (1, 1)]
+    assert len(pointwise) > 20
+    assert [n for n, p in pointwise if p.grad.stride() != p.stride()] == []
+
+
 def test_residual_up_projection_trains_as_one_matmul_with_the_reference_gradients(monkeypatch):
     import inceptionlab.models.layers as layers
     torch.manual_seed(0)

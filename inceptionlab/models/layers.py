@@ -93,8 +93,18 @@ def pointwise_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     N x C x H x W (stored N, H, W, C) -> (N*H*W) x C @ C x O -> N x O x H x W (stored N, H, W, O).
     """
     n, c, h, w = x.shape
-    y = F.linear(channel_rows(x), weight.view(weight.shape[0], c), bias)
+    y = F.linear(channel_rows(x), _weight_matrix(weight), bias)
     return y.view(n, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _weight_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """An O x C x 1 x 1 weight as its O x C matrix, a view whose gradient comes back with the weight's
+    own strides: channels-last ones (C, 1, C, C) or the default (C, 1, 1, 1). Both lay the matrix out
+    alike, but DDP compares a gradient's strides with its bucket's and warns at every run otherwise."""
+    o, c = weight.shape[:2]
+    if weight.stride() == (c, 1, c, c):
+        return weight.permute(0, 2, 3, 1).reshape(o, c)  # O x 1 x 1 x C -> O x C, no copy
+    return weight.view(o, c)
 
 
 class PoolProjection(nn.Sequential):
