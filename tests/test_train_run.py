@@ -18,6 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from inceptionlab import create_model
+from inceptionlab.errors import UserError
 from inceptionlab.train import TrainConfig, evaluate, train
 from inceptionlab.train import checkpoint as checkpoint_module
 from inceptionlab.train.logs import METRIC_COLUMNS, read_metrics, read_steps
@@ -164,6 +165,27 @@ def test_fine_tuning_replaces_a_classifier_of_another_size(tmp_path):
     first_conv = next(k for k in trained if k.endswith("conv.weight"))
     assert torch.allclose(trained[first_conv], source.state_dict()[first_conv], atol=1e-6)
     assert trained["head.fc.weight"].shape[0] == 10
+
+
+def test_fine_tuning_from_a_run_of_another_width_names_the_switch_to_pass(tmp_path):
+    """A run's config.json builds the donor with the run's own switches; a model of another width
+    then cannot take its body, and the error says which switch to pass (no traceback)."""
+    from inceptionlab.models.weights import save_pretrained
+
+    save_pretrained(create_model("inception_v3", num_classes=4, **{**TINY, "depth_multiplier": 0.2}),
+                    tmp_path / "pretrained", classes=list("abcd"))
+    weights = str(tmp_path / "pretrained" / "model.safetensors")
+    with pytest.raises(UserError, match="the weights were trained with depth_multiplier=0.2: pass --model-kwargs "
+                                        "depth_multiplier=0.2"):
+        train(tiny(tmp_path, steps=1, weights=weights))  # depth_multiplier 0.1
+    without = dict(TINY)
+    without.pop("depth_multiplier")  # the width from the run's config.json, then the model's default
+    with pytest.raises(UserError, match=r"blocks\.\S+ is \(\d+, 3, 3, 3\) there, \(\d+, 3, 3, 3\) here; "
+                                        r"the weights were trained with depth_multiplier=0.2"):
+        train(tiny(tmp_path, name="default", steps=1, weights=weights, model_kwargs=without))
+    summary = train(tiny(tmp_path, name="wide", steps=1, weights=weights,
+                         model_kwargs={**TINY, "depth_multiplier": 0.2}))
+    assert summary["status"] == "finished"
 
 
 def test_unreadable_files_are_skipped_and_listed(tmp_path):

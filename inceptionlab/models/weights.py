@@ -476,6 +476,13 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
     return directory
 
 
+def trained_with(saved: dict, used: dict) -> str:
+    """What to pass when a model built with the switches ``used`` cannot take weights trained with
+    ``saved``: '' when they agree on every switch ``saved`` has."""
+    differ = " ".join(f"{k}={v}" for k, v in saved.items() if k in used and used[k] != v)
+    return f"the weights were trained with {differ}: pass --model-kwargs {differ}" if differ else ""
+
+
 def from_pretrained(directory, **overrides):
     """The model saved by ``save_pretrained`` in ``directory`` (switches in ``overrides`` win)."""
     from inceptionlab.models.registry import create_model
@@ -495,7 +502,13 @@ def from_pretrained(directory, **overrides):
     if not weights.is_file():
         raise UserError(f"{directory} has a config.json but no model.safetensors; save_pretrained writes both")
     model = create_model(arch, **switches)
-    load_weights(model, weights)
+    try:
+        load_weights(model, weights)
+    except UserError as exc:
+        hint = trained_with(dict(config.get("switches", {})), switches)
+        if not hint:
+            raise
+        raise UserError(f"{exc}; {hint}") from None
     derived = ("input_size", "mean", "std") if {"in_chans", "stem"} & set(overrides) else ()
     for key, value in preprocessing.items():
         if key not in derived:  # the saved convention, unless an override changed the input

@@ -1,6 +1,7 @@
 """Turning a config into the model and preprocessing it describes, with errors at the boundary."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict) -> Non
     """Loads a weights file (ours or a reference layout); classifiers of another class count
     are left at their initialization (fine-tuning on new classes)."""
     from inceptionlab import create_model
-    from inceptionlab.models.weights import classifier_size, load_weights
+    from inceptionlab.models.weights import classifier_size, load_weights, trained_with
 
     path = Path(path)
     file = path / "model.safetensors" if path.is_dir() else path
@@ -56,6 +57,13 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict) -> Non
         return
     donor = create_model(name, **{**kwargs, "num_classes": classes}, weights=file)
     body = {k: v for k, v in donor.state_dict().items() if not _is_classifier(k)}
+    target = model.state_dict()
+    wrong = [k for k, v in body.items() if k not in target or target[k].shape != v.shape]
+    if wrong:  # a run's config.json built the donor with its own switches (width, stem...)
+        hint = trained_with(dataclasses.asdict(donor.switches), dataclasses.asdict(model.switches))
+        raise UserError(f"{file} does not fit {name}: {wrong[0]} is {tuple(body[wrong[0]].shape)} there, "
+                        f"{tuple(target[wrong[0]].shape) if wrong[0] in target else 'absent'} here; "
+                        f"{hint or 'check the model name and switches'}")
     model.load_state_dict(body, strict=False)
 
 
