@@ -317,6 +317,9 @@ def test_the_fused_kernel_is_built_before_a_time_budget_starts(tmp_path, monkeyp
     assert summary["status"] == "finished" and calls
     assert summary["seconds"] < 2.0  # the 2 s build was not counted
     assert summary["steps"] >= 2  # and the budget went to training
+    calls.clear()
+    assert train(tiny(tmp_path, name="bf16", steps=1, amp=True))["status"] == "finished"
+    assert calls == []  # under bf16 autocast the kernel never runs: no build
 
 
 def test_a_finished_run_gives_back_the_kernels_cached_blocks(tmp_path, monkeypatch):

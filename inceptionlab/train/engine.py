@@ -252,9 +252,10 @@ class Trainer:
     def _build_kernels(self) -> None:
         """Builds the fused batch norm kernel now, where the first training step would (once per
         machine, about 30 s), so that it does not eat into a time budget: runs compared on the same
-        budget (the lab) get the same training time."""
-        if (self.device.type == "cpu" and self.memory_format == torch.channels_last
-                and any(type(m) is nn.BatchNorm2d for m in self.net.modules())):
+        budget (the lab) get the same training time. Only where it will run: float32 (not under
+        autocast), uncompiled (the compiler fuses batch norm itself), channels-last on the CPU."""
+        if (self.device.type == "cpu" and self.memory_format == torch.channels_last and self.amp_dtype is None
+                and not self.cfg.compile and any(type(m) is nn.BatchNorm2d for m in self.net.modules())):
             fused_norm.kernel()
 
     def _run_epoch(self, started: float) -> tuple[str, str] | None:
