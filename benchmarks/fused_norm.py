@@ -6,8 +6,10 @@ on the map shapes of Inception-v3 at 299 px, channels-last, float32, one thread 
 
 Per shape, medians of --repeats alternating runs after warm-up: the forward alone, then forward and
 backward; and the relative error (2-norm) of each against the same step in float64 (input gradient;
-the kernel shifts its sums by the first row, PyTorch's float32 does not). Prints a table and
-writes benchmarks/results/fused_norm.md, which `benchmarks/report.py` puts in BENCHMARKS.md.
+the kernel shifts its sums by the first row, PyTorch's float32 does not), with the outputs that
+land on the other side of the ReLU than in float64. Prints a table and writes
+benchmarks/results/fused_norm.md (fused_norm_threadsN.md for --threads N), which
+`benchmarks/report.py` puts in BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -106,9 +108,10 @@ def main() -> None:
         lines.append(f"| {tuple(shape)} | {mib:.1f} | {f_pt:.2f} | {f_us:.2f} | {f_pt / f_us:.2f}x | {b_pt:.2f} "
                      f"| {b_us:.2f} | {b_pt / b_us:.2f}x | {e_pt:.1e} | {e_us:.1e} | {n_pt} | {n_us} |")
     print("\n".join(lines))
-    threads = f" --threads {args.threads}" if args.threads != 1 else ""
-    write_section("fused_norm" + (f"_threads{args.threads}" if threads else ""),
-                  f"python benchmarks/fused_norm.py --repeats {args.repeats}{threads}", info,
+    one_thread = args.threads == 1
+    write_section("fused_norm" if one_thread else f"fused_norm_threads{args.threads}",
+                  f"python benchmarks/fused_norm.py --repeats {args.repeats}"
+                  + ("" if one_thread else f" --threads {args.threads}"), info,
                   "Training-mode `BatchNorm2d` then ReLU on a channels-last float32 map with mean 3 and deviation 2: "
                   "PyTorch's kernels (`F.relu(bn(x), inplace=True)`) against the fused kernel "
                   "(`inceptionlab.models.fused_norm`). Medians of alternating runs; the errors are the relative "

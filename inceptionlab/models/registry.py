@@ -82,10 +82,10 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
     if pretrained:
         raise UserError("inceptionlab does not download weights; pass weights=FILE (a torchvision or "
                         "timm state dict saved on this machine) instead of pretrained=True")
-    saved = _saved_directory(name, weights) if weights is not None else None
-    if Path(str(name)).is_dir() or saved is not None:
+    directory = name if Path(str(name)).is_dir() else _saved_directory(name, weights)
+    if directory is not None:
         from inceptionlab.models.weights import from_pretrained
-        model = from_pretrained(saved or name, **switches)
+        model = from_pretrained(directory, **switches)
     else:
         entry = model_entry(name)
         accepted = entry.switches
@@ -108,9 +108,11 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
 def _saved_directory(name: str, weights) -> Path | None:
     """The directory ``weights`` is the model.safetensors of, when ``save_pretrained`` wrote it (its
     config.json says for which architecture: another one than ``name``'s is an error); else None."""
+    if weights is None:
+        return None
     path = Path(str(weights))
     config = path.parent / "config.json"
-    if path.name != "model.safetensors" or not config.is_file() or Path(str(name)).is_dir():
+    if path.name != "model.safetensors" or not config.is_file():
         return None
     try:
         architecture = json.loads(config.read_text()).get("architecture")
