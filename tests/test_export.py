@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 
 import pytest
 import torch
@@ -131,9 +132,11 @@ def test_cli_export_bad_input(tmp_path, capsys):
     assert "does not fit" in capsys.readouterr().err
 
 
-def test_benchmark_times_onnxruntime(tmp_path):
+def test_benchmark_times_onnxruntime(tmp_path, monkeypatch):
     from inceptionlab.tools import benchmark as bench
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     cfg = bench.Config("googlenet", 64, 2, "infer", runtime="onnxruntime", model_kwargs=dict(TINY))
     row = bench.run_config(cfg, peak=100.0, warmup=1, iters=1)
     assert row["runtime"] == "onnxruntime" and row["infer_samples_per_sec"] > 0
+    assert list(tmp_path.glob("inceptionlab-bench-*")) == []  # the exported copy is not left behind

@@ -166,9 +166,10 @@ def infer_step(model: nn.Module, cfg: Config, ours: bool, device: torch.device) 
         from inceptionlab.tools.export import OnnxModel, export_onnx
         if cfg.precision != "fp32":
             raise UserError("--runtime onnxruntime runs fp32 only")
-        folder = tempfile.mkdtemp(prefix="inceptionlab-bench-")
-        path = export_onnx(model, Path(folder) / f"{cfg.model}.onnx", cfg.img_size)
-        runner = OnnxModel(path)
+        # onnxruntime reads the whole file (and its external data) when the session is made,
+        # so the exported copy is removed at once instead of staying in the temp folder.
+        with tempfile.TemporaryDirectory(prefix="inceptionlab-bench-") as folder:
+            runner = OnnxModel(export_onnx(model, Path(folder) / f"{cfg.model}.onnx", cfg.img_size))
         x = x.contiguous()
         return lambda: runner(x)
     if ours and cfg.fast:
