@@ -42,6 +42,28 @@ def _command_module(name: str):
     return importlib.import_module(f"inceptionlab.commands.{COMMANDS[name][0]}")
 
 
+def _switches_last(argv: list[str]) -> list[str]:
+    """Moves each ``--model-kwargs KEY=VALUE ...`` group to the end of ``argv``.
+
+    argparse gives an option with ``nargs="+"`` every word up to the next option, so in
+    ``predict --model-kwargs stem=low_res photo.jpg`` the image became a (broken) switch and
+    argparse said the images were missing. A switch always holds "=", so the group ends at the
+    first word without one, and the words after it stay where they are.
+    """
+    head, groups, i = [], [], 0
+    while i < len(argv):
+        if argv[i] == "--model-kwargs":
+            j = i + 1
+            while j < len(argv) and "=" in argv[j] and not argv[j].startswith("-"):
+                j += 1
+            groups += argv[i:j]
+            i = j
+        else:
+            head.append(argv[i])
+            i += 1
+    return head + groups
+
+
 def main(argv: list[str] | None = None) -> int:
     from inceptionlab.errors import UserError
 
@@ -56,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     parser = build_parser(command)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(_switches_last(argv))
+    except SystemExit as exc:  # argparse has printed the usage and its one-line error (or --help)
+        return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 0

@@ -228,8 +228,9 @@ def test_cli_benchmark_writes_csv(tmp_path, capsys):
 
 
 def test_cli_benchmark_bad_input(capsys):
-    assert main(["benchmark", "--models", "googlenet", "--batch-size", "0"]) == 2
-    assert "--batch-size" in capsys.readouterr().err
+    for option in ("--batch-size", "--img-size", "--threads"):
+        assert main(["benchmark", "--models", "googlenet", option, "0"]) == 2
+        assert f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
     assert main(["benchmark", "--models", "googlenet", "--mode", "train", "--runtime", "onnxruntime"]) == 2
 
 
@@ -328,6 +329,51 @@ def test_cli_predict_bad_input(tmp_path, capsys):
     assert "readable image" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.jpg")] + args) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_predict_switches_before_the_images_and_bad_numbers(tmp_path, capsys):
+    """``--model-kwargs k=v IMAGE`` used to give the image to the switches (argparse takes every
+    word up to the next option) and fail with "IMAGE_OR_DIR required"; a 0 size or batch used to
+    mean "the default" without a word; an unknown model was reported as missing --weights."""
+    from PIL import Image
+
+    Image.new("RGB", (50, 70), (200, 30, 30)).save(tmp_path / "red.png")
+    weights = tmp_path / "w.pth"
+    torch.save(tiny("googlenet").state_dict(), weights)
+    head = ["predict", "--model", "googlenet", "--weights", str(weights), "--json"]
+    switches = ["--model-kwargs", "depth_multiplier=0.25", "num_classes=10"]
+    assert main(head + switches + [str(tmp_path / "red.png"), "--top-k", "2"]) == 0
+    first = json.loads(capsys.readouterr().out)["results"]
+    assert main(head + [str(tmp_path / "red.png"), "--top-k", "2"] + switches) == 0
+    assert first == json.loads(capsys.readouterr().out)["results"] and len(first[0]["predictions"]) == 2
+    for option in ("--size", "--batch-size", "--top-k"):
+        assert main(head + switches + [str(tmp_path / "red.png"), option, "0"]) == 2
+        assert f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["predict", "--model", "googlenett", str(tmp_path / "red.png")]) == 2
+    assert "unknown model 'googlenett'; did you mean googlenet" in capsys.readouterr().err
+
+
+def test_predictions_come_batch_by_batch(tmp_path, monkeypatch):
+    """The CLI prints each batch as it is done: the first answer comes before the later images are read."""
+    from PIL import Image
+
+    from inceptionlab.data import images
+    from inceptionlab.tools.predict import Prediction, iter_predictions
+
+    for i in range(5):
+        Image.new("RGB", (40, 40), (50 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    (tmp_path / "5.txt").write_text("x")
+    read = []
+    real_load = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda path: read.append(path) or real_load(path))
+    answers = iter_predictions(tiny("googlenet"), [tmp_path], top_k=1, batch_size=2)
+    first = next(answers)
+    assert isinstance(first, Prediction) and first.path.name == "0.png" and len(read) == 2
+    rest = list(answers)
+    assert [a.path.name for a in rest if isinstance(a, Prediction)] == ["1.png", "2.png", "3.png", "4.png"]
+    skipped = [item for item in rest if not isinstance(item, Prediction)]
+    assert [(path.name, "not an image" in reason) for path, reason in skipped] == [("5.txt", True)]
+    assert len(read) == 6
 
 
 def test_find_images_walks_folders_and_skips_hidden(tmp_path):

@@ -12,14 +12,14 @@ import argparse
 
 import torch
 
-from inceptionlab.commands.summary import add_model_kwargs, parse_model_kwargs
+from inceptionlab.commands.summary import add_model_kwargs, parse_model_kwargs, positive_int
 from inceptionlab.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=["inception_v3"], help="registered model names")
-    parser.add_argument("--img-size", type=int, default=None, help="input size (default: each model's)")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[8], help="one or more batch sizes")
+    parser.add_argument("--img-size", type=positive_int, default=None, help="input size (default: each model's)")
+    parser.add_argument("--batch-size", type=positive_int, nargs="+", default=[8], help="one or more batch sizes")
     parser.add_argument("--mode", choices=("infer", "train"), default="infer")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=True,
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="our plain eager model, without optimize_for_inference / the training fast path")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5, help="timed iterations (the median is reported)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--memory", action="store_true",
                         help="train mode: also the peak resident memory of a training step (fresh processes)")
     parser.add_argument("--out", default="benchmark.csv", help="the CSV file to write")
@@ -49,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.warmup < 0 or args.iters < 1:
         raise UserError("--warmup must be >= 0 and --iters >= 1")
-    if any(b < 1 for b in args.batch_size):
-        raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.runtime == "onnxruntime" and args.mode == "train":
         raise UserError("--runtime onnxruntime times inference only; use --mode infer")
     kwargs = parse_model_kwargs(args.model_kwargs)

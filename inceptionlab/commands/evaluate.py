@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from inceptionlab.commands.summary import positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", metavar="RUN_DIR", help="a training run's --out folder")
@@ -15,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="image folder or CIFAR folder (default: the run's data, or the digits)")
     parser.add_argument("--out", help="where to write confusion_matrix.csv/.png and eval.json")
     parser.add_argument("--model-kwargs", nargs="+", default=[], metavar="KEY=VALUE", help="model switches")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--img-size", type=int)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--img-size", type=positive_int)
     parser.add_argument("--val-split", type=float)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0)

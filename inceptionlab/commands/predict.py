@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from inceptionlab.commands.summary import add_model_kwargs, parse_model_kwargs
+from inceptionlab.commands.summary import add_model_kwargs, parse_model_kwargs, positive_int
 from inceptionlab.errors import UserError
 
 
@@ -23,32 +23,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="a registered model name, or a directory written by training (save_pretrained)")
     parser.add_argument("--weights", default=None, help="a state dict file (.pth/.safetensors) for --model NAME")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--size", type=int, default=None, help="input size (default: the model's)")
+    parser.add_argument("--top-k", type=positive_int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--size", type=positive_int, default=None, help="input size (default: the model's)")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout, for machines")
     add_model_kwargs(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from inceptionlab.models.registry import create_model
-    from inceptionlab.tools.predict import format_predictions, predict
+    from inceptionlab.models.registry import create_model, list_models
+    from inceptionlab.tools.predict import Prediction, format_prediction, iter_predictions, predict
 
     if args.weights is None and not Path(args.model).is_dir():
-        raise UserError(f"--model {args.model} needs --weights FILE (predictions of random weights mean nothing), "
-                        f"or pass a directory written by training as --model")
+        if args.model not in list_models():
+            create_model(args.model)  # an unknown name: its error, with the closest names
+        raise UserError(f"--model {args.model} needs --weights FILE (predictions of random weights mean "
+                        f"nothing), or pass a directory written by training as --model")
     model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs))
-    preds = predict(model, args.images, top_k=args.top_k, batch_size=args.batch_size, size=args.size)
+    options = dict(top_k=args.top_k, batch_size=args.batch_size, size=args.size)
     if args.json:
+        preds = predict(model, args.images, **options)
         doc = {"model": args.model, "weights": args.weights,
                "results": [p.as_dict() for p in preds.results],
                "skipped": [{"image": str(path), "error": reason} for path, reason in preds.skipped]}
         print(json.dumps(doc, indent=1))
-    else:
-        if preds.results:
-            print(format_predictions(preds))
-        for path, reason in preds.skipped:
-            print(f"skipped {path}: {reason}", file=sys.stderr)
-    if not preds.results:
-        raise UserError(f"none of the {len(preds.skipped)} files given is a readable image")
+        answered, skipped = len(preds.results), len(preds.skipped)
+    else:  # each batch printed as it is done
+        answered = skipped = 0
+        for item in iter_predictions(model, args.images, **options):
+            if isinstance(item, Prediction):
+                print(format_prediction(item), flush=True)
+                answered += 1
+            else:
+                print(f"skipped {item[0]}: {item[1]}", file=sys.stderr, flush=True)
+                skipped += 1
+    if not answered:
+        raise UserError(f"none of the {skipped} files given is a readable image")
     return 0

@@ -13,6 +13,18 @@ from inceptionlab.errors import UserError
 from inceptionlab.train.config import parse_model_kwargs  # noqa: F401 - the one key=value parser
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a size, batch, count or thread number of 0 used to
+    mean "the default" without a word)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_model_kwargs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                         help="switches passed to create_model, e.g. depth_multiplier=0.5 stem=low_res")
@@ -20,7 +32,7 @@ def add_model_kwargs(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="a registered model name (see --all)")
-    parser.add_argument("--size", type=int, default=None,
+    parser.add_argument("--size", type=positive_int, default=None,
                         help="input height and width (default: the model's input size)")
     add_model_kwargs(parser)
     parser.add_argument("--all", action="store_true", help="one row per registered model")

@@ -93,9 +93,13 @@ def preprocessor(model: nn.Module, size: int | None = None):
                           input_space=cfg.get("input_space", "RGB"))
 
 
-def predict(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch_size: int = 16,
-            size: int | None = None, classes: list[str] | None = None, fast: bool = True) -> Predictions:
-    """The ``top_k`` classes of every image under ``paths``, with probabilities (softmax).
+def iter_predictions(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch_size: int = 16,
+                     size: int | None = None, classes: list[str] | None = None, fast: bool = True):
+    """Yields a `Prediction` for every readable image under ``paths`` (the ``top_k`` classes, with
+    probabilities), batch by batch as each is done, and ``(path, reason)`` for every file that is
+    not a readable image, as soon as it is met (so before the answers of a batch still filling).
+    The answers keep the input order. A folder of 60,000 images shows its first answers in
+    seconds instead of after the last batch.
 
     ``model`` is any image classifier with a ``pretrained_cfg`` (an `InceptionNet`, or a model
     from `create_model`); ``fast`` runs it through `optimize_for_inference`."""
@@ -105,6 +109,8 @@ def predict(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch_size: in
         raise UserError(f"top_k must be >= 1, got {top_k}")
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    if size is not None and size < 1:
+        raise UserError(f"size must be >= 1 pixel, got {size}")
     names = classes if classes is not None else class_names(model)
     transform = preprocessor(model, size)
     if fast:
@@ -112,36 +118,44 @@ def predict(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch_size: in
         runner = optimize_for_inference(model)
     else:
         runner = model.eval()
-    out = Predictions()
     batch: list = []
 
-    def flush():
-        if not batch:
-            return
+    def answers():
         with torch.inference_mode():
             probs = torch.softmax(runner(torch.stack([t for _, t in batch])).float(), dim=1)
         values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
-        for (path, _), v, i in zip(batch, values.tolist(), indices.tolist()):
-            out.results.append(Prediction(path, [(c, names[c] if c < len(names) else f"class {c}", p)
-                                                 for c, p in zip(i, v)]))
+        done = [Prediction(path, [(c, names[c] if c < len(names) else f"class {c}", p) for c, p in zip(i, v)])
+                for (path, _), v, i in zip(batch, values.tolist(), indices.tolist())]
         batch.clear()
+        return done
 
     for path in find_images(paths):
         try:
             picture = load_image(path)
         except UserError as exc:  # UnreadableImage, with the reason
-            out.skipped.append((path, getattr(exc, "reason", str(exc))))
+            yield path, getattr(exc, "reason", str(exc))
             continue
         batch.append((path, transform(picture)))
         if len(batch) == batch_size:
-            flush()
-    flush()
+            yield from answers()
+    if batch:
+        yield from answers()
+
+
+def predict(model: nn.Module, paths: Iterable, **options) -> Predictions:
+    """Every answer of `iter_predictions` (same options), collected."""
+    out = Predictions()
+    for item in iter_predictions(model, paths, **options):
+        if isinstance(item, Prediction):
+            out.results.append(item)
+        else:
+            out.skipped.append(item)
     return out
 
 
+def format_prediction(p: Prediction) -> str:
+    return "\n".join([str(p.path)] + [f"  {prob:7.2%}  {name}  ({index})" for index, name, prob in p.top])
+
+
 def format_predictions(preds: Predictions) -> str:
-    lines = []
-    for p in preds.results:
-        lines.append(str(p.path))
-        lines += [f"  {prob:7.2%}  {name}  ({index})" for index, name, prob in p.top]
-    return "\n".join(lines)
+    return "\n".join(format_prediction(p) for p in preds.results)
