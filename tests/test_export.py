@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,8 +95,10 @@ def test_cli_export_onnx_and_pt2_with_weights(tmp_path, capsys):
     assert "wrote" in out and "checked: onnxruntime" in out and "N dynamic" in out
     meta = json.loads(dict((p.key, p.value) for p in onnx.load(str(tmp_path / "g.onnx")).metadata_props)["inceptionlab"])
     assert meta["input_size"] == [3, 64, 64]
-    assert main(["export", "googlenet", "--format", "pt2", "--out", str(tmp_path / "g.pt2")] + common) == 0
-    assert "checked: the loaded program" in capsys.readouterr().out
+    assert main(["export", "googlenet", "--out", str(tmp_path / "g.pt2")] + common) == 0  # pt2 by the suffix
+    out = capsys.readouterr().out
+    assert ": pt2, input" in out and "checked: the loaded program" in out
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["g.onnx", "g.pt2", "w.pth"]  # no temporary left
 
 
 def test_cli_export_judges_large_logits_relative_to_their_size(tmp_path, capsys, monkeypatch):
@@ -130,6 +133,31 @@ def test_cli_export_bad_input(tmp_path, capsys):
     torch.save(tiny("googlenet").state_dict(), weights)
     assert main(["export", "inception_v3", "--weights", str(weights), "--out", str(tmp_path / "g.onnx")]) == 2
     assert "does not fit" in capsys.readouterr().err
+    assert main(["export", "googlenet", "--format", "pt2", "--out", str(tmp_path / "g.onnx")]) == 2
+    assert "file name ends in .pt2 (torch.export.load refuses others); name it" in capsys.readouterr().err
+    assert main(["export", "googlenet", "--format", "onnx", "--out", str(tmp_path / "g.pt2")]) == 2
+    assert "names a torch.export program but the format is onnx" in capsys.readouterr().err
+    assert main(["export", "googlenet", "--out", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder; name the file to write, e.g. {tmp_path / 'model.onnx'}" in capsys.readouterr().err
+    (tmp_path / "g.onnx").write_bytes(b"onnx bytes")
+    assert main(["predict", "--model", "googlenet", "--weights", str(tmp_path / "g.onnx"), str(weights)]) == 2
+    assert "g.onnx is an ONNX file (an export), not weights: pass the state dict" in capsys.readouterr().err
+
+
+def test_a_failed_export_leaves_the_file_already_there(tmp_path, monkeypatch):
+    """The export is written beside the target and moved over it only when whole."""
+    from inceptionlab.tools import export
+
+    target = tmp_path / "g.pt2"
+    target.write_bytes(b"the export of yesterday")
+
+    def half_written(program, path, extra_files):
+        Path(path).write_bytes(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch.export, "save", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        export.export(tiny("googlenet"), target, size=64)
+    assert target.read_bytes() == b"the export of yesterday" and [f.name for f in tmp_path.iterdir()] == ["g.pt2"]
 
 
 def test_benchmark_times_onnxruntime(tmp_path, monkeypatch):

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="a state dict (.pth/.safetensors; ours, torchvision's or timm's); "
                              "without it the model keeps its random initialization")
-    parser.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    parser.add_argument("--format", choices=("onnx", "pt2"), default=None,
+                        help="default: by --out's suffix (.pt2 a torch.export program, else ONNX)")
     parser.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
     parser.add_argument("--size", type=positive_int, default=None, help="input height and width (default: the model's)")
     parser.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from inceptionlab.models.registry import create_model
     from inceptionlab.tools import export
 
+    args.format = export.format_of(args.out, args.format)
+    export.output_path(args.out, args.format)  # a wrong --out fails now, not after the export
     if args.weights is not None and not Path(args.weights).is_file():
         raise UserError(f"weights file {args.weights} does not exist")
     model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs)).eval()

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -74,17 +77,18 @@ def export_onnx(model: nn.Module, path, size: int | None = None, opset: int | No
     except ImportError as exc:
         raise UserError(f"ONNX export needs the onnx and onnxscript packages ({exc.name} is missing); "
                         f"pip install 'inceptionlab[export]'") from None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_path(path, "onnx")
     net = prepare_for_export(model)
     x = _example(net, size)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     kwargs = {} if opset is None else {"opset_version": int(opset)}
     program = torch.onnx.export(net, (x,), None, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                 dynamic_shapes=({0: batch},), optimize=True, verbose=False, **kwargs)
-    program.save(str(path))
-    _set_onnx_metadata(path, metadata(model, x.shape[-1]))
-    return path
+
+    def write(target: Path) -> None:
+        program.save(str(target))
+        _set_onnx_metadata(target, metadata(model, x.shape[-1]))
+    return _write_whole(path, write)
 
 
 def _set_onnx_metadata(path: Path, meta: dict) -> None:
@@ -98,21 +102,58 @@ def _set_onnx_metadata(path: Path, meta: dict) -> None:
 
 def export_pt2(model: nn.Module, path, size: int | None = None) -> Path:
     """Writes ``model`` as a ``torch.export`` program (load with ``torch.export.load``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_path(path, "pt2")
     net = prepare_for_export(model)
     x = _example(net, size)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     program = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, str(path),
-                      extra_files={"inceptionlab.json": json.dumps(metadata(model, x.shape[-1]))})
+    extra = {"inceptionlab.json": json.dumps(metadata(model, x.shape[-1]))}
+    return _write_whole(path, lambda target: torch.export.save(program, str(target), extra_files=extra))
+
+
+def format_of(path, format: str | None = None) -> str:
+    """``format``, or (None) the one ``path``'s suffix names: ``.pt2`` a torch.export program, anything
+    else ONNX."""
+    if format is None:
+        return "pt2" if Path(path).suffix.lower() == ".pt2" else "onnx"
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+    return format
+
+
+def output_path(path, format: str) -> Path:
+    """``path`` as a Path, or a one-line error when it is a folder or its suffix names the other format."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; name the file to write, e.g. {path / ('model.' + format)}")
+    suffix = path.suffix.lower()
+    if format == "pt2" and suffix != ".pt2":
+        raise UserError(f"a torch.export program's file name ends in .pt2 (torch.export.load refuses others); "
+                        f"name it {path.with_suffix('.pt2')}, or pass --format onnx")
+    if format == "onnx" and suffix == ".pt2":
+        raise UserError(f"{path} names a torch.export program but the format is onnx; name it "
+                        f"{path.with_suffix('.onnx')}, or pass --format pt2")
     return path
 
 
-def export(model: nn.Module, path, format: str = "onnx", size: int | None = None) -> Path:
-    """`export_onnx` or `export_pt2`, by ``format``."""
-    if format not in FORMATS:
-        raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
+def _write_whole(path: Path, write) -> Path:
+    """Runs ``write(target)`` on a file of ``path``'s name in a temporary folder beside it, then moves
+    what it wrote (the file, and an ONNX file's external data, whose names it refers to) over
+    ``path``: an export that fails or is interrupted leaves a file already at ``path`` as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write(folder / path.name)
+        for written in sorted(folder.iterdir(), key=lambda f: f.name == path.name):  # the file itself last
+            os.replace(written, path.parent / written.name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return path
+
+
+def export(model: nn.Module, path, format: str | None = None, size: int | None = None) -> Path:
+    """`export_onnx` or `export_pt2`, by ``format`` (default: by ``path``'s suffix, see `format_of`)."""
+    format = format_of(path, format)
     return export_onnx(model, path, size) if format == "onnx" else export_pt2(model, path, size)
 
 
