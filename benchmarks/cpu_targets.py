@@ -4,6 +4,7 @@
     python benchmarks/cpu_targets.py                 # inference at batch 8 and 32, training at batch 8
     python benchmarks/cpu_targets.py --iters 5 --train-batches 8 32
     python benchmarks/cpu_targets.py --precision bf16 --name cpu_bf16 --no-memory   # AMX / AVX512-BF16 CPUs
+    python benchmarks/cpu_targets.py --runtime onnxruntime --train-batches --no-memory --name cpu_onnxruntime
 
 Prints the table, writes benchmarks/results/cpu_targets.csv (+ .json: machine, command, date) and
 regenerates BENCHMARKS.md from every result in benchmarks/results/.
@@ -37,13 +38,17 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: weights cast for inference, autocast for training, both sides (the targets are fp32)")
+    parser.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                        help="onnxruntime: our model exported to ONNX, inference only (the targets are PyTorch's)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the peak-RSS measurement of a v3 training step at batch 8")
     parser.add_argument("--name", default="cpu_targets", help="the result's file name in benchmarks/results/")
     args = parser.parse_args(argv)
+    if args.runtime == "onnxruntime" and args.train_batches:
+        parser.error("--runtime onnxruntime times inference only; pass --train-batches with no sizes")
     if args.threads:
         torch.set_num_threads(args.threads)
-    configs = [bench.Config(m, 299, b, "infer", args.precision, reference="timm")
+    configs = [bench.Config(m, 299, b, "infer", args.precision, runtime=args.runtime, reference="timm")
                for m in args.models for b in args.infer_batches]
     configs += [bench.Config(m, 299, b, "train", args.precision, reference="timm")
                 for m in args.models for b in args.train_batches]

@@ -52,10 +52,12 @@ def write_section(name: str, command: str, info: dict, about: str, lines: list[s
 
 
 def _targets(rows: list[dict]) -> list[str]:
-    """One line per row with a timm reference: each target, the measured value, met or not."""
+    """One line per row with a timm reference: each target, the measured value, met or not. The
+    targets are our PyTorch model's: rows run in onnxruntime are left out."""
     lines = ["| model | batch | mode | target | measured | met |", "|---|---:|---|---|---:|---|"]
     for r in rows:
-        if r.get("reference") != "timm" or r["precision"] != "fp32" or r["img_size"] != "299":
+        if (r.get("reference") != "timm" or r["precision"] != "fp32" or r["img_size"] != "299"
+                or r.get("runtime", "torch") != "torch"):
             continue
         mode = r["mode"]
         if r.get("ratio"):

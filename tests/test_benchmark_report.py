@@ -26,7 +26,8 @@ def test_share_of_peak_uses_the_best_peak_of_the_run():
 def test_targets_table_judges_each_row():
     lines = _targets([_row(fraction_of_peak="0.667"), _row(mode="train", ratio="1.05", peak_rss_mb="1800",
                                                           ref_peak_rss_mb="1900"),
-                      _row(precision="bf16", ratio="3.0")])  # bf16 rows are not judged: the targets are fp32
+                      _row(precision="bf16", ratio="3.0"),  # not judged: the targets are fp32
+                      _row(runtime="onnxruntime", ratio="0.5")])  # nor onnxruntime's: they are PyTorch's
     assert lines[2:] == [
         "| inception_v3 | 8 | infer | >= 1.25x timm (channels-last) | 1.30x | yes |",
         "| inception_v3 | 8 | infer | >= 80% of the convolution peak | 67% | no |",

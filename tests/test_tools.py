@@ -232,6 +232,11 @@ def test_cli_benchmark_bad_input(capsys):
         assert main(["benchmark", "--models", "googlenet", option, "0"]) == 2
         assert f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
     assert main(["benchmark", "--models", "googlenet", "--mode", "train", "--runtime", "onnxruntime"]) == 2
+    capsys.readouterr()
+    # a name the reference lacks fails before the peak is measured
+    assert main(["benchmark", "--models", "inception_v3", "googlenet", "--reference", "timm"]) == 2
+    out, err = capsys.readouterr()
+    assert "timm has no googlenet; it has inception_v3" in err and "peak" not in out
 
 
 # ------------------------------------------------------------------ predict

@@ -123,13 +123,19 @@ def measure_peak(precision: str = "fp32", repeats: int = 8, device: torch.device
 
 
 # ------------------------------------------------------------------ the models
-def reference_model(library: str, name: str, **kwargs) -> nn.Module:
-    """``name``'s architecture built by ``library`` (random weights, no download)."""
+def reference_name(library: str, name: str) -> str:
+    """What ``library`` calls our ``name``, or a one-line error when it has no such architecture."""
     names = REFERENCES.get(library)
     if names is None:
         raise UserError(f"unknown reference {library!r}; choose from {', '.join(REFERENCES)}")
     if name not in names:
         raise UserError(f"{library} has no {name}; it has {', '.join(names)}")
+    return names[name]
+
+
+def reference_model(library: str, name: str, **kwargs) -> nn.Module:
+    """``name``'s architecture built by ``library`` (random weights, no download)."""
+    names = {name: reference_name(library, name)}
     num_classes = kwargs.get("num_classes", 1000)
     if library == "timm":
         try:
@@ -406,6 +412,12 @@ def benchmark(configs: list[Config], warmup: int = 2, iters: int = 5, memory: bo
               on_row: Callable[[list, dict], None] | None = None) -> tuple[list[dict], dict]:
     """Measures the peak once per precision, then every configuration; returns (rows, machine).
     ``on_row(rows, machine)`` runs after each row (to save partial results of a long run)."""
+    from inceptionlab.models.registry import model_card
+
+    for cfg in configs:  # a wrong name fails now, not after the peak and the rows before it
+        model_card(cfg.model)
+        if cfg.reference:
+            reference_name(cfg.reference, cfg.model)
     info = machine()
     peaks: dict[str, float] = {}
     rows = []
