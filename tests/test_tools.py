@@ -217,6 +217,30 @@ def test_reference_names_are_checked():
         bench.reference_model("keras", "inception_v3")
 
 
+def test_reference_refuses_switches_it_cannot_mirror():
+    """A ratio against timm's standard v3 means nothing for our half-width v3."""
+    assert bench.check_reference("timm", "inception_v3", {"num_classes": 10, "in_chans": 3, "drop_rate": 0.2}) == \
+        bench.REFERENCES["timm"]["inception_v3"]
+    with pytest.raises(UserError, match=r"--reference timm builds the standard inception_v3, not one with "
+                                        r"depth_multiplier=0.5 stem=low_res: drop --reference, or those switches"):
+        bench.check_reference("timm", "inception_v3", {"depth_multiplier": 0.5, "stem": "low_res"})
+
+
+def test_cli_benchmark_of_a_training_run(tmp_path, capsys):
+    """``--models RUN_DIR``: the run's architecture, switches and input size (its config.json)."""
+    from inceptionlab.models.weights import save_pretrained
+
+    run = save_pretrained(tiny("googlenet", stem="low_res"), tmp_path / "run", classes=list("abcdefghij"))
+    out = tmp_path / "bench.csv"
+    assert main(["benchmark", "--models", str(run), "--batch-size", "2", "--warmup", "0", "--iters", "1",
+                 "--out", str(out)]) == 0
+    row = bench.read_csv(out)[0]
+    assert row["model"] == str(run) and row["img_size"] == "32"
+    assert int(row["param_count"]) == sum(p.numel() for p in tiny("googlenet", stem="low_res").parameters())
+    assert main(["benchmark", "--models", str(run), "--reference", "torchvision"]) == 2
+    assert "not one with depth_multiplier=0.25 stem=low_res" in capsys.readouterr().err
+
+
 def test_cli_benchmark_writes_csv(tmp_path, capsys):
     out = tmp_path / "bench.csv"
     assert main(["benchmark", "--models", "googlenet", "--img-size", "64", "--batch-size", "1", "2",

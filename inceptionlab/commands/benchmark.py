@@ -17,7 +17,8 @@ from inceptionlab.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", default=["inception_v3"], help="registered model names")
+    parser.add_argument("--models", nargs="+", default=["inception_v3"],
+                        help="registered model names, or directories written by training")
     parser.add_argument("--img-size", type=positive_int, default=None, help="input size (default: each model's)")
     parser.add_argument("--batch-size", type=positive_int, nargs="+", default=[8], help="one or more batch sizes")
     parser.add_argument("--mode", choices=("infer", "train"), default="infer")
@@ -42,7 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inceptionlab.models.registry import model_card
     from inceptionlab.tools import benchmark
 
     if args.threads:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = parse_model_kwargs(args.model_kwargs)
     configs = []
     for name in args.models:
-        size = args.img_size or model_card(name).get("input_size", (3, 299, 299))[-1]
+        size = args.img_size or benchmark.architecture(name, kwargs)[2].get("input_size", (3, 299, 299))[-1]
         for batch in args.batch_size:
             configs.append(benchmark.Config(name, size, batch, args.mode, args.precision, args.channels_last,
                                             args.compile, args.runtime, args.reference, args.fast, kwargs))

@@ -31,6 +31,12 @@ class ModelEntry:
     def switches(self) -> list[str]:
         return [p for p in inspect.signature(self.factory).parameters if p != "kwargs"]
 
+    @property
+    def defaults(self) -> dict:
+        """Each switch's default value."""
+        return {n: p.default for n, p in inspect.signature(self.factory).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
 
 _REGISTRY: dict[str, ModelEntry] = {}
 

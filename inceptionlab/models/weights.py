@@ -487,21 +487,29 @@ def trained_with(saved: dict, used: dict) -> str:
     return f"the weights were trained with {differ}: pass --model-kwargs {differ}" if differ else ""
 
 
-def from_pretrained(directory, **overrides):
-    """The model saved by ``save_pretrained`` in ``directory`` (switches in ``overrides`` win)."""
-    from inceptionlab.models.registry import create_model
-
+def saved_config(directory) -> dict:
+    """The config.json that ``save_pretrained`` wrote in ``directory``, checked: ``architecture``,
+    ``switches`` and ``preprocessing`` (dicts, maybe empty) and ``classes`` (a list, or None)."""
     directory = Path(directory)
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise UserError(f"{directory} has no config.json; it is not a directory written by save_pretrained")
     try:
         config = json.loads(config_file.read_text())
-        arch, switches = config["architecture"], dict(config.get("switches", {}))
-        preprocessing = dict(config.get("preprocessing") or {})
+        return {"architecture": str(config["architecture"]), "switches": dict(config.get("switches") or {}),
+                "preprocessing": dict(config.get("preprocessing") or {}), "classes": config.get("classes")}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{config_file} is not a valid inceptionlab config ({exc})") from None
-    switches.update(overrides)
+
+
+def from_pretrained(directory, **overrides):
+    """The model saved by ``save_pretrained`` in ``directory`` (switches in ``overrides`` win)."""
+    from inceptionlab.models.registry import create_model
+
+    directory = Path(directory)
+    config = saved_config(directory)
+    arch, preprocessing = config["architecture"], config["preprocessing"]
+    switches = {**config["switches"], **overrides}
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise UserError(f"{directory} has a config.json but no model.safetensors; save_pretrained writes both")

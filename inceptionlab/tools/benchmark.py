@@ -133,6 +133,41 @@ def reference_name(library: str, name: str) -> str:
     return names[name]
 
 
+# switches the reference libraries' models mirror (or that do not change the timed network)
+MIRRORED_SWITCHES = ("num_classes", "drop_rate")
+
+
+def architecture(name: str, model_kwargs: dict | None = None) -> tuple[str, dict, dict]:
+    """``name``'s registered architecture, its switches and its input configuration (``input_size``...):
+    a registered name with ``model_kwargs``, or a directory written by training (its config.json)."""
+    from pathlib import Path
+
+    from inceptionlab.models.registry import model_card
+    from inceptionlab.models.weights import saved_config
+
+    if Path(str(name)).is_dir():
+        config = saved_config(name)
+        model_card(config["architecture"])  # an architecture this version does not have fails here
+        return config["architecture"], {**config["switches"], **(model_kwargs or {})}, config["preprocessing"]
+    return name, dict(model_kwargs or {}), model_card(name)
+
+
+def check_reference(library: str, name: str, model_kwargs: dict | None = None) -> str:
+    """What ``library`` calls ``name``'s architecture; a one-line error when it has none, or when a
+    switch would make ours another network than the reference's (a ratio against it would mislead)."""
+    from inceptionlab.models.registry import model_entry
+
+    arch, switches, _ = architecture(name, model_kwargs)
+    defaults = model_entry(arch).defaults
+    changed = {k: v for k, v in switches.items()
+               if k not in MIRRORED_SWITCHES and not (k in defaults and defaults[k] == v)}
+    if changed:
+        shown = " ".join(f"{k}={v}" for k, v in changed.items())
+        raise UserError(f"--reference {library} builds the standard {arch}, not one with {shown}: "
+                        f"drop --reference, or those switches")
+    return reference_name(library, arch)
+
+
 def reference_model(library: str, name: str, **kwargs) -> nn.Module:
     """``name``'s architecture built by ``library`` (random weights, no download)."""
     names = {name: reference_name(library, name)}
@@ -276,8 +311,9 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
     steps = {"ours": make(ours, cfg, True, device)}
     if cfg.reference:
         ref_cfg = replace(cfg, runtime="torch")
-        steps["reference"] = make(reference_model(cfg.reference, cfg.model, **cfg.model_kwargs), ref_cfg, False,
-                                  device)
+        arch, switches, _ = architecture(cfg.model, cfg.model_kwargs)
+        check_reference(cfg.reference, cfg.model, cfg.model_kwargs)
+        steps["reference"] = make(reference_model(cfg.reference, arch, **switches), ref_cfg, False, device)
     times = time_alternating(steps, warmup, iters, device)
     step_s = statistics.median(times["ours"])
     per_image_flops = 2 * macs * (TRAIN_FLOPS_FACTOR if cfg.mode == "train" else 1)
@@ -412,12 +448,10 @@ def benchmark(configs: list[Config], warmup: int = 2, iters: int = 5, memory: bo
               on_row: Callable[[list, dict], None] | None = None) -> tuple[list[dict], dict]:
     """Measures the peak once per precision, then every configuration; returns (rows, machine).
     ``on_row(rows, machine)`` runs after each row (to save partial results of a long run)."""
-    from inceptionlab.models.registry import model_card
-
     for cfg in configs:  # a wrong name fails now, not after the peak and the rows before it
-        model_card(cfg.model)
+        architecture(cfg.model, cfg.model_kwargs)
         if cfg.reference:
-            reference_name(cfg.reference, cfg.model)
+            check_reference(cfg.reference, cfg.model, cfg.model_kwargs)
     info = machine()
     peaks: dict[str, float] = {}
     rows = []
