@@ -8,6 +8,8 @@ STAMP   = $(VENV)/.installed
 .PHONY: demo test test-fast venv clean
 
 $(STAMP): pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if [ "$$free" -lt 8 ]; then echo "warning: $$free GB free here; the environment takes about 6 GB (torch and its CUDA libraries)"; fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
