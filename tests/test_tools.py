@@ -382,6 +382,28 @@ def test_cli_predict_switches_before_the_images_and_bad_numbers(tmp_path, capsys
     assert "unknown model 'googlenett'; did you mean googlenet" in capsys.readouterr().err
 
 
+def test_cli_stops_quietly_when_the_reader_goes_away(tmp_path):
+    """``inceptionlab predict ... | head -1``: the later batches meet a closed pipe. That was a
+    BrokenPipeError traceback; now the command stops with the shell's SIGPIPE status."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    for i in range(12):  # the later ones are written well after the reader has gone
+        Image.new("RGB", (40, 40), (20 * i, 0, 0)).save(tmp_path / f"{i:02d}.png")
+    weights = tmp_path / "w.pth"
+    torch.save(tiny("googlenet").state_dict(), weights)
+    command = [sys.executable, "-m", "inceptionlab", "predict", str(tmp_path), "--model", "googlenet",
+               "--weights", str(weights), "--batch-size", "1", "--model-kwargs", "depth_multiplier=0.25",
+               "num_classes=10"]
+    reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip().endswith("00.png")
+    reader.stdout.close()  # the reader goes away after the first line
+    err = reader.stderr.read()
+    assert reader.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err
+
+
 def test_predictions_come_batch_by_batch(tmp_path, monkeypatch):
     """The CLI prints each batch as it is done: the first answer comes before the later images are read."""
     from PIL import Image
