@@ -144,6 +144,53 @@ def test_cli_export_bad_input(tmp_path, capsys):
     assert "g.onnx is an ONNX file (an export), not weights: pass the state dict" in capsys.readouterr().err
 
 
+def test_predict_runs_the_export_itself_with_its_metadata(tmp_path, capsys):
+    """``predict --model run.onnx|run.pt2``: the export's preprocessing and class names, the same
+    answers as the PyTorch run it came from."""
+    from PIL import Image
+
+    from inceptionlab.models.weights import save_pretrained
+
+    run = save_pretrained(tiny("googlenet", stem="low_res"), tmp_path / "run", classes=list("abcdefghij"))
+    for suffix in ("onnx", "pt2"):
+        assert main(["export", str(run), "--out", str(tmp_path / f"run.{suffix}")]) == 0
+    for i in range(3):
+        Image.new("RGB", (50 + 10 * i, 40), (60 * i, 90, 200 - 50 * i)).save(tmp_path / f"{i}.png")
+    images = [str(tmp_path / f"{i}.png") for i in range(3)]
+    answers = {}
+    for model in (run, tmp_path / "run.onnx", tmp_path / "run.pt2"):
+        capsys.readouterr()
+        assert main(["predict", "--model", str(model), *images, "--json", "--top-k", "3"]) == 0
+        answers[Path(model).name] = json.loads(capsys.readouterr().out)["results"]
+    for name in ("run.onnx", "run.pt2"):
+        for ours, theirs in zip(answers["run"], answers[name]):
+            assert [p["class"] for p in ours["predictions"]] == [p["class"] for p in theirs["predictions"]]
+            assert [p["probability"] for p in theirs["predictions"]] == pytest.approx(
+                [p["probability"] for p in ours["predictions"]], abs=1e-5)
+    assert {p["class"] for r in answers["run.onnx"] for p in r["predictions"]} <= set("abcdefghij")
+    # the size is fixed at export; weights and switches belong to the export
+    assert main(["predict", "--model", str(tmp_path / "run.onnx"), images[0], "--size", "64"]) == 2
+    assert "was exported for 32x32 input, got 64x64; drop --size" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path / "run.pt2"), images[0], "--weights", "w.pth"]) == 2
+    assert "is an export: it holds its weights and switches" in capsys.readouterr().err
+    # an ONNX file without our metadata: its preprocessing is unknown
+    proto = onnx.load(str(tmp_path / "run.onnx"))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    assert main(["predict", "--model", str(tmp_path / "bare.onnx"), images[0]]) == 2
+    assert "bare.onnx has no inceptionlab metadata" in capsys.readouterr().err
+
+
+def test_export_metadata_says_the_channel_order():
+    """BN-Inception's Caffe weights take BGR in 0-255: a runtime that reads only mean and std would
+    feed RGB."""
+    from inceptionlab.tools.export import metadata
+
+    assert metadata(tiny("bn_inception"), 64)["input_space"] == "BGR"
+    assert metadata(tiny("bn_inception"), 64)["input_range"] == [0, 255]
+    assert metadata(tiny("inception_v3"), 75)["input_space"] == "RGB"
+
+
 def test_a_failed_export_leaves_the_file_already_there(tmp_path, monkeypatch):
     """The export is written beside the target and moved over it only when whole."""
     from inceptionlab.tools import export

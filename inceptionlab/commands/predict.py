@@ -2,9 +2,11 @@
 
     inceptionlab predict --model inception_v3 --weights v3.pth photo.jpg holidays/
     inceptionlab predict --model runs/flowers/best holidays/ --top-k 3 --json
+    inceptionlab predict --model flowers.onnx holidays/        # an export: onnxruntime, its own metadata
 
 ``--model`` is a registered name (then ``--weights`` gives a state dict: ours, torchvision's or
-timm's) or a directory written by training, whose config.json holds the class names. Files that
+timm's), a directory written by training, whose config.json holds the class names, or a file
+that ``inceptionlab export`` wrote, whose metadata holds the preprocessing and class names. Files that
 are not readable images are reported (stderr, or ``"skipped"`` in the JSON) and skipped.
 """
 from __future__ import annotations
@@ -21,7 +23,8 @@ from inceptionlab.errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders of images")
     parser.add_argument("--model", required=True,
-                        help="a registered model name, or a directory written by training (save_pretrained)")
+                        help="a registered model name, a directory written by training (save_pretrained), "
+                             "or a file that inceptionlab export wrote (.onnx, run in onnxruntime, or .pt2)")
     parser.add_argument("--weights", default=None, help="a state dict file (.pth/.safetensors) for --model NAME")
     parser.add_argument("--top-k", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=16)
@@ -32,15 +35,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from inceptionlab.models.registry import create_model, list_models
+    from inceptionlab.tools.export import EXPORTED_SUFFIXES, ExportedClassifier
     from inceptionlab.tools.predict import Prediction, format_prediction, iter_predictions, predict
 
-    if args.weights is None and not Path(args.model).is_dir():
+    exported = Path(args.model).suffix.lower() in EXPORTED_SUFFIXES
+    if exported:  # an export holds its weights, switches, preprocessing and class names
+        if args.weights is not None or args.model_kwargs:
+            raise UserError(f"{args.model} is an export: it holds its weights and switches; drop --weights "
+                            f"and --model-kwargs")
+        model = ExportedClassifier(args.model)
+    elif args.weights is None and not Path(args.model).is_dir():
         if args.model not in list_models():
             create_model(args.model)  # an unknown name: its error, with the closest names
         raise UserError(f"--model {args.model} needs --weights FILE (predictions of random weights mean "
                         f"nothing), or pass a directory written by training as --model")
-    model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs))
-    options = dict(top_k=args.top_k, batch_size=args.batch_size, size=args.size)
+    else:
+        model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs))
+    options = dict(top_k=args.top_k, batch_size=args.batch_size, size=args.size, fast=not exported)
     if args.json:
         preds = predict(model, args.images, **options)
         doc = {"model": args.model, "weights": args.weights,

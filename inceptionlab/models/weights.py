@@ -104,7 +104,8 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
     exported = {".onnx": "an ONNX file", ".pt2": "a torch.export program"}.get(path.suffix.lower())
     if exported:
         raise UserError(f"{path} is {exported} (an export), not weights: pass the state dict it was exported "
-                        f"from (.pth/.safetensors) or the training run's folder")
+                        f"from (.pth/.safetensors) or the training run's folder (predict also takes the export "
+                        f"itself as --model)")
     if is_keras_file(path):
         from inceptionlab.models.layouts.keras import read_keras
         return OrderedDict((f"{layer.name}/{var}", torch.from_numpy(array))

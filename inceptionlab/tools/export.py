@@ -5,7 +5,7 @@ The exported network is the inference network: eval mode, auxiliary heads droppe
 into the convolutions (`fold_batchnorm`), so an ONNX graph holds only Conv, Relu, Concat, pooling,
 one ReduceMean and one Gemm. The batch dimension is dynamic; height and width are fixed at export
 (``size``, the model's input size by default). The preprocessing (input size, mean, std, crop_pct,
-interpolation) and class names travel with the file: ONNX metadata ``inceptionlab`` and the
+interpolation, channel order) and class names travel with the file: ONNX metadata ``inceptionlab`` and the
 ``inceptionlab.json`` extra file of a ``.pt2``, both JSON.
 
 ONNX export needs the ``onnx`` and ``onnxscript`` packages, checking and running it ``onnxruntime``:
@@ -62,6 +62,8 @@ def metadata(model: nn.Module, size: int) -> dict:
         "std": list(cfg.get("std", (0.5,) * chans)),
         "crop_pct": cfg.get("crop_pct", 0.875),
         "interpolation": cfg.get("interpolation", "bilinear"),
+        "input_space": cfg.get("input_space", "RGB"),  # "BGR": Caffe-trained BN-Inception weights
+        "input_range": list(cfg.get("input_range", (0, 1))),
         "num_classes": getattr(model, "num_classes", None),
         "classes": cfg.get("classes"),
         "input_name": INPUT_NAME,
@@ -190,6 +192,52 @@ def load_pt2(path):
     extra = {"inceptionlab.json": ""}
     program = torch.export.load(str(path), extra_files=extra)
     return program.module(), (json.loads(extra["inceptionlab.json"]) if extra["inceptionlab.json"] else {})
+
+
+EXPORTED_SUFFIXES = (".onnx", ".pt2")
+# the metadata keys that are a model's preprocessing configuration (its ``pretrained_cfg``)
+_PREPROCESSING = ("input_size", "mean", "std", "crop_pct", "interpolation", "input_space", "input_range")
+
+
+class ExportedClassifier(nn.Module):
+    """An exported file as a classifier that `inceptionlab.tools.predict` can use: an ONNX file run
+    in onnxruntime, or a ``.pt2`` program, with the preprocessing and class names that travel in
+    its metadata as ``pretrained_cfg``. Its input size is the one it was exported at."""
+
+    def __init__(self, path, threads: int | None = None):
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"exported file {self.path} does not exist")
+        if self.path.suffix.lower() == ".onnx":
+            self.runner = OnnxModel(self.path, threads)
+            meta = self.runner.metadata
+        else:
+            self.runner, meta = load_pt2(self.path)
+        if "input_size" not in meta:
+            raise UserError(f"{self.path} has no inceptionlab metadata (another tool exported it); "
+                            f"its preprocessing and classes are unknown: export it with inceptionlab export")
+        self.pretrained_cfg = {k: tuple(meta[k]) if isinstance(meta[k], list) else meta[k]
+                               for k in _PREPROCESSING if k in meta}
+        if meta.get("classes"):
+            self.pretrained_cfg["classes"] = list(meta["classes"])
+        self.pretrained_cfg["architecture"] = meta.get("architecture")
+        self.num_classes = meta.get("num_classes")
+        self.in_chans = int(meta["input_size"][0])
+
+    def train(self, mode: bool = True) -> "ExportedClassifier":
+        """An export is always in inference mode (a ``.pt2`` program refuses ``train()``)."""
+        if mode:
+            raise UserError(f"{self.path.name} is an inference export; it cannot be trained")
+        self.training = False
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = tuple(self.pretrained_cfg["input_size"][1:])
+        if tuple(x.shape[-2:]) != size:  # N x C x H x W, H and W fixed at export
+            raise UserError(f"{self.path.name} was exported for {size[0]}x{size[1]} input, got "
+                            f"{x.shape[-2]}x{x.shape[-1]}; drop --size, or export again with --size")
+        return self.runner(x)
 
 
 # The exported file must give PyTorch's logits to 1e-4 (issue 5), or to 1e-5 of the largest logit
