@@ -32,11 +32,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="The Inception family (GoogLeNet to Inception-ResNet-v2) and a lab to compare it.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.command_parsers = {}  # name -> the command's own parser
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = parser.command_parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             _command_module(name).add_arguments(p)
     return parser
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, command: str | None, words: list[str]) -> None:
+    """argparse's "unrecognized arguments" from the command's own parser (its usage, not the
+    top-level one), with the closest options for a misspelt one."""
+    import difflib
+
+    if command is None:
+        parser.error(f"unrecognized arguments: {' '.join(words)}")
+    command_parser = parser.command_parsers[command]
+    options = [o for action in command_parser._actions for o in action.option_strings]
+    first_option = next((w.split("=")[0] for w in words if w.startswith("--")), None)
+    hint = ", ".join(difflib.get_close_matches(first_option, options, n=2, cutoff=0.7)) if first_option else ""
+    command_parser.error(f"unrecognized arguments: {' '.join(words)}" + (f"; did you mean {hint}?" if hint else ""))
 
 
 def _command_module(name: str):
@@ -80,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser(command)
     try:
-        args = parser.parse_args(_switches_last(argv))
+        args, unknown = parser.parse_known_args(_switches_last(argv))
+        if unknown:
+            _refuse_unknown(parser, args.command, unknown)
     except SystemExit as exc:  # argparse has printed the usage and its one-line error (or --help)
         return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:

@@ -404,6 +404,19 @@ def test_cli_stops_quietly_when_the_reader_goes_away(tmp_path):
     assert reader.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err
 
 
+def test_cli_unrecognized_option_names_the_command_and_the_closest(capsys):
+    """The command's own usage (it was the top-level "inceptionlab [-h] COMMAND"), and a hint for a
+    misspelt option."""
+    assert main(["predict", "--model", "googlenet", "a.jpg", "--topk", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: inceptionlab predict")
+    assert "inceptionlab predict: error: unrecognized arguments: --topk 3; did you mean --top-k?" in err
+    assert main(["eval", "--limit", "3"]) == 2
+    assert capsys.readouterr().err.strip().endswith("inceptionlab eval: error: unrecognized arguments: --limit 3")
+    assert main(["unknown-command"]) == 2
+    assert "unknown command 'unknown-command'" in capsys.readouterr().err
+
+
 def test_predictions_come_batch_by_batch(tmp_path, monkeypatch):
     """The CLI prints each batch as it is done: the first answer comes before the later images are read."""
     from PIL import Image
