@@ -518,7 +518,7 @@ def from_pretrained(directory, **overrides):
     try:
         load_weights(model, weights)
     except UserError as exc:
-        hint = trained_with(dict(config.get("switches", {})), switches)
+        hint = trained_with(config["switches"], switches)
         if not hint:
             raise
         raise UserError(f"{exc}; {hint}") from None

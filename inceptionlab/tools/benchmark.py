@@ -140,8 +140,6 @@ MIRRORED_SWITCHES = ("num_classes", "drop_rate")
 def architecture(name: str, model_kwargs: dict | None = None) -> tuple[str, dict, dict]:
     """``name``'s registered architecture, its switches and its input configuration (``input_size``...):
     a registered name with ``model_kwargs``, or a directory written by training (its config.json)."""
-    from pathlib import Path
-
     from inceptionlab.models.registry import model_card
     from inceptionlab.models.weights import saved_config
 
@@ -152,12 +150,12 @@ def architecture(name: str, model_kwargs: dict | None = None) -> tuple[str, dict
     return name, dict(model_kwargs or {}), model_card(name)
 
 
-def check_reference(library: str, name: str, model_kwargs: dict | None = None) -> str:
-    """What ``library`` calls ``name``'s architecture; a one-line error when it has none, or when a
-    switch would make ours another network than the reference's (a ratio against it would mislead)."""
+def check_reference(library: str, arch: str, switches: dict) -> str:
+    """What ``library`` calls the registered architecture ``arch``; a one-line error when it has none,
+    or when one of ``switches`` would make ours another network than the reference's (a ratio
+    against it would mislead)."""
     from inceptionlab.models.registry import model_entry
 
-    arch, switches, _ = architecture(name, model_kwargs)
     defaults = model_entry(arch).defaults
     changed = {k: v for k, v in switches.items()
                if k not in MIRRORED_SWITCHES and not (k in defaults and defaults[k] == v)}
@@ -170,16 +168,16 @@ def check_reference(library: str, name: str, model_kwargs: dict | None = None) -
 
 def reference_model(library: str, name: str, **kwargs) -> nn.Module:
     """``name``'s architecture built by ``library`` (random weights, no download)."""
-    names = {name: reference_name(library, name)}
+    their_name = reference_name(library, name)
     num_classes = kwargs.get("num_classes", 1000)
     if library == "timm":
         try:
             import timm
         except ImportError:
             raise UserError("--reference timm needs timm: pip install timm") from None
-        return timm.create_model(names[name], pretrained=False, num_classes=num_classes)
+        return timm.create_model(their_name, pretrained=False, num_classes=num_classes)
     import torchvision
-    build = getattr(torchvision.models, names[name])
+    build = getattr(torchvision.models, their_name)
     # no aux heads (ours have none by default either), no input transform, the fast init
     return build(weights=None, aux_logits=False, init_weights=False, num_classes=num_classes)
 
@@ -312,7 +310,7 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
     if cfg.reference:
         ref_cfg = replace(cfg, runtime="torch")
         arch, switches, _ = architecture(cfg.model, cfg.model_kwargs)
-        check_reference(cfg.reference, cfg.model, cfg.model_kwargs)
+        check_reference(cfg.reference, arch, switches)
         steps["reference"] = make(reference_model(cfg.reference, arch, **switches), ref_cfg, False, device)
     times = time_alternating(steps, warmup, iters, device)
     step_s = statistics.median(times["ours"])
@@ -449,9 +447,9 @@ def benchmark(configs: list[Config], warmup: int = 2, iters: int = 5, memory: bo
     """Measures the peak once per precision, then every configuration; returns (rows, machine).
     ``on_row(rows, machine)`` runs after each row (to save partial results of a long run)."""
     for cfg in configs:  # a wrong name fails now, not after the peak and the rows before it
-        architecture(cfg.model, cfg.model_kwargs)
+        arch, switches, _ = architecture(cfg.model, cfg.model_kwargs)
         if cfg.reference:
-            check_reference(cfg.reference, cfg.model, cfg.model_kwargs)
+            check_reference(cfg.reference, arch, switches)
     info = machine()
     peaks: dict[str, float] = {}
     rows = []
