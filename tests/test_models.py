@@ -472,6 +472,11 @@ def test_wrong_channel_count():
     with pytest.raises(UserError, match=r"expects a N x 3 x H x W batch, got shape \(1, 1, 224, 224\); "
                                         r"pass in_chans=1"):
         model(torch.randn(1, 1, 224, 224))
+    with pytest.raises(UserError, match=r"got one image of shape \(3, 224, 224\); add the batch dimension "
+                                        r"\(x.unsqueeze\(0\)\)$"):
+        model(torch.randn(3, 224, 224))
+    with pytest.raises(UserError, match=r"x H x W batch, got shape \(224, 224\)$"):
+        model(torch.randn(224, 224))
     gray = create_model("googlenet", in_chans=1, depth_multiplier=0.25).eval()
     assert gray(torch.randn(1, 1, 224, 224)).shape == (1, 1000)
 
@@ -496,6 +501,39 @@ def test_contradictory_and_bad_switch_values():
         create_model("inception_v4", stem="tiny")
     with pytest.raises(UserError, match="does not download weights"):
         create_model("inception_v3", pretrained=True)
+
+
+@pytest.mark.parametrize("switch, value, message", [
+    ("depth_multiplier", "abc", "depth_multiplier takes a number, got 'abc'"),     # was a TypeError traceback
+    ("in_chans", 1.5, "in_chans takes a whole number, got 1.5"),                    # was quietly 1
+    ("num_classes", True, "num_classes takes a whole number, got True"),
+    ("norm", "maybe", "norm takes true or false, got 'maybe'"),                     # was quietly on
+    ("aux_logits", 3, "aux_logits takes true or false, got 3"),
+    ("factorize_nxn", 2, r"factorize_nxn takes true, false or none \(the table as drawn\), got 2"),
+    ("residual_scale", [0.1, "x"], r"residual_scale takes a number or a list of three, got \[0.1, 'x'\]"),
+    ("residual_scale", -0.1, r"residual_scale must be > 0 \(the paper scales by 0.1-0.3\), got -0.1"),
+    ("residual_scale", (0.17, 0.0, 0.2), r"residual_scale must be > 0 .*, got \(0.17, 0.0, 0.2\)"),
+])
+def test_switch_values_of_the_wrong_type_are_named(switch, value, message):
+    with pytest.raises(UserError, match=f"^{message}$"):
+        create_model("inception_resnet_v2", **{switch: value})
+
+
+def test_switch_values_of_the_right_type_still_build():
+    import numpy as np
+    model = create_model("inception_resnet_v2", num_classes=np.int64(7), depth_multiplier=0.25, drop_rate=0,
+                         factorize_nxn=None, residual_scale=[0.1, 0.2, 0.3], norm=True)
+    assert model.num_classes == 7 and model.switches.residual_scale == (0.1, 0.2, 0.3)
+
+
+def test_out_indices_out_of_range_are_refused_not_wrapped():
+    # 7 used to wrap round to 2 (7 % 5) and return the 35x35 map without a word
+    with pytest.raises(UserError, match=r"out_indices must lie in 0..4 \(or -5..-1 from the end\) for inception_v4, got 7"):
+        create_model("inception_v4", features_only=True, out_indices=(7,), depth_multiplier=0.25)
+    with pytest.raises(UserError, match="got -6"):
+        create_model("inception_v4", features_only=True, out_indices=(-6,), depth_multiplier=0.25)
+    last = create_model("inception_v4", features_only=True, out_indices=(-1,), depth_multiplier=0.25)
+    assert [i["module"] for i in last.feature_info] == ["mixed_7d"]
 
 
 def test_weights_of_another_architecture_or_class_count(tmp_path):

@@ -90,6 +90,8 @@ def test_large_batches_run_in_chunks_with_the_same_outputs(monkeypatch):
     assert optimize_for_inference(model).chunk_size == inceptionlab.tools.fast.CPU_CHUNK == 8
     with pytest.raises(ValueError, match="chunk_size must be 0"):
         optimize_for_inference(model, chunk_size=-1)
+    with pytest.raises(ValueError, match=r"dtype must be a floating-point type .*, got torch.int8"):
+        optimize_for_inference(model, dtype=torch.int8)  # was nn.Module.to's TypeError after the whole fold
 
 
 @pytest.mark.skipif(not mkldnn_fusion_available(), reason="needs oneDNN's fused convolutions")

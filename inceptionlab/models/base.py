@@ -71,10 +71,14 @@ class InceptionNet(nn.Module):
     # ------------------------------------------------------------------ API
     def check_input(self, x: torch.Tensor) -> None:
         """A clear error for the wrong rank, channel count or a too small image."""
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
+        if x.dim() == 3 and x.shape[0] == self.in_chans:
+            raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got one image of shape "
+                            f"{tuple(x.shape)}; add the batch dimension (x.unsqueeze(0))")
+        if x.dim() != 4:
+            raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
             raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got shape "
-                            f"{tuple(x.shape)}; pass in_chans={x.shape[1] if x.dim() == 4 else '?'} "
-                            f"to create_model or convert the images")
+                            f"{tuple(x.shape)}; pass in_chans={x.shape[1]} to create_model or convert the images")
         h, w = x.shape[-2], x.shape[-1]
         with_aux = self.training and self.min_train_size > self.min_input_size
         m = self.min_train_size if with_aux else self.min_input_size
@@ -162,10 +166,12 @@ class FeatureExtractor(nn.Module):
     def __init__(self, model: InceptionNet, out_indices: Sequence[int] | None = None):
         super().__init__()
         n = len(model.feature_info)
-        out_indices = tuple(range(n)) if out_indices is None else tuple(i % n for i in out_indices)
+        out_indices = tuple(range(n)) if out_indices is None else tuple(out_indices)
         for i in out_indices:
-            if not 0 <= i < n:
-                raise UserError(f"out_indices must lie in 0..{n - 1} for {model.name}, got {i}")
+            if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
+                raise UserError(f"out_indices must lie in 0..{n - 1} (or -{n}..-1 from the end) for "
+                                f"{model.name}, got {i!r}")
+        out_indices = tuple(i % n for i in out_indices)
         self.feature_info = [model.feature_info[i] for i in out_indices]
         self.out_names = [info["module"] for info in self.feature_info]
         last = list(model.blocks).index(self.out_names[-1]) if self.out_names else -1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,6 +40,50 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # True is an int in Python
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _flag(value) -> bool:
+    return isinstance(value, bool)
+
+
+def _or_none(test: Callable) -> Callable:
+    return lambda value: value is None or test(value)
+
+
+def _scales(value) -> bool:
+    return _number(value) or (isinstance(value, (list, tuple)) and all(_number(v) for v in value))
+
+
+# What each switch takes, checked where the values enter (`create_model`) so that a wrong type is
+# named before anything is built, and 1.5 channels are not quietly cut to 1. The families check
+# ranges and the named choices (``stem``, ``grid_reduction``).
+SWITCH_KINDS = {
+    "num_classes": ("a whole number", _whole), "in_chans": ("a whole number", _whole),
+    "min_depth": ("a whole number", _whole), "kernel_5x5": ("a whole number", _whole),
+    "embedding_dim": ("a whole number or none", _or_none(_whole)),
+    "drop_rate": ("a number", _number), "depth_multiplier": ("a number", _number),
+    "residual_scale": ("a number or a list of three", _scales),
+    "norm": ("true or false", _flag), "conv_bias": ("true or false", _flag),
+    "aux_logits": ("true or false", _flag), "aux_norm": ("true or false", _flag),
+    "avg_pool_count_pad": ("true or false", _flag),
+    "factorize_5x5": ("true, false or none (the table as drawn)", _or_none(_flag)),
+    "factorize_nxn": ("true, false or none (the table as drawn)", _or_none(_flag)),
+}
+
+
+def check_switch_values(switches: dict) -> None:
+    """Refuses a switch value of the wrong type, naming what the switch takes."""
+    for key, value in switches.items():
+        kind, fits = SWITCH_KINDS.get(key, ("", None))
+        if fits is not None and not fits(value):
+            raise UserError(f"{key} takes {kind}, got {value!r}")
 
 
 def register_model(name: str, **card):
@@ -100,6 +145,7 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
                 hint = closest(key, accepted)
                 raise UserError(f"{name} has no switch {key!r}" + (f"; did you mean {hint}?" if hint else "")
                                 + f" (switches: {', '.join(accepted)})")
+        check_switch_values(switches)
         model = entry.factory(**switches)
         model.pretrained_cfg = _input_config(model, entry.card, switches)
         if weights is not None:

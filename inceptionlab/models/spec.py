@@ -145,6 +145,8 @@ class Switches:
         scale = (float(scale),) * 3 if isinstance(scale, (int, float)) else tuple(float(v) for v in scale)
         if len(scale) != 3:
             raise UserError(f"residual_scale takes one number or three (35x35, 17x17, 8x8 stages), got {self.residual_scale!r}")
+        if not all(v > 0 for v in scale):
+            raise UserError(f"residual_scale must be > 0 (the paper scales by 0.1-0.3), got {self.residual_scale!r}")
         self.residual_scale = scale
 
     def depth(self, channels: int) -> int:

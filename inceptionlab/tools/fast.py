@@ -329,6 +329,10 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fuse
 
     The outputs equal the eager model's in eval mode (allclose at 1e-4 in float32).
     """
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point type (torch.bfloat16, torch.float16), got {dtype}")
+    if chunk_size is not None and chunk_size < 0:
+        raise ValueError(f"chunk_size must be 0 (whole batches) or a positive number of images, got {chunk_size}")
     fast = copy.deepcopy(model).eval()
     fast.requires_grad_(False)
     if hasattr(fast, "aux_heads"):
@@ -350,8 +354,6 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fuse
         compiled = _compile_for_inference(fast)
     if chunk_size is None:
         chunk_size = CPU_CHUNK if device.type == "cpu" and not compile else 0
-    if chunk_size < 0:
-        raise ValueError(f"chunk_size must be 0 (whole batches) or a positive number of images, got {chunk_size}")
     return InferenceModel(fast, channels_last, compiled, dtype, chunk_size).eval()
 
 
