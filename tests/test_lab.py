@@ -92,7 +92,7 @@ def test_plan_round_trips_through_yaml(tmp_path):
 # ------------------------------------------------------------------ checks before anything runs
 @pytest.mark.parametrize("change, expected", [
     (dict(budget={"steps": 0}), "steps=0 must be a whole number above zero"),
-    (dict(budget={"minutes": 0.0}), "minutes=0.0 must be a number above zero"),
+    (dict(budget={"minutes": 0.0}), "minutes=0.0 must be a finite number above zero"),
     (dict(budget={}), "no training budget"),
     (dict(target=150), "target must be a top-1 accuracy"),
     (dict(model_kwargs={"depth_multiplyer": 0.5}), "did you mean depth_multiplier"),
@@ -259,3 +259,92 @@ def test_aggregate_mean_and_spread():
     assert (row["n"], row["finished"]) == (3, 2)
     assert row["best_top1"]["mean"] == 82.0 and abs(row["best_top1"]["std"] - 2.8284) < 1e-3
     assert row["params"]["n"] == 3
+
+
+# ------------------------------------------------------------------ found by using the lab as a user would
+def test_values_read_like_a_user_writes_them(tmp_path):
+    from inceptionlab.train.config import parse_assignments, parse_value, read_yaml
+
+    # YAML 1.1 reads 1e-3 as a string; "weight_decay must be a number, got '4e-5'" was the result
+    assert parse_value("1e-3") == 0.001 and parse_value("4E-5") == 4e-5 and parse_value("-2.5e+1") == -25.0
+    assert parse_value("none") is None and parse_value("[0.1, x]") == [0.1, "x"] and parse_value("low_res") == "low_res"
+    # a comma-separated piece without "=" continues the value before it (summary read it as a list,
+    # compare said "model switch '0.2' is not key=value")
+    assert parse_assignments(["residual_scale=0.1,0.2,0.3,lr=1e-3", "stem=low_res"]) == \
+        {"residual_scale": [0.1, 0.2, 0.3], "lr": 0.001, "stem": "low_res"}
+    with pytest.raises(UserError, match=r"^model switch '0.2' is not key=value"):
+        parse_assignments(["0.2,lr=1"])
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("lr: 1e-3\ntrain: {weight_decay: 4e-5}\n")
+    assert read_yaml(plan) == {"lr": 0.001, "train": {"weight_decay": 4e-5}}
+    plan.write_text("steps: 5\nmodels: [googlenet\n")
+    with pytest.raises(UserError, match=r"is not valid YAML at line 3, column 1: "):
+        read_yaml(plan)
+    with pytest.raises(UserError, match="is a folder; pass a YAML file"):
+        read_yaml(tmp_path)
+    plan.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(UserError, match="is not text"):
+        read_yaml(plan)
+
+
+def test_command_line_budgets_all_count_and_repeated_options_add_up():
+    from inceptionlab.cli import build_parser
+    from inceptionlab.commands.compare import merge, plan_values
+
+    # every budget given counts (the first reached ends a run); before, only the last one was kept
+    assert merge({"steps": 50, "train": {"lr": 0.1}}, {"steps": 2, "minutes": 0.5, "train": {"seed_x": 1}}) == \
+        {"steps": 2, "minutes": 0.5, "train": {"lr": 0.1, "seed_x": 1}}
+    assert merge({"steps": 50, "epochs": 3}, {"lr": 1}) == {"steps": 50, "epochs": 3, "lr": 1}
+    # a second --set or --model-kwargs adds to the first instead of replacing it
+    args = build_parser("compare").parse_args(["compare", "--models", "googlenet", "--set", "lr=1e-3", "--model-kwargs",
+                                      "stem=low_res", "--set", "warmup_steps=3", "--model-kwargs",
+                                      "depth_multiplier=0.25", "--epochs", "1", "--steps", "2"])
+    assert plan_values(args) == {"epochs": 1.0, "steps": 2, "train": {"lr": 0.001, "warmup_steps": 3},
+                                 "model_kwargs": {"stem": "low_res", "depth_multiplier": 0.25}}
+
+
+@pytest.mark.parametrize("plan_text, expected", [
+    ("steps: 2\nmodels: [googlenet]\ntrain: [1, 2]\n", "train must be a mapping of key: value, got [1, 2]"),
+    ("steps: 2\nruns: {name: a, model: googlenet}\n", "runs must be a list, one '- name: ..., model: ...' entry"),
+    ("models: [googlenet]\ntrain: {steps: 3}\n", "'steps' is a budget, not a training setting; pass --steps N"),
+])
+def test_malformed_plans_are_named(tmp_path, capsys, plan_text, expected):
+    (tmp_path / "plan.yaml").write_text(plan_text)
+    assert main(["compare", "--plan", str(tmp_path / "plan.yaml"), "--out", str(tmp_path / "lab")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
+
+
+def test_demo_settings_are_checked_and_a_compare_is_not_deleted(engine, tmp_path, capsys):
+    cases = [(["--set", "bogus=1"], "the plan has an unknown training setting 'bogus'"),   # was a TypeError
+             (["--set", "model=x"], "'model' is set by the lab for every run"),
+             (["--minutes", "0"], "minutes=0.0 must be a finite number above zero")]  # was the default budget
+    for extra, expected in cases:
+        assert main(["demo", "--out", str(tmp_path / "demo")] + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err
+    lab = tmp_path / "mine"
+    run_plan(plan_of("googlenet"), lab, log=lambda line: None)
+    before = sorted(p.relative_to(lab) for p in lab.rglob("*"))
+    assert main(["demo", "--out", str(lab), "--steps", "1"]) == 2
+    assert "holds a compare or a study, which the demo" in capsys.readouterr().err
+    assert sorted(p.relative_to(lab) for p in lab.rglob("*")) == before  # nothing deleted
+    assert engine.calls and len(engine.calls) == 1
+    # a demo folder is started over, as documented
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "1", "--models", "googlenet"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "1", "--models", "googlenet"]) == 0
+    assert load_lab(tmp_path / "demo").title == "Demo: 1 model on the same data and budget"
+
+
+def test_resume_refuses_options_it_would_ignore(engine, tmp_path, capsys):
+    lab = tmp_path / "lab"
+    run_plan(plan_of("googlenet"), lab, log=lambda line: None)
+    for extra, flag in [(["--steps", "10"], "--steps"), (["--lr", "0.5"], "--lr"), (["--title", "x"], "--title"),
+                        (["--set", "warmup_steps=3"], "--set warmup_steps=")]:
+        assert main(["compare", "--resume", str(lab)] + extra) == 2
+        assert f"--resume continues the plan saved in the lab folder; drop {flag} " in capsys.readouterr().err
+    assert main(["study", "aux", "--resume", "--out", str(lab), "--steps", "100"]) == 2
+    assert "drop --steps" in capsys.readouterr().err
+    # the "already used" error gives the study's own resume command, which works
+    assert main(["study", "aux", "--out", str(lab), "--steps", "2"]) == 2
+    assert f"continue them with inceptionlab study aux --resume --out {lab}," in capsys.readouterr().err

@@ -34,12 +34,12 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, help="train every variant with seeds 0..K-1 (default 1)")
     parser.add_argument("--target", type=float, help="top-1 %% whose steps and seconds to reach are reported "
                                                      "(default: 90%% of the best run's best)")
-    parser.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE",
+    parser.add_argument("--model-kwargs", nargs="+", action="extend", metavar="KEY=VALUE",
                         help="switches for every model that has them, e.g. stem=low_res depth_multiplier=0.25")
     group = parser.add_argument_group("training settings shared by every run")
     for name, kind, text in SETTING_FLAGS:
         group.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
-    group.add_argument("--set", nargs="+", metavar="KEY=VALUE", dest="settings",
+    group.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", dest="settings",
                        help="any other training setting, e.g. --set warmup_steps=100 clip_grad=2.0")
     parser.add_argument("--quiet", action="store_true", help="print only evaluations and the end of each run")
 
@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:MODEL[:KEY=VALUE,...]",
                         help="a named run with its own switches and settings (repeatable), "
                              "e.g. no_bn:bn_inception:norm=false,lr=0.01")
-    parser.add_argument("--plan", help="a YAML plan file (command-line options override it)")
+    parser.add_argument("--plan", help="a YAML plan file (command-line options override its shared values; a run's own "
+                                              "values in the file still win for that run)")
     parser.add_argument("--out", help="lab folder for the runs and the report (default: lab/compare)")
     parser.add_argument("--resume", metavar="LAB_DIR", help="continue an interrupted compare")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a compare")
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def plan_values(args) -> dict:
     """The plan keys given on the command line (None and empty left out)."""
-    from inceptionlab.lab.plan import parse_assignments
+    from inceptionlab.train.config import parse_assignments
 
     values = {k: getattr(args, k, None) for k in ("epochs", "steps", "minutes", "seeds", "target", "data")}
     values = {k: v for k, v in values.items() if v is not None}
@@ -74,16 +75,31 @@ def plan_values(args) -> dict:
     return values
 
 
+def refuse_with_resume(args, **more) -> None:
+    """--resume continues the plan saved in the lab folder: any option that would change it is an
+    error rather than silently ignored."""
+    from inceptionlab.errors import UserError
+
+    values = plan_values(args)
+    flagged = {name for name, _, _ in SETTING_FLAGS}
+    given = [f"--{k}" for k in values if k not in ("train", "model_kwargs")]
+    given += [f"--{k.replace('_', '-')}" if k in flagged else f"--set {k}=" for k in values.get("train", {})]
+    given += ["--model-kwargs"] * ("model_kwargs" in values) + [f"--{k}" for k, v in more.items() if v]
+    if given:
+        raise UserError(f"--resume continues the plan saved in the lab folder; drop {given[0]} "
+                        f"(to change the plan, start over with --overwrite)")
+
+
 def merge(base: dict, override: dict) -> dict:
     """Plan values: ``override`` wins; train and model_kwargs mappings merge key by key."""
+    budgets = ("epochs", "steps", "minutes")
     out = dict(base)
+    if any(key in override for key in budgets):  # the command line's budgets replace the file's, together
+        for key in budgets:
+            out.pop(key, None)
     for key, value in override.items():
         if key in ("train", "model_kwargs") and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
-        elif key in ("epochs", "steps", "minutes"):
-            for budget in ("epochs", "steps", "minutes"):  # a budget on the command line replaces the file's
-                out.pop(budget, None)
-            out[key] = value
         else:
             out[key] = value
     return out
@@ -105,9 +121,8 @@ def run(args) -> int:
     from inceptionlab.lab import Plan, load_lab, parse_variant, run_plan
 
     if args.resume:
-        if args.models or args.variant or args.plan:
-            raise UserError("--resume continues the plan saved in the lab folder; leave out --models, "
-                            "--variant and --plan")
+        refuse_with_resume(args, models=args.models, variant=args.variant, plan=args.plan, title=args.title,
+                           overwrite=args.overwrite)
         plan = load_lab(args.resume)
         return finish(run_plan(plan, args.resume, resume=True, quiet_runs=args.quiet,
                                resume_hint=f"inceptionlab compare --resume {args.resume}"), args.resume)

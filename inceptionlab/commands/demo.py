@@ -13,14 +13,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--data", help="an image folder (<class>/ folders, or train/ and val/) instead of the "
                                        "embedded digits")
-    parser.add_argument("--out", default="lab/demo", help="lab folder, started over each time (default lab/demo)")
+    parser.add_argument("--out", default="lab/demo", help="lab folder, started over each time (default lab/demo); a folder holding a "
+                                                            "compare or a study is refused")
     parser.add_argument("--minutes", type=float, help=f"wall-clock minutes per run (default {DEMO_MINUTES})")
     parser.add_argument("--steps", type=int, help="steps per run instead of minutes")
     parser.add_argument("--models", default=",".join(DEMO_MODELS), help="comma-separated models")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per model (default 1)")
-    parser.add_argument("--model-kwargs", nargs="+", metavar="KEY=VALUE",
+    parser.add_argument("--model-kwargs", nargs="+", action="extend", metavar="KEY=VALUE",
                         help="switches for every model, e.g. depth_multiplier=0.25")
-    parser.add_argument("--set", nargs="+", metavar="KEY=VALUE", dest="settings",
+    parser.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", dest="settings",
                         help="training settings, e.g. --set img_size=96 limit_per_class=50")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     parser.add_argument("--quiet", action="store_true", help="print only evaluations and the end of each run")
@@ -29,13 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from inceptionlab.commands.compare import finish
     from inceptionlab.lab import load_lab, run_plan
-    from inceptionlab.lab.demo import demo_plan
-    from inceptionlab.lab.plan import parse_assignments, parse_seeds
+    from inceptionlab.errors import UserError
+    from inceptionlab.lab.demo import demo_plan, holds_other_lab
+    from inceptionlab.lab.plan import parse_seeds
+    from inceptionlab.train.config import parse_assignments
 
     hint = "inceptionlab demo --resume" + (f" --out {args.out}" if args.out != "lab/demo" else "")
     if args.resume:
         return finish(run_plan(load_lab(args.out), args.out, resume=True, quiet_runs=args.quiet,
                                resume_hint=hint), args.out)
+    if holds_other_lab(args.out):
+        raise UserError(f"{args.out} holds a compare or a study, which the demo (it starts its folder over) "
+                        f"would delete; pass another --out")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     plan = demo_plan(data=args.data, minutes=args.minutes, steps=args.steps, models=models,
                      seeds=parse_seeds(args.seeds),

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", metavar="FILE", help="weights file (ours, torchvision or timm layout)")
     parser.add_argument("--data", help="image folder or CIFAR folder (default: the run's data, or the digits)")
     parser.add_argument("--out", help="where to write confusion_matrix.csv/.png and eval.json")
-    parser.add_argument("--model-kwargs", nargs="+", default=[], metavar="KEY=VALUE", help="model switches")
+    parser.add_argument("--model-kwargs", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="model switches")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--img-size", type=positive_int)
     parser.add_argument("--val-split", type=float)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from inceptionlab.commands.compare import add_budget_arguments, add_shared_arguments, finish, plan_values
+from inceptionlab.commands.compare import (add_budget_arguments, add_shared_arguments, finish, plan_values,
+                                           refuse_with_resume)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,7 @@ def run(args) -> int:
     out = args.out or f"lab/{study.name}"
     hint = f"inceptionlab study {study.name} --resume" + (f" --out {args.out}" if args.out else "")
     if args.resume:
+        refuse_with_resume(args, model=args.model, overwrite=args.overwrite)
         plan = load_lab(out)
         if plan.study != study.name:
             raise UserError(f"{out} holds {plan.study or 'a compare'}, not the {study.name} study")

@@ -26,7 +26,7 @@ def positive_int(text: str) -> int:
 
 
 def add_model_kwargs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--model-kwargs", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="switches passed to create_model, e.g. depth_multiplier=0.5 stem=low_res")
 
 

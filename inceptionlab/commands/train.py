@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--out", default=S, help="run directory (checkpoints, metrics, weights)")
     run.add_argument("--config", metavar="FILE", help="YAML file of TrainConfig keys; flags override it")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue that run from its latest checkpoint")
-    run.add_argument("--model-kwargs", nargs="+", default=S, metavar="KEY=VALUE",
+    run.add_argument("--model-kwargs", nargs="+", action="extend", default=S, metavar="KEY=VALUE",
                      help="model switches, e.g. stem=low_res depth_multiplier=0.25 norm=false aux_logits=true")
     run.add_argument("--weights", default=S, help="initial weights (fine-tuning); a classifier of another "
                                                   "size is replaced")

@@ -24,6 +24,7 @@ SMALL_TRAIN = dict(batch_size=32, opt="adamw", lr=2e-3, hflip=False, crop_scale=
 # of the width, so a CPU still takes a few steps a second; --set img_size=299 for the papers' size
 FOLDER_TRAIN = dict(batch_size=32, img_size=96, opt="adamw", lr=2e-3)
 FOLDER_MODEL_KWARGS = dict(depth_multiplier=0.25)
+DEMO_TITLE_PREFIX = "Demo: "  # how the demo knows a folder of its own, which it may start over
 STUDY_STEPS = 150           # the studies' default budget on the embedded digits
 
 
@@ -31,14 +32,35 @@ def demo_plan(*, data: str | None = None, minutes: float | None = None, steps: i
               models=DEMO_MODELS, seeds=(0,), model_kwargs: dict | None = None, train: dict | None = None) -> Plan:
     """The demo's compare. On the embedded digits it uses the small defaults; on a folder, 96x96
     inputs at a quarter of the width (pass ``train`` / ``model_kwargs`` to change them)."""
-    budget = {"steps": steps} if steps is not None else {"minutes": minutes or DEMO_MINUTES}
+    budget = {"steps": steps} if steps is not None else {"minutes": DEMO_MINUTES if minutes is None else minutes}
     shared_train = dict(SMALL_TRAIN) if data is None else dict(FOLDER_TRAIN)
     shared_train.update(train or {})
     kwargs = dict(SMALL_MODEL_KWARGS) if data is None else dict(FOLDER_MODEL_KWARGS)
     kwargs.update(model_kwargs or {})
     return Plan(variants=[Variant(m, m) for m in models], budget=budget, seeds=list(seeds), data=data,
                 train=shared_train, model_kwargs=kwargs,
-                title="Demo: four Inception families on the same data and budget")
+                title=DEMO_TITLE_PREFIX + ("four Inception families" if len(models) == 4 else
+                                           f"{len(models)} model{'s' * (len(models) != 1)}")
+                + " on the same data and budget")
+
+
+def holds_other_lab(lab_dir) -> bool:
+    """Whether ``lab_dir`` holds a compare or a study (which the demo, starting its folder over each
+    time, must not delete), rather than nothing or an earlier demo."""
+    from pathlib import Path
+
+    from inceptionlab.errors import UserError
+    from inceptionlab.lab.runner import PLAN_FILE
+    from inceptionlab.train.config import read_yaml
+
+    lab_dir = Path(lab_dir)
+    plan = lab_dir / PLAN_FILE
+    if not plan.is_file():
+        return (lab_dir / "runs").exists()
+    try:
+        return not str(read_yaml(plan).get("title", "")).startswith(DEMO_TITLE_PREFIX)
+    except (UserError, OSError):  # an unreadable plan: not the demo's
+        return True
 
 
 def study_plan(study, values: dict, model: str | None = None) -> Plan:

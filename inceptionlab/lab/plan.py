@@ -24,12 +24,14 @@ missing or zero budget, bad switch values and a data folder the runs cannot use 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from inceptionlab.errors import UserError, closest
+from inceptionlab.train.config import parse_assignments
 
 BUDGET_KEYS = ("epochs", "steps", "minutes")
 # TrainConfig fields the lab sets itself, per run: a plan cannot set them
@@ -123,16 +125,21 @@ class Plan:
         for key in values:
             if key not in PLAN_KEYS and key not in settings:
                 raise UserError(f"{where} has an unknown key {key!r}" + _hint(key, [*PLAN_KEYS, *settings]))
+        for key in ("train", "model_kwargs"):
+            if not isinstance(values.get(key) or {}, dict):
+                raise UserError(f"{where}: {key} must be a mapping of key: value, got {values[key]!r}")
         for key, value in (values.get("train") or {}).items():
             _known_setting(key, settings, f"{where}: train")
             shared_train[key] = value
         shared_train.update({k: v for k, v in values.items() if k in settings})
         variants = [Variant(m, m) for m in _as_list(values.get("models"), "models", where)]
-        for i, entry in enumerate(values.get("runs") or []):
+        runs = values.get("runs") or []
+        if not isinstance(runs, list):
+            raise UserError(f"{where}: runs must be a list, one '- name: ..., model: ...' entry per run, "
+                            f"got {type(runs).__name__}")
+        for i, entry in enumerate(runs):
             variants.append(_variant_from_dict(entry, f"{where}: runs[{i}]", settings))
         model_kwargs = values.get("model_kwargs") or {}
-        if not isinstance(model_kwargs, dict):
-            raise UserError(f"{where}: model_kwargs must be a mapping of switch: value, got {model_kwargs!r}")
         return cls(variants=variants, budget={k: values[k] for k in BUDGET_KEYS if values.get(k) is not None},
                    seeds=parse_seeds(values.get("seeds", 1)), data=values.get("data"), train=shared_train,
                    model_kwargs=dict(model_kwargs), target=values.get("target"),
@@ -177,25 +184,8 @@ def parse_variant(text: str) -> Variant:
         raise UserError(f"variant {text!r} is not name:model[:key=value,...]; "
                         f"e.g. --variant no_bn:bn_inception:norm=false,lr=0.01")
     name, model = parts[0].strip(), parts[1].strip()
-    values = {}
-    for item in _split_top_level(parts[2]) if len(parts) == 3 else []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"variant {name!r}: {item!r} is not key=value; e.g. norm=false")
-        values[key.strip().replace("-", "_")] = _yaml_scalar(value)
+    values = parse_assignments([parts[2]] if len(parts) == 3 else [], f"variant {name!r}:")
     return _route(name, model, values, train_settings(), f"variant {name!r}")
-
-
-def parse_assignments(items, what: str) -> dict:
-    """``["a=1", "b=x"]`` (or one comma-separated string) -> ``{"a": 1, "b": "x"}``."""
-    out = {}
-    for chunk in items or ():
-        for item in _split_top_level(chunk):
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise UserError(f"{what} {item!r} is not key=value; e.g. depth_multiplier=0.25")
-            out[key.strip().replace("-", "_")] = _yaml_scalar(value)
-    return out
 
 
 def _variant_from_dict(entry, where: str, settings) -> Variant:
@@ -238,6 +228,9 @@ def _route(name: str, model: str, values: dict, settings, where: str) -> Variant
 
 def _known_setting(key, settings, where: str) -> None:
     if key not in settings:
+        if key in BUDGET_KEYS:
+            raise UserError(f"{where}: {key!r} is a budget, not a training setting; pass --{key} N "
+                            f"(in a plan file, {key}: N at the top level or in a run)")
         if key in LAB_OWNED:
             raise UserError(f"{where}: {key!r} is set by the lab for every run and cannot be set here")
         raise UserError(f"{where} has an unknown training setting {key!r}" + _hint(key, settings))
@@ -256,32 +249,6 @@ def _as_list(value, what: str, where: str) -> list[str]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return list(value)
     raise UserError(f"{where}: {what} must be a list of names, got {value!r}")
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Splits on commas outside brackets: ``a=1,b=[1,2]`` -> ``["a=1", "b=[1,2]"]``."""
-    parts, depth, current = [], 0, ""
-    for char in text:
-        if char in "[(":
-            depth += 1
-        elif char in "])":
-            depth -= 1
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return [p.strip() for p in parts if p.strip()]
-
-
-def _yaml_scalar(text: str):
-    import yaml
-
-    try:
-        return yaml.safe_load(text.strip()) if text.strip() else None
-    except yaml.YAMLError:
-        return text.strip()
 
 
 # ------------------------------------------------------------------ checking
@@ -305,10 +272,14 @@ def check_plan(plan: Plan) -> PlanCheck:
         if not _NAME.match(v.name):
             raise UserError(f"run name {v.name!r} must be letters, digits and _ . + = - (it names a folder)")
         if names.count(v.name) > 1:
-            raise UserError(f"two runs are named {v.name!r}; give each --variant its own name")
+            raise UserError(f"two runs are named {v.name!r}; give each run its own name (the same model "
+                            f"twice needs two variants: --variant a:{v.model}:... --variant b:{v.model}:...)")
     if not any(k in plan.budget for k in BUDGET_KEYS) and not all(
             any(k in v.train for k in BUDGET_KEYS) for v in plan.variants):
         raise UserError("no training budget: give every run --epochs N, --steps N or --minutes M")
+    settings = train_settings()
+    for key in plan.train:
+        _known_setting(key, settings, "the plan")
     for key, value in plan.budget.items():
         _check_budget(key, value)
     for v in plan.variants:
@@ -358,11 +329,11 @@ def check_data(plan: Plan) -> PlanCheck:
 
 
 def _check_budget(key: str, value, where: str = "") -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < math.inf
     if key == "steps":
         ok = ok and isinstance(value, int)
     if not ok:
-        kind = "a whole number" if key == "steps" else "a number"
+        kind = "a whole number" if key == "steps" else "a finite number"
         raise UserError(f"the budget {key}={value!r}{where} must be {kind} above zero; e.g. --{key} "
                         + {"epochs": "3", "steps": "300", "minutes": "1.5"}[key])
 

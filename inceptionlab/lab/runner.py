@@ -37,7 +37,8 @@ def load_lab(lab_dir) -> Plan:
     return Plan.from_yaml(path)
 
 
-def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = False) -> PlanCheck:
+def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = False,
+                resume_hint: str | None = None) -> PlanCheck:
     """Checks the plan (UserError before anything runs) and readies ``lab_dir``."""
     lab_dir = Path(lab_dir)
     check = check_plan(plan)
@@ -45,8 +46,9 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
         return check
     if (lab_dir / PLAN_FILE).exists() or (lab_dir / "runs").exists():
         if not overwrite:
-            raise UserError(f"{lab_dir} already holds a compare; continue it with --resume {lab_dir}, "
-                            f"start it over with --overwrite, or pass another --out")
+            resume_hint = resume_hint or f"inceptionlab compare --resume {lab_dir}"
+            raise UserError(f"{lab_dir} already holds runs; continue them with {resume_hint}, "
+                            f"start over with --overwrite, or pass another --out")
         shutil.rmtree(lab_dir / "runs", ignore_errors=True)
         for name in REPORT_FILES:
             (lab_dir / name).unlink(missing_ok=True)
@@ -93,7 +95,7 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
     from inceptionlab.lab.studies import get_study
 
     lab_dir = Path(lab_dir)
-    check = prepare_lab(plan, lab_dir, resume=resume, overwrite=overwrite)
+    check = prepare_lab(plan, lab_dir, resume=resume, overwrite=overwrite, resume_hint=resume_hint)
     study = get_study(plan.study) if plan.study else None
     if calibrate is None:
         calibrate = bool(study and study.calibrate)

@@ -10,6 +10,7 @@ and what ``--resume`` trains on.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,17 +190,42 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------ helpers
+_LOADER = None
+
+
+def load_yaml(text: str):
+    """YAML as PyYAML's safe loader reads it, except that ``1e-3`` is a number (YAML 1.1 reads an
+    exponent without a dot, the way everyone writes learning rates, as a string)."""
+    global _LOADER
+    import yaml
+
+    if _LOADER is None:
+        class Loader(yaml.SafeLoader):
+            pass
+        Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                     list("-+0123456789"))
+        _LOADER = Loader
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path) -> dict:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder; pass a YAML file")
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = load_yaml(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not text (YAML); pass a YAML file") from None
     except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"config file {path} is not valid YAML ({first})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"config file {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must be a mapping of key: value, got {type(values).__name__}")
     return values
@@ -211,39 +237,62 @@ def write_yaml(values: dict, path) -> None:
     Path(path).write_text(yaml.safe_dump(values, sort_keys=False))
 
 
+def split_top_level(text: str) -> list[str]:
+    """Splits on commas outside brackets: ``a=1,b=[1,2]`` -> ``["a=1", "b=[1,2]"]``."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
 def parse_value(text: str) -> Any:
-    """A command-line value: true/false, none, int, float, a list ``[a,b]`` or ``a,b``, else the text."""
-    text = text.strip()
-    lowered = text.lower()
-    if lowered in ("true", "yes", "on"):
-        return True
-    if lowered in ("false", "no", "off"):
-        return False
-    if lowered in ("none", "null"):
+    """A command-line value, read as YAML: true/false, none, numbers (``1e-3`` too), lists ``[a, b]``
+    or ``a,b``, else the text."""
+    import yaml
+
+    text = str(text).strip()
+    if text.lower() == "none":
         return None
-    if text.startswith("[") and text.endswith("]"):
-        inner = text[1:-1].strip()
-        return [parse_value(part) for part in inner.split(",")] if inner else []
-    if "," in text:
-        return [parse_value(part) for part in text.split(",")]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    parts = split_top_level(text)
+    if len(parts) > 1:
+        return [parse_value(part) for part in parts]
+    try:
+        return load_yaml(text) if text else None
+    except yaml.YAMLError:
+        return text
+
+
+def parse_assignments(items, what: str = "model switch") -> dict:
+    """``["a=1", "b=x"]`` or ``"a=1,b=[1,2]"`` -> ``{"a": 1, "b": ...}``: the one key=value parser of
+    every command. A comma-separated piece without ``=`` continues the value before it, so
+    ``residual_scale=0.1,0.2,0.3`` is one list."""
+    raw: dict[str, list[str]] = {}
+    for chunk in items or ():
+        key = None
+        for piece in split_top_level(str(chunk)):
+            name, sep, value = piece.partition("=")
+            if sep and name.strip():
+                key = name.strip().replace("-", "_")
+                raw[key] = [value]
+            elif key is not None and not sep:
+                raw[key].append(piece)
+            else:
+                raise UserError(f"{what} {piece!r} is not key=value; e.g. depth_multiplier=0.25 norm=false")
+    return {key: parse_value(",".join(parts)) for key, parts in raw.items()}
 
 
 def parse_model_kwargs(items) -> dict:
     """``["stem=low_res", "depth_multiplier=0.25"]`` -> ``{"stem": "low_res", "depth_multiplier": 0.25}``."""
-    kwargs = {}
-    for item in items or ():
-        key, sep, value = str(item).partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"model switch {item!r} is not key=value; e.g. --model-kwargs stem=low_res "
-                            f"depth_multiplier=0.25 norm=false")
-        kwargs[key.strip().replace("-", "_")] = parse_value(value)
-    return kwargs
+    return parse_assignments(items, "model switch")
 
 
 def _choice(name: str, value, choices) -> str:
