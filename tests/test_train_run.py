@@ -332,3 +332,35 @@ def test_a_finished_run_gives_back_the_kernels_cached_blocks(tmp_path, monkeypat
     summary = train(tiny(tmp_path, steps=3))
     assert summary["status"] == "finished"
     assert len(emptied) == 1 and [s["step"] for s in emptied[0]] == [1, 2, 3]  # once, after the last step
+
+
+def _in_thread(cfg, seconds=120):
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(train(cfg)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "training hung"
+    return result
+
+
+def test_batches_with_no_readable_image_end_their_epoch(tmp_path):
+    # a batch whose files were all unreadable did not move the epoch on, so the run re-read the
+    # same (spent) epoch for ever at 100% CPU; a whole epoch of them now fails with one line
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / "bad" / cls).mkdir(parents=True)
+        (tmp_path / "mixed" / cls).mkdir(parents=True)
+        for i in range(4):
+            (tmp_path / "bad" / cls / f"{i}.jpg").write_text("not an image")
+            (tmp_path / "mixed" / cls / f"junk{i}.jpg").write_text("not an image")
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "mixed" / cls / f"{i}.png")
+    result = _in_thread(tiny(tmp_path, "bad", data=str(tmp_path / "bad"), steps=2, batch_size=2,
+                             limit_per_class=None, val_split=0.25))
+    assert result["status"] == "failed" and result["steps"] == 0
+    assert result["message"].startswith("no image of a whole epoch could be read (")
+    mixed = _in_thread(tiny(tmp_path, "mixed", data=str(tmp_path / "mixed"), steps=None, epochs=2, batch_size=1,
+                            limit_per_class=None, val_split=0.25))
+    assert mixed["status"] == "finished" and mixed["epochs"] == pytest.approx(2.0)
+    # an epoch is every batch, readable or not: 2 epochs are 2 x the 6 readable training images of
+    # 12 (the seed-0 split), not the 24 steps of 12 batches an epoch that the run planned
+    assert mixed["steps"] == 12

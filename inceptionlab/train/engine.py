@@ -261,10 +261,17 @@ class Trainer:
     def _run_epoch(self, started: float) -> tuple[str, str] | None:
         """Trains to the end of the epoch (then None), or until the run ends: then (status, message)."""
         step_started = time.monotonic()  # a step's time includes reading its batch
+        whole_epoch, stepped = self.pos.batch == 0, False
         for images, labels, _n_skipped in self._epoch_batches():
             self.pos.batch += 1
-            if images.numel() == 0:  # every file of this batch was unreadable
+            if images.numel() == 0:  # every file of this batch was unreadable: the epoch still moves on
+                if self.pos.batch == self.steps_per_epoch:
+                    self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+                if not self.dist.enabled and self.stop.signal_name is not None:
+                    return "interrupted", (f"stopped by {self.stop.signal_name} after step {self.pos.step}; "
+                                           f"checkpoint {self._save_checkpoint()}; continue with --resume {self.out}")
                 continue
+            stepped = True
             lr = self.schedule(self.pos.step, self._time_progress())
             loss = self.train_step(images, labels, lr)
             agreed = self._agree(loss, images.shape[0], started)
@@ -286,6 +293,10 @@ class Trainer:
             if last:
                 return "finished", ""
             step_started = time.monotonic()
+        if whole_epoch and not stepped:
+            return "failed", (f"no image of a whole epoch could be read ({len(self._skipped_files())} files "
+                              f"skipped as unreadable); check the data folder (Git LFS pointers? HEIC files "
+                              f"named .jpg?)")
         return None
 
     def _epoch_batches(self):
@@ -448,6 +459,8 @@ class Trainer:
     def _budget_reached(self, seconds: float) -> bool:
         if self.total_steps is not None and self.pos.step >= self.total_steps:
             return True
+        if self.cfg.epochs is not None and self._epoch_float() >= self.cfg.epochs:
+            return True  # (before total_steps when unreadable files left some batches empty)
         return self.cfg.minutes is not None and seconds >= self.cfg.minutes * 60
 
     def _time_progress(self) -> float | None:
@@ -489,7 +502,7 @@ class Trainer:
         summary = dict(
             model=self.cfg.model, model_kwargs=self.cfg.model_kwargs, status=status, message=message,
             params=sum(p.numel() for p in self.net.parameters()), steps=self.pos.step,
-            epochs=round(self.pos.step / self.steps_per_epoch, 4), seconds=round(self.pos.seconds, 2),
+            epochs=round(self._epoch_float(), 4), seconds=round(self.pos.seconds, 2),
             best_top1=self.history.best_top1, best_top5=self.history.best_top5, best_step=self.history.best_step,
             final_top1=last.get("top1"), final_top5=last.get("top5"), final_train_loss=last.get("train_loss"),
             final_val_loss=last.get("val_loss"),
