@@ -364,3 +364,25 @@ def test_batches_with_no_readable_image_end_their_epoch(tmp_path):
     # an epoch is every batch, readable or not: 2 epochs are 2 x the 6 readable training images of
     # 12 (the seed-0 split), not the 24 steps of 12 batches an epoch that the run planned
     assert mixed["steps"] == 12
+
+
+def test_eval_refuses_data_of_other_classes(tmp_path):
+    # the same number of classes under other names used to be scored by position (bird against frog)
+    rng = np.random.default_rng(0)
+    for folder, classes in (("trained", ("bird", "cat", "dog")), ("other", ("cat", "dog", "frog"))):
+        for cls in classes:
+            (tmp_path / folder / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                    tmp_path / folder / cls / f"{i}.png")
+    run = tmp_path / "run"
+    train(tiny(tmp_path, data=str(tmp_path / "trained"), steps=1, batch_size=4, limit_per_class=None, val_split=0.25))
+    assert evaluate(run=run)["classes"] == ["bird", "cat", "dog"]
+    other = str(tmp_path / "other")
+    with pytest.raises(UserError, match=rf"^the weights were trained on 3 classes and {other} has 3 \(only the "
+                                        rf"weights have bird; only the data has frog\); evaluate on data with"):
+        evaluate(run=run, data=other)
+    with pytest.raises(UserError, match="only the weights have bird"):
+        evaluate(model=str(run), data=other)   # the run folder as a saved model
+    with pytest.raises(UserError, match="only the weights have bird"):
+        evaluate(model="inception_v3", weights=run / "model.safetensors", data=other, model_kwargs=dict(TINY))

@@ -94,6 +94,9 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         out = Path(out) if out is not None else (Path(weights).parent if weights is not None else Path(model))
     cfg = cfg.replace(weights=None, augment=False)
     splits, net, size = build_model_and_data(cfg)
+    trained_from = weights_file if weights_file is not None else (model if Path(str(model)).is_dir() else None)
+    if trained_from is not None:
+        _check_classes(_trained_classes(Path(trained_from)), splits.classes, cfg.data or "the embedded digits")
     if weights_file is not None:
         _load_eval_weights(net, weights_file, cfg, len(splits.classes))
     from inceptionlab.data import make_loader
@@ -132,6 +135,39 @@ def _run_weights(run: Path, data) -> tuple:
     if latest is None:
         raise UserError(f"{run} has neither model.safetensors nor a checkpoint; train it first")
     return cfg, latest, "latest checkpoint (EMA)" if cfg.ema_decay else "latest checkpoint"
+
+
+def _trained_classes(weights_file: Path) -> list[str] | None:
+    """The class names that the weights were trained on, from the config.json that training (or
+    save_pretrained) wrote beside them; None for weights from elsewhere."""
+    from inceptionlab.models.weights import saved_config
+
+    folder = weights_file if weights_file.is_dir() else weights_file.parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    if not (folder / "config.json").is_file():
+        return None
+    classes = saved_config(folder)["classes"]
+    return [str(c) for c in classes] if classes else None
+
+
+def _check_classes(trained: list[str] | None, data_classes: list[str], source: str) -> None:
+    """The data's classes must be the weights' own, in the same order: an output index means the
+    class it was trained for (folders of other names would be scored against the wrong ones)."""
+    if trained is None or list(trained) == list(data_classes):
+        return
+    only_trained = [c for c in trained if c not in data_classes]
+    only_data = [c for c in data_classes if c not in trained]
+    if only_trained or only_data:
+        differ = "; ".join(part for part in (
+            f"only the weights have {', '.join(only_trained[:5])}" + ("..." if len(only_trained) > 5 else "")
+            if only_trained else "",
+            f"only the data has {', '.join(only_data[:5])}" + ("..." if len(only_data) > 5 else "")
+            if only_data else "") if part)
+    else:
+        differ = "the same names in another order"
+    raise UserError(f"the weights were trained on {len(trained)} classes and {source} has {len(data_classes)} "
+                    f"({differ}); evaluate on data with the class folders the model was trained on")
 
 
 def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int) -> None:
