@@ -86,7 +86,23 @@ def test_plan_round_trips_through_yaml(tmp_path):
     names = [r.name for r in plan.runs()]
     assert names == ["googlenet-seed0", "no_bn-seed0", "googlenet-seed3", "no_bn-seed3"]
     run = plan.runs()[1]
-    assert run.train == {"steps": 100, "limit_per_class": 5, "lr": 0.5} and run.model_kwargs == {**SMALL, "norm": False}
+    assert run.train == {"threads": 1, "steps": 100, "limit_per_class": 5, "lr": 0.5}
+    assert run.model_kwargs == {**SMALL, "norm": False}
+
+
+def test_lab_runs_use_one_thread_unless_the_plan_says_otherwise():
+    # the README's "one CPU thread each by default" held only on the embedded digits: runs on a
+    # folder took torch's default, and their images/s measured the machine's load
+    import torch
+
+    from inceptionlab.lab.measure import measure_model
+
+    assert [r.train["threads"] for r in plan_of("googlenet", data="photos").runs()] == [1]
+    assert plan_of("googlenet", train={"threads": 2}).runs()[0].train["threads"] == 2
+    before = torch.get_num_threads()
+    measured = measure_model("googlenet", SMALL, num_classes=2, img_size=28, batch_size=2, batches=1,
+                             threads=1)
+    assert measured["infer_threads"] == 1 and torch.get_num_threads() == before
 
 
 # ------------------------------------------------------------------ checks before anything runs

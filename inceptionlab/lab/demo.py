@@ -16,10 +16,9 @@ DEMO_MINUTES = 0.85         # wall clock per run, evaluations included: 4 runs ~
 SMALL_MODEL_KWARGS = dict(stem="low_res", depth_multiplier=0.125, min_depth=8)
 # quick learners for a short budget: AdamW, mild crops, no flips (digits are not mirror-symmetric),
 # 100 images per class for training (31 steps an epoch, so the curves have points), 300 for validation.
-# One CPU thread: these narrow layers gain little from a second thread, and on a machine whose
-# cores are busy with anything else two threads per process run many times slower (measured 10x+).
+# (One CPU thread per run, as in every lab run: `plan.LAB_THREADS`.)
 SMALL_TRAIN = dict(batch_size=32, opt="adamw", lr=2e-3, hflip=False, crop_scale=[0.6, 1.0],
-                   limit_per_class=100, val_split=0.06, threads=1)
+                   limit_per_class=100, val_split=0.06)
 # on one's own folder: the ImageNet stem at 96x96 (every family's minimum is below it) and a quarter
 # of the width, so a CPU still takes a few steps a second; --set img_size=299 for the papers' size
 FOLDER_TRAIN = dict(batch_size=32, img_size=96, opt="adamw", lr=2e-3)

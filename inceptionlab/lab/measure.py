@@ -14,11 +14,12 @@ MEASURE_FILE = "lab_measure.json"
 
 
 def measure_model(model_name: str, model_kwargs: dict, *, num_classes: int, img_size: int,
-                  batch_size: int = 32, batches: int = 5, max_seconds: float = 1.5) -> dict:
+                  batch_size: int = 32, batches: int = 5, max_seconds: float = 1.5, threads: int | None = None) -> dict:
     """``{params, macs, img_size, infer_images_per_sec, infer_batch_size}`` of a freshly built model.
 
     Inference speed: eval mode, ``batches`` timed batches of ``batch_size`` after one warm-up,
     the median batch time; stops early once ``max_seconds`` are spent (big models on a CPU).
+    ``threads``: torch's CPU threads while timing (the run's own count; restored after).
     """
     import torch
 
@@ -29,6 +30,22 @@ def measure_model(model_name: str, model_kwargs: dict, *, num_classes: int, img_
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, img_size)
     x = torch.randn(batch_size, model.in_chans, img_size, img_size)
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        times = _time_batches(model, x, batches, max_seconds)
+    finally:
+        torch.set_num_threads(threads_before)
+    return dict(params=int(params), macs=int(macs), img_size=int(img_size),
+                infer_images_per_sec=batch_size / statistics.median(times), infer_batch_size=batch_size,
+                infer_threads=int(threads or threads_before))
+
+
+def _time_batches(model, x, batches: int, max_seconds: float) -> list[float]:
+    """Seconds per batch, after one warm-up batch."""
+    import torch
+
     times = []
     with torch.inference_mode():
         model(x)  # warm-up
@@ -39,19 +56,18 @@ def measure_model(model_name: str, model_kwargs: dict, *, num_classes: int, img_
             times.append(time.perf_counter() - t0)
             if time.perf_counter() - start > max_seconds:
                 break
-    return dict(params=int(params), macs=int(macs), img_size=int(img_size),
-                infer_images_per_sec=batch_size / statistics.median(times), infer_batch_size=batch_size)
+    return times
 
 
 def measure_run(run_dir: Path, model_name: str, model_kwargs: dict, *, num_classes: int, img_size: int,
-                batch_size: int) -> dict:
+                batch_size: int, threads: int | None = None) -> dict:
     """`measure_model` for a run, cached in ``run_dir/lab_measure.json``; {} if it cannot be built."""
     path = Path(run_dir) / MEASURE_FILE
     if path.exists():
         return json.loads(path.read_text())
     try:
         values = measure_model(model_name, model_kwargs, num_classes=num_classes, img_size=img_size,
-                               batch_size=min(batch_size, 32))
+                               batch_size=min(batch_size, 32), threads=threads)
     except Exception as exc:  # a model that cannot be built was already reported by its run
         values = dict(error=f"{type(exc).__name__}: {exc}")
     path.parent.mkdir(parents=True, exist_ok=True)

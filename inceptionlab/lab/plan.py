@@ -39,6 +39,10 @@ LAB_OWNED = ("model", "out", "data", "seed", "model_kwargs", "quiet")
 PLAN_KEYS = ("title", "study", "data", "seeds", "target", "models", "runs", "model_kwargs", "train",
              *BUDGET_KEYS)
 RUN_KEYS = ("name", "model", "model_kwargs", "train")
+# CPU threads per run unless a plan sets threads: the same for every run, so that their speeds compare,
+# and one, because on a machine whose cores are busy with anything else two threads per process ran
+# many times slower (10x+ measured on this project's 2-core machine)
+LAB_THREADS = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 
 
@@ -100,7 +104,8 @@ class Plan:
                 kwargs = {k: val for k, val in self.model_kwargs.items() if k in accepted}
                 kwargs.update(v.model_kwargs)
                 name = v.name if len(self.seeds) == 1 else f"{v.name}-seed{seed}"
-                out.append(RunSpec(name, v.name, v.model, kwargs, {**self.budget, **self.train, **v.train}, seed))
+                train = {"threads": LAB_THREADS, **self.budget, **self.train, **v.train}
+                out.append(RunSpec(name, v.name, v.model, kwargs, train, seed))
         return out
 
     # ------------------------------------------------------------------ YAML

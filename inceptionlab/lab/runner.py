@@ -171,7 +171,8 @@ def _measure_one(run: RunSpec, run_dir: Path, check: PlanCheck) -> None:
     if not img_size:
         return  # failed before the engine chose a size; nothing to measure at
     measure_run(run_dir, run.model, run.model_kwargs, num_classes=len(check.classes), img_size=int(img_size),
-                batch_size=int(summary.get("batch_size") or run.train.get("batch_size") or 32))
+                batch_size=int(summary.get("batch_size") or run.train.get("batch_size") or 32),
+                threads=run.train.get("threads"))
 
 
 def _calibrate_one(run_dir: Path, log) -> None:
