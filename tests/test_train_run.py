@@ -386,3 +386,25 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
         evaluate(model=str(run), data=other)   # the run folder as a saved model
     with pytest.raises(UserError, match="only the weights have bird"):
         evaluate(model="inception_v3", weights=run / "model.safetensors", data=other, model_kwargs=dict(TINY))
+
+
+def test_a_non_finite_validation_loss_is_divergence_not_a_finished_run(tmp_path, monkeypatch):
+    # a lab run with train loss 1e13 and val loss NaN was "finished", with a best top-1 the study
+    # then judged, and summary.json held a bare NaN (not JSON)
+    from inceptionlab.train import engine as engine_module
+    from inceptionlab.train.evaluate import EvalResult
+
+    real = engine_module.Trainer.evaluate
+
+    def blown_up(self):
+        result = real(self)
+        return EvalResult(loss=float("nan"), top1=result.top1, top5=result.top5, count=result.count,
+                          confusion=result.confusion) if self.pos.step >= 2 else result
+
+    monkeypatch.setattr(engine_module.Trainer, "evaluate", blown_up)
+    summary = train(tiny(tmp_path, steps=4, eval_every=1))
+    assert summary["status"] == "diverged" and summary["steps"] == 2
+    assert summary["message"].startswith("validation loss became nan at step 2 (epoch ")
+    assert "last good checkpoint" in summary["message"]
+    assert summary["best_step"] == 1 and not (tmp_path / "run" / "model.safetensors").exists()
+    json.loads((tmp_path / "run" / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))

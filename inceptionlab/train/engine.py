@@ -238,6 +238,8 @@ class Trainer:
             status, message = ended or ("finished", "")
             if status == "finished" and self._last_eval_step() != self.pos.step:
                 self._evaluate_and_checkpoint(final=True)   # a resumed run that had ended
+        except Diverged as exc:
+            status, message = "diverged", str(exc)
         except (CheckpointError, UserError, OSError) as exc:
             status, message = "failed", _one_line(exc)
         except Exception as exc:
@@ -348,6 +350,11 @@ class Trainer:
 
     def _evaluate_and_checkpoint(self, final: bool = False) -> None:
         result = self.evaluate()
+        if not math.isfinite(result.loss):  # the weights blew up without a non-finite training loss
+            latest = self.checkpoints.latest()
+            raise Diverged(f"validation loss became {result.loss} at step {self.pos.step} (epoch "
+                           f"{self._epoch_float():.2f}); last good checkpoint: {latest or 'none'}; start a new "
+                           f"run with a lower --lr or with --clip-grad")
         improved = self.history.best_top1 is None or result.top1 > self.history.best_top1
         if improved:
             self.history.best_top1, self.history.best_top5 = result.top1, result.top5
@@ -572,7 +579,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _round(value: float | None, digits: int = 6):
-    return None if value is None else round(float(value), digits)
+    """Rounded; None for none and for a non-finite value (JSON has no NaN)."""
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
+class Diverged(Exception):
+    """An evaluation found the weights blown up (non-finite validation loss)."""
 
 
 def _one_line(exc: BaseException) -> str:
