@@ -65,7 +65,8 @@ def test_summary_rows_add_up_to_the_model():
     assert by_name["head"].out_shape == (1000,)
     assert by_name["aux:mixed_6e"].inference is False and by_name["aux:mixed_6e"].macs > 0
     t = totals(rows)
-    assert t["params"] == 27_161_264  # torchvision's count with the aux head
+    # torchvision's count with the aux head; "total (inference: aux heads excluded)" printed it too
+    assert t["params_with_aux"] == 27_161_264 and t["params"] == 23_834_568
     assert t["macs"] == 5_713_216_096
     assert t["macs_with_aux"] > t["macs"]
     assert all(r.macs > 0 for r in rows if r.kind.startswith(("conv", "inception", "reduction")))
@@ -77,7 +78,7 @@ def test_every_family_summarizes_and_adds_up():
         model = build_on_meta(name)
         rows = model_summary(model)
         assert [r.name for r in rows][:-1] == list(model.blocks)
-        assert totals(rows)["params"] == sum(p.numel() for p in model.parameters())
+        assert totals(rows)["params_with_aux"] == sum(p.numel() for p in model.parameters())
         assert totals(rows)["macs"] == count_macs(model)
 
 
@@ -158,3 +159,15 @@ def test_cli_summary_bad_input_is_one_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_summary_with_aux_heads_checks_the_size_they_need(capsys):
+    # the aux heads are traced too: at 75 px (v3's inference minimum) their 5x5 pool had a 3x3 map
+    # and summary ended in a RuntimeError traceback
+    from inceptionlab.cli import main
+
+    assert main(["summary", "inception_v3", "--size", "75", "--model-kwargs", "aux_logits=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("inceptionlab summary: error: inception_v3 with aux_logits=True in train mode needs at least "
+                   "299x299 input, got 75x75; use stem='low_res' for small images")
+    assert main(["summary", "inception_v3", "--size", "75"]) == 0

@@ -52,10 +52,17 @@ def _input_size(model: nn.Module, size: int | None) -> int:
     return int(cfg.get("input_size", (3, 299, 299))[-1])
 
 
-def _check_size(model: nn.Module, size: int) -> None:
+def _check_size(model: nn.Module, size: int, with_aux: bool = False) -> None:
+    """The model's own check (the minimum size and the fix); ``with_aux``: as in training, where the
+    auxiliary heads run too and may need a larger input."""
     check = getattr(model, "check_input", None)
-    if check is not None:  # the model's own message: the minimum size and the fix
-        check(torch.empty(1, getattr(model, "in_chans", 3), size, size, device="meta"))
+    if check is not None:
+        was_training = model.training
+        model.train(with_aux)
+        try:
+            check(torch.empty(1, getattr(model, "in_chans", 3), size, size, device="meta"))
+        finally:
+            model.train(was_training)
 
 
 def count_macs(model: nn.Module, size: int | None = None) -> int:
@@ -138,7 +145,7 @@ def model_summary(model: nn.Module, size: int | None = None) -> list[Row]:
     """One `Row` per named block of an `InceptionNet` (a whole Inception module is one row), then
     the classifier head, then each auxiliary head (marked ``inference=False``)."""
     size = _input_size(model, size)
-    _check_size(model, size)
+    _check_size(model, size, with_aux=len(getattr(model, "aux_heads", {})) > 0)  # their rows are traced too
     counts, shapes = _trace(model, size)
     rows = [Row(name, describe(block), shapes[name], _params(block), counts.get(f"blocks.{name}", 0))
             for name, block in model.blocks.items()]
@@ -151,9 +158,10 @@ def model_summary(model: nn.Module, size: int | None = None) -> list[Row]:
 
 
 def totals(rows: list[Row]) -> dict:
-    """Parameters of the whole model; MACs of inference (aux heads excluded) and of training."""
-    return dict(params=sum(r.params for r in rows),
+    """Parameters and MACs of inference (aux heads excluded) and of training (with them)."""
+    return dict(params=sum(r.params for r in rows if r.inference),
                 macs=sum(r.macs for r in rows if r.inference),
+                params_with_aux=sum(r.params for r in rows),
                 macs_with_aux=sum(r.macs for r in rows))
 
 
@@ -168,8 +176,9 @@ def format_summary(rows: list[Row], title: str = "") -> str:
     lines.append("-" * 96)
     lines.append(f"{'total':<18} {'(inference: aux heads excluded)':<36} {'':>16} {t['params']:>12,} "
                  f"{t['macs'] / 1e6:>10.1f}")
-    if t["macs_with_aux"] != t["macs"]:
-        lines.append(f"{'':<18} {'training, with aux heads':<36} {'':>16} {'':>12} {t['macs_with_aux'] / 1e6:>10.1f}")
+    if t["params_with_aux"] != t["params"]:
+        lines.append(f"{'':<18} {'training, with aux heads':<36} {'':>16} {t['params_with_aux']:>12,} "
+                     f"{t['macs_with_aux'] / 1e6:>10.1f}")
     lines.append(f"{t['params'] / 1e6:.3f} M parameters, {t['macs'] / 1e9:.3f} GMACs per image")
     return "\n".join(lines)
 
