@@ -386,6 +386,10 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
         evaluate(model=str(run), data=other)   # the run folder as a saved model
     with pytest.raises(UserError, match="only the weights have bird"):
         evaluate(model="inception_v3", weights=run / "model.safetensors", data=other, model_kwargs=dict(TINY))
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(UserError, match="afile is a file; pass --out a folder"):
+        evaluate(run=run, out=tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_a_non_finite_validation_loss_is_divergence_not_a_finished_run(tmp_path, monkeypatch):

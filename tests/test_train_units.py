@@ -194,8 +194,10 @@ def test_random_state_round_trips_through_a_safe_checkpoint(tmp_path):
     (dict(epochs=None), "no training budget"),
     (dict(opt="rmsprop"), "unknown opt 'rmsprop'; did you mean rmsprop_tf"),
     (dict(sched="cosin"), "did you mean cosine"),
-    (dict(lr=-1.0), "lr must be a number > 0"),
-    (dict(smoothing=1.0), "smoothing must be a number >= 0 and < 1"),
+    (dict(lr=-1.0), "lr must be a finite number > 0"),
+    (dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
+    (dict(epochs=float("inf")), "epochs must be a finite number > 0, got inf"),   # was an OverflowError
+    (dict(smoothing=1.0), "smoothing must be a finite number >= 0 and < 1"),
     (dict(batch_size=0), "batch_size must be an integer >= 1"),
     (dict(ema_decay=1.0), "ema_decay"),
     (dict(amp="fp8"), "amp must be true, false, bf16 or fp16"),
@@ -203,6 +205,12 @@ def test_random_state_round_trips_through_a_safe_checkpoint(tmp_path):
     (dict(crop_scale=(0.5, 0.2)), "crop_scale"),
     (dict(epochs=2, steps=2.5), "steps must be an integer"),
     (dict(weights="/no/such/file.pth"), "does not exist"),
+    # YAML values of the wrong shape: each was a TypeError traceback
+    (dict(crop_scale=0.5), r"crop_scale must be \(low, high\) with 0 < low <= high <= 1, got 0.5; e.g. \[0.08, 1.0\]"),
+    (dict(crop_scale=["a", 1]), "crop_scale must be"),
+    (dict(model_kwargs=[1, 2]), r"model_kwargs must be a mapping of switch: value, got \[1, 2\]"),
+    (dict(freeze_until=5), "freeze_until must be a non-empty string, got 5"),
+    (dict(weights=5), "weights must be a non-empty string, got 5"),
 ])
 def test_bad_config_values_are_one_line_errors(changes, message):
     with pytest.raises(UserError, match=message) as info:

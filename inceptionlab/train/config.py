@@ -10,6 +10,7 @@ and what ``--resume`` trains on.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,8 +125,14 @@ class TrainConfig:
         """A copy with the recipe defaults filled in; UserError for any bad value."""
         _check_str("model", self.model)
         _check_str("out", self.out)
-        if self.data is not None:
-            _check_str("data", self.data)
+        for name in ("data", "weights", "freeze_until"):
+            if getattr(self, name) is not None:
+                _check_str(name, getattr(self, name))
+        if not isinstance(self.crop_scale, (list, tuple)):
+            raise UserError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale!r}; "
+                            f"e.g. [0.08, 1.0]")
+        if not isinstance(self.model_kwargs or {}, dict):
+            raise UserError(f"model_kwargs must be a mapping of switch: value, got {self.model_kwargs!r}")
         if self.opt not in OPTIMIZERS:
             raise UserError(_choice("opt", self.opt, OPTIMIZERS))
         recipe = RECIPES[self.opt]
@@ -173,7 +180,8 @@ class TrainConfig:
         _check_int("keep_checkpoints", self.keep_checkpoints, 1, "e.g. 3")
         _check_int("eval_every", self.eval_every, 1, "e.g. --eval-every 500, or leave it out for each epoch")
         _check_int("log_every", self.log_every, 1, "e.g. 50")
-        if len(self.crop_scale) != 2 or not 0 < float(self.crop_scale[0]) <= float(self.crop_scale[1]) <= 1:
+        if len(self.crop_scale) != 2 or not all(_is_number(v) for v in self.crop_scale) or \
+                not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise UserError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale}")
         if not (isinstance(self.amp, bool) or self.amp in AMP_MODES):
             raise UserError(f"amp must be true, false, {' or '.join(AMP_MODES)}, got {self.amp!r}")
@@ -313,10 +321,14 @@ def _check_int(name: str, value, minimum, fix: str) -> None:
         raise UserError(f"{name} must be an integer{bound}, got {value!r}; {fix}")
 
 
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float))
+
+
 def _check_number(name: str, value, *, low=None, high=None, low_open=False, high_open=False, fix="") -> None:
     if value is None:
         return
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
@@ -325,4 +337,4 @@ def _check_number(name: str, value, *, low=None, high=None, low_open=False, high
         lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
         hi = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
         bound = " and ".join(b for b in (lo, hi) if b)
-        raise UserError(f"{name} must be a number {bound}, got {value!r}; {fix}")
+        raise UserError(f"{name} must be a finite number {bound}, got {value!r}; {fix}")

@@ -92,6 +92,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                           seed=seed, weights=None if weights is None else str(weights)).resolved()
         weights_file, used = cfg.weights, "weights file" if weights is not None else "pretrained directory"
         out = Path(out) if out is not None else (Path(weights).parent if weights is not None else Path(model))
+    if out.exists() and not out.is_dir():  # before the evaluation, not after it
+        raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
     cfg = cfg.replace(weights=None, augment=False)
     splits, net, size = build_model_and_data(cfg)
     trained_from = weights_file if weights_file is not None else (model if Path(str(model)).is_dir() else None)
