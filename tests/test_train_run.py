@@ -412,3 +412,13 @@ def test_a_non_finite_validation_loss_is_divergence_not_a_finished_run(tmp_path,
     assert "last good checkpoint" in summary["message"]
     assert summary["best_step"] == 1 and not (tmp_path / "run" / "model.safetensors").exists()
     json.loads((tmp_path / "run" / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+
+
+def test_the_saved_config_gives_the_size_and_crop_the_run_evaluated_at(tmp_path):
+    # config.json said the model card's 32 px and crop 0.875 for a run at another size, so
+    # `predict --model RUN_DIR` and `eval --model RUN_DIR` preprocessed unlike the run itself
+    summary = train(tiny(tmp_path, steps=1, img_size=20, crop_pct=0.9))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["preprocessing"]
+    assert saved["input_size"][1:] == [20, 20] and saved["crop_pct"] == 0.9
+    assert evaluate(model=str(tmp_path / "run"))["img_size"] == 20   # not the digits' native 28
+    assert evaluate(run=tmp_path / "run")["loss"] == pytest.approx(summary["final_val_loss"], abs=1e-5)

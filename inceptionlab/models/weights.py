@@ -528,4 +528,6 @@ def from_pretrained(directory, **overrides):
             model.pretrained_cfg[key] = tuple(value) if isinstance(value, list) else value
     if config.get("classes"):
         model.pretrained_cfg["classes"] = list(config["classes"])
+    if "input_size" not in derived:
+        model.pretrained_cfg["saved_from"] = str(directory)  # its input size is the one it was trained at
     return model

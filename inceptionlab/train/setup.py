@@ -74,8 +74,9 @@ def _is_classifier(key: str) -> bool:
 def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None):
     """(img_size, train transform, eval transform) from the model's input configuration.
 
-    The image size is ``cfg.img_size``, else the data's native size for a low_res stem (32 for
-    CIFAR, 28 for the digits), else the model's input size; never below the model's minimum.
+    The image size is ``cfg.img_size``, else the size a saved run was trained at, else the data's
+    native size for a low_res stem (32 for CIFAR, 28 for the digits), else the model's input size;
+    never below the model's minimum.
     """
     from inceptionlab.data import eval_transform, train_transform
 
@@ -84,7 +85,8 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None):
     minimum = getattr(model, "min_input_size", 1)
     img_size = cfg.img_size
     if img_size is None:
-        img_size = max(native_size if low_res and native_size else card["input_size"][-1], minimum)
+        trained_at = card["input_size"][-1] if card.get("saved_from") else None  # a saved run's own size
+        img_size = max(trained_at or (native_size if low_res and native_size else card["input_size"][-1]), minimum)
     elif img_size < minimum:
         hint = "; or use the switch stem=low_res for small images" if not low_res else ""
         raise UserError(f"img_size {img_size} is below {cfg.model}'s minimum input of {minimum}x{minimum}: "
@@ -94,6 +96,9 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None):
     mean, std = card.get("mean", (0.5,) * 3), card.get("std", (0.5,) * 3)
     interpolation = card.get("interpolation", "bilinear")
     space = card.get("input_space", "RGB")
+    # the size and crop the run evaluates at are what its saved config.json must tell `predict`,
+    # `eval --model RUN_DIR` and an export (it said the card's 32 px / 0.875 for a run at 48 px)
+    model.pretrained_cfg = {**card, "input_size": (card["input_size"][0], img_size, img_size), "crop_pct": crop_pct}
     evaluate = eval_transform(img_size, mean, std, crop_pct=crop_pct, interpolation=interpolation,
                               input_space=space)
     if not cfg.augment:
