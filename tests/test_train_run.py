@@ -422,3 +422,32 @@ def test_the_saved_config_gives_the_size_and_crop_the_run_evaluated_at(tmp_path)
     assert saved["input_size"][1:] == [20, 20] and saved["crop_pct"] == 0.9
     assert evaluate(model=str(tmp_path / "run"))["img_size"] == 20   # not the digits' native 28
     assert evaluate(run=tmp_path / "run")["loss"] == pytest.approx(summary["final_val_loss"], abs=1e-5)
+
+
+def test_an_out_folder_with_a_run_but_no_checkpoints_is_left_as_it_was(tmp_path):
+    # bad input used to rewrite config.yaml first; a second run appended to the first one's logs
+    run = tmp_path / "run"
+    train(tiny(tmp_path, steps=1, keep_checkpoints=1))
+    import shutil
+    shutil.rmtree(run / "checkpoints")                      # to save space, say
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match="does not exist"):
+        train(tiny(tmp_path, steps=1, data=str(tmp_path / "typo")))
+    with pytest.raises(UserError, match=r"run already holds config.yaml, config.json, metrics.csv, steps.jsonl, "
+                                        r"summary.json, model.safetensors \(a run without checkpoints"):
+        train(tiny(tmp_path, steps=1))
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_resume_after_the_classes_changed_is_a_one_line_error(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / "pics" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "pics" / cls / f"{i}.png")
+    train(tiny(tmp_path, data=str(tmp_path / "pics"), steps=1, batch_size=4, limit_per_class=None, val_split=0.25))
+    import shutil
+    shutil.copytree(tmp_path / "pics" / "dogs", tmp_path / "pics" / "frogs")
+    (tmp_path / "run" / "summary.json").unlink()  # as if it had been interrupted
+    with pytest.raises(UserError, match=r"^the data's classes changed since the checkpoint \(2 then, 3 now\)"):
+        train(resume=tmp_path / "run")                      # was a state_dict size-mismatch traceback

@@ -144,15 +144,16 @@ class Trainer:
                             f"{max(1, cfg.batch_size // dist.world_size) * dist.world_size}")
         check_model_switches(cfg)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
-        if self.main:
-            self._prepare_out_dir(resuming=state is not None)
-        dist.barrier()
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         _seed_everything(cfg.seed)
 
-        # data, then the model it needs, then the preprocessing the model needs
+        # data, then the model it needs, then the preprocessing the model needs: all checked before
+        # the output folder is touched, so that bad input leaves what is there as it was
         self.splits, self.net, self.img_size = build_model_and_data(cfg)
+        if self.main:
+            self._prepare_out_dir(resuming=state is not None)
+        dist.barrier()
         self.classes = self.splits.classes
         self.per_process_batch = cfg.batch_size // dist.world_size
         self.train_loader = self._loader(self.splits.train, train=True)
@@ -399,6 +400,9 @@ class Trainer:
         return self.checkpoints.save(state, self.pos.step, best=best)
 
     def _restore(self, state: dict) -> None:
+        if state.get("classes") and list(state["classes"]) != list(self.classes):  # before the weights: a
+            raise UserError(f"the data's classes changed since the checkpoint ({len(state['classes'])} then, "
+                            f"{len(self.classes)} now); resume with the same data")  # new count would not load
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:
@@ -406,9 +410,6 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.pos = Position(**state["position"])
         self.history = History(**state["history"])
-        if state.get("classes") and list(state["classes"]) != list(self.classes):
-            raise UserError(f"the data's classes changed since the checkpoint ({len(state['classes'])} then, "
-                            f"{len(self.classes)} now); resume with the same data")
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         if self.main:
@@ -420,6 +421,10 @@ class Trainer:
         if not resuming and self.checkpoints.steps():
             raise UserError(f"{self.out} already holds a run with checkpoints; continue it with --resume "
                             f"{self.out}, or pass another --out")
+        left = [name for name in RUN_FILES if (self.out / name).exists()] if not resuming else []
+        if left:  # a run that ended before its first checkpoint, or someone's files: not to append to
+            raise UserError(f"{self.out} already holds {', '.join(left)} (a run without checkpoints, or other "
+                            f"files); pass another --out, or delete them to start over there")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             probe = self.out / f".write-test-{os.getpid()}"
@@ -576,6 +581,10 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# what a run writes in its folder besides checkpoints/
+RUN_FILES = ("config.yaml", "config.json", "metrics.csv", "steps.jsonl", "summary.json", "model.safetensors")
 
 
 def _round(value: float | None, digits: int = 6):
