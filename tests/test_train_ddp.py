@@ -113,3 +113,25 @@ def test_torchrun_two_processes_match_one_and_resume_after_sigterm(tmp_path):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     assert [s["loss"] for s in steps] == pytest.approx([s["loss"] for s in read_steps(tmp_path / "single")],
                                                        abs=1e-5)
+
+
+def _buffers_worker(rank: int, port: int, results) -> None:
+    from inceptionlab.train.distributed import Distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        bn = torch.nn.BatchNorm2d(3)
+        bn(torch.randn(4, 3, 5, 5) + rank)                      # each process's own running statistics
+        Distributed(rank, 2, rank, torch.device("cpu"), False).broadcast_buffers(bn)  # (without: differ)
+        results[rank] = torch.cat([bn.running_mean, bn.running_var, bn.num_batches_tracked.float().view(1)]).tolist()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_evaluation_uses_process_0s_batch_norm_statistics():
+    # under torchrun each process evaluated with its own running statistics, so the numbers logged
+    # during training differed from `eval --run` of the saved model (process 0's)
+    results = mp.Manager().dict()
+    mp.spawn(_buffers_worker, args=(_free_port(), results), nprocs=2, join=True)
+    assert results[0] == results[1]

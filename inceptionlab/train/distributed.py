@@ -80,6 +80,14 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def broadcast_buffers(self, module: nn.Module) -> None:
+        """Process 0's buffers (batch norm running statistics) in every process. DDP sends them only
+        at the start of a training forward, which then updates each process's copy with its own
+        batch: evaluating those gave numbers a little off the saved (process 0's) model."""
+        if self.enabled:
+            for buffer in module.buffers():
+                dist.broadcast(buffer.data, src=0)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

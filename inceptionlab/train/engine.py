@@ -381,6 +381,7 @@ class Trainer:
     def evaluate(self) -> EvalResult:
         """Top-1/top-5/loss on the validation set (this process's shard, reduced over all)."""
         model = self.ema.module if self.ema is not None else self.net
+        self.dist.broadcast_buffers(model)  # every process evaluates the model that process 0 saves
         result = run_eval(model, self.val_loader, self.device, num_classes=len(self.classes),
                           amp_dtype=self.amp_dtype, memory_format=self.memory_format, dist=self.dist)
         self.model.train()
