@@ -364,3 +364,17 @@ def test_resume_refuses_options_it_would_ignore(engine, tmp_path, capsys):
     # the "already used" error gives the study's own resume command, which works
     assert main(["study", "aux", "--out", str(lab), "--steps", "2"]) == 2
     assert f"continue them with inceptionlab study aux --resume --out {lab}," in capsys.readouterr().err
+
+
+def test_studies_refuse_options_they_would_ignore(engine, tmp_path, capsys):
+    # study batchnorm --model googlenet still trained bn_inception; label_smoothing --smoothing 0.3
+    # compared 0 and 0.1 while its report said smoothing=0.3
+    cases = [(["study", "batchnorm", "--model", "googlenet"], "the batchnorm study compares models of its own; drop --model"),
+             (["study", "family", "--model", "googlenet"], "drop --model"),
+             (["study", "label_smoothing", "--smoothing", "0.3"],
+              "the label_smoothing study sets smoothing itself in each run; drop --smoothing")]
+    for argv, expected in cases:
+        assert main(argv + ["--out", str(tmp_path / "lab")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err
+    assert engine.calls == [] and not (tmp_path / "lab").exists()

@@ -34,10 +34,20 @@ class Study:
     train: dict = field(default_factory=dict)   # training settings the study needs (user's win)
     target: Callable[[list], float | None] | None = None   # the study's own target accuracy
     calibrate: bool = False                     # measure calibration (ECE) of every finished run
+    takes_model: bool = False                   # --model picks the architecture (else the arms are fixed)
+    varies: tuple = ()                          # training settings each arm sets itself
+
 
     def plan(self, *, budget: dict, seeds=(0,), data=None, train: dict | None = None,
              model_kwargs: dict | None = None, target: float | None = None, options: dict | None = None) -> Plan:
         options = dict(options or {})
+        if options.get("model") and not self.takes_model:
+            raise UserError(f"the {self.name} study compares models of its own; drop --model "
+                            f"(factorization, label_smoothing, grid_reduction and aux take one)")
+        for key in self.varies:
+            if key in (train or {}):
+                raise UserError(f"the {self.name} study sets {key} itself in each run; drop "
+                                f"--{key.replace('_', '-')}")
         return Plan(variants=self.variants(options), budget=dict(budget), seeds=list(seeds), data=data,
                     train={**self.train, **(train or {})}, model_kwargs=dict(model_kwargs or {}),
                     target=target, title=f"Study: {self.title}", study=self.name)
@@ -403,19 +413,19 @@ STUDIES: dict[str, Study] = {s.name: s for s in [
           "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 3.1-3.2 (arXiv:1512.00567)",
           "Replacing a 5x5 convolution by two 3x3 saves 28% of its computation, and a 3x3 by 1x3 + 3x1 "
           "saves 33%, without loss of expressiveness.",
-          _factor_variants, _factor_judge),
+          _factor_variants, _factor_judge, takes_model=True),
     Study("label_smoothing", "label smoothing",
           "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 7 (arXiv:1512.00567); "
           "calibration: Mueller, Kornblith & Hinton 2019, When Does Label Smoothing Help?",
           "Label smoothing with epsilon 0.1 improves top-1 and top-5 error by about 0.2 points absolute; "
           "it also makes the network's confidences better calibrated.",
-          _ls_variants, _ls_judge, calibrate=True),
+          _ls_variants, _ls_judge, calibrate=True, takes_model=True, varies=("smoothing",)),
     Study("grid_reduction", "grid-size reduction",
           "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 4, Fig. 9-10 (arXiv:1512.00567)",
           "Parallel stride-2 convolution and pooling branches reduce the grid as expressively as "
           "convolution-then-pooling at a third of its cost, without the representational bottleneck of "
           "pooling-then-convolution.",
-          _grid_variants, _grid_judge),
+          _grid_variants, _grid_judge, takes_model=True),
     Study("residual", "residual connections and their scaling",
           "Szegedy et al. 2016, Inception-v4, Inception-ResNet, Sec. 3.3 and 5 (arXiv:1602.07261)",
           "Residual connections make Inception networks train significantly faster at comparable cost, and "
@@ -425,7 +435,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in [
           "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 4 (arXiv:1512.00567)",
           "Auxiliary classifiers do not speed up early training; near the end the network with them is "
           "slightly more accurate, acting as a regularizer.",
-          _aux_variants, _aux_judge),
+          _aux_variants, _aux_judge, takes_model=True),
     Study("family", "the six families",
           "GoogLeNet (2014), BN-Inception (2015), Inception-v3 (2015), Inception-v4 and Inception-ResNet-v1/v2 (2016)",
           "Each generation is more accurate than the last (ImageNet top-1 of the public weights: GoogLeNet "
