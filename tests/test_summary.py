@@ -171,3 +171,14 @@ def test_summary_with_aux_heads_checks_the_size_they_need(capsys):
     assert err == ("inceptionlab summary: error: inception_v3 with aux_logits=True in train mode needs at least "
                    "299x299 input, got 75x75; use stem='low_res' for small images")
     assert main(["summary", "inception_v3", "--size", "75"]) == 0
+
+
+def test_summary_refuses_options_it_would_ignore(capsys):
+    from inceptionlab.cli import main
+
+    for argv, expected in [(["--all", "googlenet"], "--all summarizes every model at its own size"),
+                           (["--all", "--explain-factorization"], "drop the model name, --size"),
+                           (["googlenet", "--markdown"], "--markdown makes the --all table; pass --all too")]:
+        assert main(["summary"] + argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err

@@ -386,6 +386,9 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
         evaluate(model=str(run), data=other)   # the run folder as a saved model
     with pytest.raises(UserError, match="only the weights have bird"):
         evaluate(model="inception_v3", weights=run / "model.safetensors", data=other, model_kwargs=dict(TINY))
+    from inceptionlab.cli import main
+    for flag in (["--weights", str(run / "model.safetensors")], ["--img-size", "64"], ["--seed", "3"]):
+        assert main(["eval", "--run", str(run)] + flag) == 2      # were silently ignored
     (tmp_path / "afile").write_text("mine")
     with pytest.raises(UserError, match="afile is a file; pass --out a folder"):
         evaluate(run=run, out=tmp_path / "afile")

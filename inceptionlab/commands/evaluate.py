@@ -26,9 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from inceptionlab.errors import UserError
     from inceptionlab.train import evaluate
     from inceptionlab.train.config import parse_model_kwargs
 
+    if args.run:  # the run's own weights, switches, size, split and seed: refused rather than ignored
+        given = [flag for flag, value in (("--weights", args.weights), ("--model-kwargs", args.model_kwargs),
+                                          ("--img-size", args.img_size), ("--val-split", args.val_split),
+                                          ("--seed", args.seed)) if value]
+        if given:
+            raise UserError(f"--run evaluates the run as it was trained; drop {given[0]} (or evaluate "
+                            f"--model {args.run} --data DIR with your own settings)")
     report = evaluate(args.run, model=args.model, weights=args.weights, data=args.data, out=args.out,
                       batch_size=args.batch_size, img_size=args.img_size,
                       model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,

@@ -44,6 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from inceptionlab.tools import summary
 
+    if args.all and (args.model or args.explain_factorization or args.model_kwargs or args.size):
+        raise UserError("--all summarizes every model at its own size and defaults; drop the model name, "
+                        "--size, --model-kwargs and --explain-factorization (or drop --all)")
+    if args.markdown and not args.all:
+        raise UserError("--markdown makes the --all table; pass --all too")
     if args.all:
         print(summary.format_zoo(summary.zoo_summary(), markdown=args.markdown))
         return 0
