@@ -188,7 +188,7 @@ def test_fine_tuning_from_a_run_of_another_width_names_the_switch_to_pass(tmp_pa
     assert summary["status"] == "finished"
 
 
-def test_unreadable_files_are_skipped_and_listed(tmp_path):
+def test_unreadable_files_are_skipped_and_listed(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for cls in ("cats", "dogs"):
         (tmp_path / "pics" / cls).mkdir(parents=True)
@@ -199,6 +199,7 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path):
     summary = train(tiny(tmp_path, data=str(tmp_path / "pics"), steps=3, batch_size=4, limit_per_class=None,
                          val_split=0.25))
     assert summary["status"] == "finished" and summary["classes"] == ["cats", "dogs"]
+    assert "; 1 unreadable file(s) skipped (listed in summary.json)" in capsys.readouterr().out
     assert [item["path"].endswith("broken.png") for item in summary["skipped_files"]] == [True]
     strict = tiny(tmp_path, "strict", data=str(tmp_path / "pics"), steps=3, batch_size=4, limit_per_class=None,
                   val_split=0.25, strict=True)

@@ -495,7 +495,9 @@ class Trainer:
                      "failed": "FAILED"}[status]
             best = f"best top1 {summary['best_top1']:.2f}% at step {summary['best_step']}" \
                 if summary["best_top1"] is not None else "no evaluation"
+            skipped = len(summary["skipped_files"] or ())
             self.progress.line(f"{ended}: {summary['steps']} steps in {summary['seconds']:.0f}s, {best}"
+                               + (f"; {skipped} unreadable file(s) skipped (listed in summary.json)" if skipped else "")
                                + (f"; {message}" if message else ""))
         return summary
 
