@@ -460,3 +460,18 @@ def test_cli_predict_whole_sample_folder(tmp_path, capsys):
                  "--batch-size", "32", "--model-kwargs", "depth_multiplier=0.25"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert len(doc["results"]) == 250 and [Path(s["image"]).name for s in doc["skipped"]] == ["classes.tsv"]
+
+
+def test_bf16_inference_on_a_cpu_without_onednn_bf16(monkeypatch):
+    # on an AVX2-only CPU oneDNN's bf16 weight reorder raised "bf16 path needs the cpu support
+    # avx_ne_convert or avx512bw, avx512vl and avx512dq"; those convolutions now run unfused
+    import inceptionlab.tools.fast as fast_module
+
+    monkeypatch.setattr(fast_module, "cpu_has_bf16", lambda: False)
+    model = tiny("inception_v3")
+    x = batch("inception_v3")
+    out = optimize_for_inference(model, dtype=torch.bfloat16)(x)
+    assert out.dtype == torch.bfloat16
+    with torch.no_grad():
+        expected = model.eval()(x)
+    assert (out.float() - expected).abs().max().item() < 0.1 * expected.abs().max().item()

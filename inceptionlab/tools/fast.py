@@ -30,6 +30,7 @@ addition as one product and one addition.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
 from contextlib import nullcontext
 
@@ -103,7 +104,10 @@ class FusedConv(nn.Module):
         self._matrix: dict = {}  # dtype -> a 1x1 weight as an in_chs x out_chs matrix
 
     def _eager(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+        # bf16 only where oneDNN computes it: on an AVX2-only CPU its weight reorder raises
+        # "bf16 path needs the cpu support avx_ne_convert or avx512bw, avx512vl and avx512dq"
+        return (x.device.type == "cpu" and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and
+                                                                         cpu_has_bf16()))
                 and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
                 and mkldnn_fusion_available())
 
@@ -369,8 +373,10 @@ def _compile_for_inference(model: nn.Module):
 
 
 # ------------------------------------------------------------------ training
+@functools.lru_cache(maxsize=None)
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so that bf16 autocast pays."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so that bf16 autocast pays, and
+    oneDNN takes bf16 convolutions at all."""
     try:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
