@@ -130,9 +130,15 @@ DATA_AND_BUDGET = ("epochs", "steps", "minutes", "limit_per_class", "val_split",
 
 def _sameness(plan: dict) -> str:
     varied = sorted({k for run in plan.get("runs", []) for k in (run.get("train") or {}) if k in DATA_AND_BUDGET})
+    seeds = plan.get("seeds") or [0]
+    # with several seeds, a model's runs differ in seed (split, initialization and augmentation);
+    # the variants at one seed share it
+    seed = ("augmentation seed" if len(seeds) < 2 else
+            f"seed at each of the {len(seeds)} seeds (which set the split, initialization and augmentation)")
     if not varied:
-        return "Every run saw the same data, split, augmentation seed and budget."
-    return (f"Every run saw the same data split and augmentation seed; some runs set their own "
+        return f"Every run saw the same data, split, {seed} and budget." if len(seeds) < 2 else \
+            f"Every variant saw the same data and budget, and the same {seed}."
+    return (f"Every run saw the same data split and {seed}; some runs set their own "
             f"{', '.join(varied)} (see below).")
 
 
