@@ -383,7 +383,11 @@ def test_studies_refuse_options_they_would_ignore(engine, tmp_path, capsys):
 def test_the_report_says_what_the_runs_shared():
     from inceptionlab.lab.report import _sameness
 
-    assert _sameness({"seeds": [0], "runs": []}) == "Every run saw the same data, split, augmentation seed and budget."
+    assert _sameness({"seeds": [0], "runs": []}) == \
+        "Every run saw the same data and budget, and the same split and augmentation seed."
+    assert _sameness({"seeds": [0], "runs": [{"train": {"steps": 5}}]}) == \
+        "Every run saw the same data and the same split and augmentation seed; some runs set their own steps (see below)."
     # with --seeds 2 it still said "the same augmentation seed" of runs that differed in seed
     two = _sameness({"seeds": [0, 1], "runs": []})
     assert two.startswith("Every variant saw the same data and budget, and the same seed at each of the 2 seeds")
+    assert "augmentation seed and" not in two

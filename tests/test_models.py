@@ -504,13 +504,14 @@ def test_contradictory_and_bad_switch_values():
 
 
 @pytest.mark.parametrize("switch, value, message", [
-    ("depth_multiplier", "abc", "depth_multiplier takes a number, got 'abc'"),     # was a TypeError traceback
+    ("depth_multiplier", "abc", "depth_multiplier takes a finite number, got 'abc'"),     # was a TypeError traceback
     ("in_chans", 1.5, "in_chans takes a whole number, got 1.5"),                    # was quietly 1
     ("num_classes", True, "num_classes takes a whole number, got True"),
     ("norm", "maybe", "norm takes true or false, got 'maybe'"),                     # was quietly on
     ("aux_logits", 3, "aux_logits takes true or false, got 3"),
     ("factorize_nxn", 2, r"factorize_nxn takes true, false or none \(the table as drawn\), got 2"),
-    ("residual_scale", [0.1, "x"], r"residual_scale takes a number or a list of three, got \[0.1, 'x'\]"),
+    ("residual_scale", [0.1, "x"], r"residual_scale takes a finite number or a list of three, got \[0.1, 'x'\]"),
+    ("depth_multiplier", float("inf"), "depth_multiplier takes a finite number, got inf"),  # was an OverflowError
     ("residual_scale", -0.1, r"residual_scale must be > 0 \(the paper scales by 0.1-0.3\), got -0.1"),
     ("residual_scale", (0.17, 0.0, 0.2), r"residual_scale must be > 0 .*, got \(0.17, 0.0, 0.2\)"),
 ])

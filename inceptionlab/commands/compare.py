@@ -49,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:MODEL[:KEY=VALUE,...]",
                         help="a named run with its own switches and settings (repeatable), "
                              "e.g. no_bn:bn_inception:norm=false,lr=0.01")
-    parser.add_argument("--plan", help="a YAML plan file (command-line options override its shared values; a run's own "
-                                              "values in the file still win for that run)")
+    parser.add_argument("--plan", help="a YAML plan file (command-line options override its shared values; "
+                                       "a run's own values in the file still win for that run)")
     parser.add_argument("--out", help="lab folder for the runs and the report (default: lab/compare)")
     parser.add_argument("--resume", metavar="LAB_DIR", help="continue an interrupted compare")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a compare")

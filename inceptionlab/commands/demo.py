@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--data", help="an image folder (<class>/ folders, or train/ and val/) instead of the "
                                        "embedded digits")
-    parser.add_argument("--out", default="lab/demo", help="lab folder, started over each time (default lab/demo); a folder holding a "
-                                                            "compare or a study is refused")
+    parser.add_argument("--out", default="lab/demo", help="lab folder, started over each time (default "
+                                                          "lab/demo); a folder holding a compare or a study is refused")
     parser.add_argument("--minutes", type=float, help=f"wall-clock minutes per run (default {DEMO_MINUTES})")
     parser.add_argument("--steps", type=int, help="steps per run instead of minutes")
     parser.add_argument("--models", default=",".join(DEMO_MODELS), help="comma-separated models")

@@ -16,11 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", metavar="FILE", help="weights file (ours, torchvision or timm layout)")
     parser.add_argument("--data", help="image folder or CIFAR folder (default: the run's data, or the digits)")
     parser.add_argument("--out", help="where to write confusion_matrix.csv/.png and eval.json")
-    parser.add_argument("--model-kwargs", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="model switches")
+    parser.add_argument("--model-kwargs", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="model switches")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--img-size", type=positive_int)
     parser.add_argument("--val-split", type=float)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="seed of the validation split (default 0)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--amp", nargs="?", const=True, default=False, metavar="bf16|fp16")
 
@@ -33,14 +34,15 @@ def run(args: argparse.Namespace) -> int:
     if args.run:  # the run's own weights, switches, size, split and seed: refused rather than ignored
         given = [flag for flag, value in (("--weights", args.weights), ("--model-kwargs", args.model_kwargs),
                                           ("--img-size", args.img_size), ("--val-split", args.val_split),
-                                          ("--seed", args.seed)) if value]
+                                          ("--seed", args.seed)) if value not in (None, [])]
         if given:
             raise UserError(f"--run evaluates the run as it was trained; drop {given[0]} (or evaluate "
                             f"--model {args.run} --data DIR with your own settings)")
     report = evaluate(args.run, model=args.model, weights=args.weights, data=args.data, out=args.out,
                       batch_size=args.batch_size, img_size=args.img_size,
                       model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,
-                      val_split=args.val_split, seed=args.seed, amp=args.amp, quiet=False)
+                      val_split=args.val_split, seed=0 if args.seed is None else args.seed, amp=args.amp,
+                      quiet=False)
     width = max(len(name) for name in report["classes"])
     for name, accuracy in report["per_class"].items():
         shown = "-" if accuracy is None else f"{accuracy:6.2f}%"

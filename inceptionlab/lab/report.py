@@ -130,16 +130,15 @@ DATA_AND_BUDGET = ("epochs", "steps", "minutes", "limit_per_class", "val_split",
 
 def _sameness(plan: dict) -> str:
     varied = sorted({k for run in plan.get("runs", []) for k in (run.get("train") or {}) if k in DATA_AND_BUDGET})
-    seeds = plan.get("seeds") or [0]
-    # with several seeds, a model's runs differ in seed (split, initialization and augmentation);
-    # the variants at one seed share it
-    seed = ("augmentation seed" if len(seeds) < 2 else
-            f"seed at each of the {len(seeds)} seeds (which set the split, initialization and augmentation)")
-    if not varied:
-        return f"Every run saw the same data, split, {seed} and budget." if len(seeds) < 2 else \
-            f"Every variant saw the same data and budget, and the same {seed}."
-    return (f"Every run saw the same data split and {seed}; some runs set their own "
-            f"{', '.join(varied)} (see below).")
+    seeds = len(plan.get("seeds") or [0])
+    if seeds > 1:  # a model's runs differ in seed; the variants at one seed share it
+        who, seed = "Every variant", (f"the same seed at each of the {seeds} seeds (which set the split, "
+                                      f"initialization and augmentation)")
+    else:
+        who, seed = "Every run", "the same split and augmentation seed"
+    if varied:
+        return f"{who} saw the same data and {seed}; some runs set their own {', '.join(varied)} (see below)."
+    return f"{who} saw the same data and budget, and {seed}."
 
 
 def _kv(mapping) -> str:

@@ -37,13 +37,13 @@ class Study:
     takes_model: bool = False                   # --model picks the architecture (else the arms are fixed)
     varies: tuple = ()                          # training settings each arm sets itself
 
-
     def plan(self, *, budget: dict, seeds=(0,), data=None, train: dict | None = None,
              model_kwargs: dict | None = None, target: float | None = None, options: dict | None = None) -> Plan:
         options = dict(options or {})
         if options.get("model") and not self.takes_model:
+            takers = ", ".join(s.name for s in STUDIES.values() if s.takes_model)
             raise UserError(f"the {self.name} study compares models of its own; drop --model "
-                            f"(factorization, label_smoothing, grid_reduction and aux take one)")
+                            f"({takers} take one)")
         for key in self.varies:
             if key in (train or {}):
                 raise UserError(f"the {self.name} study sets {key} itself in each run; drop "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import json
+import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +42,13 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
+
 def _whole(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # True is an int in Python
 
 
 def _number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _flag(value) -> bool:
@@ -68,8 +70,8 @@ SWITCH_KINDS = {
     "num_classes": ("a whole number", _whole), "in_chans": ("a whole number", _whole),
     "min_depth": ("a whole number", _whole), "kernel_5x5": ("a whole number", _whole),
     "embedding_dim": ("a whole number or none", _or_none(_whole)),
-    "drop_rate": ("a number", _number), "depth_multiplier": ("a number", _number),
-    "residual_scale": ("a number or a list of three", _scales),
+    "drop_rate": ("a finite number", _number), "depth_multiplier": ("a finite number", _number),
+    "residual_scale": ("a finite number or a list of three", _scales),
     "norm": ("true or false", _flag), "conv_bias": ("true or false", _flag),
     "aux_logits": ("true or false", _flag), "aux_norm": ("true or false", _flag),
     "avg_pool_count_pad": ("true or false", _flag),

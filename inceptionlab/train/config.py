@@ -10,6 +10,7 @@ and what ``--resume`` trains on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -198,23 +199,26 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------ helpers
-_LOADER = None
+@functools.lru_cache(maxsize=None)
+def _yaml_loader():
+    """PyYAML's safe loader, reading ``1e-3`` as a number: YAML 1.1 reads an exponent without a dot
+    (the way everyone writes learning rates) as a string."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                 re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+    return Loader
 
 
 def load_yaml(text: str):
-    """YAML as PyYAML's safe loader reads it, except that ``1e-3`` is a number (YAML 1.1 reads an
-    exponent without a dot, the way everyone writes learning rates, as a string)."""
-    global _LOADER
+    """YAML as the safe loader reads it, ``1e-3`` included."""
     import yaml
 
-    if _LOADER is None:
-        class Loader(yaml.SafeLoader):
-            pass
-        Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                                     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-                                     list("-+0123456789"))
-        _LOADER = Loader
-    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
 
 
 def read_yaml(path) -> dict:
@@ -328,7 +332,7 @@ def _is_number(value) -> bool:
 def _check_number(name: str, value, *, low=None, high=None, low_open=False, high_open=False, fix="") -> None:
     if value is None:
         return
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = _is_number(value) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:

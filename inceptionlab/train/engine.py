@@ -267,12 +267,11 @@ class Trainer:
         whole_epoch, stepped = self.pos.batch == 0, False
         for images, labels, _n_skipped in self._epoch_batches():
             self.pos.batch += 1
-            if images.numel() == 0:  # every file of this batch was unreadable: the epoch still moves on
-                if self.pos.batch == self.steps_per_epoch:
-                    self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+            if self.pos.batch == self.steps_per_epoch:  # the last batch ends the epoch, readable or not
+                self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+            if images.numel() == 0:  # every file of this batch was unreadable
                 if not self.dist.enabled and self.stop.signal_name is not None:
-                    return "interrupted", (f"stopped by {self.stop.signal_name} after step {self.pos.step}; "
-                                           f"checkpoint {self._save_checkpoint()}; continue with --resume {self.out}")
+                    return self._interrupted()
                 continue
             stepped = True
             lr = self.schedule(self.pos.step, self._time_progress())
@@ -284,13 +283,8 @@ class Trainer:
                                     f"{self._epoch_float():.2f}); last good checkpoint: {latest or 'none'}; "
                                     f"start a new run with a lower --lr or with --clip-grad")
             self._count_step(agreed, lr, time.monotonic() - step_started)
-            if self.pos.batch == self.steps_per_epoch:
-                self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
             if agreed.signalled:
-                path = self._save_checkpoint()
-                name = self.stop.signal_name or "a signal to another process"
-                return "interrupted", (f"stopped by {name} after step {self.pos.step}; checkpoint {path}; "
-                                       f"continue with --resume {self.out}")
+                return self._interrupted()
             last = agreed.time_up or self._budget_reached(agreed.seconds)
             self._after_step(final=last)
             if last:
@@ -301,6 +295,13 @@ class Trainer:
                               f"skipped as unreadable); check the data folder (Git LFS pointers? HEIC files "
                               f"named .jpg?)")
         return None
+
+    def _interrupted(self) -> tuple[str, str]:
+        """Saves a checkpoint; the status and message of a run stopped by a signal."""
+        path = self._save_checkpoint()
+        name = self.stop.signal_name or "a signal to another process"
+        return "interrupted", (f"stopped by {name} after step {self.pos.step}; checkpoint {path}; "
+                               f"continue with --resume {self.out}")
 
     def _epoch_batches(self):
         """The loader of the current epoch, past the batches already consumed (after a resume)."""

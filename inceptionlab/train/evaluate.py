@@ -158,16 +158,14 @@ def _check_classes(trained: list[str] | None, data_classes: list[str], source: s
     class it was trained for (folders of other names would be scored against the wrong ones)."""
     if trained is None or list(trained) == list(data_classes):
         return
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:5]) + ("..." if len(names) > 5 else "")
+
     only_trained = [c for c in trained if c not in data_classes]
     only_data = [c for c in data_classes if c not in trained]
-    if only_trained or only_data:
-        differ = "; ".join(part for part in (
-            f"only the weights have {', '.join(only_trained[:5])}" + ("..." if len(only_trained) > 5 else "")
-            if only_trained else "",
-            f"only the data has {', '.join(only_data[:5])}" + ("..." if len(only_data) > 5 else "")
-            if only_data else "") if part)
-    else:
-        differ = "the same names in another order"
+    differ = "; ".join([f"only the weights have {listed(only_trained)}"] * bool(only_trained)
+                       + [f"only the data has {listed(only_data)}"] * bool(only_data)) \
+        or "the same names in another order"
     raise UserError(f"the weights were trained on {len(trained)} classes and {source} has {len(data_classes)} "
                     f"({differ}); evaluate on data with the class folders the model was trained on")
 
