@@ -255,6 +255,21 @@ def test_compare_command_end_to_end_with_the_fake_engine(engine, tmp_path, capsy
     assert main(argv + ["--overwrite"]) == 0
 
 
+def test_compare_exits_1_when_a_run_failed_but_not_when_one_diverged(engine, tmp_path, capsys):
+    argv = ["compare", "--models", "googlenet,inception_v3", "--steps", "40", "--model-kwargs", "stem=low_res",
+            "depth_multiplier=0.125", "min_depth=8", "--limit-per-class", "5", "--out", str(tmp_path / "lab")]
+    engine.fates.update({"inception_v3": "diverge"})
+    assert main(argv) == 0  # a run that blew up is a result of the comparison
+    engine.fates.update({"inception_v3": "raise"})
+    assert main(argv + ["--overwrite"]) == 1
+    printed = capsys.readouterr().out
+    assert "1 of 2 run(s) failed (inception_v3)" in printed and "report: " in printed
+    results = json.loads((tmp_path / "lab" / "results.json").read_text())
+    status = {r["name"]: r["status"] for r in results["runs"]}
+    assert status == {"googlenet": "finished", "inception_v3": "failed"}
+    assert "inception_v3" in terminal_table(results) and " - " in terminal_table(results).splitlines()[-1]
+
+
 # ------------------------------------------------------------------ results arithmetic
 def test_target_and_time_to_target():
     records = [dict(name="a", status="finished", best_top1=90.0, metrics=[]),

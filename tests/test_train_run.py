@@ -359,6 +359,7 @@ def test_batches_with_no_readable_image_end_their_epoch(tmp_path):
                              limit_per_class=None, val_split=0.25))
     assert result["status"] == "failed" and result["steps"] == 0
     assert result["message"].startswith("no image of a whole epoch could be read (")
+    assert result["train_images_per_sec"] is None  # nothing was trained, so no speed (it said 0.0)
     mixed = _in_thread(tiny(tmp_path, "mixed", data=str(tmp_path / "mixed"), steps=None, epochs=2, batch_size=1,
                             limit_per_class=None, val_split=0.25))
     assert mixed["status"] == "finished" and mixed["epochs"] == pytest.approx(2.0)

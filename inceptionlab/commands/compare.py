@@ -113,6 +113,11 @@ def finish(results: dict, lab_dir) -> int:
     print()
     print(terminal_table(results))
     print(f"\nreport: {Path(lab_dir) / 'report.html'}  (also report.md, results.json and the plots in {lab_dir})")
+    failed = [r["name"] for r in results["runs"] if r.get("status") == "failed"]
+    if failed:  # a diverged run is a result; a run that raised is not, and scripts must see it
+        print(f"{len(failed)} of {len(results['runs'])} run(s) failed ({', '.join(failed)}); their reasons are "
+              f"in the report; exit status 1")
+        return 1
     return 0
 
 

@@ -522,7 +522,8 @@ class Trainer:
             best_top1=self.history.best_top1, best_top5=self.history.best_top5, best_step=self.history.best_step,
             final_top1=last.get("top1"), final_top5=last.get("top5"), final_train_loss=last.get("train_loss"),
             final_val_loss=last.get("val_loss"),
-            train_images_per_sec=round(self.pos.images / max(self.pos.train_seconds, 1e-9), 2),
+            train_images_per_sec=(round(self.pos.images / max(self.pos.train_seconds, 1e-9), 2)
+                                  if self.pos.images else None),  # None: no step trained, nothing timed
             skipped_files=skipped, classes=self.classes, data_source=self.splits.source, seed=self.cfg.seed,
             img_size=self.img_size, batch_size=self.cfg.batch_size, world_size=self.dist.world_size,
             opt=self.cfg.opt, lr=self.cfg.lr, sched=self.cfg.sched, aux_weight=self.aux_weight,
