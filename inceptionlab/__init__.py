@@ -1,8 +1,31 @@
-"""inceptionlab: the GoogLeNet Inception family in one codebase, and a lab to compare it."""
+"""inceptionlab: the GoogLeNet Inception family in one codebase, and a lab to compare it.
+
+The public names are imported on first use (PEP 562), so that ``import inceptionlab.cli`` does
+not import torch: ``inceptionlab --help`` stays fast, and a Ctrl-C while torch loads reaches the
+CLI's handler instead of printing a traceback.
+"""
 from inceptionlab.errors import UserError
-from inceptionlab.models import InceptionOutput, create_model, list_models, model_card
-from inceptionlab.models.weights import from_pretrained
-from inceptionlab.tools.fast import optimize_for_inference  # noqa: F401 - the inference fast path
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "from_pretrained", "list_models", "model_card", "InceptionOutput", "UserError", "__version__"]
+__all__ = ["create_model", "from_pretrained", "list_models", "model_card", "InceptionOutput", "UserError",
+           "optimize_for_inference", "__version__"]
+
+# public name -> the module that defines it
+_LAZY = {"create_model": "inceptionlab.models", "list_models": "inceptionlab.models",
+         "model_card": "inceptionlab.models", "InceptionOutput": "inceptionlab.models",
+         "from_pretrained": "inceptionlab.models.weights",
+         "optimize_for_inference": "inceptionlab.tools.fast"}  # the inference fast path
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'inceptionlab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

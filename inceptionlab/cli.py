@@ -93,6 +93,16 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; did you mean {hint}?" if hint else f"; choose from {', '.join(COMMANDS)}"),
               file=sys.stderr)
         return 2
+    try:
+        return _parse_and_run(argv, command)
+    except KeyboardInterrupt:  # also while a command's module (and torch) is still loading
+        print(f"inceptionlab {command or ''}: interrupted".replace(" :", ":"), file=sys.stderr)
+        return 130
+
+
+def _parse_and_run(argv: list[str], command: str | None) -> int:
+    from inceptionlab.errors import UserError
+
     parser = build_parser(command)
     try:
         args, unknown = parser.parse_known_args(_switches_last(argv))
@@ -109,9 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"inceptionlab {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"inceptionlab {args.command}: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the reader went away (`inceptionlab predict ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141  # what a shell reports for a writer ended by SIGPIPE

@@ -419,6 +419,23 @@ def test_cli_unrecognized_option_names_the_command_and_the_closest(capsys):
     assert "unknown command 'unknown-command'" in capsys.readouterr().err
 
 
+def test_ctrl_c_while_a_command_loads_is_one_line(capsys, monkeypatch):
+    # importing torch takes the first seconds of every command; a Ctrl-C then printed a traceback
+    import subprocess
+    import sys
+
+    import inceptionlab.cli as cli
+
+    def interrupted_import(name):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_command_module", interrupted_import)
+    assert main(["train", "--epochs", "1"]) == 130
+    assert capsys.readouterr().err.strip() == "inceptionlab train: interrupted"
+    # and the entry point itself (inceptionlab.cli, hence the package) no longer imports torch
+    code = "import sys, inceptionlab.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
 def test_predictions_come_batch_by_batch(tmp_path, monkeypatch):
     """The CLI prints each batch as it is done: the first answer comes before the later images are read."""
     from PIL import Image
