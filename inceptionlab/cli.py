@@ -54,6 +54,29 @@ def _refuse_unknown(parser: argparse.ArgumentParser, command: str | None, words:
     command_parser.error(f"unrecognized arguments: {' '.join(words)}" + (f"; did you mean {hint}?" if hint else ""))
 
 
+def _in_command_terms(message: str, command_parser: argparse.ArgumentParser) -> str:
+    """A hint that names a training flag this command lacks, in the form it takes instead: the
+    engine says ``--warmup-steps 500``, and compare, study and demo take ``--set warmup_steps=500``."""
+    import dataclasses
+    import re
+
+    options = {o for action in command_parser._actions for o in action.option_strings}
+    if "--set" not in options:
+        return message
+    from inceptionlab.train.config import TrainConfig
+
+    settings = {f.name for f in dataclasses.fields(TrainConfig)}
+
+    def in_terms(match: re.Match) -> str:
+        flag, value = match.group(1), match.group(2)
+        name = flag[2:].replace("-", "_")
+        if flag in options or name not in settings:
+            return match.group(0)
+        return f"--set {name}={value or 'VALUE'}"
+    # a value is a number or a word that is a value (bf16), not the next word of the sentence
+    return re.sub(r"(--[a-z][a-z-]*)(?: ([0-9.][^\s;,)]*|bf16|fp16|true|false))?", in_terms, message)
+
+
 def _command_module(name: str):
     return importlib.import_module(f"inceptionlab.commands.{COMMANDS[name][0]}")
 
@@ -117,6 +140,7 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
         return int(_command_module(args.command).run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = _in_command_terms(message, parser.command_parsers[args.command])
         print(f"inceptionlab {args.command}: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`inceptionlab predict ... | head`): stop quietly

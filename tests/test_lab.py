@@ -145,6 +145,13 @@ def test_cli_errors_are_one_line_and_nothing_trains(engine, tmp_path, capsys):
         (["study", "batchnrom"], "did you mean batchnorm"),
         (["study", "batchnorm", "--data", str(tmp_path)], "no training budget"),
         (["compare", "--resume", str(tmp_path / "elsewhere")], "is not a lab folder"),
+        # the engine's hints in the form each command takes (compare has no --warmup-steps)
+        (["compare", "--models", "googlenet", "--steps", "5", "--set", "warmup_steps=-1"],
+         "e.g. --set warmup_steps=500"),
+        (["compare", "--models", "googlenet", "--steps", "5", "--threads", "0"], "e.g. --threads 1 on a busy"),
+        (["demo", "--steps", "5", "--set", "threads=0", "--out", str(tmp_path / "demo")],
+         "e.g. --set threads=1 on a busy"),
+        (["demo", "--steps", "5", "--set", "amp=maybe", "--out", str(tmp_path / "demo")], "amp must be true"),
     ]
     plan_file = tmp_path / "mine.yaml"
     plan_file.write_text("steps: 5\nmodels: [googlenet]\nmodel_kwrgs: {stem: low_res}\n")

@@ -255,6 +255,7 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
         (["train", "--out", out, "--steps", "2", "--data", str(tmp_path / "nowhere")], "does not exist"),
         (["train", "--resume", str(tmp_path / "nowhere")], "cannot resume"),
         (["train", "--resume", out, "--lr", "0.1"], "drop --lr"),
+        (["train", "--out", out, "--steps", "2", "--warmup-steps", "-1"], "e.g. --warmup-steps 500"),
         (["eval"], "either run=RUN_DIR or model=NAME"),
     ]
     for argv, message in cases:

@@ -17,6 +17,8 @@ SETTING_FLAGS = [("batch_size", int, "images per step"), ("img_size", int, "inpu
                  ("limit_per_class", int, "train on at most this many images per class"),
                  ("val_split", float, "hold out this fraction of the train data for validation"),
                  ("eval_every", int, "evaluate every N steps (default: each epoch)"),
+                 ("clip_grad", float, "clip gradients to this norm (0: off)"),
+                 ("threads", int, "CPU threads per run (default 1, so that runs time alike)"),
                  ("workers", int, "data-loading processes")]
 
 
