@@ -323,6 +323,12 @@ def test_values_read_like_a_user_writes_them(tmp_path):
     plan.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(UserError, match="is not text"):
         read_yaml(plan)
+    # a key given twice took the last value without a word
+    plan.write_text("models: [googlenet]\ntrain:\n  lr: 0.1\n  batch_size: 8\n  lr: 0.01\n")
+    with pytest.raises(UserError, match=r"not valid YAML at line 5, column 3: 'lr' is given twice in one mapping"):
+        read_yaml(plan)
+    plan.write_text("base: &base {lr: 0.1, batch_size: 8}\ntrain:\n  <<: *base\n  lr: 0.01\n")
+    assert read_yaml(plan)["train"] == {"lr": 0.01, "batch_size": 8}  # overriding a merged key is meant
 
 
 def test_command_line_budgets_all_count_and_repeated_options_add_up():

@@ -211,6 +211,22 @@ def _yaml_loader():
     Loader.add_implicit_resolver("tag:yaml.org,2002:float",
                                  re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
                                  list("-+0123456789"))
+
+    def mapping_without_repeats(loader, node, deep=False):
+        # PyYAML keeps the last of two equal keys without a word: `lr: 0.1` ... `lr: 0.01` trained at 0.01
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overriding a key is fine
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice in one mapping; keep one", key_node.start_mark)
+            seen.add(key)
+        loader.flatten_mapping(node)
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping_without_repeats)
     return Loader
 
 
