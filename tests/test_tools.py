@@ -257,6 +257,14 @@ def test_cli_benchmark_bad_input(capsys):
     for option in ("--batch-size", "--img-size", "--threads"):
         assert main(["benchmark", "--models", "googlenet", option, "0"]) == 2
         assert f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
+    # an image side of 20000 asked for 4.5 GB per image; every command with a size refuses it
+    for argv in (["benchmark", "--models", "googlenet", "--img-size"], ["summary", "googlenet", "--size"],
+                 ["eval", "--model", "googlenet", "--img-size"], ["predict", "x.jpg", "--model", "googlenet", "--size"],
+                 ["export", "googlenet", "--out", "x.onnx", "--size"]):
+        assert main(argv + ["20000"]) == 2
+        assert "must be <= 4096, got 20000" in capsys.readouterr().err, argv
+    assert main(["train", "--steps", "1", "--img-size", "20000", "--out", "unused"]) == 2
+    assert "img_size must be an integer >= 1 and <= 4096, got 20000" in capsys.readouterr().err
     assert main(["benchmark", "--models", "googlenet", "--mode", "train", "--runtime", "onnxruntime"]) == 2
     capsys.readouterr()
     # a name the reference lacks fails before the peak is measured

@@ -12,14 +12,14 @@ import argparse
 
 import torch
 
-from inceptionlab.commands.summary import add_model_kwargs, parse_model_kwargs, positive_int
+from inceptionlab.commands.summary import add_model_kwargs, image_size, parse_model_kwargs, positive_int
 from inceptionlab.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=["inception_v3"],
                         help="registered model names, or directories written by training")
-    parser.add_argument("--img-size", type=positive_int, default=None, help="input size (default: each model's)")
+    parser.add_argument("--img-size", type=image_size, default=None, help="input size (default: each model's)")
     parser.add_argument("--batch-size", type=positive_int, nargs="+", default=[8], help="one or more batch sizes")
     parser.add_argument("--mode", choices=("infer", "train"), default="infer")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from inceptionlab.commands.summary import positive_int
+from inceptionlab.commands.summary import image_size, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-kwargs", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="model switches")
     parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--img-size", type=positive_int)
+    parser.add_argument("--img-size", type=image_size)
     parser.add_argument("--val-split", type=float)
     parser.add_argument("--seed", type=int, help="seed of the validation split (default 0)")
     parser.add_argument("--workers", type=int, default=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inceptionlab.commands.summary import add_model_kwargs, parse_model_kwargs, positive_int
+from inceptionlab.commands.summary import add_model_kwargs, image_size, parse_model_kwargs, positive_int
 from inceptionlab.errors import UserError
 
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("onnx", "pt2"), default=None,
                         help="default: by --out's suffix (.pt2 a torch.export program, else ONNX)")
     parser.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
-    parser.add_argument("--size", type=positive_int, default=None, help="input height and width (default: the model's)")
+    parser.add_argument("--size", type=image_size, default=None, help="input height and width (default: the model's)")
     parser.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     add_model_kwargs(parser)
 

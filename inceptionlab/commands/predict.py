@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from inceptionlab.commands.summary import add_model_kwargs, parse_model_kwargs, positive_int
+from inceptionlab.commands.summary import add_model_kwargs, image_size, parse_model_kwargs, positive_int
 from inceptionlab.errors import UserError
 
 
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None, help="a state dict file (.pth/.safetensors) for --model NAME")
     parser.add_argument("--top-k", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--size", type=positive_int, default=None, help="input size (default: the model's)")
+    parser.add_argument("--size", type=image_size, default=None, help="input size (default: the model's)")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout, for machines")
     add_model_kwargs(parser)
 

@@ -13,6 +13,16 @@ from inceptionlab.errors import UserError
 from inceptionlab.train.config import parse_model_kwargs  # noqa: F401 - the one key=value parser
 
 
+def image_size(text: str) -> int:
+    """An argparse type: an image side from 1 to MAX_IMG_SIZE (20000 allocated 4.5 GB per image)."""
+    from inceptionlab.train.config import MAX_IMG_SIZE
+
+    value = positive_int(text)
+    if value > MAX_IMG_SIZE:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_IMG_SIZE}, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1 (a size, batch, count or thread number of 0 used to
     mean "the default" without a word)."""
@@ -32,7 +42,7 @@ def add_model_kwargs(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="a registered model name (see --all)")
-    parser.add_argument("--size", type=positive_int, default=None,
+    parser.add_argument("--size", type=image_size, default=None,
                         help="input height and width (default: the model's input size)")
     add_model_kwargs(parser)
     parser.add_argument("--all", action="store_true", help="one row per registered model")

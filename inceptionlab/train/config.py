@@ -19,6 +19,8 @@ from typing import Any
 
 from inceptionlab.errors import UserError, closest
 
+MAX_IMG_SIZE = 4096  # an input side above this is a typo: 20000 asked for 4.5 GB per image
+
 OPTIMIZERS = ("rmsprop_tf", "sgd", "adamw")
 SCHEDULES = ("exp_staircase", "step", "cosine", "constant")
 AMP_MODES = ("bf16", "fp16")
@@ -161,7 +163,8 @@ class TrainConfig:
         _check_int("steps", self.steps, 1, "e.g. --steps 1000")
         _check_number("minutes", self.minutes, low=0, low_open=True, fix="e.g. --minutes 5")
         _check_int("batch_size", self.batch_size, 1, "e.g. --batch-size 32")
-        _check_int("img_size", self.img_size, 1, "e.g. --img-size 299, or leave it out for the model's size")
+        _check_int("img_size", self.img_size, 1, "e.g. --img-size 299, or leave it out for the model's size",
+                   maximum=MAX_IMG_SIZE)
         _check_int("workers", self.workers, 0, "e.g. --workers 4")
         _check_int("threads", self.threads, 1, "e.g. --threads 1 on a busy machine")
         _check_number("lr", self.lr, low=0, low_open=True, fix="e.g. --lr 0.045")
@@ -333,11 +336,13 @@ def _check_str(name: str, value) -> None:
         raise UserError(f"{name} must be a non-empty string, got {value!r}")
 
 
-def _check_int(name: str, value, minimum, fix: str) -> None:
+def _check_int(name: str, value, minimum, fix: str, maximum=None) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) \
+            or (maximum is not None and value > maximum):
         bound = f" >= {minimum}" if minimum is not None else ""
+        bound += f" and <= {maximum}" if maximum is not None else ""
         raise UserError(f"{name} must be an integer{bound}, got {value!r}; {fix}")
 
 
