@@ -105,6 +105,50 @@ def test_a_signal_saves_a_checkpoint_and_resume_is_exact(tmp_path, sig):
     assert resumed["final_top1"] == straight["final_top1"]
 
 
+def test_a_finished_run_is_extended_by_a_larger_budget(tmp_path, capsys):
+    # `train --resume R --steps 40` was refused: a finished run could not be trained further
+    from inceptionlab.cli import main
+
+    cfg = dict(eval_every=3, sched="step", decay_epochs=0.2, decay_rate=0.5)  # lr independent of the budget
+    longer = train(tiny(tmp_path, "longer", steps=6, **cfg))
+    first = train(tiny(tmp_path, "extended", steps=3, **cfg))
+    assert first["status"] == "finished" and first["steps"] == 3
+    out = str(tmp_path / "extended")
+    assert main(["train", "--resume", out, "--steps", "6", "--quiet"]) == 0
+    extended = json.loads((tmp_path / "extended" / "summary.json").read_text())
+    assert extended["status"] == "finished" and extended["steps"] == 6
+    assert "resumed at step 3 (budget steps 3 -> steps 6)" in capsys.readouterr().out
+    losses = lambda name: [s["loss"] for s in read_steps(tmp_path / name)]  # noqa: E731
+    assert losses("extended") == losses("longer")  # the same steps as a run given 6 from the start
+    assert [int(r["step"]) for r in read_metrics(tmp_path / "extended")] == [3, 6]
+    assert extended["final_top1"] == longer["final_top1"]
+    # the budget is saved: resuming again keeps 6, and a spent budget is refused before anything changes
+    assert main(["train", "--resume", out, "--steps", "5"]) == 2
+    assert "the run is already at step 6, epoch 1.20" in capsys.readouterr().err
+    assert main(["train", "--resume", out, "--lr", "1"]) == 2
+    assert "only --epochs, --steps and --minutes may change" in capsys.readouterr().err
+    # a cosine schedule stretched over a new budget says where its learning rate jumps
+    train(tiny(tmp_path, "cosine", steps=3, sched="cosine", lr=0.1))
+    resumed = train(resume=tmp_path / "cosine", budget=dict(steps=6), quiet=False)
+    assert resumed["steps"] == 6
+    printed = capsys.readouterr().out
+    assert "the cosine schedule spans the new budget: lr 0 -> 0.05 at this step" in printed, printed[printed.find("resumed at") - 50:][:400]
+
+
+def test_resuming_with_another_process_count_says_so(tmp_path, capsys):
+    # a run checkpointed by 2 torchrun processes and resumed by 1 continued without a word
+    from inceptionlab.train.checkpoint import CheckpointDir
+
+    train(tiny(tmp_path, steps=2))
+    path = CheckpointDir(tmp_path / "run" / "checkpoints").latest()
+    state = torch.load(path, weights_only=True)
+    state["world_size"] = 2
+    torch.save(state, path)
+    train(resume=tmp_path / "run", budget=dict(steps=3), quiet=False)
+    assert "checkpointed by 2 process(es), resumed by 1: the same global batch, but the images' order" \
+        in capsys.readouterr().out
+
+
 def test_a_non_finite_loss_stops_with_the_step_and_last_checkpoint(tmp_path):
     cfg = tiny(tmp_path, steps=30, opt="sgd", lr=1e12, clip_grad=0.0, checkpoint_every=1, eval_every=100,
                model_kwargs=dict(TINY, norm=False))

@@ -96,21 +96,34 @@ class StopRequest:
         self.handlers.clear()
 
 
-def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, quiet: bool | None = None) -> dict:
+BUDGET_KEYS = ("epochs", "steps", "minutes")
+
+
+def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, quiet: bool | None = None,
+          budget: dict | None = None) -> dict:
     """Trains ``cfg`` (or continues the run in ``resume``); returns the summary (also summary.json).
 
-    Bad configuration raises a one-line UserError before any training. Once training runs, a
-    diverged, interrupted or failed run is reported in the summary's status and message.
+    ``budget`` (with ``resume``) replaces the run's epochs, steps and minutes together: a finished
+    run is extended by giving it a larger one. Bad configuration raises a one-line UserError before
+    any training. Once training runs, a diverged, interrupted or failed run is reported in the
+    summary's status and message.
     """
     dist = Distributed.from_env()
     try:
         state = None
+        if budget and resume is None:
+            raise UserError("budget= replaces the budget of a resumed run; put it in the TrainConfig instead")
         if resume is not None:
             if cfg is not None:
                 raise UserError("pass either a config or resume=RUN_DIR, not both")
             state, cfg = _resume_state(Path(resume), dist)
             cfg = cfg.replace(weights=None)  # the checkpoint holds the weights
             cfg = cfg if quiet is None else cfg.replace(quiet=quiet)
+            if budget:
+                unknown = sorted(set(budget) - set(BUDGET_KEYS))
+                if unknown:
+                    raise UserError(f"budget has an unknown key {unknown[0]!r}; use {', '.join(BUDGET_KEYS)}")
+                cfg = cfg.replace(**{key: budget.get(key) for key in BUDGET_KEYS})
         if cfg is None:
             raise UserError("train needs a TrainConfig, or resume=RUN_DIR to continue a run")
         trainer = Trainer(cfg.resolved(), dist, state)
@@ -192,7 +205,7 @@ class Trainer:
 
         self.pos, self.history = Position(), History()
         self.last_lr = self.schedule(0)
-        self.resumed_from = None
+        self.resumed_from, self.resume_notes = None, []
         if state is not None:
             self._restore(state)
         try:
@@ -417,6 +430,7 @@ class Trainer:
         if self.main:
             self.checkpoints.truncate_after(self.pos.step)
         self.resumed_from = self.pos.step
+        self.resume_notes = _resume_notes(state, self)
 
     # ------------------------------------------------------------------ setup helpers
     def _prepare_out_dir(self, resuming: bool) -> None:
@@ -461,6 +475,7 @@ class Trainer:
     def _announce(self) -> None:
         cfg, n = self.cfg, sum(p.numel() for p in self.net.parameters())
         where = f"resumed at step {self.resumed_from}" if self.resumed_from is not None else "new run"
+        where += "".join(f" ({note})" for note in self.resume_notes)
         total = f"{self.total_steps} steps" if self.total_steps else f"{cfg.minutes} minutes"
         self.progress.line(
             f"{cfg.model} ({n / 1e6:.2f}M params) on {self.splits.source}; {len(self.classes)} classes, "
@@ -569,6 +584,32 @@ class LateTransform:
 
     def __call__(self, picture):
         return self.fn(picture)
+
+
+def _resume_notes(state: dict, trainer: "Trainer") -> list[str]:
+    """What differs from the run as it was checkpointed: another budget (refused when already
+    spent), the learning rate a stretched cosine schedule jumps to, another process count."""
+    notes = []
+    saved = TrainConfig.from_dict(state["config"], where="the checkpoint")
+    cfg, pos = trainer.cfg, trainer.pos
+    if any(getattr(saved, key) != getattr(cfg, key) for key in BUDGET_KEYS):
+        if trainer._budget_reached(pos.seconds):
+            spent = f"step {pos.step}, epoch {trainer._epoch_float():.2f}, {pos.seconds / 60:.1f} minutes"
+            raise UserError(f"the run is already at {spent}; pass a budget beyond that to extend it")
+        old = _total_steps(saved, trainer.steps_per_epoch)
+        text = lambda c: ", ".join(f"{k} {getattr(c, k):g}" for k in BUDGET_KEYS  # noqa: E731
+                                   if getattr(c, k) is not None)
+        notes.append(f"budget {text(saved)} -> {text(cfg)}")
+        before = LRSchedule(cfg.sched, cfg.lr, trainer.steps_per_epoch, old, cfg.warmup_steps, cfg.decay_epochs,
+                            cfg.decay_rate)(pos.step, pos.seconds / saved.minutes / 60 if saved.minutes else None)
+        now = trainer.schedule(pos.step, trainer._time_progress())
+        if not math.isclose(before, now, rel_tol=1e-6, abs_tol=1e-12):
+            notes.append(f"the {cfg.sched} schedule spans the new budget: lr {before:.3g} -> {now:.3g} at this step")
+    saved_world = state.get("world_size")
+    if saved_world and saved_world != trainer.dist.world_size:
+        notes.append(f"checkpointed by {saved_world} process(es), resumed by {trainer.dist.world_size}: the same "
+                     f"global batch, but the images' order from here is not the uninterrupted run's")
+    return notes
 
 
 def _total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int | None:
