@@ -135,3 +135,40 @@ def test_evaluation_uses_process_0s_batch_norm_statistics():
     results = mp.Manager().dict()
     mp.spawn(_buffers_worker, args=(_free_port(), results), nprocs=2, join=True)
     assert results[0] == results[1]
+
+
+def _on_main_worker(rank: int, port: int, results) -> None:
+    from inceptionlab.errors import UserError
+    from inceptionlab.train.checkpoint import CheckpointError
+    from inceptionlab.train.distributed import Distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        d = Distributed(rank, 2, rank, torch.device("cpu"), False)
+        got = [d.on_main(lambda: f"written by {rank}")]
+
+        def refuse():
+            raise UserError("runs/x already holds config.yaml; pass another --out")
+
+        def disk_full():
+            raise CheckpointError("cannot write checkpoint step_00000004.pt: No space left on device")
+        for fn in (refuse, disk_full):
+            try:
+                d.on_main(fn)
+            except UserError as exc:  # every process gets process 0's error, class and message
+                got.append(f"{type(exc).__name__}: {exc}")
+        d.barrier()  # and the process group is still usable
+        results[rank] = got
+    finally:
+        dist.destroy_process_group()
+
+
+def test_an_error_on_process_0_reaches_every_process():
+    # the output folder and checkpoints are written by process 0 alone; its error used to leave
+    # process 1 dying in the next barrier with a gloo traceback that buried the message
+    results = mp.Manager().dict()
+    mp.spawn(_on_main_worker, args=(_free_port(), results), nprocs=2, join=True)
+    assert results[0] == results[1] == [
+        "written by 0", "UserError: runs/x already holds config.yaml; pass another --out",
+        "CheckpointError: cannot write checkpoint step_00000004.pt: No space left on device"]

@@ -80,6 +80,28 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def on_main(self, fn, errors: tuple = (ValueError, OSError)):
+        """``fn()`` run by process 0 alone (files: the output folder, checkpoints), its result in
+        every process, and its error, of one of the ``errors`` types, raised in every process: a
+        failure on process 0 alone left the others to die in the next collective with a gloo
+        traceback that buried the real message."""
+        outcome = None
+        if self.is_main:
+            try:
+                outcome = ("ok", fn())
+            except errors as exc:
+                if not self.enabled:
+                    raise
+                outcome = ("error", type(exc), str(exc))
+        outcome = self.broadcast_object(outcome)
+        if outcome[0] == "error":
+            kind, message = outcome[1], outcome[2]
+            try:
+                raise kind(message)
+            except TypeError:  # a type that needs other arguments
+                raise RuntimeError(message) from None
+        return outcome[1]
+
     def broadcast_buffers(self, module: nn.Module) -> None:
         """Process 0's buffers (batch norm running statistics) in every process. DDP sends them only
         at the start of a training forward, which then updates each process's copy with its own

@@ -136,10 +136,7 @@ def _resume_state(run_dir: Path, dist: Distributed) -> tuple[dict, TrainConfig]:
     folder = CheckpointDir(run_dir / "checkpoints")
     if not run_dir.is_dir():
         raise UserError(f"cannot resume: {run_dir} does not exist; pass the --out folder of an earlier run")
-    path = None
-    if dist.is_main:
-        path = str(folder.load_latest()[1])
-    path = dist.broadcast_object(path)
+    path = dist.on_main(lambda: str(folder.load_latest()[1]))
     state = load_checkpoint(path)
     cfg = TrainConfig.from_dict(state["config"], where=path).replace(out=str(run_dir))
     return state, cfg
@@ -164,9 +161,7 @@ class Trainer:
         # data, then the model it needs, then the preprocessing the model needs: all checked before
         # the output folder is touched, so that bad input leaves what is there as it was
         self.splits, self.net, self.img_size = build_model_and_data(cfg)
-        if self.main:
-            self._prepare_out_dir(resuming=state is not None)
-        dist.barrier()
+        dist.on_main(lambda: self._prepare_out_dir(resuming=state is not None))  # an error: in every process
         self.classes = self.splits.classes
         self.per_process_batch = cfg.batch_size // dist.world_size
         self.train_loader = self._loader(self.splits.train, train=True)
@@ -404,8 +399,9 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, best: bool = False) -> Path | None:
         rngs = self.dist.gather_objects(rng_state())
-        if not self.main:
-            return None
+        return self.dist.on_main(lambda: self._write_checkpoint(rngs, best))
+
+    def _write_checkpoint(self, rngs: list, best: bool) -> Path:
         state = dict(
             model=self.net.state_dict(), optimizer=self.optimizer.state_dict(),
             schedule=self.schedule.state_dict(), ema=self.ema.state_dict() if self.ema else None,
