@@ -3,10 +3,12 @@ resume, divergence, a full disk, budgets, fine-tuning, the command line. Each ru
 of a tiny low-res Inception-v3 on a few of the embedded digits."""
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -425,13 +427,31 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
     train(tiny(tmp_path, data=str(tmp_path / "trained"), steps=1, batch_size=4, limit_per_class=None, val_split=0.25))
     assert evaluate(run=run)["classes"] == ["bird", "cat", "dog"]
     other = str(tmp_path / "other")
-    with pytest.raises(UserError, match=rf"^the weights were trained on 3 classes and {other} has 3 \(only the "
-                                        rf"weights have bird; only the data has frog\); evaluate on data with"):
+    with pytest.raises(UserError, match=rf"^{other} has 1 class\(es\) that the weights were not trained on "
+                                        rf"\(frog; they know bird, cat, dog\); evaluate on folders named after"):
         evaluate(run=run, data=other)
-    with pytest.raises(UserError, match="only the weights have bird"):
+    with pytest.raises(UserError, match="not trained on \\(frog"):
         evaluate(model=str(run), data=other)   # the run folder as a saved model
-    with pytest.raises(UserError, match="only the weights have bird"):
+    with pytest.raises(UserError, match="not trained on \\(frog"):
         evaluate(model="inception_v3", weights=run / "model.safetensors", data=other, model_kwargs=dict(TINY))
+    # some of the trained classes (a test set without birds) are scored by name: it was refused
+    for split in ("train", "val"):
+        for cls in ("dog", "cat"):
+            shutil.copytree(tmp_path / "trained" / cls, tmp_path / "some" / split / cls)
+    assert evaluate(run=run, data=tmp_path / "some", out=tmp_path / "x")["images"] == 2  # the run's val_split
+    report = evaluate(model=str(run), data=tmp_path / "some", out=tmp_path / "some_eval")  # all of val/
+    assert report["classes"] == ["cat", "dog"] and report["model_classes"] == ["bird", "cat", "dog"]
+    assert report["images"] == 8 and set(report["per_class"]) == {"cat", "dog"}
+    from inceptionlab.tools.predict import predict
+    val_images = sorted((tmp_path / "some" / "val").rglob("*.png"))
+    answers = predict(create_model(str(run)), val_images, top_k=1, fast=False).results
+    expected = {(p.path.parent.name, p.top[0][1]) for p in answers}  # (true, predicted) by name
+    rows = list(csv.reader(open(tmp_path / "some_eval" / "confusion_matrix.csv")))
+    assert rows[0] == ["true \\ predicted", "bird", "cat", "dog"] and [r[0] for r in rows[1:]] == ["cat", "dog"]
+    counted = {(r[0], rows[0][j]) for r in rows[1:] for j in range(1, 4) if int(r[j])}
+    assert counted == expected and sum(int(c) for r in rows[1:] for c in r[1:]) == 8
+    correct = sum(p.top[0][1] == p.path.parent.name for p in answers)
+    assert report["top1"] == pytest.approx(100 * correct / 8)
     from inceptionlab.cli import main
     for flag in (["--weights", str(run / "model.safetensors")], ["--img-size", "64"], ["--seed", "3"]):
         assert main(["eval", "--run", str(run)] + flag) == 2      # were silently ignored

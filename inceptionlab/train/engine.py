@@ -561,15 +561,17 @@ class Trainer:
 
 
 # ------------------------------------------------------------------ module helpers
-def build_model_and_data(cfg: TrainConfig):
-    """(splits, model, img_size): the data, a model with its classes, the model's preprocessing."""
+def build_model_and_data(cfg: TrainConfig, classes_of=None):
+    """(splits, model, img_size): the data, a model with its classes, the model's preprocessing.
+    ``classes_of(splits)`` may give the model another class count (evaluation on a subset)."""
     from inceptionlab.data import build_datasets
 
     train_tf, eval_tf = LateTransform(), LateTransform()
     splits = build_datasets(cfg.data, train_transform=train_tf, eval_transform=eval_tf,
                             val_split=cfg.val_split, seed=cfg.seed, strict=cfg.strict,
                             limit_per_class=cfg.limit_per_class)
-    net = build_model(cfg, num_classes=len(splits.classes), in_chans=splits.in_chans)
+    num_classes = classes_of(splits) if classes_of is not None else len(splits.classes)
+    net = build_model(cfg, num_classes=num_classes, in_chans=splits.in_chans)
     img_size, train_tf.fn, eval_tf.fn = preprocessing(cfg, net, splits.native_size)
     return splits, net, img_size
 

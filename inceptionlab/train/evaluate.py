@@ -3,7 +3,7 @@
 ``evaluate(run="runs/x")`` evaluates a training run (its final weights, which are the EMA
 weights when the run kept an average; else its latest checkpoint) on the run's validation data.
 ``evaluate(model="inception_v3", weights="file.safetensors", data="photos/")`` evaluates any
-weights on any data of the same classes. Both write ``confusion_matrix.csv`` and
+weights on data of their classes, all or some of them (matched by folder name). Both write ``confusion_matrix.csv`` and
 ``confusion_matrix.png`` (rows: true class, columns: predicted) and ``eval.json``.
 
 The loss is the plain cross-entropy (no label smoothing), comparable across runs.
@@ -39,8 +39,9 @@ class EvalResult:
 
 @torch.no_grad()
 def run_eval(model: nn.Module, loader, device: torch.device, *, num_classes: int, amp_dtype=None,
-             memory_format=torch.contiguous_format, dist=None) -> EvalResult:
-    """Evaluates ``model`` over ``loader`` (this process's share; summed over ``dist``'s processes)."""
+             memory_format=torch.contiguous_format, dist=None, label_map: torch.Tensor | None = None) -> EvalResult:
+    """Evaluates ``model`` over ``loader`` (this process's share; summed over ``dist``'s processes).
+    ``label_map[data label]`` is the model's output index of that class, where the two differ."""
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -53,6 +54,8 @@ def run_eval(model: nn.Module, loader, device: torch.device, *, num_classes: int
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)                                     # N x K
         logits, labels = logits.float().cpu(), labels.cpu()
+        if label_map is not None:
+            labels = label_map[labels]
         top = logits.topk(k, dim=1).indices                            # N x k
         totals[0] += F.cross_entropy(logits, labels, reduction="sum").item()
         totals[1] += (top == labels[:, None]).any(dim=1).sum().item()
@@ -95,28 +98,39 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
     cfg = cfg.replace(weights=None, augment=False)
-    splits, net, size = build_model_and_data(cfg)
     trained_from = weights_file if weights_file is not None else (model if Path(str(model)).is_dir() else None)
-    if trained_from is not None:
-        _check_classes(_trained_classes(Path(trained_from)), splits.classes, cfg.data or "the embedded digits")
+    trained = _trained_classes(Path(trained_from)) if trained_from is not None else None
+    source = str(cfg.data) if cfg.data else "the embedded digits"
+    # weights of named classes: the model keeps all of them, and the data's classes (all of them, or
+    # some, in any order) are scored by name
+    splits, net, size = build_model_and_data(
+        cfg, classes_of=lambda splits: len(_check_classes(trained, splits.classes, source) or splits.classes))
+    classes = trained or splits.classes
+    label_map = None
+    if classes != splits.classes:
+        label_map = torch.tensor([classes.index(name) for name in splits.classes])
     if weights_file is not None:
-        _load_eval_weights(net, weights_file, cfg, len(splits.classes))
+        _load_eval_weights(net, weights_file, cfg, len(classes))
     from inceptionlab.data import make_loader
 
     loader = make_loader(splits.val, batch_size, train=False, workers=workers, seed=cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    result = run_eval(net.to(device), loader, device, num_classes=len(splits.classes),
-                      amp_dtype=amp_dtype(amp, device))
-    per_class = dict(zip(splits.classes, result.per_class_accuracy()))
-    csv_path, png_path = write_confusion(result.confusion, splits.classes, out)
+    result = run_eval(net.to(device), loader, device, num_classes=len(classes), amp_dtype=amp_dtype(amp, device),
+                      label_map=label_map)
+    accuracy = dict(zip(classes, result.per_class_accuracy()))
+    per_class = {name: accuracy[name] for name in splits.classes}  # the classes the data has
+    csv_path, png_path = write_confusion(result.confusion, classes, out, rows=splits.classes)
     report = dict(top1=round(result.top1, 3), top5=round(result.top5, 3), loss=round(result.loss, 6),
                   images=result.count, per_class=per_class, classes=splits.classes, model=cfg.model,
+                  model_classes=classes,
                   weights=str(weights_file) if weights_file else None, weights_kind=used, img_size=size,
                   data_source=splits.source, confusion_csv=str(csv_path), confusion_png=str(png_path))
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     if not quiet:
+        subset = (f"; {len(splits.classes)} of its {len(classes)} classes, matched by name"
+                  if len(classes) != len(splits.classes) else "")
         print(f"{cfg.model} on {splits.source}: top1 {result.top1:.2f}%  top5 {result.top5:.2f}%  "
-              f"loss {result.loss:.4f}  ({result.count} images, {used})")
+              f"loss {result.loss:.4f}  ({result.count} images, {used}{subset})")
     return report
 
 
@@ -153,21 +167,21 @@ def _trained_classes(weights_file: Path) -> list[str] | None:
     return [str(c) for c in classes] if classes else None
 
 
-def _check_classes(trained: list[str] | None, data_classes: list[str], source: str) -> None:
-    """The data's classes must be the weights' own, in the same order: an output index means the
-    class it was trained for (folders of other names would be scored against the wrong ones)."""
-    if trained is None or list(trained) == list(data_classes):
-        return
+def _check_classes(trained: list[str] | None, data_classes: list[str], source: str) -> list[str] | None:
+    """The weights' classes (None for weights of unnamed classes), when each of the data's classes
+    is one of them: scored by name, in any order, all or some. A class the weights never saw cannot
+    be scored (folders of other names were once scored by position, bird against frog)."""
+    if trained is None:
+        return None
+    only_data = [c for c in data_classes if c not in trained]
+    if not only_data:
+        return list(trained)
+
     def listed(names: list[str]) -> str:
         return ", ".join(names[:5]) + ("..." if len(names) > 5 else "")
-
-    only_trained = [c for c in trained if c not in data_classes]
-    only_data = [c for c in data_classes if c not in trained]
-    differ = "; ".join([f"only the weights have {listed(only_trained)}"] * bool(only_trained)
-                       + [f"only the data has {listed(only_data)}"] * bool(only_data)) \
-        or "the same names in another order"
-    raise UserError(f"the weights were trained on {len(trained)} classes and {source} has {len(data_classes)} "
-                    f"({differ}); evaluate on data with the class folders the model was trained on")
+    raise UserError(f"{source} has {len(only_data)} class(es) that the weights were not trained on "
+                    f"({listed(only_data)}; they know {listed(trained)}); evaluate on folders named after "
+                    f"the model's classes")
 
 
 def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int) -> None:
@@ -183,15 +197,18 @@ def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int) -> None:
     load_weights(net, file)
 
 
-def write_confusion(confusion: torch.Tensor, classes: list[str], out) -> tuple[Path, Path]:
-    """``confusion_matrix.csv`` and ``confusion_matrix.png`` in ``out``."""
+def write_confusion(confusion: torch.Tensor, classes: list[str], out, rows: list[str] | None = None) -> tuple[Path, Path]:
+    """``confusion_matrix.csv`` and ``confusion_matrix.png`` in ``out``: a row per true class of
+    ``rows`` (default: all), a column per predicted class of ``classes``."""
+    rows = list(classes) if rows is None else list(rows)
+    confusion = confusion[[classes.index(name) for name in rows]]  # len(rows) x len(classes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "confusion_matrix.csv", out / "confusion_matrix.png"
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["true \\ predicted", *classes])
-    for name, row in zip(classes, confusion.tolist()):
+    for name, row in zip(rows, confusion.tolist()):
         writer.writerow([name, *row])
     csv_path.write_text(buffer.getvalue())
 
@@ -199,16 +216,16 @@ def write_confusion(confusion: torch.Tensor, classes: list[str], out) -> tuple[P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    k = len(classes)
+    k, r = len(classes), len(rows)
     size = min(4 + 0.35 * k, 24)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = plt.subplots(figsize=(size, min(4 + 0.35 * r, 24)))
     rates = confusion.float() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
     ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
     if k <= 40:
         ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
+        ax.set_yticks(range(r), rows, fontsize=8)
     if k <= 20:
-        for i in range(k):
+        for i in range(r):
             for j in range(k):
                 if confusion[i, j]:
                     ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
