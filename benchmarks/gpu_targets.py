@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     # part 1: correctness
     checks = []
     for name in args.families:
-        rows = check_family(name, device, 128 if args.quick else None, 4, precisions)
+        rows = check_family(name, device, 96 if args.quick else None, 4, precisions)
         checks += rows
         bad = [r["check"] for r in rows if not r["ok"]]
         print(f"{name}: {len(rows) - len(bad)}/{len(rows)} checks pass"
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
         warmup, iters = (1, 1) if args.quick else (args.warmup, args.iters)
         configs = [bench.Config(m, size, b, mode, p, reference="timm")
                    for p in precisions for mode in ("infer", "train") for m in models for b in batches]
-        peaks = {p: bench.measure_peak(p, device=device) for p in precisions}
+        peaks = {p: bench.measure_peak(p, device=device, repeats=1 if args.quick else 8) for p in precisions}
         info.update({f"peak_gflops_{p}": round(v, 1) for p, v in peaks.items()})
         rows = []
         for cfg in configs:
