@@ -172,3 +172,43 @@ def test_an_error_on_process_0_reaches_every_process():
     assert results[0] == results[1] == [
         "written by 0", "UserError: runs/x already holds config.yaml; pass another --out",
         "CheckpointError: cannot write checkpoint step_00000004.pt: No space left on device"]
+
+
+def _junk_batches_worker(rank: int, port: int, data: str, out: str, results) -> None:
+    from inceptionlab.train import TrainConfig, train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    summary = train(TrainConfig(model="inception_v3", data=data, out=out, epochs=2, batch_size=2, img_size=12,
+                                val_split=0.25, threads=1, quiet=True,
+                                model_kwargs=dict(stem="low_res", depth_multiplier=0.1, min_depth=8)))
+    results[rank] = (summary["status"], summary["steps"], summary["message"])
+
+
+def test_a_batch_unreadable_in_one_process_is_skipped_by_all(tmp_path):
+    # one image per process and step, half the files junk: some steps have an image in one process
+    # and none in the other. The empty one skipped alone, pairing its next gradient all-reduce with
+    # the other's current one: the processes fell out of step
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+            (tmp_path / "data" / cls / f"junk{i}.png").write_text("not an image")
+    results = mp.Manager().dict()
+    context = mp.start_processes(_junk_batches_worker, nprocs=2, join=False, start_method="spawn",
+                                 args=(_free_port(), str(tmp_path / "data"), str(tmp_path / "run"), results))
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the processes hung")
+    assert results[0] == results[1] and results[0][0] == "finished", dict(results)
+    steps = read_steps(tmp_path / "run")
+    # every logged step trained both processes' images; the skipped ones are not steps
+    assert [s["images"] for s in steps] == [2 * (i + 1) for i in range(len(steps))]
+    assert 0 < len(steps) < 12  # 2 epochs of 12 batches, some of them skipped

@@ -277,7 +277,7 @@ class Trainer:
             self.pos.batch += 1
             if self.pos.batch == self.steps_per_epoch:  # the last batch ends the epoch, readable or not
                 self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
-            if images.numel() == 0:  # every file of this batch was unreadable
+            if self._batch_empty_anywhere(images):  # every file of this batch (in some process) was unreadable
                 if not self.dist.enabled and self.stop.signal_name is not None:
                     return self._interrupted()
                 continue
@@ -321,6 +321,15 @@ class Trainer:
                 next(batches)
             set_rng_state(outer)
         return batches
+
+    def _batch_empty_anywhere(self, images: torch.Tensor) -> bool:
+        """Whether this step's batch is empty here or in any other process: then every process
+        skips the step together. (One process skipping alone paired its next backward's gradient
+        all-reduce with the others' current one, and the processes fell out of step.)"""
+        empty = images.numel() == 0
+        if not self.dist.enabled:
+            return empty
+        return self.dist.sum(torch.tensor([float(empty)], dtype=torch.float64)).item() > 0
 
     def _agree(self, loss: torch.Tensor, n_images: int, started: float) -> "Agreed":
         """The step's mean loss, images, and whether to stop, agreed by all processes (one all-reduce)."""
