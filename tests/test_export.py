@@ -103,7 +103,8 @@ def test_cli_export_onnx_and_pt2_with_weights(tmp_path, capsys):
 
 def test_cli_export_judges_large_logits_relative_to_their_size(tmp_path, capsys, monkeypatch):
     """A trained run's logits can be in the thousands, where float32 alone rounds by more than 1e-4;
-    the check then allows 1e-5 of the largest logit. A real difference still fails, the file kept."""
+    the check then allows 1e-5 of the largest logit. A real difference still fails, and the file
+    already at --out stays as it was (the check runs before the new file replaces it)."""
     from inceptionlab.tools import export
 
     assert export.allowed_difference(8.0) == 1e-4 and export.allowed_difference(3000.0) == pytest.approx(0.03)
@@ -119,11 +120,15 @@ def test_cli_export_judges_large_logits_relative_to_their_size(tmp_path, capsys,
                         capsys.readouterr().out)
     diff, largest, allowed = map(float, checked.groups())
     assert largest > 1000 and allowed == pytest.approx(1e-5 * largest, rel=0.05) and diff <= allowed
+    assert main(args) == 2  # the file exists now
+    assert "g.onnx already exists; pass --overwrite to replace it" in capsys.readouterr().err
+    good = (tmp_path / "g.onnx").read_bytes()
     monkeypatch.setattr(export, "logit_difference", lambda *a: (0.5, 3000.0))
-    assert main(args) == 2
+    assert main(args + ["--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert "differ from PyTorch's by 5.00e-01 (> 3.0e-02)" in err and "g.onnx is kept" in err
-    assert (tmp_path / "g.onnx").is_file()
+    assert "differ from PyTorch's by 5.00e-01 (> 3.0e-02); nothing was written to" in err
+    assert (tmp_path / "g.onnx").read_bytes() == good  # the earlier export, untouched
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["g.onnx", "w.pth"]  # no temporary left
 
 
 def test_cli_export_bad_input(tmp_path, capsys):
@@ -139,6 +144,15 @@ def test_cli_export_bad_input(tmp_path, capsys):
     assert "names a torch.export program but the format is onnx" in capsys.readouterr().err
     assert main(["export", "googlenet", "--out", str(tmp_path)]) == 2
     assert f"{tmp_path} is a folder; name the file to write, e.g. {tmp_path / 'model.onnx'}" in capsys.readouterr().err
+    # `--out run/model.safetensors` wrote ONNX over the trained weights
+    assert main(["export", "googlenet", "--weights", str(weights), "--out", str(tmp_path / "model.safetensors")]) == 2
+    assert "an ONNX file's name ends in .onnx, got model.safetensors; name it" in capsys.readouterr().err
+    assert main(["export", "googlenet", "--out", "/dev/null/g.onnx", "--no-check"]) == 2
+    assert "cannot write in /dev/null" in capsys.readouterr().err
+    from inceptionlab.errors import UserError
+    from inceptionlab.tools.export import export_onnx
+    with pytest.raises(UserError, match="a features_only model returns a list of feature maps"):
+        export_onnx(create_model("googlenet", features_only=True), tmp_path / "f.onnx")
     (tmp_path / "g.onnx").write_bytes(b"onnx bytes")
     assert main(["predict", "--model", "googlenet", "--weights", str(tmp_path / "g.onnx"), str(weights)]) == 2
     assert "g.onnx is an ONNX file (an export), not weights: pass the state dict" in capsys.readouterr().err

@@ -286,8 +286,27 @@ def test_save_pretrained_restores_exactly(tmp_path):
             assert torch.equal(restored(x), model(x))
         cfg = restored.pretrained_cfg
         assert cfg["classes"] == ["ann", "bob", "cy", "dee"] and cfg["std"] == (128 / 255,) * 3
+    # the weights file is readable by others, as the umask says (safetensors wrote 0600)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (directory / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+    # weights= beside a saved directory loads that file (another checkpoint of the run); it was ignored
+    other = create_model("inception_resnet_v1", num_classes=4, depth_multiplier=0.2, min_depth=8,
+                         stem="low_res", embedding_dim=32, residual_scale=0.3)
+    torch.save(other.state_dict(), tmp_path / "other.pth")
+    swapped = create_model(str(directory), weights=tmp_path / "other.pth").eval()
+    assert all(torch.equal(a, b) for a, b in zip(swapped.state_dict().values(), other.state_dict().values()))
+    assert swapped.pretrained_cfg["classes"] == ["ann", "bob", "cy", "dee"]  # the directory's config still
+    with pytest.raises(UserError, match="weights file .*nowhere.pth does not exist"):
+        create_model(str(directory), weights=tmp_path / "nowhere.pth")
+    with pytest.raises(UserError, match="3 class names for a 4-class model"):
+        model.save_pretrained(tmp_path / "wrong", classes=["ann", "bob", "cy"])
+    assert not (tmp_path / "wrong").exists()
     (directory / "model.safetensors").unlink()
     with pytest.raises(UserError, match="no model.safetensors"):
+        il.from_pretrained(directory)
+    (directory / "checkpoints").mkdir()
+    with pytest.raises(UserError, match="no model.safetensors; a run's checkpoints are in .*checkpoints: pass one"):
         il.from_pretrained(directory)
     with pytest.raises(UserError, match="has no config.json"):
         il.from_pretrained(tmp_path)

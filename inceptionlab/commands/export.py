@@ -10,6 +10,7 @@ compared with PyTorch's.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from inceptionlab.commands.summary import add_model_kwargs, image_size, parse_model_kwargs, positive_int
@@ -26,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
     parser.add_argument("--size", type=image_size, default=None, help="input height and width (default: the model's)")
     parser.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
+    parser.add_argument("--overwrite", action="store_true", help="replace a file already at --out (after the "
+                                                                 "new one passed its check)")
     add_model_kwargs(parser)
 
 
@@ -35,32 +38,47 @@ def run(args: argparse.Namespace) -> int:
 
     args.format = export.format_of(args.out, args.format)
     export.output_path(args.out, args.format)  # a wrong --out fails now, not after the export
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise UserError(f"weights file {args.weights} does not exist")
+    folder = Path(args.out).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write in {folder}: {exc.strerror or exc}; pass an --out in a writable folder") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"cannot write in {folder}: permission denied; pass an --out in a writable folder")
+    if Path(args.out).exists() and not args.overwrite:
+        raise UserError(f"{args.out} already exists; pass --overwrite to replace it (the new file replaces it only "
+                        f"after passing its check), or another --out")
+    if args.weights is not None and not Path(args.weights).exists():
+        raise UserError(f"weights file {args.weights} does not exist; pass a .safetensors/.pth/.pt file or a run "
+                        f"folder")
     model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs)).eval()
     if args.weights is None and not Path(args.model).is_dir():
         print(f"note: no --weights given, exporting {args.model} with random weights")
-    path = export.export(model, args.out, args.format, args.size)
+    checked = []
+
+    def check(written: Path) -> None:
+        """Runs the written file against PyTorch before it replaces anything at --out."""
+        if args.format == "onnx":
+            try:
+                runner = export.OnnxModel(written)
+            except UserError as exc:
+                checked.append(f"not checked: {exc}")
+                return
+            what = "onnxruntime"
+        else:
+            runner, _ = export.load_pt2(written)
+            what = "the loaded program"
+        diff, largest = export.logit_difference(runner, model, args.size)
+        allowed = export.allowed_difference(largest)
+        checked.append(f"checked: {what} against PyTorch, max |logit difference| {diff:.2e} (largest |logit| "
+                       f"{largest:.3g}, allowed {allowed:.1e})")
+        if diff > allowed:
+            raise UserError(f"the exported file's logits differ from PyTorch's by {diff:.2e} (> {allowed:.1e}); "
+                            f"nothing was written to {args.out}")
+    path = export.export(model, args.out, args.format, args.size, check=None if args.no_check else check)
     size = args.size or model.pretrained_cfg["input_size"][-1]
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {args.format}, input N x {model.in_chans} x "
           f"{size} x {size} (N dynamic), batch norm folded")
-    if args.no_check:
-        return 0
-    if args.format == "onnx":
-        try:
-            runner = export.OnnxModel(path)
-        except UserError as exc:
-            print(f"not checked: {exc}")
-            return 0
-        what = "onnxruntime"
-    else:
-        runner, _ = export.load_pt2(path)
-        what = "the loaded program"
-    diff, largest = export.logit_difference(runner, model, args.size)
-    allowed = export.allowed_difference(largest)
-    print(f"checked: {what} against PyTorch, max |logit difference| {diff:.2e} (largest |logit| {largest:.3g}, "
-          f"allowed {allowed:.1e})")
-    if diff > allowed:
-        raise UserError(f"the exported file's logits differ from PyTorch's by {diff:.2e} (> {allowed:.1e}); "
-                        f"{path} is kept, but do not deploy it")
+    for line in checked:
+        print(line)
     return 0

@@ -138,7 +138,7 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
     directory = name if Path(str(name)).is_dir() else _saved_directory(name, weights)
     if directory is not None:
         from inceptionlab.models.weights import from_pretrained
-        model = from_pretrained(directory, **switches)
+        model = from_pretrained(directory, weights=weights, **switches)  # weights=: another file of it
     else:
         entry = model_entry(name)
         accepted = entry.switches

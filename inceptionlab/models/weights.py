@@ -465,6 +465,9 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
     from safetensors.torch import save_file
 
     directory = Path(directory)
+    if classes is not None and len(classes) != model.num_classes:
+        raise UserError(f"{len(classes)} class names for a {model.num_classes}-class model; pass one name per "
+                        f"output of the classifier")
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.pretrained_cfg
     config = {
@@ -476,9 +479,20 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = directory / "model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": "pt", "architecture": config["architecture"]})
+    readable_by_umask(tmp)
     tmp.replace(directory / "model.safetensors")
     (directory / "config.json").write_text(json.dumps(config, indent=2, default=list) + "\n")
     return directory
+
+
+def readable_by_umask(path: Path) -> None:
+    """The mode a new file gets from the umask (0644 under 022): safetensors writes 0600, so a
+    serving user other than the trainer could not read the weights."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def trained_with(saved: dict, used: dict) -> str:
@@ -503,17 +517,29 @@ def saved_config(directory) -> dict:
         raise UserError(f"{config_file} is not a valid inceptionlab config ({exc})") from None
 
 
-def from_pretrained(directory, **overrides):
-    """The model saved by ``save_pretrained`` in ``directory`` (switches in ``overrides`` win)."""
+def from_pretrained(directory, weights=None, **overrides):
+    """The model saved by ``save_pretrained`` in ``directory`` (switches in ``overrides`` win),
+    with the weights of the file ``weights`` instead of the directory's own when given (another
+    checkpoint of the same run, say)."""
     from inceptionlab.models.registry import create_model
 
     directory = Path(directory)
     config = saved_config(directory)
     arch, preprocessing = config["architecture"], config["preprocessing"]
     switches = {**config["switches"], **overrides}
-    weights = directory / "model.safetensors"
+    if weights is not None:
+        weights = Path(weights)
+        if not weights.exists():
+            raise UserError(f"weights file {weights} does not exist; pass a .safetensors/.pth/.pt file")
+        if weights.is_dir():
+            weights = weights / "model.safetensors"
+    else:
+        weights = directory / "model.safetensors"
     if not weights.is_file():
-        raise UserError(f"{directory} has a config.json but no model.safetensors; save_pretrained writes both")
+        checkpoints = directory / "checkpoints"
+        hint = (f"; a run's checkpoints are in {checkpoints}: pass one as --weights (e.g. "
+                f"{checkpoints / 'best.pt'})" if checkpoints.is_dir() else "; save_pretrained writes both")
+        raise UserError(f"{weights.parent} has no model.safetensors" + hint)
     model = create_model(arch, **switches)
     try:
         load_weights(model, weights)

@@ -33,6 +33,11 @@ MAX_BATCH = 4096
 
 def prepare_for_export(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode, without aux heads, with batch norm folded."""
+    from inceptionlab.models.base import FeatureExtractor
+
+    if isinstance(model, FeatureExtractor):
+        raise UserError("a features_only model returns a list of feature maps, which an export cannot name; "
+                        "export the model itself (num_classes=0 gives the pooled features)")
     model = copy.deepcopy(model).eval()
     if hasattr(model, "aux_heads"):
         model.aux_heads = nn.ModuleDict()
@@ -71,7 +76,7 @@ def metadata(model: nn.Module, size: int) -> dict:
     }
 
 
-def export_onnx(model: nn.Module, path, size: int | None = None, opset: int | None = None) -> Path:
+def export_onnx(model: nn.Module, path, size: int | None = None, opset: int | None = None, check=None) -> Path:
     """Writes ``model`` as ONNX with a dynamic batch dimension; returns the path."""
     try:
         import onnx  # noqa: F401
@@ -90,7 +95,7 @@ def export_onnx(model: nn.Module, path, size: int | None = None, opset: int | No
     def write(target: Path) -> None:
         program.save(str(target))
         _set_onnx_metadata(target, metadata(model, x.shape[-1]))
-    return _write_whole(path, write)
+    return _write_whole(path, write, check)
 
 
 def _set_onnx_metadata(path: Path, meta: dict) -> None:
@@ -102,7 +107,7 @@ def _set_onnx_metadata(path: Path, meta: dict) -> None:
     onnx.save(proto, str(path))
 
 
-def export_pt2(model: nn.Module, path, size: int | None = None) -> Path:
+def export_pt2(model: nn.Module, path, size: int | None = None, check=None) -> Path:
     """Writes ``model`` as a ``torch.export`` program (load with ``torch.export.load``)."""
     path = output_path(path, "pt2")
     net = prepare_for_export(model)
@@ -110,7 +115,7 @@ def export_pt2(model: nn.Module, path, size: int | None = None) -> Path:
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     program = torch.export.export(net, (x,), dynamic_shapes=({0: batch},))
     extra = {"inceptionlab.json": json.dumps(metadata(model, x.shape[-1]))}
-    return _write_whole(path, lambda target: torch.export.save(program, str(target), extra_files=extra))
+    return _write_whole(path, lambda target: torch.export.save(program, str(target), extra_files=extra), check)
 
 
 def format_of(path, format: str | None = None) -> str:
@@ -135,17 +140,26 @@ def output_path(path, format: str) -> Path:
     if format == "onnx" and suffix == ".pt2":
         raise UserError(f"{path} names a torch.export program but the format is onnx; name it "
                         f"{path.with_suffix('.onnx')}, or pass --format pt2")
+    if format == "onnx" and suffix != ".onnx":  # `--out run/model.safetensors` replaced the trained weights
+        raise UserError(f"an ONNX file's name ends in .onnx, got {path.name}; name it {path.with_suffix('.onnx')}")
     return path
 
 
-def _write_whole(path: Path, write) -> Path:
-    """Runs ``write(target)`` on a file of ``path``'s name in a temporary folder beside it, then moves
-    what it wrote (the file, and an ONNX file's external data, whose names it refers to) over
-    ``path``: an export that fails or is interrupted leaves a file already at ``path`` as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+def _write_whole(path: Path, write, check=None) -> Path:
+    """Runs ``write(target)`` on a file of ``path``'s name in a temporary folder beside it, then
+    ``check(target)``, then moves what it wrote (the file, and an ONNX file's external data, whose
+    names it refers to) over ``path``: an export that fails, fails its check or is interrupted
+    leaves a file already at ``path`` as it was."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write in {path.parent}: {exc.strerror or exc}; pass an --out in a writable "
+                        f"folder") from None
     try:
         write(folder / path.name)
+        if check is not None:
+            check(folder / path.name)
         for written in sorted(folder.iterdir(), key=lambda f: f.name == path.name):  # the file itself last
             os.replace(written, path.parent / written.name)
     finally:
@@ -153,10 +167,13 @@ def _write_whole(path: Path, write) -> Path:
     return path
 
 
-def export(model: nn.Module, path, format: str | None = None, size: int | None = None) -> Path:
-    """`export_onnx` or `export_pt2`, by ``format`` (default: by ``path``'s suffix, see `format_of`)."""
+def export(model: nn.Module, path, format: str | None = None, size: int | None = None, check=None) -> Path:
+    """`export_onnx` or `export_pt2`, by ``format`` (default: by ``path``'s suffix, see `format_of`);
+    ``check(written_file)`` runs before the file replaces anything at ``path``."""
     format = format_of(path, format)
-    return export_onnx(model, path, size) if format == "onnx" else export_pt2(model, path, size)
+    if format == "onnx":
+        return export_onnx(model, path, size, check=check)
+    return export_pt2(model, path, size, check=check)
 
 
 # ------------------------------------------------------------------ running and checking
