@@ -368,6 +368,37 @@ def test_cli_predict_bad_input(tmp_path, capsys):
     assert "readable image" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.jpg")] + args) == 2
     assert "does not exist" in capsys.readouterr().err
+    # a corrupt export is one line (protobuf and zip tracebacks before), as is a folder named .onnx
+    (tmp_path / "fake.onnx").write_text("not a protobuf")
+    (tmp_path / "fake.pt2").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "dir.onnx").mkdir()
+    for model, expected in (("fake.onnx", "cannot load {} as a ONNX file (truncated, or not an export"),
+                            ("fake.pt2", "cannot load {} as a torch.export program (.pt2) (truncated"),
+                            ("dir.onnx", "{} is a folder; pass the exported .onnx or .pt2 file")):
+        assert main(["predict", "--model", str(tmp_path / model), str(tmp_path / "notes.txt")]) == 2
+        err = capsys.readouterr().err
+        assert expected.format(tmp_path / model) in err and err.count("\n") == 1, err
+
+
+def test_predict_with_a_grayscale_model_and_without_a_classifier(tmp_path):
+    # an in_chans=1 model could not predict at all (the images came as RGB), and a model without a
+    # classifier printed a softmax over its pooled features as class probabilities
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "rgb.png")
+    Image.new("L", (30, 40), 120).save(tmp_path / "gray.png")
+    gray = tiny("googlenet", in_chans=1, stem="low_res", num_classes=3).eval()
+    results = predict(gray, [tmp_path / "rgb.png", tmp_path / "gray.png"], fast=False).results
+    assert len(results) == 2
+    from inceptionlab.data.images import load_image
+    from inceptionlab.tools.predict import preprocessor
+    x = preprocessor(gray)(load_image(tmp_path / "rgb.png").convert("L"))  # 1 x 32 x 32
+    with torch.no_grad():
+        expected = torch.softmax(gray(x[None]), dim=1)[0]
+    assert x.shape == (1, 32, 32)
+    assert results[0].top[0][2] == pytest.approx(expected.max().item(), abs=1e-6)
+    with pytest.raises(UserError, match=r"has no classifier \(num_classes=0\): its outputs are pooled features"):
+        predict(tiny("googlenet", num_classes=0), [tmp_path / "rgb.png"])
 
 
 def test_cli_predict_switches_before_the_images_and_bad_numbers(tmp_path, capsys):

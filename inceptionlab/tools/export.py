@@ -206,6 +206,11 @@ class OnnxModel:
 
 def load_pt2(path):
     """The ``torch.export`` program in ``path`` as a module, and its metadata."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # (torch.export.load logs a traceback before its own error)
+        raise UserError(f"cannot load {path} as a torch.export program (.pt2) (truncated, or not an export: "
+                        f"not a zip archive); export it again with inceptionlab export")
     extra = {"inceptionlab.json": ""}
     program = torch.export.load(str(path), extra_files=extra)
     return program.module(), (json.loads(extra["inceptionlab.json"]) if extra["inceptionlab.json"] else {})
@@ -224,13 +229,23 @@ class ExportedClassifier(nn.Module):
     def __init__(self, path, threads: int | None = None):
         super().__init__()
         self.path = Path(path)
+        if self.path.is_dir():
+            raise UserError(f"{self.path} is a folder; pass the exported .onnx or .pt2 file")
         if not self.path.is_file():
             raise UserError(f"exported file {self.path} does not exist")
-        if self.path.suffix.lower() == ".onnx":
-            self.runner = OnnxModel(self.path, threads)
-            meta = self.runner.metadata
-        else:
-            self.runner, meta = load_pt2(self.path)
+        kind = "ONNX file" if self.path.suffix.lower() == ".onnx" else "torch.export program (.pt2)"
+        try:
+            if self.path.suffix.lower() == ".onnx":
+                self.runner = OnnxModel(self.path, threads)
+                meta = self.runner.metadata
+            else:
+                self.runner, meta = load_pt2(self.path)
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - protobuf, zip, JSON: one line naming the file
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"cannot load {self.path} as a {kind} (truncated, or not an export: "
+                            f"{first[:120]}); export it again with inceptionlab export") from None
         if "input_size" not in meta:
             raise UserError(f"{self.path} has no inceptionlab metadata (another tool exported it); "
                             f"its preprocessing and classes are unknown: export it with inceptionlab export")

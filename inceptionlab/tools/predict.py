@@ -111,8 +111,12 @@ def iter_predictions(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if size is not None and size < 1:
         raise UserError(f"size must be >= 1 pixel, got {size}")
+    if getattr(model, "num_classes", None) == 0:
+        raise UserError(f"{getattr(model, 'name', 'the model')} has no classifier (num_classes=0): its outputs are "
+                        f"pooled features, not class scores; predict needs a model with a classifier")
     names = classes if classes is not None else class_names(model)
     transform = preprocessor(model, size)
+    gray = getattr(model, "in_chans", 3) == 1  # a grayscale model: the images as L
     if fast:
         from inceptionlab.tools.fast import optimize_for_inference
         runner = optimize_for_inference(model)
@@ -135,7 +139,7 @@ def iter_predictions(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch
         except UserError as exc:  # UnreadableImage, with the reason
             yield path, getattr(exc, "reason", str(exc))
             continue
-        batch.append((path, transform(picture)))
+        batch.append((path, transform(picture.convert("L") if gray else picture)))
         if len(batch) == batch_size:
             yield from answers()
     if batch:
