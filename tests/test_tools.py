@@ -251,6 +251,25 @@ def test_cli_benchmark_writes_csv(tmp_path, capsys):
     assert "torch threads" in text and "GFLOP/s" in text and str(out) in text
     rows = list(csv.DictReader(out.open()))
     assert [r["batch"] for r in rows] == ["1", "2"] and all(float(r["infer_samples_per_sec"]) > 0 for r in rows)
+    # a second benchmark adds its rows (it replaced the file, losing the first one's)
+    assert main(["benchmark", "--models", "googlenet", "--img-size", "64", "--batch-size", "3", "--warmup", "0",
+                 "--iters", "1", "--out", str(out), "--model-kwargs", "depth_multiplier=0.25"]) == 0
+    assert "(1 rows added to its 2)" in capsys.readouterr().out
+    assert [r["batch"] for r in csv.DictReader(out.open())] == ["1", "2", "3"]
+    # a file that is not a benchmark CSV, a folder or an unwritable place: refused before any timing
+    (tmp_path / "notes.csv").write_text("name,value\nx,1\n")
+    for target, expected in ((tmp_path / "notes.csv", "is not a benchmark CSV of these columns"),
+                             (tmp_path, "is a folder; pass --out a CSV file"),
+                             (Path("/dev/null/b.csv"), "cannot write in /dev/null")):
+        assert main(["benchmark", "--models", "googlenet", "--out", str(target)]) == 2
+        out_text, err = capsys.readouterr()
+        assert expected in err and "peak" not in out_text, err
+    assert (tmp_path / "notes.csv").read_text() == "name,value\nx,1\n"
+    for extra, expected in ((["--memory"], "--memory measures the peak memory of a training step"),
+                            (["--mode", "train", "--batch-size", "1"], "needs at least 2 images per batch"),
+                            (["--runtime", "onnxruntime", "--precision", "bf16"], "runs fp32 only")):
+        assert main(["benchmark", "--models", "googlenet"] + extra) == 2
+        assert expected in capsys.readouterr().err
 
 
 def test_cli_benchmark_bad_input(capsys):

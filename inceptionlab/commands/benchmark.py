@@ -9,6 +9,7 @@ Prints one row per configuration (model x batch size) and writes them as CSV (``
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -38,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--memory", action="store_true",
                         help="train mode: also the peak resident memory of a training step (fresh processes)")
-    parser.add_argument("--out", default="benchmark.csv", help="the CSV file to write")
+    parser.add_argument("--out", default="benchmark.csv", help="the CSV file to write; the rows are added to an "
+                                                               "existing benchmark CSV")
     add_model_kwargs(parser)
 
 
@@ -51,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--warmup must be >= 0 and --iters >= 1")
     if args.runtime == "onnxruntime" and args.mode == "train":
         raise UserError("--runtime onnxruntime times inference only; use --mode infer")
+    if args.runtime == "onnxruntime" and args.precision != "fp32":
+        raise UserError("--runtime onnxruntime runs fp32 only; drop --precision")
+    if args.memory and args.mode != "train":
+        raise UserError("--memory measures the peak memory of a training step; add --mode train")
+    if args.mode == "train" and 1 in args.batch_size:
+        raise UserError("a training step with batch norm needs at least 2 images per batch (its statistics "
+                        "of one image on a 1x1 grid are undefined); pass --batch-size 2 or more")
+    benchmark.check_csv_target(args.out)  # before the minutes of timing, not after
     kwargs = parse_model_kwargs(args.model_kwargs)
     configs = []
     for name in args.models:
@@ -64,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     rows, _ = benchmark.benchmark(configs, args.warmup, args.iters, memory=args.memory)
     print()
     print(benchmark.format_rows(rows))
-    path = benchmark.write_csv(rows, args.out)
-    print(f"\nwrote {path}")
+    before = len(benchmark.read_csv(args.out)) if Path(args.out).is_file() else 0
+    path = benchmark.write_csv(rows, args.out, append=True)
+    print(f"\nwrote {path}" + (f" ({len(rows)} rows added to its {before})" if before else ""))
     return 0

@@ -388,12 +388,36 @@ COLUMNS = ["model", "img_size", "batch", "mode", "precision", "channels_last", "
            "step_times_ms", "ref_step_times_ms", "fast"]
 
 
-def write_csv(rows: list[dict], path) -> Path:
+def check_csv_target(path) -> None:
+    """A one-line error, before any timing, when ``path`` cannot take the benchmark's rows: a folder,
+    an unwritable place, or a file that is not a benchmark CSV (which appending would spoil)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; pass --out a CSV file, e.g. {path / 'benchmark.csv'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write in {path.parent}: {exc.strerror or exc}; pass an --out in a writable "
+                        f"folder") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"cannot write {path}: permission denied; pass another --out")
+    if path.is_file() and path.stat().st_size:
+        with path.open(newline="", errors="replace") as f:
+            header = next(csv.reader(f), [])
+        if header != COLUMNS:
+            raise UserError(f"{path} exists and is not a benchmark CSV of these columns; pass another --out "
+                            f"(the rows are added to an existing benchmark CSV)")
+
+
+def write_csv(rows: list[dict], path, append: bool = False) -> Path:
+    """The rows as CSV; with ``append``, added to an existing file of the same columns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    adding = append and path.is_file() and path.stat().st_size > 0
+    with path.open("a" if adding else "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
+        if not adding:
+            writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
     return path
