@@ -461,6 +461,22 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
     assert (tmp_path / "afile").read_text() == "mine"
 
 
+def test_eval_of_a_runs_weights_file_uses_the_runs_config(tmp_path):
+    # `eval --model NAME --weights RUN/model.safetensors` said "does not fit" where predict and export
+    # picked up the run's config.json; a checkpoint of another build was a RuntimeError key dump
+    train(tiny(tmp_path, steps=2, checkpoint_every=1))
+    run = tmp_path / "run"
+    by_folder = evaluate(model=str(run), out=tmp_path / "a")
+    by_file = evaluate(model="inception_v3", weights=run / "model.safetensors", out=tmp_path / "b")
+    assert by_file["top1"] == by_folder["top1"] and by_file["loss"] == by_folder["loss"]
+    with pytest.raises(UserError, match=r"checkpoint .*step_00000002.pt does not fit inception_v3 as built here: "
+                                        r"it was trained as inception_v3 with stem=low_res depth_multiplier=0.1 "
+                                        r"min_depth=8; evaluate it with --run"):
+        evaluate(model="inception_v3", weights=run / "checkpoints" / "step_00000002.pt", out=tmp_path / "c")
+    with pytest.raises(UserError, match="is an export; eval runs PyTorch weights"):
+        evaluate(model=str(tmp_path / "x.onnx"), weights=run / "model.safetensors")
+
+
 def test_a_non_finite_validation_loss_is_divergence_not_a_finished_run(tmp_path, monkeypatch):
     # a lab run with train loss 1e13 and val loss NaN was "finished", with a best top-1 the study
     # then judged, and summary.json held a bare NaN (not JSON)

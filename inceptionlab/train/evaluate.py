@@ -90,6 +90,14 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     else:
         if weights is None and not Path(model).is_dir():
             raise UserError(f"evaluating {model} needs weights=FILE (random weights would mean nothing)")
+        if Path(str(model)).suffix.lower() in (".onnx", ".pt2"):
+            raise UserError(f"{model} is an export; eval runs PyTorch weights: pass the run folder or weights "
+                            f"file it was exported from (predict runs exports)")
+        if weights is not None and not Path(str(model)).is_dir():
+            from inceptionlab.models.registry import _saved_directory
+            # the model.safetensors of a saved run brings its config.json (switches, classes, size), as
+            # in predict and export: eval failed with "does not fit" where predict worked
+            model = str(_saved_directory(model, weights) or model)
         cfg = TrainConfig(model=str(model), data=None if data is None else str(data), epochs=1,
                           model_kwargs=dict(model_kwargs or {}), img_size=img_size, val_split=val_split,
                           seed=seed, weights=None if weights is None else str(weights)).resolved()
@@ -191,7 +199,15 @@ def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int) -> None:
     path = Path(path)
     if path.suffix == ".pt" and path.parent.name == "checkpoints":
         state = load_checkpoint(path)
-        net.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+        try:
+            net.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+        except RuntimeError:  # (a dump of every mismatched key before)
+            run = path.parent.parent
+            trained = (state.get("config") or {}).get("model_kwargs") or {}
+            switches = " ".join(f"{k}={v}" for k, v in trained.items())
+            raise UserError(f"checkpoint {path} does not fit {cfg.model} as built here: it was trained as "
+                            f"{(state.get('config') or {}).get('model', '?')}" + (f" with {switches}" if switches else "")
+                            + f"; evaluate it with --run {run} (and --data)") from None
         return
     file = path / "model.safetensors" if path.is_dir() else path
     load_weights(net, file)
