@@ -535,6 +535,16 @@ def test_out_indices_out_of_range_are_refused_not_wrapped():
         create_model("inception_v4", features_only=True, out_indices=(-6,), depth_multiplier=0.25)
     last = create_model("inception_v4", features_only=True, out_indices=(-1,), depth_multiplier=0.25)
     assert [i["module"] for i in last.feature_info] == ["mixed_7d"]
+    # out of order: the blocks after the first index given were dropped ("has no block 'mixed_5c'")
+    torch.manual_seed(0)
+    both = create_model("googlenet", features_only=True, out_indices=(2, 0), depth_multiplier=0.25).eval()
+    torch.manual_seed(0)
+    ordered = create_model("googlenet", features_only=True, out_indices=(0, 2), depth_multiplier=0.25).eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        late, early = both(x)
+        first, third = ordered(x)
+    assert torch.equal(late, third) and torch.equal(early, first) and late.shape[-1] < early.shape[-1]
 
 
 def test_weights_of_another_architecture_or_class_count(tmp_path):

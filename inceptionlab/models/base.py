@@ -174,7 +174,8 @@ class FeatureExtractor(nn.Module):
         out_indices = tuple(i % n for i in out_indices)
         self.feature_info = [model.feature_info[i] for i in out_indices]
         self.out_names = [info["module"] for info in self.feature_info]
-        last = list(model.blocks).index(self.out_names[-1]) if self.out_names else -1
+        blocks = list(model.blocks)  # the deepest block asked for, in whatever order they were asked
+        last = max((blocks.index(name) for name in self.out_names), default=-1)
         model.head = nn.Identity()  # type: ignore[assignment]
         model.aux_heads = nn.ModuleDict()
         for name in list(model.blocks)[last + 1:]:
