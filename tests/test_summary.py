@@ -137,6 +137,16 @@ def test_cli_summary(capsys):
     assert "googlenet at 160x160" in capsys.readouterr().out
 
 
+def test_cli_summary_of_a_saved_folder_is_quiet(tmp_path, capsys):
+    # its weights loaded into meta tensors with one UserWarning per tensor (287 for a GoogLeNet)
+    from inceptionlab import create_model
+
+    create_model("googlenet", stem="low_res", depth_multiplier=0.125, num_classes=3).save_pretrained(tmp_path / "m")
+    assert main(["summary", str(tmp_path / "m")]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and f"{tmp_path / 'm'} (googlenet) at 32x32" in out
+
+
 def test_cli_summary_all_and_explain(capsys):
     assert main(["summary", "--all"]) == 0
     out = capsys.readouterr().out

@@ -73,5 +73,6 @@ def run(args: argparse.Namespace) -> int:
     model = summary.build_on_meta(args.model, **switches)
     size = args.size or model.pretrained_cfg["input_size"][-1]
     extra = "".join(f", {k}={v}" for k, v in switches.items())
-    print(summary.format_summary(summary.model_summary(model, size), title=f"{args.model} at {size}x{size}{extra}"))
+    name = args.model if args.model == model.name else f"{args.model} ({model.name})"  # a saved folder
+    print(summary.format_summary(summary.model_summary(model, size), title=f"{name} at {size}x{size}{extra}"))
     return 0

@@ -186,8 +186,12 @@ def format_summary(rows: list[Row], title: str = "") -> str:
 # ------------------------------------------------------------------ the zoo
 def build_on_meta(name: str, **switches) -> nn.Module:
     """``create_model(name, **switches)`` without memory or initialization cost (meta device)."""
+    import warnings
+
     from inceptionlab.models.registry import create_model
-    with torch.device("meta"):
+    with torch.device("meta"), warnings.catch_warnings():
+        # a saved folder's weights load into meta tensors as a no-op, with one warning per tensor
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
         return create_model(name, **switches).eval()
 
 
