@@ -210,6 +210,12 @@ def test_truncated_and_corrupt_files(tmp_path):
     torch.save({"not": "tensors"}, tmp_path / "dict.pth")
     with pytest.raises(UserError, match=r"dict\.pth is not a state dict of tensors"):
         load_weights(model, tmp_path / "dict.pth")
+    # files that are no weights at all are named as what they are ("Unsupported operand 123" before)
+    (tmp_path / "config.json").write_text('{"architecture": "googlenet"}')
+    np.save(tmp_path / "arr.npy", np.zeros(3))
+    for name, kind in (("config.json", "a JSON/text file"), ("arr.npy", "a NumPy array file")):
+        with pytest.raises(UserError, match=rf"{name} is {kind}, not a weights file; pass a"):
+            load_weights(model, tmp_path / name)
 
 
 def test_another_architecture_is_named(tmp_path):

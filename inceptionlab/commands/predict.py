@@ -69,5 +69,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"skipped {item[0]}: {item[1]}", file=sys.stderr, flush=True)
                 skipped += 1
     if not answered:
+        if not skipped:
+            raise UserError(f"{' '.join(args.images)} holds no files (hidden files are left out); name image files "
+                            f"or folders of images")
         raise UserError(f"none of the {skipped} files given is a readable image")
     return 0

@@ -92,6 +92,24 @@ def _torch_load(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _other_kind(path: Path) -> str | None:
+    """What a file that is no weights file at all is (by its first bytes), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy array file"
+    if head[:1] in (b"{", b"[") or head.startswith(b"\xef\xbb\xbf{"):
+        return "a JSON/text file"
+    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8")):
+        return "an image"
+    if head and all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+        return "a text file"
+    return None
+
+
 def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
     """Reads a state dict from .safetensors, a torch file or a Keras file, without running code.
 
@@ -126,6 +144,10 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
             raise UserError(f"refusing to load {path}: it is a raw pickle, which only an unsafe load (one that can "
                             f"run code) reads; nothing in it was run. {resave}") from None
         reason = _reason(text) or _first_line(exc)
+        kind = _other_kind(path)
+        if kind:
+            raise UserError(f"{path} is {kind}, not a weights file; pass a .safetensors/.pth/.pt state dict or a "
+                            f"run folder") from None
         raise UserError(f"cannot read weights file {path}: truncated or corrupt ({reason[:160]})") from None
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
