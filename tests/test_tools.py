@@ -387,6 +387,9 @@ def test_cli_predict_bad_input(tmp_path, capsys):
     assert "readable image" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.jpg")] + args) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty")] + args) == 2
+    assert "empty holds no files (hidden files are left out)" in capsys.readouterr().err
     # a corrupt export is one line (protobuf and zip tracebacks before), as is a folder named .onnx
     (tmp_path / "fake.onnx").write_text("not a protobuf")
     (tmp_path / "fake.pt2").write_bytes(b"PK\x03\x04 truncated")
