@@ -88,6 +88,12 @@ def test_plan_round_trips_through_yaml(tmp_path):
     run = plan.runs()[1]
     assert run.train == {"threads": 1, "steps": 100, "limit_per_class": 5, "lr": 0.5}
     assert run.model_kwargs == {**SMALL, "norm": False}
+    # a run with its own budget: its plan.yaml was refused on reading ("'steps' is a budget, not a
+    # training setting"), so such a lab could not be resumed
+    plan = plan_of(parse_variant("long:googlenet:steps=60,lr=0.1"), "inception_v3")
+    plan.write_yaml(tmp_path / "own.yaml")
+    again = Plan.from_yaml(tmp_path / "own.yaml")
+    assert again.runs() == plan.runs() and again.runs()[0].train["steps"] == 60 and again.runs()[1].train["steps"] == 100
 
 
 def test_lab_runs_use_one_thread_unless_the_plan_says_otherwise():
@@ -329,6 +335,11 @@ def test_values_read_like_a_user_writes_them(tmp_path):
         read_yaml(plan)
     plan.write_text("base: &base {lr: 0.1, batch_size: 8}\ntrain:\n  <<: *base\n  lr: 0.01\n")
     assert read_yaml(plan)["train"] == {"lr": 0.01, "batch_size": 8}  # overriding a merged key is meant
+    plan.write_text("model_kwargs: {[1]: 2}\n")  # the repeat check itself raised TypeError: unhashable
+    with pytest.raises(UserError, match=r"not valid YAML at line 1, column 16: a key must be a name or a number"):
+        read_yaml(plan)
+    with pytest.raises(UserError, match=r"seeds must be integers >= 0, got \[-1\]"):
+        Plan.from_dict({"models": ["googlenet"], "seeds": [-1]})
 
 
 def test_command_line_budgets_all_count_and_repeated_options_add_up():

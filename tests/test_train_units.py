@@ -256,6 +256,7 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
         (["train", "--resume", str(tmp_path / "nowhere")], "cannot resume"),
         (["train", "--resume", out, "--lr", "0.1"], "drop --lr"),
         (["train", "--out", out, "--steps", "2", "--warmup-steps", "-1"], "e.g. --warmup-steps 500"),
+        (["train", "--out", out, "--steps", "2", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
         (["eval"], "either run=RUN_DIR or model=NAME"),
     ]
     for argv, message in cases:

@@ -116,7 +116,11 @@ class Plan:
         values.update(data=self.data, seeds=list(self.seeds), target=self.target, **self.budget)
         values["train"] = dict(self.train)
         values["model_kwargs"] = dict(self.model_kwargs)
-        values["runs"] = [dict(name=v.name, model=v.model, model_kwargs=dict(v.model_kwargs), train=dict(v.train))
+        # a run's own budget goes at the run's top level, where a plan file gives it (under train:
+        # it was refused on reading, so such a lab could not be resumed)
+        values["runs"] = [dict(name=v.name, model=v.model, model_kwargs=dict(v.model_kwargs),
+                               train={k: x for k, x in v.train.items() if k not in BUDGET_KEYS},
+                               **{k: x for k, x in v.train.items() if k in BUDGET_KEYS})
                           for v in self.variants]
         return values
 
@@ -175,6 +179,8 @@ def parse_seeds(value) -> list[int]:
                                                           for s in value):
         if len(set(value)) != len(value):
             raise UserError(f"seeds must differ, got {list(value)}")
+        if min(value) < 0:
+            raise UserError(f"seeds must be integers >= 0, got {list(value)}; e.g. seeds: [0, 1]")
         return list(value)
     raise UserError(f"seeds must be a count or a list of integers, got {value!r}; e.g. seeds: 3")
 

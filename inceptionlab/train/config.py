@@ -179,7 +179,7 @@ class TrainConfig:
         _check_number("ema_decay", self.ema_decay, low=0, high=1, low_open=True, high_open=True,
                       fix="e.g. --ema-decay 0.9999")
         _check_number("crop_pct", self.crop_pct, low=0, high=1, low_open=True, fix="e.g. 0.875")
-        _check_int("seed", self.seed, None, "e.g. --seed 0")
+        _check_int("seed", self.seed, 0, "e.g. --seed 0")
         _check_int("checkpoint_every", self.checkpoint_every, 1, "e.g. --checkpoint-every 500")
         _check_int("keep_checkpoints", self.keep_checkpoints, 1, "e.g. 3")
         _check_int("eval_every", self.eval_every, 1, "e.g. --eval-every 500, or leave it out for each epoch")
@@ -222,7 +222,10 @@ def _yaml_loader():
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overriding a key is fine
                 continue
             key = loader.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
+            if not isinstance(key, (str, int, float, bool)) and key is not None:  # `? [a, b]`, `{[1]: 2}`
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a name or a number, got {key!r}", key_node.start_mark)
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"{key!r} is given twice in one mapping; keep one", key_node.start_mark)
             seen.add(key)
