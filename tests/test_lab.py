@@ -283,6 +283,28 @@ def test_compare_exits_1_when_a_run_failed_but_not_when_one_diverged(engine, tmp
     assert "inception_v3" in terminal_table(results) and " - " in terminal_table(results).splitlines()[-1]
 
 
+def test_overwrite_deletes_only_what_a_lab_wrote(engine, tmp_path, capsys):
+    # `compare --overwrite` deleted a folder's runs/ (a user's train runs) and every *.png in it
+    mine = tmp_path / "proj"
+    (mine / "runs" / "myrun").mkdir(parents=True)
+    (mine / "runs" / "myrun" / "summary.json").write_text("{}")
+    (mine / "diagram.png").write_bytes(b"png")
+    argv = ["compare", "--models", "googlenet", "--steps", "5", "--model-kwargs", "stem=low_res",
+            "depth_multiplier=0.125", "min_depth=8", "--limit-per-class", "5"]
+    assert main(argv + ["--out", str(mine), "--overwrite"]) == 2
+    assert f"{mine} holds runs but no plan.yaml, so it is not a lab folder" in capsys.readouterr().err
+    assert (mine / "runs" / "myrun" / "summary.json").is_file() and (mine / "diagram.png").is_file()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "report.md").write_text("my notes")
+    assert main(argv + ["--out", str(tmp_path / "notes")]) == 2
+    assert (tmp_path / "notes" / "report.md").read_text() == "my notes"
+    lab = tmp_path / "lab"
+    assert main(argv + ["--out", str(lab)]) == 0
+    (lab / "diagram.png").write_bytes(b"mine")
+    assert main(argv + ["--out", str(lab), "--overwrite"]) == 0
+    assert (lab / "diagram.png").read_bytes() == b"mine" and (lab / "report.md").is_file()
+
+
 # ------------------------------------------------------------------ results arithmetic
 def test_target_and_time_to_target():
     records = [dict(name="a", status="finished", best_top1=90.0, metrics=[]),

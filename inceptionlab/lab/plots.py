@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+# the files the plots are written to (the lab deletes only these when it starts a folder over)
+PLOT_FILES = ("loss_vs_step.png", "loss_vs_time.png", "accuracy_vs_epoch.png", "accuracy_vs_cost.png",
+              "calibration.png")
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
 DPI = 110

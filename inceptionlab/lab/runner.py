@@ -40,20 +40,26 @@ def load_lab(lab_dir) -> Plan:
 def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = False,
                 resume_hint: str | None = None) -> PlanCheck:
     """Checks the plan (UserError before anything runs) and readies ``lab_dir``."""
+    from inceptionlab.lab.plots import PLOT_FILES
+
     lab_dir = Path(lab_dir)
     check = check_plan(plan)
     if resume:
         return check
-    if (lab_dir / PLAN_FILE).exists() or (lab_dir / "runs").exists():
-        if not overwrite:
-            resume_hint = resume_hint or f"inceptionlab compare --resume {lab_dir}"
-            raise UserError(f"{lab_dir} already holds runs; continue them with {resume_hint}, "
-                            f"start over with --overwrite, or pass another --out")
+    is_lab = (lab_dir / PLAN_FILE).is_file()
+    if not is_lab:  # someone's folder: --overwrite must not delete what a lab did not write
+        theirs = [name for name in ("runs", *REPORT_FILES) if (lab_dir / name).exists()]
+        if theirs:
+            raise UserError(f"{lab_dir} holds {', '.join(theirs)} but no {PLAN_FILE}, so it is not a lab folder "
+                            f"and a lab would replace them; pass another --out")
+    elif not overwrite:
+        resume_hint = resume_hint or f"inceptionlab compare --resume {lab_dir}"
+        raise UserError(f"{lab_dir} already holds runs; continue them with {resume_hint}, "
+                        f"start over with --overwrite, or pass another --out")
+    else:  # the lab's own files only: other files in the folder stay
         shutil.rmtree(lab_dir / "runs", ignore_errors=True)
-        for name in REPORT_FILES:
+        for name in (*REPORT_FILES, *PLOT_FILES):
             (lab_dir / name).unlink(missing_ok=True)
-        for png in lab_dir.glob("*.png"):
-            png.unlink()
     if plan.data is not None:  # absolute, so that --resume works from any folder
         plan.data = str(Path(plan.data).expanduser().resolve())
     try:
