@@ -461,6 +461,24 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
     assert (tmp_path / "afile").read_text() == "mine"
 
 
+def test_a_relative_data_path_is_saved_absolute_and_out_may_not_lie_in_data(tmp_path, monkeypatch):
+    # `train --data data/x` saved the path as typed, so `--resume` from another folder could not find it
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    train(tiny(tmp_path, data="data", out="runs/r", steps=1, batch_size=2, limit_per_class=None, val_split=0.25))
+    monkeypatch.chdir(tmp_path / "runs")
+    resumed = train(resume="r", budget=dict(steps=2))
+    assert resumed["status"] == "finished" and resumed["steps"] == 2
+    with pytest.raises(UserError, match="the output folder data/run is inside the data folder data; pass an --out"):
+        monkeypatch.chdir(tmp_path)
+        train(tiny(tmp_path, data="data", out="data/run", steps=1))
+    assert not (tmp_path / "data" / "run").exists()
+
+
 def test_eval_of_a_runs_weights_file_uses_the_runs_config(tmp_path):
     # `eval --model NAME --weights RUN/model.safetensors` said "does not fit" where predict and export
     # picked up the run's config.json; a checkpoint of another build was a RuntimeError key dump

@@ -126,6 +126,13 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
                 cfg = cfg.replace(**{key: budget.get(key) for key in BUDGET_KEYS})
         if cfg is None:
             raise UserError("train needs a TrainConfig, or resume=RUN_DIR to continue a run")
+        if state is None and cfg.data is not None and isinstance(cfg.data, (str, Path)):
+            data = Path(cfg.data).expanduser().resolve()  # saved absolute: --resume from any folder
+            out = Path(cfg.out).expanduser().resolve()
+            if out == data or data in out.parents:  # its checkpoints/ would become a class folder
+                raise UserError(f"the output folder {cfg.out} is inside the data folder {cfg.data}; pass an --out "
+                                f"outside it")
+            cfg = cfg.replace(data=str(data))
         trainer = Trainer(cfg.resolved(), dist, state)
         return trainer.run()
     finally:
