@@ -433,7 +433,12 @@ def test_studies_refuse_options_they_would_ignore(engine, tmp_path, capsys):
     cases = [(["study", "batchnorm", "--model", "googlenet"], "the batchnorm study compares models of its own; drop --model"),
              (["study", "family", "--model", "googlenet"], "drop --model"),
              (["study", "label_smoothing", "--smoothing", "0.3"],
-              "the label_smoothing study sets smoothing itself in each run; drop --smoothing")]
+              "the label_smoothing study sets smoothing itself in each run; drop it (--smoothing or --set"),
+             (["study", "label_smoothing", "--set", "smoothing=0.3"], "drop it (--smoothing or --set smoothing=...)"),
+             # a switch an arm sets: the report called aux_logits=False shared while the aux arm ran True
+             (["study", "aux", "--model-kwargs", "aux_logits=false"],
+              "the aux study sets aux_logits itself in its runs; drop aux_logits from --model-kwargs"),
+             (["study", "residual", "--model-kwargs", "residual_scale=0.5"], "sets residual_scale itself")]
     for argv, expected in cases:
         assert main(argv + ["--out", str(tmp_path / "lab")]) == 2
         err = capsys.readouterr().err.strip()

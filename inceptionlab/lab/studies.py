@@ -46,9 +46,16 @@ class Study:
                             f"({takers} take one)")
         for key in self.varies:
             if key in (train or {}):
-                raise UserError(f"the {self.name} study sets {key} itself in each run; drop "
-                                f"--{key.replace('_', '-')}")
-        return Plan(variants=self.variants(options), budget=dict(budget), seeds=list(seeds), data=data,
+                raise UserError(f"the {self.name} study sets {key} itself in each run; drop it "
+                                f"(--{key.replace('_', '-')} or --set {key}=...)")
+        variants = self.variants(options)
+        # a switch that an arm sets is the study's to vary: a shared value would be overridden in that arm
+        # and apply to the others (the report then gave it as shared; residual_scale=0.5 ran the default arm)
+        varied = sorted({key for v in variants for key in v.model_kwargs} & set(model_kwargs or {}))
+        if varied:
+            raise UserError(f"the {self.name} study sets {varied[0]} itself in its runs; drop {varied[0]} from "
+                            f"--model-kwargs")
+        return Plan(variants=variants, budget=dict(budget), seeds=list(seeds), data=data,
                     train={**self.train, **(train or {})}, model_kwargs=dict(model_kwargs or {}),
                     target=target, title=f"Study: {self.title}", study=self.name)
 
