@@ -411,6 +411,11 @@ def test_demo_settings_are_checked_and_a_compare_is_not_deleted(engine, tmp_path
     assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "1", "--models", "googlenet"]) == 0
     assert main(["demo", "--out", str(tmp_path / "demo"), "--steps", "1", "--models", "googlenet"]) == 0
     assert load_lab(tmp_path / "demo").title == "Demo: 1 model on the same data and budget"
+    # demo --resume ignored these and ran the saved plan
+    for extra in (["--steps", "5"], ["--models", "googlenet"], ["--set", "lr=0.5"], ["--seeds", "2"]):
+        assert main(["demo", "--out", str(tmp_path / "demo"), "--resume"] + extra) == 2
+        assert f"--resume continues the demo saved in {tmp_path / 'demo'}; drop {extra[0]}" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--resume"]) == 0
 
 
 def test_resume_refuses_options_it_would_ignore(engine, tmp_path, capsys):

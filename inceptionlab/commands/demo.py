@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "lab/demo); a folder holding a compare or a study is refused")
     parser.add_argument("--minutes", type=float, help=f"wall-clock minutes per run (default {DEMO_MINUTES})")
     parser.add_argument("--steps", type=int, help="steps per run instead of minutes")
-    parser.add_argument("--models", default=",".join(DEMO_MODELS), help="comma-separated models")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds per model (default 1)")
+    parser.add_argument("--models", help=f"comma-separated models (default {','.join(DEMO_MODELS)})")
+    parser.add_argument("--seeds", type=int, help="seeds per model (default 1)")
     parser.add_argument("--model-kwargs", nargs="+", action="extend", metavar="KEY=VALUE",
                         help="switches for every model, e.g. depth_multiplier=0.25")
     parser.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", dest="settings",
@@ -37,14 +37,23 @@ def run(args) -> int:
 
     hint = "inceptionlab demo --resume" + (f" --out {args.out}" if args.out != "lab/demo" else "")
     if args.resume:
+        given = [flag for flag, value in (("--data", args.data), ("--minutes", args.minutes), ("--steps", args.steps),
+                                          ("--models", args.models), ("--seeds", args.seeds),
+                                          ("--model-kwargs", args.model_kwargs), ("--set", args.settings))
+                 if value is not None]
+        if given:  # (they were ignored: the saved plan ran)
+            raise UserError(f"--resume continues the demo saved in {args.out}; drop {given[0]} (to change it, "
+                            f"run the demo again without --resume)")
         return finish(run_plan(load_lab(args.out), args.out, resume=True, quiet_runs=args.quiet,
                                resume_hint=hint), args.out)
     if holds_other_lab(args.out):
         raise UserError(f"{args.out} holds a compare or a study, which the demo (it starts its folder over) "
                         f"would delete; pass another --out")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    from inceptionlab.lab.demo import DEMO_MODELS
+
+    models = [m.strip() for m in (args.models or ",".join(DEMO_MODELS)).split(",") if m.strip()]
     plan = demo_plan(data=args.data, minutes=args.minutes, steps=args.steps, models=models,
-                     seeds=parse_seeds(args.seeds),
+                     seeds=parse_seeds(args.seeds if args.seeds is not None else 1),
                      model_kwargs=parse_assignments(args.model_kwargs, "model switch"),
                      train=parse_assignments(args.settings, "setting"))
     return finish(run_plan(plan, args.out, overwrite=True, quiet_runs=args.quiet, resume_hint=hint), args.out)
