@@ -559,3 +559,24 @@ def test_bgr_input_space_reverses_the_channels_for_caffe_weights():
     bgr = eval_transform(8, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), crop_pct=1.0, input_space="BGR")(picture)
     assert rgb[:, 0, 0].tolist() == pytest.approx([1.0, 0.0, 0.2])
     assert bgr[:, 0, 0].tolist() == pytest.approx([0.2, 0.0, 1.0])
+
+
+def test_linked_folders_are_followed_once(tmp_path):
+    # `cat/again -> .` (a link back up) made 6 images 246 samples, copies on both sides of the split
+    import os
+
+    from inceptionlab.data.folders import images_in
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(tmp_path / "data" / cls / f"{i}.png")
+    os.symlink(".", tmp_path / "data" / "cat" / "again")
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "elsewhere" / "x.png")
+    os.symlink(tmp_path / "elsewhere", tmp_path / "data" / "dog" / "more")  # a linked folder still counts
+    os.symlink(tmp_path / "data" / "dog" / "0.png", tmp_path / "data" / "dog" / "same.png")  # a second name
+    assert [p.relative_to(tmp_path / "data").as_posix() for p in images_in(tmp_path / "data" / "cat")] == \
+        ["cat/0.png", "cat/1.png", "cat/2.png"]
+    assert [p.relative_to(tmp_path / "data").as_posix() for p in images_in(tmp_path / "data" / "dog")] == \
+        ["dog/0.png", "dog/1.png", "dog/2.png", "dog/more/x.png"]

@@ -36,11 +36,22 @@ def class_names(root: Path) -> list[str]:
 
 
 def images_in(folder: Path) -> list[Path]:
-    """Every image file under `folder`, at any depth, in sorted order; hidden entries skipped."""
-    found = []
+    """Every image file under `folder`, at any depth, in sorted order; hidden entries skipped.
+    Linked folders are followed, each real folder once and each real file once: a link back up
+    (`cat/again -> .`) multiplied 6 images into 246, with copies on both sides of the split."""
+    found, seen_folders, seen_files = [], set(), set()
     for parent, subfolders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(parent)
+        if real in seen_folders:
+            subfolders[:] = []
+            continue
+        seen_folders.add(real)
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        found += [Path(parent) / name for name in sorted(files) if is_image_file(name)]
+        for name in sorted(files):
+            path = Path(parent) / name
+            if is_image_file(name) and os.path.realpath(path) not in seen_files:
+                seen_files.add(os.path.realpath(path))
+                found.append(path)
     return found
 
 
