@@ -580,3 +580,24 @@ def test_linked_folders_are_followed_once(tmp_path):
         ["cat/0.png", "cat/1.png", "cat/2.png"]
     assert [p.relative_to(tmp_path / "data").as_posix() for p in images_in(tmp_path / "data" / "dog")] == \
         ["dog/0.png", "dog/1.png", "dog/2.png", "dog/more/x.png"]
+
+
+def test_a_files_side_of_the_split_depends_on_its_own_class_alone(tmp_path):
+    # one random stream for all classes: `eval --run R --data SOME_CLASSES` scored images R trained on
+    from inceptionlab.data import build_datasets
+
+    for folder, classes in (("all", ("airplane", "cat", "dog")), ("some", ("cat", "dog"))):
+        for cls in classes:
+            (tmp_path / folder / cls).mkdir(parents=True)
+            for i in range(10 if cls != "airplane" else 7):
+                Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / folder / cls / f"{i:04d}.png")
+
+    def val_of(folder):
+        splits = build_datasets(str(tmp_path / folder), train_transform=None, eval_transform=None,
+                                val_split=0.3, seed=0)
+        return {path.relative_to(tmp_path / folder).as_posix() for path, _ in splits.val.samples}
+    every, some = val_of("all"), val_of("some")
+    assert some == {key for key in every if not key.startswith("airplane/")} and len(some) == 6
+    # and another seed draws another split
+    other = build_datasets(str(tmp_path / "some"), train_transform=None, eval_transform=None, val_split=0.3, seed=1)
+    assert {p.relative_to(tmp_path / "some").as_posix() for p, _ in other.val.samples} != some

@@ -401,17 +401,21 @@ def test_batches_with_no_readable_image_end_their_epoch(tmp_path):
             (tmp_path / "bad" / cls / f"{i}.jpg").write_text("not an image")
             (tmp_path / "mixed" / cls / f"junk{i}.jpg").write_text("not an image")
             Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "mixed" / cls / f"{i}.png")
-    result = _in_thread(tiny(tmp_path, "bad", data=str(tmp_path / "bad"), steps=2, batch_size=2,
+    result = _in_thread(tiny(tmp_path, "bad_run", data=str(tmp_path / "bad"), steps=2, batch_size=2,
                              limit_per_class=None, val_split=0.25))
     assert result["status"] == "failed" and result["steps"] == 0
     assert result["message"].startswith("no image of a whole epoch could be read (")
     assert result["train_images_per_sec"] is None  # nothing was trained, so no speed (it said 0.0)
-    mixed = _in_thread(tiny(tmp_path, "mixed", data=str(tmp_path / "mixed"), steps=None, epochs=2, batch_size=1,
+    mixed = _in_thread(tiny(tmp_path, "mixed_run", data=str(tmp_path / "mixed"), steps=None, epochs=2, batch_size=1,
                             limit_per_class=None, val_split=0.25))
     assert mixed["status"] == "finished" and mixed["epochs"] == pytest.approx(2.0)
-    # an epoch is every batch, readable or not: 2 epochs are 2 x the 6 readable training images of
-    # 12 (the seed-0 split), not the 24 steps of 12 batches an epoch that the run planned
-    assert mixed["steps"] == 12
+    # an epoch is every batch, readable or not: 2 epochs are 2 x the readable training images of
+    # the 12 (the seed-0 split), not the 24 steps of 12 batches an epoch that the run planned
+    from inceptionlab.data import build_datasets
+    train_files = build_datasets(str(tmp_path / "mixed"), train_transform=None, eval_transform=None, val_split=0.25,
+                                 seed=0).train.samples
+    readable = sum(not path.name.startswith("junk") for path, _ in train_files)
+    assert len(train_files) == 12 and 0 < readable < 12 and mixed["steps"] == 2 * readable
 
 
 def test_eval_refuses_data_of_other_classes(tmp_path):

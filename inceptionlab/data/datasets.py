@@ -83,6 +83,13 @@ class ImageFileDataset(Dataset):
     def targets(self) -> list[int]:
         return [label for _, label in self.samples]
 
+    def split_keys(self) -> list[str]:
+        """Each file's path below the data folder (``cat/0002.png``): what the split is drawn by."""
+        import os
+
+        root = os.path.commonpath([str(path) for path, _ in self.samples]) if self.samples else ""
+        return [os.path.relpath(path, root) for path, _ in self.samples]
+
     def subset(self, indices, transform: Transform | None = None) -> "ImageFileDataset":
         """A dataset of the samples at `indices`, with its own transform and skip record."""
         chosen = [self.samples[i] for i in indices]
@@ -188,20 +195,35 @@ def build_datasets(
     return splits
 
 
-def stratified_split(labels, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels, val_fraction: float, seed: int, keys: list[str] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, val indices), sorted: `val_fraction` of every class, chosen by `seed`.
 
     Each class keeps at least one image in train, and gives at least one to val if it has two.
+    With `keys` (files' paths below the data folder), a class's images are ranked by a hash of
+    (seed, key): a file's side depends on its own class alone, not on which other classes or
+    images the folder holds. (With one random stream for all classes, `eval --run` on a folder
+    of some of the classes scored images the run had trained on.)
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, 0])
     train, val = [], []
     for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
+        members = np.flatnonzero(labels == label)
+        if keys is None:
+            members = rng.permutation(members)
+        else:
+            members = np.array(sorted(members, key=lambda i: _rank(seed, keys[i])), dtype=np.int64)
         held_out = min(max(round(len(members) * val_fraction), 1), len(members) - 1)
         val.append(members[:held_out])
         train.append(members[held_out:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _rank(seed: int, key: str) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
 
 
 def first_per_class(labels, limit: int, seed: int) -> np.ndarray:
@@ -263,7 +285,8 @@ def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict) -> Da
 def _hold_out(pool, val_split, seed, train_tf, eval_tf):
     """(train, val, description): a stratified, seeded `val_split` (default 0.2) of `pool`."""
     fraction = DEFAULT_VAL_SPLIT if val_split is None else val_split
-    train_idx, val_idx = stratified_split(pool.targets, fraction, seed)
+    keys = pool.split_keys() if hasattr(pool, "split_keys") else None
+    train_idx, val_idx = stratified_split(pool.targets, fraction, seed, keys)
     if len(val_idx) == 0:
         raise UserError(f"too few images to hold out a validation split ({len(pool)} in all): "
                         "add images (at least 2 per class) or provide a val/ folder")
