@@ -74,7 +74,7 @@ def _in_command_terms(message: str, command_parser: argparse.ArgumentParser) -> 
             return match.group(0)
         return f"--set {name}={value or 'VALUE'}"
     # a value is a number or a word that is a value (bf16), not the next word of the sentence
-    return re.sub(r"(--[a-z][a-z-]*)(?: ([0-9.][^\s;,)]*|bf16|fp16|true|false))?", in_terms, message)
+    return re.sub(r"(--[a-z][a-z-]*)(?: ([0-9.][^\s;,)]*|bf16|fp16|true|false|[A-Z]+\b))?", in_terms, message)
 
 
 def _command_module(name: str):

@@ -158,6 +158,7 @@ def test_cli_errors_are_one_line_and_nothing_trains(engine, tmp_path, capsys):
         (["demo", "--steps", "5", "--set", "threads=0", "--out", str(tmp_path / "demo")],
          "e.g. --set threads=1 on a busy"),
         (["demo", "--steps", "5", "--set", "amp=maybe", "--out", str(tmp_path / "demo")], "amp must be true"),
+        (["demo", "--set", "epochs=2", "--out", str(tmp_path / "demo")], "budget, not a training setting; pass --epochs N"),
     ]
     plan_file = tmp_path / "mine.yaml"
     plan_file.write_text("steps: 5\nmodels: [googlenet]\nmodel_kwrgs: {stem: low_res}\n")
@@ -340,6 +341,10 @@ def test_values_read_like_a_user_writes_them(tmp_path):
         {"residual_scale": [0.1, 0.2, 0.3], "lr": 0.001, "stem": "low_res"}
     with pytest.raises(UserError, match=r"^model switch '0.2' is not key=value"):
         parse_assignments(["0.2,lr=1"])
+    with pytest.raises(UserError, match=r"^model switch norm is given twice \(norm=false and norm=true\); keep one"):
+        parse_assignments(["norm=false", "norm=true"])  # the last won silently
+    with pytest.raises(UserError, match="lr is given twice"):
+        parse_variant("a:googlenet:lr=0.1,lr=0.2")
     plan = tmp_path / "plan.yaml"
     plan.write_text("lr: 1e-3\ntrain: {weight_decay: 4e-5}\n")
     assert read_yaml(plan) == {"lr": 0.001, "train": {"weight_decay": 4e-5}}

@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                           "lab/demo); a folder holding a compare or a study is refused")
     parser.add_argument("--minutes", type=float, help=f"wall-clock minutes per run (default {DEMO_MINUTES})")
     parser.add_argument("--steps", type=int, help="steps per run instead of minutes")
+    parser.add_argument("--epochs", type=float, help="epochs per run instead of minutes")
     parser.add_argument("--models", help=f"comma-separated models (default {','.join(DEMO_MODELS)})")
     parser.add_argument("--seeds", type=int, help="seeds per model (default 1)")
     parser.add_argument("--model-kwargs", nargs="+", action="extend", metavar="KEY=VALUE",
@@ -38,6 +39,7 @@ def run(args) -> int:
     hint = "inceptionlab demo --resume" + (f" --out {args.out}" if args.out != "lab/demo" else "")
     if args.resume:
         given = [flag for flag, value in (("--data", args.data), ("--minutes", args.minutes), ("--steps", args.steps),
+                                          ("--epochs", args.epochs),
                                           ("--models", args.models), ("--seeds", args.seeds),
                                           ("--model-kwargs", args.model_kwargs), ("--set", args.settings))
                  if value is not None]
@@ -52,7 +54,7 @@ def run(args) -> int:
     from inceptionlab.lab.demo import DEMO_MODELS
 
     models = [m.strip() for m in (args.models or ",".join(DEMO_MODELS)).split(",") if m.strip()]
-    plan = demo_plan(data=args.data, minutes=args.minutes, steps=args.steps, models=models,
+    plan = demo_plan(data=args.data, minutes=args.minutes, steps=args.steps, epochs=args.epochs, models=models,
                      seeds=parse_seeds(args.seeds if args.seeds is not None else 1),
                      model_kwargs=parse_assignments(args.model_kwargs, "model switch"),
                      train=parse_assignments(args.settings, "setting"))

@@ -28,10 +28,13 @@ STUDY_STEPS = 150           # the studies' default budget on the embedded digits
 
 
 def demo_plan(*, data: str | None = None, minutes: float | None = None, steps: int | None = None,
-              models=DEMO_MODELS, seeds=(0,), model_kwargs: dict | None = None, train: dict | None = None) -> Plan:
+              models=DEMO_MODELS, seeds=(0,), model_kwargs: dict | None = None, train: dict | None = None,
+              epochs: float | None = None) -> Plan:
     """The demo's compare. On the embedded digits it uses the small defaults; on a folder, 96x96
-    inputs at a quarter of the width (pass ``train`` / ``model_kwargs`` to change them)."""
-    budget = {"steps": steps} if steps is not None else {"minutes": DEMO_MINUTES if minutes is None else minutes}
+    inputs at a quarter of the width (pass ``train`` / ``model_kwargs`` to change them). The budget
+    is the epochs and steps given (the first reached ends a run), else DEMO_MINUTES (or ``minutes``)."""
+    budget = {k: v for k, v in (("epochs", epochs), ("steps", steps), ("minutes", minutes)) if v is not None}
+    budget = budget or {"minutes": DEMO_MINUTES}
     shared_train = dict(SMALL_TRAIN) if data is None else dict(FOLDER_TRAIN)
     shared_train.update(train or {})
     kwargs = dict(SMALL_MODEL_KWARGS) if data is None else dict(FOLDER_MODEL_KWARGS)

@@ -316,6 +316,9 @@ def parse_assignments(items, what: str = "model switch") -> dict:
             name, sep, value = piece.partition("=")
             if sep and name.strip():
                 key = name.strip().replace("-", "_")
+                if key in raw:  # `norm=false norm=true` took the last without a word
+                    raise UserError(f"{what} {key} is given twice ({key}={','.join(raw[key])} and {key}={value}); "
+                                    f"keep one")
                 raw[key] = [value]
             elif key is not None and not sep:
                 raw[key].append(piece)
