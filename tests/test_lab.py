@@ -159,6 +159,8 @@ def test_cli_errors_are_one_line_and_nothing_trains(engine, tmp_path, capsys):
          "e.g. --set threads=1 on a busy"),
         (["demo", "--steps", "5", "--set", "amp=maybe", "--out", str(tmp_path / "demo")], "amp must be true"),
         (["demo", "--set", "epochs=2", "--out", str(tmp_path / "demo")], "budget, not a training setting; pass --epochs N"),
+        (["compare", "--models", "googlenet", "--steps", "5", "--set", "freeze_until=mixed_9z"],
+         "run googlenet: googlenet has no block 'mixed_9z'; did you mean"),  # every run failed, after the start
     ]
     plan_file = tmp_path / "mine.yaml"
     plan_file.write_text("steps: 5\nmodels: [googlenet]\nmodel_kwrgs: {stem: low_res}\n")
