@@ -465,7 +465,7 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
     assert (tmp_path / "afile").read_text() == "mine"
 
 
-def test_a_relative_data_path_is_saved_absolute_and_out_may_not_lie_in_data(tmp_path, monkeypatch):
+def test_a_relative_data_path_is_saved_absolute_and_out_may_not_lie_in_data(tmp_path, monkeypatch, capsys):
     # `train --data data/x` saved the path as typed, so `--resume` from another folder could not find it
     rng = np.random.default_rng(0)
     for cls in ("a", "b"):
@@ -475,8 +475,12 @@ def test_a_relative_data_path_is_saved_absolute_and_out_may_not_lie_in_data(tmp_
     monkeypatch.chdir(tmp_path)
     train(tiny(tmp_path, data="data", out="runs/r", steps=1, batch_size=2, limit_per_class=None, val_split=0.25))
     monkeypatch.chdir(tmp_path / "runs")
-    resumed = train(resume="r", budget=dict(steps=2))
+    for i in range(4, 8):  # and files added since the checkpoint are named on resume (it went on silently)
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "data" / "a" / f"{i}.png")
+    resumed = train(resume="r", budget=dict(steps=2), quiet=False)
     assert resumed["status"] == "finished" and resumed["steps"] == 2
+    assert "(the data changed since the checkpoint: 6 -> 9 training and 2 -> 3 validation images)" in \
+        capsys.readouterr().out
     with pytest.raises(UserError, match="the output folder data/run is inside the data folder data; pass an --out"):
         monkeypatch.chdir(tmp_path)
         train(tiny(tmp_path, data="data", out="data/run", steps=1))

@@ -423,7 +423,8 @@ class Trainer:
             schedule=self.schedule.state_dict(), ema=self.ema.state_dict() if self.ema else None,
             scaler=self.scaler.state_dict(), rng=rngs, position=dataclasses.asdict(self.pos),
             history=dataclasses.asdict(self.history), config=self.cfg.to_dict(), classes=self.classes,
-            world_size=self.dist.world_size, versions=versions())
+            world_size=self.dist.world_size, images=[len(self.splits.train), len(self.splits.val)],
+            versions=versions())
         return self.checkpoints.save(state, self.pos.step, best=best)
 
     def _restore(self, state: dict) -> None:
@@ -619,6 +620,10 @@ def _resume_notes(state: dict, trainer: "Trainer") -> list[str]:
         now = trainer.schedule(pos.step, trainer._time_progress())
         if not math.isclose(before, now, rel_tol=1e-6, abs_tol=1e-12):
             notes.append(f"the {cfg.sched} schedule spans the new budget: lr {before:.3g} -> {now:.3g} at this step")
+    saved_images, images = state.get("images"), [len(trainer.splits.train), len(trainer.splits.val)]
+    if saved_images and list(saved_images) != images:  # files added or removed: the epochs and split differ
+        notes.append(f"the data changed since the checkpoint: {saved_images[0]} -> {images[0]} training and "
+                     f"{saved_images[1]} -> {images[1]} validation images")
     saved_world = state.get("world_size")
     if saved_world and saved_world != trainer.dist.world_size:
         notes.append(f"checkpointed by {saved_world} process(es), resumed by {trainer.dist.world_size}: the same "
