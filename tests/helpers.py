@@ -3,6 +3,25 @@ import torch
 import torch.nn as nn
 
 
+def image_folder(root, classes, per_class: int, *, size: int = 12, junk: int = 0, seed: int = 0, start: int = 0):
+    """``root/<class>/<i>.png``: ``per_class`` random RGB pictures per class (numbered from
+    ``start``), and ``junk`` files per class named ``junk<i>.png`` that are not images."""
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        folder = Path(root) / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(start, start + per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        for i in range(junk):
+            (folder / f"junk{i}.png").write_text("not an image")
+    return Path(root)
+
+
 def train_in_process(cfg):
     """``train(cfg)`` in this process, leaving torch's thread count as it found it (a run sets its own)."""
     from inceptionlab.train import train

@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from helpers import train_in_process
+from helpers import image_folder, train_in_process
 from inceptionlab.train import TrainConfig
 from inceptionlab.train.distributed import SyncBatchNorm
 from inceptionlab.train.logs import read_steps
@@ -189,15 +189,7 @@ def test_a_batch_unreadable_in_one_process_is_skipped_by_all(tmp_path):
     # one image per process and step, half the files junk: some steps have an image in one process
     # and none in the other. The empty one skipped alone, pairing its next gradient all-reduce with
     # the other's current one: the processes fell out of step
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "data" / cls).mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
-            (tmp_path / "data" / cls / f"junk{i}.png").write_text("not an image")
+    image_folder(tmp_path / "data", ("a", "b"), 8, junk=8)
     results = mp.Manager().dict()
     context = mp.start_processes(_junk_batches_worker, nprocs=2, join=False, start_method="spawn",
                                  args=(_free_port(), str(tmp_path / "data"), str(tmp_path / "run"), results))

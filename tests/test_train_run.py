@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from helpers import image_folder
 from inceptionlab import create_model
 from inceptionlab.errors import UserError
 from inceptionlab.train import TrainConfig, evaluate, train
@@ -467,16 +468,11 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
 
 def test_a_relative_data_path_is_saved_absolute_and_out_may_not_lie_in_data(tmp_path, monkeypatch, capsys):
     # `train --data data/x` saved the path as typed, so `--resume` from another folder could not find it
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "data" / cls).mkdir(parents=True)
-        for i in range(4):
-            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    image_folder(tmp_path / "data", ("a", "b"), 4)
     monkeypatch.chdir(tmp_path)
     train(tiny(tmp_path, data="data", out="runs/r", steps=1, batch_size=2, limit_per_class=None, val_split=0.25))
     monkeypatch.chdir(tmp_path / "runs")
-    for i in range(4, 8):  # and files added since the checkpoint are named on resume (it went on silently)
-        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(tmp_path / "data" / "a" / f"{i}.png")
+    image_folder(tmp_path / "data", ("a",), 4, start=4, seed=1)  # files added since the checkpoint are named
     resumed = train(resume="r", budget=dict(steps=2), quiet=False)
     assert resumed["status"] == "finished" and resumed["steps"] == 2
     assert "(the data changed since the checkpoint: 6 -> 9 training and 2 -> 3 validation images)" in \
