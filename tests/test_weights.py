@@ -12,6 +12,7 @@ import copy
 import importlib.util
 import os
 import pickle
+import random
 from pathlib import Path
 
 import numpy as np
@@ -202,7 +203,12 @@ def test_truncated_and_corrupt_files(tmp_path):
         with pytest.raises(UserError, match=rf"cannot read weights file .*{cut.name}: truncated or corrupt") as err:
             load_weights(model, cut)
         _one_line(err)
-    (tmp_path / "noise.pt").write_bytes(os.urandom(1000))
+    # binary noise, even noise that starts like JSON, is a corrupt file (a random "{" made this flaky)
+    noise = random.Random(0).randbytes(1000)
+    (tmp_path / "noise.pt").write_bytes(b"\x00" + noise[1:])
+    with pytest.raises(UserError, match=r"noise\.pt: truncated or corrupt"):
+        load_weights(model, tmp_path / "noise.pt")
+    (tmp_path / "noise.pt").write_bytes(b"{\x00" + noise[2:])
     with pytest.raises(UserError, match=r"noise\.pt: truncated or corrupt"):
         load_weights(model, tmp_path / "noise.pt")
     with pytest.raises(UserError, match=r"missing\.pth does not exist"):

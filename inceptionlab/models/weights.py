@@ -101,13 +101,12 @@ def _other_kind(path: Path) -> str | None:
         return None
     if head.startswith(b"\x93NUMPY"):
         return "a NumPy array file"
-    if head[:1] in (b"{", b"[") or head.startswith(b"\xef\xbb\xbf{"):
-        return "a JSON/text file"
     if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8")):
         return "an image"
-    if head and all(32 <= c < 127 or c in (9, 10, 13) for c in head):
-        return "a text file"
-    return None
+    text = head.removeprefix(b"\xef\xbb\xbf")
+    if not text or not all(32 <= c < 127 or c in (9, 10, 13) for c in text):
+        return None  # binary: a corrupt weights file, not some other kind of file
+    return "a JSON/text file" if text[:1] in (b"{", b"[") else "a text file"
 
 
 def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
