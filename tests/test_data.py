@@ -254,6 +254,19 @@ def test_train_folder_without_val_is_split(tmp_path):
     assert sorted(splits.val.targets) == [0, 0, 1, 1]
 
 
+def test_a_class_named_train_is_a_class(tmp_path):
+    # photos of trains, buses and cars: train/ holds the pictures themselves, so the folder is not a
+    # train/val layout (it was read as one: "no class folders in .../train")
+    image_folder(tmp_path, {"bus": 5, "car": 5, "train": 5})
+    splits = build_photos(tmp_path)
+    assert splits.classes == ["bus", "car", "train"] and len(splits.train) + len(splits.val) == 15
+    (tmp_path / "train" / "old").mkdir()  # nested pictures of trains do not make it a layout either
+    noise_image((12, 10)).save(tmp_path / "train" / "old" / "steam.png")
+    assert build_photos(tmp_path).classes == ["bus", "car", "train"]
+    layout = image_folder(tmp_path / "layout" / "train", {"bus": 3, "car": 3}).parent
+    assert build_photos(layout).classes == ["bus", "car"] and "train/;" in build_photos(layout).source
+
+
 def test_test_folder_serves_as_val(tmp_path):
     image_folder(tmp_path / "train", {"a": 3, "b": 3})
     image_folder(tmp_path / "test", {"a": 1, "b": 1})

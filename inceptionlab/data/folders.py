@@ -81,9 +81,15 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
 
 
 def split_folders(root: Path) -> tuple[Path, Path | None] | None:
-    """(train/, val/ or test/ or None) when `root` has a train/ folder, else None."""
+    """(train/, val/ or test/ or None) when `root` has a train/ folder of class folders, else None.
+    A train/ that holds images itself, or no subfolder, is a class named "train" (a photo set of
+    trains and buses was read as a train/val layout, its other classes ignored)."""
     train = root / "train"
     if not train.is_dir():
+        return None
+    entries = list(os.scandir(train))
+    if any(entry.is_file() and is_image_file(entry.name) for entry in entries) or \
+            not any(entry.is_dir() and not entry.name.startswith(".") for entry in entries):
         return None
     for name in VAL_FOLDER_NAMES:
         if (root / name).is_dir():
