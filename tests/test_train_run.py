@@ -214,6 +214,50 @@ def test_fine_tuning_replaces_a_classifier_of_another_size(tmp_path):
     assert trained["head.fc.weight"].shape[0] == 10
 
 
+def test_fine_tuning_matches_a_named_classifier_by_class_name(tmp_path, capsys):
+    # weights trained on bird/cat/dog were fine-tuned on cat/dog/frog with the bird row as "cat",
+    # without a word: the rows now follow the names, and new classes start fresh
+    from inceptionlab.models.weights import save_pretrained
+    from inceptionlab.train.setup import _is_classifier, build_model
+
+    kwargs = dict(TINY, aux_logits=True)
+    source = create_model("inception_v3", num_classes=3, **kwargs)
+    save_pretrained(source, tmp_path / "pre", classes=["bird", "cat", "dog"])
+    cfg = TrainConfig(model="inception_v3", model_kwargs=kwargs, weights=str(tmp_path / "pre"))
+    trained = source.state_dict()
+    rows = [k for k in trained if _is_classifier(k)]
+    assert {k.split(".")[0] for k in rows} == {"head", "aux_heads"}
+
+    def built(classes):
+        notes = []
+        model = build_model(cfg, len(classes), classes=classes, notes=notes)
+        return model.state_dict(), notes
+
+    same, notes = built(["bird", "cat", "dog"])
+    assert notes == [] and all(torch.equal(same[k], trained[k]) for k in trained)
+    swapped, notes = built(["dog", "bird", "cat"])
+    assert notes == ["classifier rows reordered by class name"]
+    assert all(torch.equal(swapped[k], trained[k][[2, 0, 1]]) for k in rows)
+    body = [k for k in trained if k not in rows]
+    assert all(torch.equal(swapped[k], trained[k]) for k in body)
+    mixed, notes = built(["cat", "dog", "frog"])
+    assert notes == ["classifier keeps 2 of the 3 trained classes by name; new: frog"]
+    for key in rows:
+        assert torch.equal(mixed[key][:2], trained[key][1:])
+        if key.endswith("weight"):  # frog: fresh (a bias starts at zero, like the trained one may)
+            assert not any(torch.equal(mixed[key][2], trained[key][i]) for i in range(3))
+    grown, notes = built(["ant", "bird", "cat", "dog"])
+    assert notes == ["classifier keeps 3 of the 3 trained classes by name; new: ant"]
+    assert torch.equal(grown["head.fc.weight"][1:], trained["head.fc.weight"])
+    _, notes = built(["x", "y", "z"])
+    assert notes == ["classifier starts fresh: model.safetensors was trained on other classes (bird, cat, dog)"]
+    digits = create_model("inception_v3", num_classes=10, **TINY)
+    save_pretrained(digits, tmp_path / "digits", classes=[str(d) for d in reversed(range(10))])
+    summary = train(tiny(tmp_path, steps=1, quiet=False, weights=str(tmp_path / "digits")))
+    assert summary["status"] == "finished"
+    assert f"; from {tmp_path / 'digits'} (classifier rows reordered by class name); out" in capsys.readouterr().out
+
+
 def test_fine_tuning_from_a_run_of_another_width_names_the_switch_to_pass(tmp_path):
     """A run's config.json builds the donor with the run's own switches; a model of another width
     then cannot take its body, and the error says which switch to pass (no traceback)."""
@@ -464,6 +508,48 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
     with pytest.raises(UserError, match="afile is a file; pass --out a folder"):
         evaluate(run=run, out=tmp_path / "afile")
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys):
+    # `eval --run R --data test/` scored the test folder's 20% hold-out, and nothing scored it all;
+    # unreadable files were left out of the image count without a word
+    from inceptionlab.cli import main
+    from inceptionlab.tools.predict import predict
+
+    image_folder(tmp_path / "trained", ("cat", "dog"), 4)
+    test = image_folder(tmp_path / "test", ("cat", "dog"), 5, seed=1, junk=1)
+    run = tmp_path / "run"
+    train(tiny(tmp_path, data=str(tmp_path / "trained"), steps=1, batch_size=4, limit_per_class=None, val_split=0.25))
+    assert main(["eval", "--run", str(run), "--data", str(test), "--out", str(tmp_path / "part")]) == 0
+    out = capsys.readouterr().out
+    assert "(only its validation split was scored; --all-images scores every image of" in out
+    part = json.loads((tmp_path / "part" / "eval.json").read_text())
+    assert part["images"] + len(part["skipped_files"]) == 4  # a quarter of each class's 6 files
+    assert main(["eval", "--run", str(run), "--data", str(test), "--all-images", "--out", str(tmp_path / "all")]) == 0
+    out = capsys.readouterr().out
+    assert f"image folder {test}: all 12 images: top1" in out and "validation split" not in out
+    assert "  skipped 2 unreadable files: " in out and "junk0.png" in out
+    report = json.loads((tmp_path / "all" / "eval.json").read_text())
+    assert report["images"] == 10 and len(report["skipped_files"]) == 2
+    answers = predict(create_model(str(run)), sorted(test.rglob("[0-9].png")), top_k=1, fast=False).results
+    correct = sum(p.top[0][1] == p.path.parent.name for p in answers)
+    assert len(answers) == 10 and report["top1"] == pytest.approx(100 * correct / 10)
+    rows = list(csv.reader(open(tmp_path / "all" / "confusion_matrix.csv")))
+    assert sum(int(c) for r in rows[1:] for c in r[1:]) == 10
+    with pytest.raises(UserError, match="all_images scores every image, so a val_split would not be used"):
+        evaluate(model=str(run), data=test, val_split=0.5, all_images=True)
+    bad = image_folder(tmp_path / "bad", ("cat", "dog"), 0, junk=2)
+    with pytest.raises(UserError, match=rf"^no image of image folder {bad}: all 4 images could be read \(skipped 4"):
+        evaluate(run=run, data=bad, all_images=True)
+
+
+def test_every_image_of_arrays_keeps_their_order():
+    from inceptionlab.data import build_datasets
+
+    splits = build_datasets(None, train_transform=None, eval_transform=None, val_split=0.3)
+    whole = splits.every_image()
+    assert len(whole) == 5000 and whole.indices.tolist() == list(range(5000))
+    assert whole.transform is splits.val.transform and splits.origin and "held out" not in splits.origin
 
 
 def test_a_relative_data_path_is_saved_absolute_and_out_may_not_lie_in_data(tmp_path, monkeypatch, capsys):

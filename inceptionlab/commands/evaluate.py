@@ -2,6 +2,7 @@
 
     inceptionlab eval --run runs/v3                      # the run's final (EMA) weights, its val data
     inceptionlab eval --model inception_v3 --weights v3.safetensors --data photos/
+    inceptionlab eval --run runs/v3 --data test_photos/ --all-images   # a test folder, every image
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--img-size", type=image_size)
     parser.add_argument("--val-split", type=float)
+    parser.add_argument("--all-images", action="store_true",
+                        help="score every image of --data (a test folder), not its validation split")
     parser.add_argument("--seed", type=int, help="seed of the validation split (default 0)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--amp", nargs="?", const=True, default=False, metavar="bf16|fp16")
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, img_size=args.img_size,
                       model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,
                       val_split=args.val_split, seed=0 if args.seed is None else args.seed, amp=args.amp,
-                      quiet=False)
+                      all_images=args.all_images, quiet=False)
     width = max(len(name) for name in report["classes"])
     for name, accuracy in report["per_class"].items():
         shown = "-" if accuracy is None else f"{accuracy:6.2f}%"

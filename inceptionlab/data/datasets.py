@@ -62,10 +62,25 @@ class DatasetSplits:
     source: str  # for people: where the data came from and how it was split
     in_chans: int = 3  # samples are always RGB tensors (gray sources are converted)
     native_size: int | None = None  # side of the source pictures (28 MNIST, 32 CIFAR); None: varies
+    origin: str = ""  # where the data came from, without how it was split
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def every_image(self) -> Dataset:
+        """Train and val together, with val's (evaluation) transform: a test folder scored whole.
+        Image files come in path order; arrays in their order (CIFAR: data batches, then test)."""
+        train, val = self.train, self.val
+        if isinstance(train, ImageFileDataset):
+            return ImageFileDataset(sorted(train.samples + val.samples, key=lambda s: str(s[0])),
+                                    self.classes, val.transform, strict=val.strict)
+        if train.images is val.images:  # a hold-out of one array
+            return ArrayImageDataset(train.images, train.labels, self.classes, val.transform,
+                                     indices=np.sort(np.concatenate([train.indices, val.indices])))
+        images = np.concatenate([train.images[train.indices], val.images[val.indices]])
+        labels = np.concatenate([train.labels[train.indices], val.labels[val.indices]])
+        return ArrayImageDataset(images, labels, self.classes, val.transform)
 
 
 class ImageFileDataset(Dataset):
@@ -240,7 +255,7 @@ def _digits_splits(train_tf, eval_tf, val_split, seed) -> DatasetSplits:
     classes = [str(digit) for digit in range(int(labels.max()) + 1)]
     pool = ArrayImageDataset(images, labels, classes)
     train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
-    return DatasetSplits(train, val, classes, f"{source}; {how}", native_size=images.shape[1])
+    return DatasetSplits(train, val, classes, f"{source}; {how}", native_size=images.shape[1], origin=source)
 
 
 def _cifar_splits(folder, layout, train_tf, eval_tf, val_split, seed) -> DatasetSplits:
@@ -254,7 +269,7 @@ def _cifar_splits(folder, layout, train_tf, eval_tf, val_split, seed) -> Dataset
         how = f"val: {layout.test_file}"
     else:
         train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
-    return DatasetSplits(train, val, arrays.classes, f"{source}; {how}", native_size=CIFAR_SIDE)
+    return DatasetSplits(train, val, arrays.classes, f"{source}; {how}", native_size=CIFAR_SIDE, origin=source)
 
 
 def _split_folder_splits(train_dir, val_dir, train_tf, eval_tf, val_split, seed,
@@ -271,7 +286,7 @@ def _split_folder_splits(train_dir, val_dir, train_tf, eval_tf, val_split, seed,
     else:
         train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
         how = f"train/; {how}" + (f"; {val_dir.name}/ not used" if val_dir is not None else "")
-    return DatasetSplits(train, val, classes, f"{source} ({how})")
+    return DatasetSplits(train, val, classes, f"{source} ({how})", origin=source)
 
 
 def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict) -> DatasetSplits:
@@ -279,7 +294,7 @@ def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict) -> Da
     classes, samples = scan_class_folders(root)
     pool = ImageFileDataset(samples, classes, strict=strict)
     train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
-    return DatasetSplits(train, val, classes, f"image folder {root} ({how})")
+    return DatasetSplits(train, val, classes, f"image folder {root} ({how})", origin=f"image folder {root}")
 
 
 def _hold_out(pool, val_split, seed, train_tf, eval_tf):

@@ -538,6 +538,20 @@ def saved_config(directory) -> dict:
         raise UserError(f"{config_file} is not a valid inceptionlab config ({exc})") from None
 
 
+def trained_classes(weights) -> list[str] | None:
+    """The class names that a weights file (or run / saved folder, or a run's checkpoint) was
+    trained on, from the config.json that training or save_pretrained wrote beside it; None for
+    weights from elsewhere."""
+    weights = Path(weights)
+    folder = weights if weights.is_dir() else weights.parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    if not (folder / "config.json").is_file():
+        return None
+    classes = saved_config(folder)["classes"]
+    return [str(c) for c in classes] if classes else None
+
+
 def from_pretrained(directory, weights=None, **overrides):
     """The model saved by ``save_pretrained`` in ``directory`` (switches in ``overrides`` win),
     with the weights of the file ``weights`` instead of the directory's own when given (another

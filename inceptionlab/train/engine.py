@@ -167,7 +167,8 @@ class Trainer:
 
         # data, then the model it needs, then the preprocessing the model needs: all checked before
         # the output folder is touched, so that bad input leaves what is there as it was
-        self.splits, self.net, self.img_size = build_model_and_data(cfg)
+        self.weights_notes: list[str] = []  # what fine-tuning's --weights did to the classifier
+        self.splits, self.net, self.img_size = build_model_and_data(cfg, notes=self.weights_notes)
         dist.on_main(lambda: self._prepare_out_dir(resuming=state is not None))  # an error: in every process
         self.classes = self.splits.classes
         self.per_process_batch = cfg.batch_size // dist.world_size
@@ -489,6 +490,8 @@ class Trainer:
         cfg, n = self.cfg, sum(p.numel() for p in self.net.parameters())
         where = f"resumed at step {self.resumed_from}" if self.resumed_from is not None else "new run"
         where += "".join(f" ({note})" for note in self.resume_notes)
+        if cfg.weights is not None:
+            where += f"; from {cfg.weights}" + "".join(f" ({note})" for note in self.weights_notes)
         total = f"{self.total_steps} steps" if self.total_steps else f"{cfg.minutes} minutes"
         self.progress.line(
             f"{cfg.model} ({n / 1e6:.2f}M params) on {self.splits.source}; {len(self.classes)} classes, "
@@ -578,9 +581,10 @@ class Trainer:
 
 
 # ------------------------------------------------------------------ module helpers
-def build_model_and_data(cfg: TrainConfig, classes_of=None):
+def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | None = None):
     """(splits, model, img_size): the data, a model with its classes, the model's preprocessing.
-    ``classes_of(splits)`` may give the model another class count (evaluation on a subset)."""
+    ``classes_of(splits)`` may give the model another class count (evaluation on a subset); what
+    loading ``cfg.weights`` did to the classifier is added to ``notes``."""
     from inceptionlab.data import build_datasets
 
     train_tf, eval_tf = LateTransform(), LateTransform()
@@ -588,7 +592,8 @@ def build_model_and_data(cfg: TrainConfig, classes_of=None):
                             val_split=cfg.val_split, seed=cfg.seed, strict=cfg.strict,
                             limit_per_class=cfg.limit_per_class)
     num_classes = classes_of(splits) if classes_of is not None else len(splits.classes)
-    net = build_model(cfg, num_classes=num_classes, in_chans=splits.in_chans)
+    net = build_model(cfg, num_classes=num_classes, in_chans=splits.in_chans,
+                      classes=splits.classes if classes_of is None else None, notes=notes)
     img_size, train_tf.fn, eval_tf.fn = preprocessing(cfg, net, splits.native_size)
     return splits, net, img_size
 

@@ -75,17 +75,22 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
              data: str | Path | None = None, out: str | Path | None = None, batch_size: int = 64,
              img_size: int | None = None, model_kwargs: dict | None = None, workers: int = 0,
              val_split: float | None = None, seed: int = 0, amp: bool | str = False,
-             quiet: bool = True) -> dict:
+             all_images: bool = False, quiet: bool = True) -> dict:
     """Evaluates a run (``run=``) or a model and weights (``model=``, ``weights=``) on ``data``'s
-    validation split; returns top1, top5, loss, per-class accuracy and where the outputs went."""
+    validation split, or on every image of ``data`` with ``all_images`` (a test folder); returns
+    top1, top5, loss, per-class accuracy and where the outputs went."""
+    from inceptionlab.models.weights import trained_classes
     from inceptionlab.train.config import TrainConfig
     from inceptionlab.train.engine import build_model_and_data
     from inceptionlab.train.setup import amp_dtype
 
     if (run is None) == (model is None):
         raise UserError("evaluate needs either run=RUN_DIR or model=NAME (with weights=FILE)")
+    other_data = False  # a run scored on a folder it was not trained on
     if run is not None:
         cfg, weights_file, used = _run_weights(Path(run), data)
+        trained_on = TrainConfig.from_yaml(Path(run) / "config.yaml").data
+        other_data = data is not None and (trained_on is None or Path(data).resolve() != Path(trained_on).resolve())
         out = Path(run) if out is None else Path(out)
     else:
         if weights is None and not Path(model).is_dir():
@@ -107,7 +112,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
     cfg = cfg.replace(weights=None, augment=False)
     trained_from = weights_file if weights_file is not None else (model if Path(str(model)).is_dir() else None)
-    trained = _trained_classes(Path(trained_from)) if trained_from is not None else None
+    trained = trained_classes(Path(trained_from)) if trained_from is not None else None
     source = str(cfg.data) if cfg.data else "the embedded digits"
     # weights of named classes: the model keeps all of them, and the data's classes (all of them, or
     # some, in any order) are scored by name
@@ -121,10 +126,20 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         _load_eval_weights(net, weights_file, cfg, len(classes))
     from inceptionlab.data import make_loader
 
-    loader = make_loader(splits.val, batch_size, train=False, workers=workers, seed=cfg.seed)
+    scored, source = splits.val, splits.source
+    if all_images:
+        if val_split is not None:
+            raise UserError("all_images scores every image, so a val_split would not be used; drop one of them")
+        scored = splits.every_image()
+        source = f"{splits.origin}: all {len(scored):,} images"
+    loader = make_loader(scored, batch_size, train=False, workers=workers, seed=cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = run_eval(net.to(device), loader, device, num_classes=len(classes), amp_dtype=amp_dtype(amp, device),
                       label_map=label_map)
+    skipped = getattr(scored, "skipped", None)
+    if result.count == 0:
+        raise UserError(f"no image of {source} could be read ({skipped.summary() if skipped else 'none'}); "
+                        f"check the data folder")
     accuracy = dict(zip(classes, result.per_class_accuracy()))
     per_class = {name: accuracy[name] for name in splits.classes}  # the classes the data has
     csv_path, png_path = write_confusion(result.confusion, classes, out, rows=splits.classes)
@@ -132,13 +147,18 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                   images=result.count, per_class=per_class, classes=splits.classes, model=cfg.model,
                   model_classes=classes,
                   weights=str(weights_file) if weights_file else None, weights_kind=used, img_size=size,
-                  data_source=splits.source, confusion_csv=str(csv_path), confusion_png=str(png_path))
+                  data_source=source, confusion_csv=str(csv_path), confusion_png=str(png_path),
+                  skipped_files=[dict(path=path, reason=reason) for path, reason in (skipped or ())])
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     if not quiet:
         subset = (f"; {len(splits.classes)} of its {len(classes)} classes, matched by name"
                   if len(classes) != len(splits.classes) else "")
-        print(f"{cfg.model} on {splits.source}: top1 {result.top1:.2f}%  top5 {result.top5:.2f}%  "
+        print(f"{cfg.model} on {source}: top1 {result.top1:.2f}%  top5 {result.top5:.2f}%  "
               f"loss {result.loss:.4f}  ({result.count} images, {used}{subset})")
+        if other_data and not all_images:
+            print(f"  (only its validation split was scored; --all-images scores every image of {data})")
+        if skipped:  # not scored, and said so: the image count alone hid them
+            print(f"  {skipped.summary()} (listed in eval.json)")
     return report
 
 
@@ -159,20 +179,6 @@ def _run_weights(run: Path, data) -> tuple:
     if latest is None:
         raise UserError(f"{run} has neither model.safetensors nor a checkpoint; train it first")
     return cfg, latest, "latest checkpoint (EMA)" if cfg.ema_decay else "latest checkpoint"
-
-
-def _trained_classes(weights_file: Path) -> list[str] | None:
-    """The class names that the weights were trained on, from the config.json that training (or
-    save_pretrained) wrote beside them; None for weights from elsewhere."""
-    from inceptionlab.models.weights import saved_config
-
-    folder = weights_file if weights_file.is_dir() else weights_file.parent
-    if folder.name == "checkpoints":
-        folder = folder.parent
-    if not (folder / "config.json").is_file():
-        return None
-    classes = saved_config(folder)["classes"]
-    return [str(c) for c in classes] if classes else None
 
 
 def _check_classes(trained: list[str] | None, data_classes: list[str], source: str) -> list[str] | None:

@@ -25,8 +25,11 @@ def check_model_switches(cfg: TrainConfig) -> None:
                             + f" (switches: {', '.join(entry.switches)})")
 
 
-def build_model(cfg: TrainConfig, num_classes: int, in_chans: int = 3) -> nn.Module:
-    """The model of ``cfg`` with ``num_classes`` outputs, and its initial ``weights`` if any."""
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int = 3, classes: list[str] | None = None,
+                notes: list[str] | None = None) -> nn.Module:
+    """The model of ``cfg`` with ``num_classes`` outputs, and its initial ``weights`` if any.
+    ``classes`` (the data's class names) match a trained classifier's rows by name; what loading
+    did to the classifier is added to ``notes``."""
     from inceptionlab import create_model
 
     kwargs = dict(cfg.model_kwargs)
@@ -39,23 +42,33 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int = 3) -> nn.Mod
                         f"drop in_chans")
     model = create_model(cfg.model, num_classes=num_classes, **kwargs)
     if cfg.weights is not None:
-        load_initial_weights(model, cfg.weights, cfg.model, kwargs)
+        note = load_initial_weights(model, cfg.weights, cfg.model, kwargs, classes)
+        if note and notes is not None:
+            notes.append(note)
     return model
 
 
-def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict) -> None:
-    """Loads a weights file (ours or a reference layout); classifiers of another class count
-    are left at their initialization (fine-tuning on new classes)."""
+def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classes: list[str] | None = None) -> str:
+    """Loads a weights file (ours or a reference layout) for fine-tuning; returns what happened to
+    the classifier ('' when it was loaded as it is).
+
+    A classifier trained on named classes (a run, or save_pretrained) gives each of ``classes`` its
+    row by name: the same classes in another order are reordered, shared classes are kept and new
+    ones start fresh. (Weights of other classes but the same count were loaded by position, bird
+    against frog, without a word.) Unnamed classifiers of another class count start fresh."""
     from inceptionlab import create_model
-    from inceptionlab.models.weights import classifier_size, load_weights, trained_with
+    from inceptionlab.models.weights import classifier_size, load_weights, trained_classes, trained_with
 
     path = Path(path)
     file = path / "model.safetensors" if path.is_dir() else path
-    classes = classifier_size(file)
-    if classes is None or classes == model.num_classes:
+    count = classifier_size(file)
+    named = trained_classes(path) if classes is not None else None
+    if named is not None and len(named) != count:
+        named = None  # a config.json that does not describe this file
+    if count is None or (count == model.num_classes and named in (None, list(classes))):
         load_weights(model, file)
-        return
-    donor = create_model(name, **{**kwargs, "num_classes": classes}, weights=file)
+        return ""
+    donor = create_model(name, **{**kwargs, "num_classes": count}, weights=file)
     body = {k: v for k, v in donor.state_dict().items() if not _is_classifier(k)}
     target = model.state_dict()
     wrong = [k for k, v in body.items() if k not in target or target[k].shape != v.shape]
@@ -65,6 +78,26 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict) -> Non
                         f"{tuple(target[wrong[0]].shape) if wrong[0] in target else 'absent'} here; "
                         f"{hint or 'check the model name and switches'}")
     model.load_state_dict(body, strict=False)
+    if named is None:
+        return f"classifier starts fresh ({count} classes in {file.name}, {model.num_classes} here)"
+    shared = [(row, named.index(cls)) for row, cls in enumerate(classes) if cls in named]
+    if not shared:
+        return f"classifier starts fresh: {file.name} was trained on other classes ({_listed(named)})"
+    trained = donor.state_dict()
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            if _is_classifier(key) and key in trained:  # rows: classes (weight K x C, bias K)
+                for row, old in shared:
+                    tensor[row] = trained[key][old]
+    new = [cls for cls in classes if cls not in named]
+    if not new and len(classes) == len(named):
+        return "classifier rows reordered by class name"
+    kept = f"classifier keeps {len(shared)} of the {len(named)} trained classes by name"
+    return kept + (f"; new: {_listed(new)}" if new else "")
+
+
+def _listed(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _is_classifier(key: str) -> bool:
