@@ -434,6 +434,11 @@ def test_resume_refuses_options_it_would_ignore(engine, tmp_path, capsys):
         assert f"--resume continues the plan saved in the lab folder; drop {flag} " in capsys.readouterr().err
     assert main(["study", "aux", "--resume", "--out", str(lab), "--steps", "100"]) == 2
     assert "drop --steps" in capsys.readouterr().err
+    # --out beside --resume was ignored: the lab went on in the --resume folder
+    assert main(["compare", "--resume", str(lab), "--out", str(tmp_path / "elsewhere")]) == 2
+    assert f"--resume {lab} continues the lab in that folder; drop --out {tmp_path / 'elsewhere'}" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()
     # the "already used" error gives the study's own resume command, which works
     assert main(["study", "aux", "--out", str(lab), "--steps", "2"]) == 2
     assert f"continue them with inceptionlab study aux --resume --out {lab}," in capsys.readouterr().err
@@ -469,3 +474,27 @@ def test_the_report_says_what_the_runs_shared():
     two = _sameness({"seeds": [0, 1], "runs": []})
     assert two.startswith("Every variant saw the same data and budget, and the same seed at each of the 2 seeds")
     assert "augmentation seed and" not in two
+
+
+def test_an_interrupted_plot_leaves_the_earlier_file(tmp_path, monkeypatch):
+    # a Ctrl-C while plotting left half a PNG where the last report's plot had been
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from inceptionlab.lab import plots
+
+    (tmp_path / "loss.png").write_bytes(b"earlier")
+    fig = plt.figure()
+
+    def cut_short(target, **kwargs):
+        with open(target, "wb") as handle:
+            handle.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fig, "savefig", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        plots._save(fig, plt, tmp_path / "loss.png", "Loss", "caption")
+    assert (tmp_path / "loss.png").read_bytes() == b"earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]
+    assert plots._save(plt.figure(), plt, tmp_path / "loss.png", "Loss", "caption")["file"] == "loss.png"
+    assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

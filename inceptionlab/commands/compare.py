@@ -128,6 +128,10 @@ def run(args) -> int:
     from inceptionlab.lab import Plan, load_lab, parse_variant, run_plan
 
     if args.resume:
+        from pathlib import Path
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():  # it was ignored
+            raise UserError(f"--resume {args.resume} continues the lab in that folder; drop --out {args.out} "
+                            f"(copy the lab folder first to continue it elsewhere)")
         refuse_with_resume(args, models=args.models, variant=args.variant, plan=args.plan, title=args.title,
                            overwrite=args.overwrite)
         plan = load_lab(args.resume)

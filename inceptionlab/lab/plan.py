@@ -163,7 +163,8 @@ class Plan:
     def write_yaml(self, path) -> None:
         import yaml
 
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from inceptionlab.files import atomic_write_text
+        atomic_write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), path)
 
 
 # ------------------------------------------------------------------ parsing pieces

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from inceptionlab.files import write_whole
+
 # the files the plots are written to (the lab deletes only these when it starts a folder over)
 PLOT_FILES = ("loss_vs_step.png", "loss_vs_time.png", "accuracy_vs_epoch.png", "accuracy_vs_cost.png",
               "calibration.png")
@@ -191,8 +193,10 @@ def best_of(record: dict):
 
 def _save(fig, plt, path: Path, title: str, caption: str) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        write_whole(path, lambda tmp: fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
     return dict(file=path.name, title=title, caption=caption)
 
 

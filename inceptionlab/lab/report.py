@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+from inceptionlab.files import atomic_write_text
 from inceptionlab.lab.plan import Plan
 from inceptionlab.lab.results import collect
 
@@ -42,10 +43,10 @@ def make_report(plan: Plan, lab_dir, data_source: str | None = None, val_images:
 
 def write_report(results: dict, lab_dir) -> None:
     lab_dir = Path(lab_dir)
-    (lab_dir / "results.json").write_text(json.dumps(_clean(results), indent=1) + "\n")
+    atomic_write_text(json.dumps(_clean(results), indent=1) + "\n", lab_dir / "results.json")
     blocks = document(results)
-    (lab_dir / "report.md").write_text(to_markdown(blocks))
-    (lab_dir / "report.html").write_text(to_html(blocks, results["title"], lab_dir))
+    atomic_write_text(to_markdown(blocks), lab_dir / "report.md")
+    atomic_write_text(to_html(blocks, results["title"], lab_dir), lab_dir / "report.html")
 
 
 def _clean(value):

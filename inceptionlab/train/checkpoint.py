@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from inceptionlab.errors import UserError
+from inceptionlab.files import atomic_write_text  # noqa: F401 (imported from here)
 
 STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -40,20 +41,6 @@ def atomic_save(obj, path: Path) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
