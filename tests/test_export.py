@@ -193,6 +193,15 @@ def test_predict_runs_the_export_itself_with_its_metadata(tmp_path, capsys):
     onnx.save(proto, str(tmp_path / "bare.onnx"))
     assert main(["predict", "--model", str(tmp_path / "bare.onnx"), images[0]]) == 2
     assert "bare.onnx has no inceptionlab metadata" in capsys.readouterr().err
+    # metadata damaged by hand or by another tool: one line naming the file (a traceback before)
+    for key, value in (("input_size", "3x32x32"), ("mean", ["red", 0, 0]), ("classes", ["a", "b"])):
+        proto = onnx.load(str(tmp_path / "run.onnx"))
+        entry = next(p for p in proto.metadata_props if p.key == "inceptionlab")
+        entry.value = json.dumps({**json.loads(entry.value), key: value})
+        onnx.save(proto, str(tmp_path / "edited.onnx"))
+        assert main(["predict", "--model", str(tmp_path / "edited.onnx"), images[0]]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'edited.onnx'} has damaged inceptionlab metadata (" in err and len(err.splitlines()) == 1, err
 
 
 def test_export_metadata_says_the_channel_order():

@@ -246,16 +246,35 @@ class ExportedClassifier(nn.Module):
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"cannot load {self.path} as a {kind} (truncated, or not an export: "
                             f"{first[:120]}); export it again with inceptionlab export") from None
-        if "input_size" not in meta:
+        if not isinstance(meta, dict) or "input_size" not in meta:
             raise UserError(f"{self.path} has no inceptionlab metadata (another tool exported it); "
                             f"its preprocessing and classes are unknown: export it with inceptionlab export")
+        try:
+            self._read_metadata(meta)
+        except (TypeError, ValueError, IndexError, KeyError) as exc:  # edited by hand, or by another tool
+            raise UserError(f"{self.path} has damaged inceptionlab metadata ({type(exc).__name__}: "
+                            f"{str(exc)[:100]}); export it again with inceptionlab export") from None
+
+    def _read_metadata(self, meta: dict) -> None:
         self.pretrained_cfg = {k: tuple(meta[k]) if isinstance(meta[k], list) else meta[k]
                                for k in _PREPROCESSING if k in meta}
+        channels, height, width = (int(v) for v in meta["input_size"])  # C x H x W
+        self.pretrained_cfg["input_size"] = (channels, height, width)
+        for key in ("mean", "std"):
+            if key in self.pretrained_cfg:
+                self.pretrained_cfg[key] = tuple(float(v) for v in self.pretrained_cfg[key])
+        if "crop_pct" in self.pretrained_cfg:
+            self.pretrained_cfg["crop_pct"] = float(self.pretrained_cfg["crop_pct"])
+        if len(self.pretrained_cfg.get("mean", ())) not in (0, channels) or \
+                len(self.pretrained_cfg.get("std", ())) not in (0, channels):
+            raise ValueError(f"mean/std of {channels} channel(s) expected")
         if meta.get("classes"):
-            self.pretrained_cfg["classes"] = list(meta["classes"])
+            self.pretrained_cfg["classes"] = [str(c) for c in meta["classes"]]
         self.pretrained_cfg["architecture"] = meta.get("architecture")
-        self.num_classes = meta.get("num_classes")
-        self.in_chans = int(meta["input_size"][0])
+        self.num_classes = None if meta.get("num_classes") is None else int(meta["num_classes"])
+        if self.pretrained_cfg.get("classes") and self.num_classes not in (None, len(self.pretrained_cfg["classes"])):
+            raise ValueError(f"{len(self.pretrained_cfg['classes'])} class names for {self.num_classes} classes")
+        self.in_chans = channels
 
     def train(self, mode: bool = True) -> "ExportedClassifier":
         """An export is always in inference mode (a ``.pt2`` program refuses ``train()``)."""
