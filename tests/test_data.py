@@ -337,6 +337,9 @@ def test_val_classes_differ_from_train(tmp_path):
     message = str(caught.value)
     assert "val/ classes differ from train/ classes" in message
     assert "missing from val/: dogs" in message and "not in train/: birds" in message
+    # an explicit val_split leaves val/ unused, so its classes do not matter (it was refused)
+    splits = build_photos(tmp_path, val_split=0.5)
+    assert splits.classes == ["cats", "dogs"] and len(splits.val) == 2 and "val/ not used" in splits.source
 
 
 @pytest.mark.parametrize("value", [0, 1, 1.5, -0.1, "0.2", True])

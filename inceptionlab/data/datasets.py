@@ -276,7 +276,8 @@ def _split_folder_splits(train_dir, val_dir, train_tf, eval_tf, val_split, seed,
                          strict) -> DatasetSplits:
     """root/train/<class> with root/val/<class> (or test/) as val, or split from train."""
     classes, samples = scan_class_folders(train_dir)
-    val_samples = scan_class_folders(val_dir, classes)[1] if val_dir is not None else None
+    # a val/ that an explicit val_split leaves unused is not read (its classes were checked, and refused)
+    val_samples = scan_class_folders(val_dir, classes)[1] if val_dir is not None and val_split is None else None
     pool = ImageFileDataset(samples, classes, strict=strict)
     source = f"image folder {train_dir.parent}"
     if val_samples is not None and val_split is None:
