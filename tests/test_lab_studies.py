@@ -44,6 +44,16 @@ def test_every_study_plan_passes_the_checks(name):
     assert len(plan.variants) >= 2 and study.claim and study.paper
 
 
+def test_factorization_of_torchvisions_googlenet_says_what_works():
+    # googlenet (torchvision's layout) has a 3x3 in its "5x5" branch: the study failed naming no way out
+    study = get_study("factorization")
+    with pytest.raises(UserError, match=r"run 5x5_as_two_3x3: factorize_5x5=True needs kernel_5x5=5: .*; pass "
+                                        r"kernel_5x5=5, or use googlenet_paper \(the paper's 5x5\)$"):
+        check_plan(study_plan(study, {}, model="googlenet"))
+    check_plan(study_plan(study, {}, model="googlenet_paper"))
+    check_plan(study_plan(study, {"model_kwargs": {"kernel_5x5": 5}}, model="googlenet"))
+
+
 def test_study_settings_sit_between_the_small_defaults_and_the_user():
     study = get_study("batchnorm")
     plan = study_plan(study, {})

@@ -89,7 +89,8 @@ def _googlenet(name, *, num_classes, in_chans, drop_rate, aux_logits, norm, kern
     if kernel_5x5 not in (3, 5):
         raise UserError(f"kernel_5x5 must be 5 (the paper) or 3 (torchvision's weights), got {kernel_5x5!r}")
     if factorize_5x5 and kernel_5x5 != 5:
-        raise UserError("factorize_5x5=True needs kernel_5x5=5: this layout has a 3x3 in the 5x5 branch")
+        raise UserError("factorize_5x5=True needs kernel_5x5=5: this layout has a 3x3 in the 5x5 branch "
+                        "(torchvision's weights); pass kernel_5x5=5, or use googlenet_paper (the paper's 5x5)")
     switches = Switches(norm=norm, bn_eps=1e-3, factorize_5x5=factorize_5x5, factorize_nxn=factorize_nxn, stem=stem,
                         depth_multiplier=depth_multiplier, min_depth=min_depth)
     aux = {"mixed_4b": aux_head, "mixed_4e": aux_head} if aux_logits else None
