@@ -20,11 +20,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/inceptionlab demo
 
+# tests run in one process per core (pytest-xdist); WORKERS=0 runs them in this process
+WORKERS ?= auto
+
 test: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal -m "slow or not slow" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,6 +1,25 @@
 """Shared fixtures."""
+import os
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n auto``), each worker takes its share of the cores,
+    and so do the processes its tests start: two workers of two threads each on two cores ran
+    slower than one."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(share)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end checks first: in parallel runs a minute-long test that starts last
+    leaves the other workers idle while it runs."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="module")
