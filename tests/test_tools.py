@@ -144,6 +144,39 @@ def test_optimized_model_keeps_the_model_api_and_any_input_layout():
         fast(torch.randn(1, 3, 32, 32))
 
 
+def test_optimized_endpoints_features_and_what_it_refuses(tmp_path):
+    # the in-place residuals overwrote the endpoints that forward_endpoints returned (4.8 off);
+    # features_only batches over the chunk size failed in torch.cat; save_pretrained wrote folded
+    # weights that create_model refused
+    model = tiny("inception_resnet_v2", num_classes=0)
+    fast = optimize_for_inference(model)
+    assert any(getattr(m, "writes_into_input", False) for m in fast.model.blocks.values())
+    x = batch("inception_resnet_v2")
+    names = ["block35_1", "block35_2", "mixed_6a"]
+    with torch.no_grad():
+        expected = model.forward_endpoints(x, names)
+        features = model.forward_features(x)
+    got = fast.forward_endpoints(x, names)
+    for name in names:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.forward_features(x), features, rtol=1e-4, atol=1e-4)
+    extractor = create_model("inception_v3", features_only=True, depth_multiplier=0.25, min_depth=8).eval()
+    levels = optimize_for_inference(extractor, chunk_size=2)(batch("inception_v3", n=5))
+    with torch.no_grad():
+        for ours, eager in zip(levels, extractor(batch("inception_v3", n=5)), strict=True):
+            torch.testing.assert_close(ours, eager, rtol=1e-4, atol=1e-4)
+    with pytest.raises(UserError, match="batch norms folded into other weights, which create_model cannot load; "
+                                        "save the model you optimized"):
+        fast.save_pretrained(tmp_path / "folded")
+    assert not (tmp_path / "folded").exists()
+    with pytest.raises(UserError, match="an optimize_for_inference model is for inference only"):
+        fast.train()
+    assert optimize_for_inference(model, dtype="bf16").dtype == torch.bfloat16
+    for bad in (dict(dtype="int8"), dict(dtype=torch.int8), dict(chunk_size=1.5), dict(chunk_size=True)):
+        with pytest.raises(ValueError, match="must be"):
+            optimize_for_inference(model, **bad)
+
+
 def test_optimize_for_inference_without_fusion_and_in_bf16():
     model = tiny("googlenet")
     x = batch("googlenet")

@@ -71,6 +71,12 @@ class InceptionNet(nn.Module):
     # ------------------------------------------------------------------ API
     def check_input(self, x: torch.Tensor) -> None:
         """A clear error for the wrong rank, channel count or a too small image."""
+        if not isinstance(x, torch.Tensor):
+            raise UserError(f"{self.name} takes a torch.Tensor batch (N x {self.in_chans} x H x W), got "
+                            f"{type(x).__name__}; convert it with torch.as_tensor")
+        if not x.is_floating_point():
+            raise UserError(f"{self.name} takes normalized float images, got {x.dtype}; convert with "
+                            f"x.float() / 255, then subtract the mean and divide by the std of model.pretrained_cfg")
         if x.dim() == 3 and x.shape[0] == self.in_chans:
             raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got one image of shape "
                             f"{tuple(x.shape)}; add the batch dimension (x.unsqueeze(0))")
@@ -79,7 +85,7 @@ class InceptionNet(nn.Module):
         if x.shape[1] != self.in_chans:
             raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got shape "
                             f"{tuple(x.shape)}; pass in_chans={x.shape[1]} to create_model or convert the images")
-        h, w = x.shape[-2], x.shape[-1]
+        h, w = _static_size(x)
         with_aux = self.training and self.min_train_size > self.min_input_size
         m = self.min_train_size if with_aux else self.min_input_size
         if h < m or w < m:
@@ -100,12 +106,16 @@ class InceptionNet(nn.Module):
     def forward_endpoints(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The output of every named block in ``names`` (all blocks when None)."""
         self.check_input(x)
+        if isinstance(names, str):
+            names = [names]
         wanted = set(self.blocks) if names is None else set(names)
         unknown = wanted - set(self.blocks)
         if unknown:
             raise UserError(f"{self.name} has no block {sorted(unknown)[0]!r}; blocks are {', '.join(self.blocks)}")
         out = {}
         for name, block in self.blocks.items():
+            if out and getattr(block, "writes_into_input", False):  # (optimize_for_inference's residuals)
+                x = x.clone()  # the block adds into its input: a kept endpoint was overwritten
             x = block(x)
             if name in wanted:
                 out[name] = x
@@ -140,12 +150,14 @@ class InceptionNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """A new classifier (and new aux classifiers) for ``num_classes``; 0 removes it."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise UserError(f"num_classes must be a whole number >= 0 (0 removes the classifier), got {num_classes!r}")
         self.num_classes = num_classes
         self.pretrained_cfg["num_classes"] = num_classes
         fc_in = getattr(self.head, "fc_in", self.num_features)  # an embedding head classifies its embedding
         self.head.fc = nn.Linear(fc_in, num_classes) if num_classes > 0 else nn.Identity()
         for head in self.aux_heads.values():
-            head.fc = nn.Linear(head.fc.in_features, num_classes) if num_classes > 0 else nn.Identity()
+            head.fc = nn.Linear(head.fc_in, num_classes) if num_classes > 0 else nn.Identity()
         for m in [self.head.fc] + [h.fc for h in self.aux_heads.values()]:
             if isinstance(m, nn.Linear):
                 _init_linear(m)
@@ -166,18 +178,23 @@ class FeatureExtractor(nn.Module):
     def __init__(self, model: InceptionNet, out_indices: Sequence[int] | None = None):
         super().__init__()
         n = len(model.feature_info)
+        if out_indices is not None and not isinstance(out_indices, (list, tuple, range)):
+            raise UserError(f"out_indices must be a list of feature levels, e.g. (1, 3), 0..{n - 1}; got {out_indices!r}")
         out_indices = tuple(range(n)) if out_indices is None else tuple(out_indices)
+        if not out_indices:
+            raise UserError(f"out_indices is empty: name at least one feature level of 0..{n - 1}")
         for i in out_indices:
             if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
                 raise UserError(f"out_indices must lie in 0..{n - 1} (or -{n}..-1 from the end) for "
                                 f"{model.name}, got {i!r}")
         out_indices = tuple(i % n for i in out_indices)
-        self.feature_info = [model.feature_info[i] for i in out_indices]
+        self.feature_info = FeatureInfo(model.feature_info[i] for i in out_indices)
         self.out_names = [info["module"] for info in self.feature_info]
         blocks = list(model.blocks)  # the deepest block asked for, in whatever order they were asked
         last = max((blocks.index(name) for name in self.out_names), default=-1)
         model.head = nn.Identity()  # type: ignore[assignment]
         model.aux_heads = nn.ModuleDict()
+        model.min_train_size = model.min_input_size  # its aux heads, which needed more, are gone
         for name in list(model.blocks)[last + 1:]:
             del model.blocks[name]
         self.model = model
@@ -191,6 +208,19 @@ class FeatureExtractor(nn.Module):
 def block_output_size(block: nn.Module, size: tuple[int, int]) -> tuple[int, int]:
     """The output H, W of ``block`` (any module of convolutions and poolings) for an input of ``size``."""
     return _spatial(block, tuple(size))
+
+
+def _static_size(x: torch.Tensor) -> tuple[int, int]:
+    """H, W of ``x`` as ints. Under torch.jit.trace (and the TorchScript-based ONNX exporter) the
+    sizes are 0-dim tensors, which hash by identity: every branch looked different, and tracing
+    refused sizes that eager mode takes. The check only reads them; the traced graph is the same."""
+    h, w = x.shape[-2], x.shape[-1]
+    if isinstance(h, torch.Tensor) or isinstance(w, torch.Tensor):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            return int(h), int(w)
+    return int(h), int(w)
 
 
 def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None,
@@ -263,7 +293,21 @@ def _min_input_size(model: InceptionNet, with_aux: bool) -> int:
     return lo
 
 
-def _feature_info(blocks: nn.ModuleDict, block_chs: dict) -> list[dict]:
+class FeatureInfo(list):
+    """``model.feature_info``: one dict per feature level (``num_chs``, ``reduction``, ``module``),
+    with timm's accessors: ``.channels()``, ``.reduction()``, ``.module_name()``."""
+
+    def channels(self) -> list[int]:
+        return [info["num_chs"] for info in self]
+
+    def reduction(self) -> list[int]:
+        return [info["reduction"] for info in self]
+
+    def module_name(self) -> list[str]:
+        return [info["module"] for info in self]
+
+
+def _feature_info(blocks: nn.ModuleDict, block_chs: dict) -> FeatureInfo:
     """The last block at each resolution: channels, reduction against the input, and name."""
     size, ref = (4096, 4096), 4096
     names = [n for n in blocks if not isinstance(blocks[n], (nn.MaxPool2d, nn.AvgPool2d))]
@@ -272,8 +316,8 @@ def _feature_info(blocks: nn.ModuleDict, block_chs: dict) -> list[dict]:
         size = _spatial(blocks[name], size)
         if name in names:
             reductions.append(2 ** round(math.log2(ref / size[0])))
-    return [dict(num_chs=block_chs[name], reduction=reductions[i], module=name)
-            for i, name in enumerate(names) if i + 1 == len(names) or reductions[i + 1] != reductions[i]]
+    return FeatureInfo(dict(num_chs=block_chs[name], reduction=reductions[i], module=name)
+                       for i, name in enumerate(names) if i + 1 == len(names) or reductions[i + 1] != reductions[i])
 
 
 # ------------------------------------------------------------------ initialization

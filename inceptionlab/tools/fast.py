@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inceptionlab.errors import UserError
 from inceptionlab.models.base import block_output_size
 from inceptionlab.models.layers import (ConvBN, PoolProjection, ScaledResidual, channel_rows, is_channels_last,
                                         is_pointwise)
@@ -183,6 +184,7 @@ class FusedResidual(nn.Module):
         self.branches = module.branches
         self.up_project = FusedConv(module.up_project, relu=module.activate)
         self.inplace = inplace and is_pointwise(module.up_project)
+        self.writes_into_input = self.inplace  # forward_endpoints keeps a copy of a kept input
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.branches(x)  # N x C_branches x H x W
@@ -298,23 +300,64 @@ class InferenceModel(nn.Module):
         self.dtype = dtype
         self.chunk_size = chunk_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _prepared(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dtype is not None:
+            x = x.to(self.dtype)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: torch.Tensor):
         with torch.inference_mode():
-            if self.dtype is not None:
-                x = x.to(self.dtype)
-            if self.channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = self._prepared(x)
             if self.compiled is not None:
                 return self.compiled(x)
             if 0 < self.chunk_size < x.shape[0]:
-                return torch.cat([self.model(part) for part in x.split(self.chunk_size)])
+                return _joined([self.model(part) for part in x.split(self.chunk_size)])
             return self.model(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.forward_features(self._prepared(x))
+
+    def forward_endpoints(self, x: torch.Tensor, names=None) -> dict:
+        with torch.inference_mode():
+            return self.model.forward_endpoints(self._prepared(x), names)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model.forward_head(x, pre_logits=pre_logits)
+
+    def train(self, mode: bool = True) -> "InferenceModel":
+        if mode:
+            raise UserError("an optimize_for_inference model is for inference only (batch norm folded, no "
+                            "gradients); train the model it was made from")
+        return super().train(False)
+
+    def save_pretrained(self, directory, classes=None):
+        raise UserError("an optimize_for_inference model has its batch norms folded into other weights, which "
+                        "create_model cannot load; save the model you optimized (model.save_pretrained)")
 
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)
         except AttributeError:
             return getattr(self._modules["model"], name)
+
+
+def _joined(parts: list):
+    """The outputs of a batch's chunks as one: tensors joined along the batch, lists (a
+    features_only model's levels) and dicts level by level."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts)
+    if isinstance(first, dict):
+        return {key: torch.cat([p[key] for p in parts]) for key in first}
+    return type(first)(torch.cat(level) for level in zip(*parts))
+
+
+DTYPE_NAMES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+               "half": torch.float16, "fp32": torch.float32, "float32": torch.float32}
 
 
 def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fuse: bool | None = None,
@@ -333,14 +376,18 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fuse
 
     The outputs equal the eager model's in eval mode (allclose at 1e-4 in float32).
     """
-    if dtype is not None and not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point type (torch.bfloat16, torch.float16), got {dtype}")
-    if chunk_size is not None and chunk_size < 0:
-        raise ValueError(f"chunk_size must be 0 (whole batches) or a positive number of images, got {chunk_size}")
+    if isinstance(dtype, str) and dtype.lower() in DTYPE_NAMES:
+        dtype = DTYPE_NAMES[dtype.lower()]
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point type (torch.bfloat16, torch.float16, or 'bf16', "
+                         f"'fp16'), got {dtype!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 0):
+        raise ValueError(f"chunk_size must be 0 (whole batches) or a positive number of images, got {chunk_size!r}")
     fast = copy.deepcopy(model).eval()
     fast.requires_grad_(False)
     if hasattr(fast, "aux_heads"):
         fast.aux_heads = nn.ModuleDict()
+        fast.min_train_size = getattr(fast, "min_input_size", 1)
     fold_batchnorm(fast)
     device = next(fast.parameters()).device
     if fuse is None:
