@@ -114,6 +114,24 @@ def test_torchvision_googlenet_without_aux_loads_into_model_without_aux(tmp_path
     _assert_same(ref, create_model("googlenet", weights=path), torch.randn(1, 3, 224, 224))
 
 
+def test_googlenet_card_normalizes_as_torchvisions_weights_expect(tmp_path):
+    # torchvision builds googlenet for its weights with transform_input=True: ImageNet-normalized
+    # input is turned into (pixel - 0.5) / 0.5 inside the model. The card said ImageNet's mean and
+    # std, so predict fed those weights input that moved the logits by 8.5
+    import torchvision
+    ref = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=True)
+    ours = create_model("googlenet", weights=_save_reference(ref, tmp_path / "g", "pth")).eval()
+    ref.eval()
+    pixels = torch.rand(2, 3, 224, 224)
+
+    def normalized(mean, std):
+        return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = ref(normalized((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))  # how torchvision is fed
+        got = ours(normalized(ours.pretrained_cfg["mean"], ours.pretrained_cfg["std"]))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_torchvision_inception_v3_parity(tmp_path, fmt):
     import torchvision
@@ -438,6 +456,43 @@ def test_feature_info_and_features_only_match_timm():
     feats = extractor(torch.randn(1, 3, 299, 299))
     assert [f.shape[1] for f in feats] == [i["num_chs"] for i in extractor.feature_info]
     assert [299 // f.shape[-1] for f in feats] == [4, 17, 37]  # 71, 17, 8 pixels a side
+
+
+def test_tracing_reset_classifier_and_feature_extractors_as_timm_users_expect():
+    # torch.jit.trace (and the TorchScript ONNX exporter) refused every size: the sizes were 0-dim
+    # tensors, which a set holds as all different
+    model = create_model("inception_v3", stem="low_res", depth_multiplier=0.125, min_depth=8).eval()
+    x = torch.randn(1, 3, 32, 32)
+    traced = torch.jit.trace(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), model(x))
+    # reset_classifier on aux heads without a classifier read head.fc.in_features of an Identity
+    bare = create_model("googlenet", aux_logits=True, num_classes=0, depth_multiplier=0.125, min_depth=8)
+    bare.reset_classifier(10)
+    assert [h.fc.out_features for h in bare.aux_heads.values()] == [10, 10] and bare.head.fc.out_features == 10
+    for bad in (2.5, -3, True):
+        with pytest.raises(UserError, match="num_classes must be a whole number >= 0"):
+            bare.reset_classifier(bad)
+    # timm's feature_info accessors; the aux heads a feature extractor drops no longer set its minimum
+    extractor = create_model("inception_v3", aux_logits=True, features_only=True, out_indices=[1, 2],
+                             depth_multiplier=0.125, min_depth=8).train()
+    assert extractor.feature_info.channels() == [i["num_chs"] for i in extractor.feature_info]
+    assert extractor.feature_info.reduction() == [4, 8] and model.feature_info.module_name()[-1] == "mixed_7c"
+    assert [f.shape[-1] for f in extractor(torch.randn(2, 3, 96, 96))] == [20, 9]  # it asked for 299 px
+    for indices, message in ((2, "out_indices must be a list of feature levels"), ((), "out_indices is empty")):
+        with pytest.raises(UserError, match=message):
+            create_model("inception_v3", features_only=True, out_indices=indices)
+    for name, message in ((None, "create_model takes a model name"), (123, "create_model takes a model name")):
+        with pytest.raises(UserError, match=message):
+            create_model(name)
+    with pytest.raises(UserError, match="weights= takes the path of a weights file, got int"):
+        create_model("googlenet", weights=123)
+    with pytest.raises(UserError, match="takes normalized float images, got torch.uint8"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(UserError, match="takes a torch.Tensor batch"):
+        model(x.numpy())
+    ends = model.forward_endpoints(x, "mixed_6e")  # one name: was read letter by letter
+    assert list(ends) == ["mixed_6e"]
 
 
 def test_any_named_end_point():

@@ -313,7 +313,16 @@ def test_save_pretrained_restores_exactly(tmp_path):
         create_model(str(directory), weights=tmp_path / "nowhere.pth")
     with pytest.raises(UserError, match="3 class names for a 4-class model"):
         model.save_pretrained(tmp_path / "wrong", classes=["ann", "bob", "cy"])
+    for names, message in (("abcd", "classes must be a list of class names"), ([1, 2, 3, 4], "list of class names"),
+                           (["a", "b", "a", "c"], "classes must be distinct names; a appear")):
+        with pytest.raises(UserError, match=message):
+            model.save_pretrained(tmp_path / "wrong", classes=names)
     assert not (tmp_path / "wrong").exists()
+    # a torch.compile'd model's state dict (keys under _orig_mod.) loads as the network's own
+    compiled_keys = {f"_orig_mod.{k}": v for k, v in other.state_dict().items()}
+    torch.save(compiled_keys, tmp_path / "compiled.pth")
+    assert all(torch.equal(a, b) for a, b in zip(create_model(str(directory), weights=tmp_path / "compiled.pth")
+                                                 .state_dict().values(), other.state_dict().values()))
     (directory / "model.safetensors").unlink()
     with pytest.raises(UserError, match="no model.safetensors"):
         il.from_pretrained(directory)

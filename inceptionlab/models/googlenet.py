@@ -30,7 +30,7 @@ import torch.nn as nn
 from inceptionlab.errors import UserError
 from inceptionlab.models.family import build, check_aux
 from inceptionlab.models.layers import AuxHead
-from inceptionlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+from inceptionlab.models.registry import IMAGENET_MEAN, IMAGENET_STD, INCEPTION_MEAN, INCEPTION_STD, register_model
 from inceptionlab.models.spec import Builder, Conv, Mixed, Pool, Switches
 
 STEM = [
@@ -98,8 +98,11 @@ def _googlenet(name, *, num_classes, in_chans, drop_rate, aux_logits, norm, kern
                  drop_rate=drop_rate, aux_heads=aux)
 
 
-@register_model("googlenet", **CARD, reference="torchvision googlenet", top1=69.778,
-                weights_top1_source="torchvision IMAGENET1K_V1")
+# torchvision's weights were trained on (pixel - 0.5) / 0.5: its googlenet, built for them with
+# transform_input=True, turns ImageNet-normalized input into that inside the model; this one has no
+# such step, so its card says 0.5 (with ImageNet's, predict fed those weights logits off by ~8)
+@register_model("googlenet", **{**CARD, "mean": INCEPTION_MEAN, "std": INCEPTION_STD},
+                reference="torchvision googlenet", top1=69.778, weights_top1_source="torchvision IMAGENET1K_V1")
 def googlenet(num_classes=1000, in_chans=3, drop_rate=0.2, aux_logits=False, norm=True, kernel_5x5=3,
               factorize_5x5=None, factorize_nxn=None, stem="imagenet", depth_multiplier=1.0, min_depth=16):
     """GoogLeNet in the layout of torchvision's weights (BN, 3x3 in the "5x5" branch)."""

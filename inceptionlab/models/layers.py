@@ -424,7 +424,8 @@ class AuxHead(nn.Module):
         self.norm = nn.BatchNorm1d(flat_chs) if norm_fc else None
         self.hidden = nn.Linear(flat_chs, hidden) if hidden else None
         self.dropout = dropout
-        self.fc = nn.Linear(hidden or flat_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc_in = hidden or flat_chs  # what the classifier takes, with or without one
+        self.fc = nn.Linear(self.fc_in, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.convs(self.pool(x))

@@ -135,6 +135,12 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
     if pretrained:
         raise UserError("inceptionlab does not download weights; pass weights=FILE (a torchvision or "
                         "timm state dict saved on this machine) instead of pretrained=True")
+    if not isinstance(name, (str, Path)):
+        raise UserError(f"create_model takes a model name (see inceptionlab.list_models()) or a saved folder, "
+                        f"got {type(name).__name__} {name!r}")
+    if weights is not None and not isinstance(weights, (str, Path)):
+        raise UserError(f"weights= takes the path of a weights file, got {type(weights).__name__} {weights!r}; "
+                        f"to use a state dict in memory, call model.load_state_dict")
     directory = name if Path(str(name)).is_dir() else _saved_directory(name, weights)
     if directory is not None:
         from inceptionlab.models.weights import from_pretrained

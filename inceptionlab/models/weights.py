@@ -153,7 +153,9 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
             state = state[key]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{path} is not a state dict of tensors; save model.state_dict() instead")
-    return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
+    # DDP's module. and torch.compile's _orig_mod. wrappers: the keys of the network inside
+    return OrderedDict((k.removeprefix("module.").removeprefix("_orig_mod.").removeprefix("module."), v)
+                       for k, v in state.items())
 
 
 def _first_line(exc: Exception) -> str:
@@ -486,6 +488,11 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
     from safetensors.torch import save_file
 
     directory = Path(directory)
+    if classes is not None and (isinstance(classes, (str, bytes)) or not all(isinstance(c, str) for c in classes)):
+        raise UserError(f"classes must be a list of class names (strings), got {classes!r}")
+    if classes is not None and len(set(classes)) != len(classes):
+        twice = sorted({c for c in classes if list(classes).count(c) > 1})
+        raise UserError(f"classes must be distinct names; {', '.join(twice[:5])} appear more than once")
     if classes is not None and len(classes) != model.num_classes:
         raise UserError(f"{len(classes)} class names for a {model.num_classes}-class model; pass one name per "
                         f"output of the classifier")
