@@ -263,7 +263,15 @@ def test_a_class_named_train_is_a_class(tmp_path):
     (tmp_path / "train" / "old").mkdir()  # nested pictures of trains do not make it a layout either
     noise_image((12, 10)).save(tmp_path / "train" / "old" / "steam.png")
     assert build_photos(tmp_path).classes == ["bus", "car", "train"]
+    for name in ("steam", "electric"):  # sorted into subfolders only: the classes beside it still make it a
+        (tmp_path / "train" / name).mkdir(exist_ok=True)
+        noise_image((12, 10)).save(tmp_path / "train" / name / "1.png")  # class (bus/, car/ were dropped)
+    for loose in (tmp_path / "train").glob("*.png"):
+        loose.unlink()
+    assert build_photos(tmp_path).classes == ["bus", "car", "train"]
     layout = image_folder(tmp_path / "layout" / "train", {"bus": 3, "car": 3}).parent
+    (layout / "notes").mkdir()  # a folder of no images beside train/ leaves it a layout
+    (layout / "notes" / "readme.txt").write_text("how the photos were taken")
     assert build_photos(layout).classes == ["bus", "car"] and "train/;" in build_photos(layout).source
 
 

@@ -251,6 +251,18 @@ def test_fine_tuning_matches_a_named_classifier_by_class_name(tmp_path, capsys):
     assert torch.equal(grown["head.fc.weight"][1:], trained["head.fc.weight"])
     _, notes = built(["x", "y", "z"])
     assert notes == ["classifier starts fresh: model.safetensors was trained on other classes (bird, cat, dog)"]
+    # the same count from weights that name no classes is kept by position, and now says so
+    (tmp_path / "loose").mkdir()
+    shutil.copy(tmp_path / "pre" / "model.safetensors", tmp_path / "loose" / "w.safetensors")
+    notes = []
+    build_model(cfg.replace(weights=str(tmp_path / "loose" / "w.safetensors")), 3, classes=["x", "y", "z"], notes=notes)
+    assert notes == ["classifier kept by position: w.safetensors names no classes"]
+    # a run with aux heads into a model without them: refused when the class count changed (absent here)
+    plain = cfg.replace(model_kwargs=dict(TINY))
+    notes = []
+    model = build_model(plain, 4, classes=["ant", "bird", "cat", "dog"], notes=notes)
+    assert not model.aux_heads and notes == ["classifier keeps 3 of the 3 trained classes by name; new: ant"]
+    assert torch.equal(model.state_dict()["head.fc.weight"][1:], trained["head.fc.weight"])
     digits = create_model("inception_v3", num_classes=10, **TINY)
     save_pretrained(digits, tmp_path / "digits", classes=[str(d) for d in reversed(range(10))])
     summary = train(tiny(tmp_path, steps=1, quiet=False, weights=str(tmp_path / "digits")))
@@ -527,7 +539,7 @@ def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys):
     assert part["images"] + len(part["skipped_files"]) == 4  # a quarter of each class's 6 files
     assert main(["eval", "--run", str(run), "--data", str(test), "--all-images", "--out", str(tmp_path / "all")]) == 0
     out = capsys.readouterr().out
-    assert f"image folder {test}: all 12 images: top1" in out and "validation split" not in out
+    assert f"image folder {test}, every image: top1" in out and "validation split" not in out
     assert "  skipped 2 unreadable files: " in out and "junk0.png" in out
     report = json.loads((tmp_path / "all" / "eval.json").read_text())
     assert report["images"] == 10 and len(report["skipped_files"]) == 2
@@ -539,7 +551,7 @@ def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys):
     with pytest.raises(UserError, match="all_images scores every image, so a val_split would not be used"):
         evaluate(model=str(run), data=test, val_split=0.5, all_images=True)
     bad = image_folder(tmp_path / "bad", ("cat", "dog"), 0, junk=2)
-    with pytest.raises(UserError, match=rf"^no image of image folder {bad}: all 4 images could be read \(skipped 4"):
+    with pytest.raises(UserError, match=rf"^no image of image folder {bad} could be read \(skipped 4"):
         evaluate(run=run, data=bad, all_images=True)
 
 
@@ -577,10 +589,22 @@ def test_eval_of_a_runs_weights_file_uses_the_runs_config(tmp_path):
     by_folder = evaluate(model=str(run), out=tmp_path / "a")
     by_file = evaluate(model="inception_v3", weights=run / "model.safetensors", out=tmp_path / "b")
     assert by_file["top1"] == by_folder["top1"] and by_file["loss"] == by_folder["loss"]
+    # a checkpoint of the run brings the run's config too (it pointed at --run, which takes no --weights)
+    by_checkpoint = evaluate(model="inception_v3", weights=run / "checkpoints" / "step_00000002.pt", out=tmp_path / "c")
+    assert by_checkpoint["top1"] == by_folder["top1"] and by_checkpoint["loss"] == by_folder["loss"]
+    from inceptionlab.tools.predict import predict
+    image = tmp_path / "one.png"
+    Image.fromarray(np.full((28, 28, 3), 200, dtype=np.uint8)).save(image)
+    answers = [predict(create_model("inception_v3", weights=w), [image], top_k=3, fast=False).results[0].top
+               for w in (run / "model.safetensors", run / "checkpoints" / "step_00000002.pt")]
+    assert answers[0] == answers[1]  # predict took the checkpoint too (it said "check the model name")
+    lone = tmp_path / "lone" / "checkpoints"
+    lone.mkdir(parents=True)
+    shutil.copy(run / "checkpoints" / "step_00000002.pt", lone)
     with pytest.raises(UserError, match=r"checkpoint .*step_00000002.pt does not fit inception_v3 as built here: "
                                         r"it was trained as inception_v3 with stem=low_res depth_multiplier=0.1 "
-                                        r"min_depth=8; evaluate it with --run"):
-        evaluate(model="inception_v3", weights=run / "checkpoints" / "step_00000002.pt", out=tmp_path / "c")
+                                        rf"min_depth=8; evaluate it with --model {tmp_path / 'lone'} --weights "):
+        evaluate(model="inception_v3", weights=lone / "step_00000002.pt", out=tmp_path / "d")
     with pytest.raises(UserError, match="is an export; eval runs PyTorch weights"):
         evaluate(model=str(tmp_path / "x.onnx"), weights=run / "model.safetensors")
 
@@ -642,5 +666,23 @@ def test_resume_after_the_classes_changed_is_a_one_line_error(tmp_path):
     import shutil
     shutil.copytree(tmp_path / "pics" / "dogs", tmp_path / "pics" / "frogs")
     (tmp_path / "run" / "summary.json").unlink()  # as if it had been interrupted
-    with pytest.raises(UserError, match=r"^the data's classes changed since the checkpoint \(2 then, 3 now\)"):
+    with pytest.raises(UserError, match=r"^the data's classes changed since the checkpoint \(new: frogs; 2 then, "
+                                        r"3 now\); resume with the same data, or fine-tune on the new classes with "
+                                        rf"--weights {tmp_path / 'run'}$"):
         train(resume=tmp_path / "run")                      # was a state_dict size-mismatch traceback
+    shutil.rmtree(tmp_path / "pics" / "dogs")  # the same count, another class: "(2 then, 2 now)" said nothing
+    with pytest.raises(UserError, match=r"changed since the checkpoint \(gone: dogs; new: frogs; 2 then, 2 now\)"):
+        train(resume=tmp_path / "run")
+    # --threads changes no result, so resume takes it (it was refused with the run's own value)
+    from inceptionlab.cli import main
+    shutil.copytree(tmp_path / "pics" / "frogs", tmp_path / "pics" / "dogs")
+    shutil.rmtree(tmp_path / "pics" / "frogs")
+    assert main(["train", "--resume", str(tmp_path / "run"), "--threads", "1", "--quiet"]) == 0
+
+
+def test_a_freeze_until_typo_leaves_no_output_folder(tmp_path):
+    # it was found after config.yaml was written, and that file then refused every retry in that --out
+    with pytest.raises(UserError, match=r"inception_v3 has no block 'mixed_6x'; did you mean mixed_6"):
+        train(tiny(tmp_path, steps=1, freeze_until="mixed_6x"))
+    assert not (tmp_path / "run").exists()
+    assert train(tiny(tmp_path, steps=1, freeze_until="mixed_6e"))["status"] == "finished"

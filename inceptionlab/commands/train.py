@@ -104,13 +104,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         budget = {k: getattr(args, k) for k in ("epochs", "steps", "minutes") if k in vars(args)}
-        extra = sorted(k for k in vars(args) if k not in ("command", "config", "resume", "quiet", *budget))
+        extra = sorted(k for k in vars(args) if k not in ("command", "config", "resume", "quiet", "threads", *budget))
         if extra or args.config:
             given = "--" + (extra[0].replace("_", "-") if extra else "config")
             raise UserError(f"--resume continues with the run's saved configuration; drop {given} "
-                            f"(only --epochs, --steps and --minutes may change: a larger budget extends the run)")
+                            f"(only --epochs, --steps and --minutes may change: a larger budget extends the run; "
+                            f"and --threads, which changes no result)")
         summary = train(resume=args.resume, quiet=True if getattr(args, "quiet", False) else None,
-                        budget=budget or None)
+                        budget=budget or None, threads=getattr(args, "threads", None))
     else:
         summary = train(config_from_args(args))
     status = summary["status"]

@@ -82,8 +82,9 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
 
 def split_folders(root: Path) -> tuple[Path, Path | None] | None:
     """(train/, val/ or test/ or None) when `root` has a train/ folder of class folders, else None.
-    A train/ that holds images itself, or no subfolder, is a class named "train" (a photo set of
-    trains and buses was read as a train/val layout, its other classes ignored)."""
+    A train/ that holds images itself, or no subfolder, or that has folders of images beside it
+    (other than val/ and test/), is a class named "train" (a photo set of trains and buses was read
+    as a train/val layout, its other classes ignored)."""
     train = root / "train"
     if not train.is_dir():
         return None
@@ -91,10 +92,23 @@ def split_folders(root: Path) -> tuple[Path, Path | None] | None:
     if any(entry.is_file() and is_image_file(entry.name) for entry in entries) or \
             not any(entry.is_dir() and not entry.name.startswith(".") for entry in entries):
         return None
+    siblings = [entry for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+                and entry.name not in ("train", *VAL_FOLDER_NAMES)]
+    if any(_holds_images(Path(entry.path)) for entry in siblings):  # cat/, dog/ beside train/: classes all,
+        return None                                                  # not a layout that ignored cat and dog
     for name in VAL_FOLDER_NAMES:
         if (root / name).is_dir():
             return train, root / name
     return train, None
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether an image file lies anywhere under ``folder`` (stops at the first)."""
+    for parent, subfolders, files in os.walk(folder, followlinks=True):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        if any(is_image_file(name) for name in files):
+            return True
+    return False
 
 
 def _class_difference(root: Path, train_classes: list[str], val_classes: list[str]) -> str:

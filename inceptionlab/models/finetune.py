@@ -85,6 +85,18 @@ def freeze_until(model: nn.Module, block_name: str) -> list[str]:
     """Freezes every block of ``model`` up to and including ``block_name`` (its parameters get no
     gradient, its BN layers keep their statistics); later blocks, the aux heads and the classifier
     train. Returns the frozen block names. An unknown name is a `UserError` with the closest names."""
+    frozen = blocks_until(model, block_name)
+    blocks = getattr(model, "model", model).blocks
+    for name in frozen:
+        _freeze_params(blocks[name])
+        for module in blocks[name].modules():
+            _freeze_norm(module)
+    return frozen
+
+
+def blocks_until(model: nn.Module, block_name: str) -> list[str]:
+    """The names of ``model``'s blocks up to and including ``block_name`` (checked: a `UserError`
+    with the closest names for one the model lacks)."""
     net = getattr(model, "model", model)  # a FeatureExtractor wraps the network
     blocks = getattr(net, "blocks", None)
     if not isinstance(blocks, nn.ModuleDict):
@@ -94,9 +106,4 @@ def freeze_until(model: nn.Module, block_name: str) -> list[str]:
         hint = closest(block_name, names)
         raise UserError(f"{getattr(net, 'name', 'the model')} has no block {block_name!r}"
                         + (f"; did you mean {hint}?" if hint else "") + f" (blocks: {', '.join(names)})")
-    frozen = names[: names.index(block_name) + 1]
-    for name in frozen:
-        _freeze_params(blocks[name])
-        for module in blocks[name].modules():
-            _freeze_norm(module)
-    return frozen
+    return names[: names.index(block_name) + 1]

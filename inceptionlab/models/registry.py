@@ -171,18 +171,19 @@ def _saved_directory(name: str, weights) -> Path | None:
     if weights is None:
         return None
     path = Path(str(weights))
-    config = path.parent / "config.json"
-    if path.name != "model.safetensors" or not config.is_file():
+    folder = path.parent.parent if path.suffix == ".pt" and path.parent.name == "checkpoints" else path.parent
+    config = folder / "config.json"  # (a run's checkpoints/*.pt: the run's config.json, as for its weights)
+    if (path.name != "model.safetensors" and folder == path.parent) or not config.is_file():
         return None
     try:
         architecture = json.loads(config.read_text()).get("architecture")
     except (OSError, ValueError, AttributeError):
         return None  # not ours: the file is read as a plain state dict
     if architecture == model_entry(name).card["name"]:
-        return path.parent
+        return folder
     raise UserError(f"{path} was saved for {architecture} (its config.json says so), not {name}: use "
                     f"--model {architecture} (create_model({architecture!r}, weights=...)), or the directory "
-                    f"{path.parent} as the model")
+                    f"{folder} as the model")
 
 
 def _input_config(model, card: dict, switches: dict) -> dict:

@@ -148,6 +148,8 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
             raise UserError(f"{path} is {kind}, not a weights file; pass a .safetensors/.pth/.pt state dict or a "
                             f"run folder") from None
         raise UserError(f"cannot read weights file {path}: truncated or corrupt ({reason[:160]})") from None
+    if isinstance(state, dict) and "optimizer" in state and "config" in state and isinstance(state.get("ema"), dict):
+        state = state["ema"]  # a checkpoint of our training that kept an average: its weights, as eval takes
     for key in ("state_dict", "model", "model_state_dict", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -100,25 +100,27 @@ BUDGET_KEYS = ("epochs", "steps", "minutes")
 
 
 def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, quiet: bool | None = None,
-          budget: dict | None = None) -> dict:
+          budget: dict | None = None, threads: int | None = None) -> dict:
     """Trains ``cfg`` (or continues the run in ``resume``); returns the summary (also summary.json).
 
     ``budget`` (with ``resume``) replaces the run's epochs, steps and minutes together: a finished
-    run is extended by giving it a larger one. Bad configuration raises a one-line UserError before
+    run is extended by giving it a larger one. ``threads`` (with ``resume``) replaces the run's CPU
+    thread count, which changes no result. Bad configuration raises a one-line UserError before
     any training. Once training runs, a diverged, interrupted or failed run is reported in the
     summary's status and message.
     """
     dist = Distributed.from_env()
     try:
         state = None
-        if budget and resume is None:
-            raise UserError("budget= replaces the budget of a resumed run; put it in the TrainConfig instead")
+        if (budget or threads is not None) and resume is None:
+            raise UserError("budget= and threads= change a resumed run; put them in the TrainConfig instead")
         if resume is not None:
             if cfg is not None:
                 raise UserError("pass either a config or resume=RUN_DIR, not both")
             state, cfg = _resume_state(Path(resume), dist)
             cfg = cfg.replace(weights=None)  # the checkpoint holds the weights
             cfg = cfg if quiet is None else cfg.replace(quiet=quiet)
+            cfg = cfg if threads is None else cfg.replace(threads=threads)
             if budget:
                 unknown = sorted(set(budget) - set(BUDGET_KEYS))
                 if unknown:
@@ -169,6 +171,9 @@ class Trainer:
         # the output folder is touched, so that bad input leaves what is there as it was
         self.weights_notes: list[str] = []  # what fine-tuning's --weights did to the classifier
         self.splits, self.net, self.img_size = build_model_and_data(cfg, notes=self.weights_notes)
+        if cfg.freeze_until:  # a typo found after config.yaml was written blocked every retry in that --out
+            from inceptionlab.models.finetune import blocks_until
+            blocks_until(self.net, cfg.freeze_until)
         dist.on_main(lambda: self._prepare_out_dir(resuming=state is not None))  # an error: in every process
         self.classes = self.splits.classes
         self.per_process_batch = cfg.batch_size // dist.world_size
@@ -430,8 +435,13 @@ class Trainer:
 
     def _restore(self, state: dict) -> None:
         if state.get("classes") and list(state["classes"]) != list(self.classes):  # before the weights: a
-            raise UserError(f"the data's classes changed since the checkpoint ({len(state['classes'])} then, "
-                            f"{len(self.classes)} now); resume with the same data")  # new count would not load
+            then, now = list(state["classes"]), list(self.classes)           # new count would not load
+            gone, new = [c for c in then if c not in now], [c for c in now if c not in then]
+            what = "; ".join(part for part in (f"gone: {', '.join(gone[:5])}" if gone else "",
+                                               f"new: {', '.join(new[:5])}" if new else "") if part) or "reordered"
+            raise UserError(f"the data's classes changed since the checkpoint ({what}; {len(then)} then, "
+                            f"{len(now)} now); resume with the same data, or fine-tune on the new classes with "
+                            f"--weights {self.out}")
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:

@@ -131,14 +131,14 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         if val_split is not None:
             raise UserError("all_images scores every image, so a val_split would not be used; drop one of them")
         scored = splits.every_image()
-        source = f"{splits.origin}: all {len(scored):,} images"
+        source = f"{splits.origin}, every image"  # (a count here included the unreadable files)
     loader = make_loader(scored, batch_size, train=False, workers=workers, seed=cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = run_eval(net.to(device), loader, device, num_classes=len(classes), amp_dtype=amp_dtype(amp, device),
                       label_map=label_map)
     skipped = getattr(scored, "skipped", None)
     if result.count == 0:
-        raise UserError(f"no image of {source} could be read ({skipped.summary() if skipped else 'none'}); "
+        raise UserError(f"no image of {splits.origin if all_images else source} could be read ({skipped.summary() if skipped else 'none'}); "
                         f"check the data folder")
     accuracy = dict(zip(classes, result.per_class_accuracy()))
     per_class = {name: accuracy[name] for name in splits.classes}  # the classes the data has
@@ -213,7 +213,7 @@ def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int) -> None:
             switches = " ".join(f"{k}={v}" for k, v in trained.items())
             raise UserError(f"checkpoint {path} does not fit {cfg.model} as built here: it was trained as "
                             f"{(state.get('config') or {}).get('model', '?')}" + (f" with {switches}" if switches else "")
-                            + f"; evaluate it with --run {run} (and --data)") from None
+                            + f"; evaluate it with --model {run} --weights {path} (and --data)") from None
         return
     file = path / "model.safetensors" if path.is_dir() else path
     load_weights(net, file)

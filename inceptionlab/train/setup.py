@@ -67,9 +67,13 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
         named = None  # a config.json that does not describe this file
     if count is None or (count == model.num_classes and named in (None, list(classes))):
         load_weights(model, file)
+        if count is not None and named is None and classes is not None:  # it was loaded without a word
+            return f"classifier kept by position: {file.name} names no classes"
         return ""
     donor = create_model(name, **{**kwargs, "num_classes": count}, weights=file)
     body = {k: v for k, v in donor.state_dict().items() if not _is_classifier(k)}
+    if not getattr(model, "aux_heads", None):  # a run's config.json gave the donor aux heads this model lacks
+        body = {k: v for k, v in body.items() if not k.startswith("aux_heads.")}
     target = model.state_dict()
     wrong = [k for k, v in body.items() if k not in target or target[k].shape != v.shape]
     if wrong:  # a run's config.json built the donor with its own switches (width, stem...)
