@@ -477,6 +477,7 @@ def test_tracing_reset_classifier_and_feature_extractors_as_timm_users_expect():
     extractor = create_model("inception_v3", aux_logits=True, features_only=True, out_indices=[1, 2],
                              depth_multiplier=0.125, min_depth=8).train()
     assert extractor.feature_info.channels() == [i["num_chs"] for i in extractor.feature_info]
+    assert extractor.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)  # the preprocessing to feed it, as in timm
     assert extractor.feature_info.reduction() == [4, 8] and model.feature_info.module_name()[-1] == "mixed_7c"
     assert [f.shape[-1] for f in extractor(torch.randn(2, 3, 96, 96))] == [20, 9]  # it asked for 299 px
     for indices, message in ((2, "out_indices must be a list of feature levels"), ((), "out_indices is empty")):

@@ -199,6 +199,11 @@ class FeatureExtractor(nn.Module):
             del model.blocks[name]
         self.model = model
 
+    @property
+    def pretrained_cfg(self) -> dict:
+        """The network's input configuration (size, mean, std...): the preprocessing to feed it."""
+        return self.model.pretrained_cfg
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         ends = self.model.forward_endpoints(x, self.out_names)
         return [ends[name] for name in self.out_names]
