@@ -550,6 +550,8 @@ def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys):
     assert sum(int(c) for r in rows[1:] for c in r[1:]) == 10
     with pytest.raises(UserError, match="all_images scores every image, so a val_split would not be used"):
         evaluate(model=str(run), data=test, val_split=0.5, all_images=True)
+    assert main(["eval", "--model", str(run), "--data", str(test), "--all-images", "--val-split", "0.5"]) == 2
+    assert "--all-images scores every image, so --val-split would not be used" in capsys.readouterr().err
     bad = image_folder(tmp_path / "bad", ("cat", "dog"), 0, junk=2)
     with pytest.raises(UserError, match=rf"^no image of image folder {bad} could be read \(skipped 4"):
         evaluate(run=run, data=bad, all_images=True)

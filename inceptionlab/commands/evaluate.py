@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from inceptionlab.train import evaluate
     from inceptionlab.train.config import parse_model_kwargs
 
+    if args.all_images and args.val_split is not None:
+        raise UserError("--all-images scores every image, so --val-split would not be used; drop one of them")
     if args.run:  # the run's own weights, switches, size, split and seed: refused rather than ignored
         given = [flag for flag, value in (("--weights", args.weights), ("--model-kwargs", args.model_kwargs),
                                           ("--img-size", args.img_size), ("--val-split", args.val_split),
