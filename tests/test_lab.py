@@ -440,8 +440,11 @@ def test_resume_refuses_options_it_would_ignore(engine, tmp_path, capsys):
         capsys.readouterr().err
     assert not (tmp_path / "elsewhere").exists()
     # the "already used" error gives the study's own resume command, which works
-    assert main(["study", "aux", "--out", str(lab), "--steps", "2"]) == 2
-    assert f"continue them with inceptionlab study aux --resume --out {lab}," in capsys.readouterr().err
+    study_lab = tmp_path / "study"
+    assert main(["study", "aux", "--out", str(study_lab), "--steps", "2"]) == 0
+    capsys.readouterr()
+    assert main(["study", "aux", "--out", str(study_lab), "--steps", "2"]) == 2
+    assert f"continue them with inceptionlab study aux --resume --out {study_lab}," in capsys.readouterr().err
 
 
 def test_studies_refuse_options_they_would_ignore(engine, tmp_path, capsys):
@@ -498,3 +501,22 @@ def test_an_interrupted_plot_leaves_the_earlier_file(tmp_path, monkeypatch):
     assert (tmp_path / "loss.png").read_bytes() == b"earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]
     assert plots._save(plt.figure(), plt, tmp_path / "loss.png", "Loss", "caption")["file"] == "loss.png"
     assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_runs_own_budget_replaces_the_shared_one_and_a_broken_plan_is_named(engine, tmp_path, capsys):
+    # both were kept, so the shared steps=2 ended a run whose own budget was epochs=0.04
+    runs = plan_of(Variant("a", "googlenet", train={"epochs": 0.04}), "googlenet", budget={"steps": 2}).runs()
+    assert runs[0].train["epochs"] == 0.04 and "steps" not in runs[0].train
+    assert runs[1].train["steps"] == 2 and "epochs" not in runs[1].train
+    # a train: that is no mapping was hidden by any training flag on the command line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [googlenet]\nsteps: 1\ntrain: [1, 2]\n")
+    assert main(["compare", "--plan", str(bad), "--out", str(tmp_path / "q"), "--threads", "1"]) == 2
+    assert "train must be a mapping of key: value, got [1, 2]" in capsys.readouterr().err
+    assert engine.calls == [] and not (tmp_path / "q").exists()
+    # a study pointed at a compare's folder advised `study --resume`, which refuses a compare
+    lab = tmp_path / "lab"
+    run_plan(plan_of("googlenet"), lab, log=lambda line: None)
+    assert main(["study", "aux", "--out", str(lab), "--steps", "2"]) == 2
+    assert f"{lab} already holds a compare; continue it with inceptionlab compare --resume {lab}," in \
+        capsys.readouterr().err

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--memory", action="store_true",
                         help="train mode: also the peak resident memory of a training step (fresh processes)")
-    parser.add_argument("--out", default="benchmark.csv", help="the CSV file to write; the rows are added to an "
+    parser.add_argument("--out", default="benchmark.csv", help="the CSV file to write (default: benchmark.csv "
+                                                               "in the current folder); the rows are added to an "
                                                                "existing benchmark CSV")
     add_model_kwargs(parser)
 

@@ -102,6 +102,8 @@ def merge(base: dict, override: dict) -> dict:
     for key, value in override.items():
         if key in ("train", "model_kwargs") and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
+        elif key in ("train", "model_kwargs") and out.get(key) is not None:
+            continue  # the file's value is no mapping: the plan check names it (the command line hid it)
         else:
             out[key] = value
     return out

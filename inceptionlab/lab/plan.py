@@ -104,7 +104,9 @@ class Plan:
                 kwargs = {k: val for k, val in self.model_kwargs.items() if k in accepted}
                 kwargs.update(v.model_kwargs)
                 name = v.name if len(self.seeds) == 1 else f"{v.name}-seed{seed}"
-                train = {"threads": LAB_THREADS, **self.budget, **self.train, **v.train}
+                # a run's own budget replaces the shared one (both were kept, and the shared one ended it)
+                shared = {} if any(key in v.train for key in BUDGET_KEYS) else self.budget
+                train = {"threads": LAB_THREADS, **shared, **self.train, **v.train}
                 out.append(RunSpec(name, v.name, v.model, kwargs, train, seed))
         return out
 

@@ -54,8 +54,17 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
                             f"and a lab would replace them; pass another --out")
     elif not overwrite:
         resume_hint = resume_hint or f"inceptionlab compare --resume {lab_dir}"
-        raise UserError(f"{lab_dir} already holds runs; continue them with {resume_hint}, "
-                        f"start over with --overwrite, or pass another --out")
+        what = "runs"
+        try:
+            held = Plan.from_yaml(lab_dir / PLAN_FILE).study
+        except UserError:
+            held = plan.study
+        if held != plan.study:  # the hint was this command's resume, which refuses the other kind of lab
+            what = f"the {held} study" if held else "a compare"
+            resume_hint = (f"inceptionlab study {held} --resume --out {lab_dir}" if held
+                           else f"inceptionlab compare --resume {lab_dir}")
+        raise UserError(f"{lab_dir} already holds {what}; continue {'them' if what == 'runs' else 'it'} with "
+                        f"{resume_hint}, start over with --overwrite, or pass another --out")
     else:  # the lab's own files only: other files in the folder stay
         shutil.rmtree(lab_dir / "runs", ignore_errors=True)
         for name in (*REPORT_FILES, *PLOT_FILES):
