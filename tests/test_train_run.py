@@ -96,7 +96,7 @@ def test_a_signal_saves_a_checkpoint_and_resume_is_exact(tmp_path, sig):
     stopped = train(tiny(tmp_path, "stopped", **cfg))
     watcher.join()
     assert stopped["status"] == "interrupted", stopped
-    assert signal.Signals(sig).name in stopped["message"] and "--resume" in stopped["message"]
+    assert signal.Signals(sig).name in stopped["message"] and "; continue with inceptionlab train --resume " in stopped["message"]
     assert 2 <= stopped["steps"] < 7 and (tmp_path / "stopped" / "checkpoints").is_dir()
     resumed = train(resume=tmp_path / "stopped")
     assert resumed["status"] == "finished" and resumed["steps"] == 7

@@ -322,7 +322,7 @@ class Trainer:
         path = self._save_checkpoint()
         name = self.stop.signal_name or "a signal to another process"
         return "interrupted", (f"stopped by {name} after step {self.pos.step}; checkpoint {path}; "
-                               f"continue with --resume {self.out}")
+                               f"continue with inceptionlab train --resume {self.out}")
 
     def _epoch_batches(self):
         """The loader of the current epoch, past the batches already consumed (after a resume)."""
