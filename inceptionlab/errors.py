@@ -9,6 +9,12 @@ class UserError(ValueError):
     """A problem with the user's input (model name, switch, image size, file, config value)."""
 
 
+def listed(names, limit: int = 5) -> str:
+    """The first ``limit`` names joined for a message, with how many more there are."""
+    names = list(names)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def closest(name: str, choices, n: int = 3) -> str:
     """', '.join of the choices closest to `name`, for 'did you mean' hints."""
     import difflib

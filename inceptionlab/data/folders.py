@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from inceptionlab.errors import UserError
+from inceptionlab.errors import UserError, listed
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 VAL_FOLDER_NAMES = ("val", "test")  # the held-out split beside train/, in order of preference
@@ -117,13 +117,9 @@ def _class_difference(root: Path, train_classes: list[str], val_classes: list[st
     extra = sorted(set(val_classes) - set(train_classes))
     parts = []
     if missing:
-        parts.append(f"missing from {root.name}/: {_few(missing)}")
+        parts.append(f"missing from {root.name}/: {listed(missing)}")
     if extra:
-        parts.append(f"not in train/: {_few(extra)}")
+        parts.append(f"not in train/: {listed(extra)}")
     return (f"{root.name}/ classes differ from train/ classes ({'; '.join(parts)}) in "
             f"{root.parent}: give both folders the same class subfolders")
 
-
-def _few(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

@@ -364,8 +364,8 @@ def _check_model(run: RunSpec, num_classes: int, img_size: int | None) -> None:
         if img_size is not None:
             model.check_input(torch.empty(1, model.in_chans, img_size, img_size, device="meta"))
         if run.train.get("freeze_until"):  # a typo made every run fail after the lab had started
-            from inceptionlab.models.finetune import freeze_until
-            freeze_until(model, run.train["freeze_until"])
+            from inceptionlab.models.finetune import blocks_until
+            blocks_until(model, run.train["freeze_until"])
     except UserError as exc:
         raise UserError(f"run {run.name}: {exc}") from None
     except TypeError as exc:

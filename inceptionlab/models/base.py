@@ -162,6 +162,11 @@ class InceptionNet(nn.Module):
             if isinstance(m, nn.Linear):
                 _init_linear(m)
 
+    def drop_aux_heads(self) -> None:
+        """Removes the auxiliary heads, and the larger train-mode minimum input size they needed."""
+        self.aux_heads = nn.ModuleDict()
+        self.min_train_size = self.min_input_size
+
     @property
     def has_aux(self) -> bool:
         return len(self.aux_heads) > 0
@@ -193,8 +198,7 @@ class FeatureExtractor(nn.Module):
         blocks = list(model.blocks)  # the deepest block asked for, in whatever order they were asked
         last = max((blocks.index(name) for name in self.out_names), default=-1)
         model.head = nn.Identity()  # type: ignore[assignment]
-        model.aux_heads = nn.ModuleDict()
-        model.min_train_size = model.min_input_size  # its aux heads, which needed more, are gone
+        model.drop_aux_heads()
         for name in list(model.blocks)[last + 1:]:
             del model.blocks[name]
         self.model = model
@@ -220,12 +224,12 @@ def _static_size(x: torch.Tensor) -> tuple[int, int]:
     sizes are 0-dim tensors, which hash by identity: every branch looked different, and tracing
     refused sizes that eager mode takes. The check only reads them; the traced graph is the same."""
     h, w = x.shape[-2], x.shape[-1]
-    if isinstance(h, torch.Tensor) or isinstance(w, torch.Tensor):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            return int(h), int(w)
-    return int(h), int(w)
+    if not torch.jit.is_tracing():
+        return h, w
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return int(h), int(w)
 
 
 def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None,

@@ -493,7 +493,8 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
     if classes is not None and (isinstance(classes, (str, bytes)) or not all(isinstance(c, str) for c in classes)):
         raise UserError(f"classes must be a list of class names (strings), got {classes!r}")
     if classes is not None and len(set(classes)) != len(classes):
-        twice = sorted({c for c in classes if list(classes).count(c) > 1})
+        from collections import Counter
+        twice = sorted(c for c, n in Counter(classes).items() if n > 1)
         raise UserError(f"classes must be distinct names; {', '.join(twice[:5])} appear more than once")
     if classes is not None and len(classes) != model.num_classes:
         raise UserError(f"{len(classes)} class names for a {model.num_classes}-class model; pass one name per "

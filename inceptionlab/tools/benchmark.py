@@ -96,7 +96,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _dtype(precision: str) -> torch.dtype:
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    from inceptionlab.tools.fast import DTYPE_NAMES
+    return DTYPE_NAMES[precision]
 
 
 @torch.inference_mode()

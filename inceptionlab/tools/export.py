@@ -39,8 +39,8 @@ def prepare_for_export(model: nn.Module) -> nn.Module:
         raise UserError("a features_only model returns a list of feature maps, which an export cannot name; "
                         "export the model itself (num_classes=0 gives the pooled features)")
     model = copy.deepcopy(model).eval()
-    if hasattr(model, "aux_heads"):
-        model.aux_heads = nn.ModuleDict()
+    if hasattr(model, "drop_aux_heads"):
+        model.drop_aux_heads()
     model.requires_grad_(False)
     return fold_batchnorm(model)
 

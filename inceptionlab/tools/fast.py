@@ -385,9 +385,8 @@ def optimize_for_inference(model: nn.Module, *, channels_last: bool = True, fuse
         raise ValueError(f"chunk_size must be 0 (whole batches) or a positive number of images, got {chunk_size!r}")
     fast = copy.deepcopy(model).eval()
     fast.requires_grad_(False)
-    if hasattr(fast, "aux_heads"):
-        fast.aux_heads = nn.ModuleDict()
-        fast.min_train_size = getattr(fast, "min_input_size", 1)
+    if hasattr(fast, "drop_aux_heads"):
+        fast.drop_aux_heads()
     fold_batchnorm(fast)
     device = next(fast.parameters()).device
     if fuse is None:
@@ -447,7 +446,7 @@ def autocast_context(device_type: str, precision: str):
     """The autocast context for ``precision`` ('fp32', 'bf16', 'fp16') on ``device_type``."""
     if precision == "fp32":
         return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    dtype = DTYPE_NAMES[precision]
     return torch.autocast(device_type=device_type, dtype=dtype)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from inceptionlab.errors import UserError
+from inceptionlab.errors import UserError, listed
 from inceptionlab.models import fused_norm
 from inceptionlab.train.checkpoint import (CheckpointDir, CheckpointError, atomic_write_text, load_checkpoint,
                                            rng_state, set_rng_state, versions)
@@ -437,8 +437,8 @@ class Trainer:
         if state.get("classes") and list(state["classes"]) != list(self.classes):  # before the weights: a
             then, now = list(state["classes"]), list(self.classes)           # new count would not load
             gone, new = [c for c in then if c not in now], [c for c in now if c not in then]
-            what = "; ".join(part for part in (f"gone: {', '.join(gone[:5])}" if gone else "",
-                                               f"new: {', '.join(new[:5])}" if new else "") if part) or "reordered"
+            what = "; ".join(part for part in (f"gone: {listed(gone)}" if gone else "",
+                                               f"new: {listed(new)}" if new else "") if part) or "reordered"
             raise UserError(f"the data's classes changed since the checkpoint ({what}; {len(then)} then, "
                             f"{len(now)} now); resume with the same data, or fine-tune on the new classes with "
                             f"--weights {self.out}")

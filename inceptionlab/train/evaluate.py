@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from inceptionlab.errors import UserError
+from inceptionlab.errors import UserError, listed
 
 
 @dataclass
@@ -190,9 +190,6 @@ def _check_classes(trained: list[str] | None, data_classes: list[str], source: s
     only_data = [c for c in data_classes if c not in trained]
     if not only_data:
         return list(trained)
-
-    def listed(names: list[str]) -> str:
-        return ", ".join(names[:5]) + ("..." if len(names) > 5 else "")
     raise UserError(f"{source} has {len(only_data)} class(es) that the weights were not trained on "
                     f"({listed(only_data)}; they know {listed(trained)}); evaluate on folders named after "
                     f"the model's classes")

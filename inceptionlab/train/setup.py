@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from inceptionlab.errors import UserError, closest
+from inceptionlab.errors import UserError, closest, listed
 from inceptionlab.train.config import TrainConfig
 
 
@@ -86,7 +86,7 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
         return f"classifier starts fresh ({count} classes in {file.name}, {model.num_classes} here)"
     shared = [(row, named.index(cls)) for row, cls in enumerate(classes) if cls in named]
     if not shared:
-        return f"classifier starts fresh: {file.name} was trained on other classes ({_listed(named)})"
+        return f"classifier starts fresh: {file.name} was trained on other classes ({listed(named)})"
     trained = donor.state_dict()
     with torch.no_grad():
         for key, tensor in model.state_dict().items():
@@ -97,11 +97,7 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
     if not new and len(classes) == len(named):
         return "classifier rows reordered by class name"
     kept = f"classifier keeps {len(shared)} of the {len(named)} trained classes by name"
-    return kept + (f"; new: {_listed(new)}" if new else "")
-
-
-def _listed(names: list[str], limit: int = 5) -> str:
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    return kept + (f"; new: {listed(new)}" if new else "")
 
 
 def _is_classifier(key: str) -> bool:
