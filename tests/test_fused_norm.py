@@ -324,3 +324,30 @@ def test_inside_torch_compile_training_leaves_batch_norm_to_the_compiler(monkeyp
     assert not fused_norm.supports(x, bn)
     assert module(x).shape == (2, 8, 4, 4)
     assert filled == [1]  # torch.cat, PyTorch's batch norm
+
+
+def test_a_kernel_built_before_loads_without_ninja(monkeypatch, tmp_path, built_kernel):
+    """Another checkout or venv with the same torch loads the build it finds instead of compiling
+    again (ninja would: the include paths in its command line name the venv); a file that does not
+    load is built again."""
+    from torch.utils import cpp_extension
+    so_file = built_kernel.__file__
+    name = fused_norm._build_name()
+    assert so_file.endswith(f"{name}.so")
+
+    def no_build(**kwargs):
+        raise AssertionError("cpp_extension.load was called")
+    monkeypatch.setattr(cpp_extension, "load", no_build)
+    monkeypatch.setenv("INCEPTIONLAB_BUILD_DIR", str(tmp_path))
+    (tmp_path / f"{name}.so").write_bytes(open(so_file, "rb").read())
+    module = fused_norm._build()
+    assert hasattr(module, "empty_cache") and hasattr(module, "set_cache_limit")
+
+    builds = []
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: builds.append(kwargs) or "built")
+    broken = tmp_path / "broken"  # not the loaded file: the process maps it
+    broken.mkdir()
+    (broken / f"{name}.so").write_bytes(b"\x7fELF not really")  # a half-written file
+    monkeypatch.setenv("INCEPTIONLAB_BUILD_DIR", str(broken))
+    assert fused_norm._build() == "built" and builds[0]["name"] == name
+    assert fused_norm._load_built(name, str(tmp_path / "missing")) is None

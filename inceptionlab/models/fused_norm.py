@@ -13,7 +13,9 @@ slices. Large outputs come from a cache of the blocks earlier ones freed (at mos
 costs a page fault per 4 KiB on first touch, 15 ms for a 44 MB map.
 
 The kernel is compiled with the machine's C++ compiler on first use (``torch.utils.cpp_extension``,
-about a minute once; cached under ``$INCEPTIONLAB_BUILD_DIR`` or PyTorch's extension cache). Where it
+about a minute once; cached under ``$INCEPTIONLAB_BUILD_DIR`` or PyTorch's extension cache, by a name
+that hashes the source, torch's version, Python's and the CPU's flags, so another checkout or virtual
+environment with the same torch loads the same build instead of compiling again). Where it
 cannot be built, or with ``INCEPTIONLAB_FUSED_NORM=0``, training uses PyTorch's batch norm and ReLU,
 with one warning. Either way the arithmetic is that of ``BatchNorm2d`` in training mode: batch
 statistics, biased variance for normalizing, unbiased for the running estimate.
@@ -21,7 +23,9 @@ statistics, biased variance for normalizing, unbiased for the running estimate.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import platform
@@ -108,6 +112,9 @@ def _build():
         build_dir = os.environ.get("INCEPTIONLAB_BUILD_DIR") or (default_dir(name, False) if default_dir else None)
         if build_dir:
             os.makedirs(build_dir, exist_ok=True)
+            built = _load_built(name, build_dir)
+            if built is not None:
+                return built
         if not build_dir or not any(Path(build_dir).glob(f"{name}*.so")):
             print(f"inceptionlab: building the fused batch norm kernel in {build_dir or 'the torch extension cache'} "
                   "(once, about 30 s)",
@@ -116,6 +123,42 @@ def _build():
                                   extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"], verbose=False)
     finally:
         logger.setLevel(level)
+
+
+def _load_built(name: str, build_dir: str):
+    """The kernel that an earlier build left in `build_dir`, loaded as it is; None when there is none
+    or it does not load (then `cpp_extension.load` builds it again).
+
+    PyTorch's loader runs ninja first, and ninja compiles again whenever the command line changed: the
+    include paths name the virtual environment, so every new checkout would rebuild the same source.
+    The name already pins what the binary depends on (see `_build_name`)."""
+    path = Path(build_dir) / f"{name}.so"
+    if not path.is_file():
+        return None
+    try:
+        with _build_lock(build_dir):  # another process may be linking it right now
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        return module
+    except Exception:  # a half-written or foreign file: build it again
+        return None
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir: str):
+    """The advisory lock that PyTorch's builder holds on ``build_dir/lock`` while it builds."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: nothing to wait for
+        yield
+        return
+    with open(os.path.join(build_dir, "lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
