@@ -26,8 +26,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line: the problem and where the options are listed, without
+    the usage block above it (the command parsers are made of this class too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="inceptionlab",
         description="The Inception family (GoogLeNet to Inception-ResNet-v2) and a lab to compare it.",
     )
@@ -131,7 +139,7 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
         args, unknown = parser.parse_known_args(_switches_last(argv))
         if unknown:
             _refuse_unknown(parser, args.command, unknown)
-    except SystemExit as exc:  # argparse has printed the usage and its one-line error (or --help)
+    except SystemExit as exc:  # argparse has printed its one-line error (or --help)
         return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_help()

@@ -28,3 +28,13 @@ def atomic_write_text(text: str, path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     write_whole(path, write)
+
+
+def why_not_writable(folder, exc: OSError) -> str:
+    """Why making `folder` failed, in words: "afile is a file, not a folder" where a file stands in
+    the way (the OS says only "File exists" or "Not a directory"), else the OS's reason."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        for part in (Path(folder), *Path(folder).parents):
+            if part.exists() and not part.is_dir():
+                return f"{part} is a file, not a folder"
+    return exc.strerror or str(exc)

@@ -165,6 +165,14 @@ def test_cli_errors_are_one_line_and_nothing_trains(engine, tmp_path, capsys):
     plan_file = tmp_path / "mine.yaml"
     plan_file.write_text("steps: 5\nmodels: [googlenet]\nmodel_kwrgs: {stem: low_res}\n")
     cases.append((["compare", "--plan", str(plan_file)], "did you mean model_kwargs"))
+    good_plan = tmp_path / "good.yaml"  # the mistake is the --set's, not the file's
+    good_plan.write_text("steps: 5\nmodels: [googlenet]\n")
+    cases.append((["compare", "--plan", str(good_plan), "--set", "lrr=0.5"],
+                  "error: --set has an unknown training setting 'lrr'; did you mean lr?"))
+    bad_train = tmp_path / "bad_train.yaml"
+    bad_train.write_text("steps: 5\nmodels: [googlenet]\ntrain: {lrr: 0.5}\n")
+    cases.append((["compare", "--plan", str(bad_train), "--set", "lr=0.5"],
+                  f"error: plan file {bad_train}: train has an unknown training setting 'lrr'"))
     for argv, expected in cases:
         assert main(argv + ["--out", str(tmp_path / "lab")] if argv[0] == "compare" and "--resume" not in argv
                     else argv) == 2, argv
@@ -229,6 +237,8 @@ def test_report_html_is_self_contained(engine, tmp_path):
         assert f"]({plot['file']})" in md
     seeds = [v for v in results["variants"] if v["variant"] == "googlenet"][0]
     assert seeds["n"] == 2 and seeds["best_top1"]["n"] == 2 and "±" in md
+    # each run split with its own seed, and the Data line says so
+    assert "stratified, each run's seed (0, 1)" in results["data_source"] and "seed 0" not in md
 
 
 def test_resume_keeps_finished_runs_and_continues_the_interrupted_one(engine, tmp_path):
@@ -400,7 +410,7 @@ def test_malformed_plans_are_named(tmp_path, capsys, plan_text, expected):
 
 
 def test_demo_settings_are_checked_and_a_compare_is_not_deleted(engine, tmp_path, capsys):
-    cases = [(["--set", "bogus=1"], "the plan has an unknown training setting 'bogus'"),   # was a TypeError
+    cases = [(["--set", "bogus=1"], "error: --set has an unknown training setting 'bogus'"),   # was a TypeError
              (["--set", "model=x"], "'model' is set by the lab for every run"),
              (["--minutes", "0"], "minutes=0.0 must be a finite number above zero")]  # was the default budget
     for extra, expected in cases:

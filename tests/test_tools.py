@@ -293,7 +293,7 @@ def test_cli_benchmark_writes_csv(tmp_path, capsys):
     (tmp_path / "notes.csv").write_text("name,value\nx,1\n")
     for target, expected in ((tmp_path / "notes.csv", "is not a benchmark CSV of these columns"),
                              (tmp_path, "is a folder; pass --out a CSV file"),
-                             (Path("/dev/null/b.csv"), "cannot write in /dev/null")):
+                             (Path("/dev/null/b.csv"), "cannot write in /dev/null: /dev/null is a file, not a folder")):
         assert main(["benchmark", "--models", "googlenet", "--out", str(target)]) == 2
         out_text, err = capsys.readouterr()
         assert expected in err and "peak" not in out_text, err
@@ -501,14 +501,20 @@ def test_cli_stops_quietly_when_the_reader_goes_away(tmp_path):
 
 
 def test_cli_unrecognized_option_names_the_command_and_the_closest(capsys):
-    """The command's own usage (it was the top-level "inceptionlab [-h] COMMAND"), and a hint for a
-    misspelt option."""
+    """The command's own name (it was the top-level "inceptionlab [-h] COMMAND"), and a hint for a
+    misspelt option; argparse's errors are one line, without its usage block."""
     assert main(["predict", "--model", "googlenet", "a.jpg", "--topk", "3"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("usage: inceptionlab predict")
-    assert "inceptionlab predict: error: unrecognized arguments: --topk 3; did you mean --top-k?" in err
+    assert capsys.readouterr().err == ("inceptionlab predict: error: unrecognized arguments: --topk 3; did you mean "
+                                       "--top-k? (options: inceptionlab predict --help)\n")
     assert main(["eval", "--limit", "3"]) == 2
-    assert capsys.readouterr().err.strip().endswith("inceptionlab eval: error: unrecognized arguments: --limit 3")
+    assert capsys.readouterr().err == ("inceptionlab eval: error: unrecognized arguments: --limit 3 "
+                                       "(options: inceptionlab eval --help)\n")
+    assert main(["compare", "--models", "googlenet", "--seeds", "0,0"]) == 2
+    assert capsys.readouterr().err == ("inceptionlab compare: error: argument --seeds: invalid int value: '0,0' "
+                                       "(options: inceptionlab compare --help)\n")
+    assert main(["predict"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("inceptionlab predict: error: the following arguments are required") and err.count("\n") == 1
     assert main(["unknown-command"]) == 2
     assert "unknown command 'unknown-command'" in capsys.readouterr().err
 

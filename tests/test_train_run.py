@@ -682,6 +682,15 @@ def test_resume_after_the_classes_changed_is_a_one_line_error(tmp_path):
     assert main(["train", "--resume", str(tmp_path / "run"), "--threads", "1", "--quiet"]) == 0
 
 
+def test_an_out_that_is_a_file_is_named(tmp_path):
+    # the OS says only "File exists" or "Not a directory"
+    (tmp_path / "notes").write_text("mine")
+    for out in ("notes", "notes/run"):
+        with pytest.raises(UserError, match=rf"cannot write to output folder .*{out}: .*notes is a file, not a folder; "):
+            train(tiny(tmp_path, steps=1, out=str(tmp_path / out)))
+    assert (tmp_path / "notes").read_text() == "mine"
+
+
 def test_a_freeze_until_typo_leaves_no_output_folder(tmp_path):
     # it was found after config.yaml was written, and that file then refused every retry in that --out
     with pytest.raises(UserError, match=r"inception_v3 has no block 'mixed_6x'; did you mean mixed_6"):

@@ -126,6 +126,8 @@ def finish(results: dict, lab_dir) -> int:
 
 
 def run(args) -> int:
+    import copy
+
     from inceptionlab.errors import UserError
     from inceptionlab.lab import Plan, load_lab, parse_variant, run_plan
 
@@ -142,7 +144,9 @@ def run(args) -> int:
     from inceptionlab.train.config import read_yaml
 
     values = read_yaml(args.plan) if args.plan else {}
-    where = f"plan file {args.plan}" if args.plan else "the command line"
+    if args.plan:  # the file's own mistakes are the file's; what is wrong only after merging is the flags'
+        Plan.from_dict(copy.deepcopy(values), where=f"plan file {args.plan}")
+    where = "the command line" + (f" (with plan file {args.plan})" if args.plan else "")
     values = merge(values, plan_values(args))
     if args.models:
         values["models"] = args.models
@@ -151,7 +155,7 @@ def run(args) -> int:
     if not values.get("models") and not values.get("runs") and not args.variant:
         raise UserError("nothing to compare: pass --models NAME,NAME, --variant NAME:MODEL[:KEY=VALUE,...] "
                         "or --plan FILE")
-    plan = Plan.from_dict(values, where=where)
+    plan = Plan.from_dict(values, where=where, train_where="--set")
     plan.variants += [parse_variant(text) for text in args.variant]
     out = args.out or "lab/compare"
     return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from inceptionlab.commands.summary import add_model_kwargs, image_size, parse_model_kwargs, positive_int
 from inceptionlab.errors import UserError
+from inceptionlab.files import why_not_writable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot write in {folder}: {exc.strerror or exc}; pass an --out in a writable folder") from None
+        raise UserError(f"cannot write in {folder}: {why_not_writable(folder, exc)}; "
+                        f"pass an --out in a writable folder") from None
     if not os.access(folder, os.W_OK):
         raise UserError(f"cannot write in {folder}: permission denied; pass an --out in a writable folder")
     if Path(args.out).exists() and not args.overwrite:

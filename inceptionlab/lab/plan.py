@@ -127,8 +127,9 @@ class Plan:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict, where: str = "plan") -> "Plan":
-        """A plan from YAML values; UserError for an unknown key (with the closest names)."""
+    def from_dict(cls, values: dict, where: str = "plan", train_where: str | None = None) -> "Plan":
+        """A plan from YAML values; UserError for an unknown key (with the closest names). `train_where`
+        names the source of the shared training settings in errors (default: "{where}: train")."""
         if not isinstance(values, dict):
             raise UserError(f"{where} must be a mapping of key: value, got {type(values).__name__}")
         settings = train_settings()
@@ -140,7 +141,7 @@ class Plan:
             if not isinstance(values.get(key) or {}, dict):
                 raise UserError(f"{where}: {key} must be a mapping of key: value, got {values[key]!r}")
         for key, value in (values.get("train") or {}).items():
-            _known_setting(key, settings, f"{where}: train")
+            _known_setting(key, settings, train_where or f"{where}: train")
             shared_train[key] = value
         shared_train.update({k: v for k, v in values.items() if k in settings})
         variants = [Variant(m, m) for m in _as_list(values.get("models"), "models", where)]
@@ -293,7 +294,7 @@ def check_plan(plan: Plan) -> PlanCheck:
         raise UserError("no training budget: give every run --epochs N, --steps N or --minutes M")
     settings = train_settings()
     for key in plan.train:
-        _known_setting(key, settings, "the plan")
+        _known_setting(key, settings, "--set")  # where demo and study take them
     for key, value in plan.budget.items():
         _check_budget(key, value)
     for v in plan.variants:
@@ -339,7 +340,10 @@ def check_data(plan: Plan) -> PlanCheck:
     if len(splits.val) == 0:
         raise UserError(f"the data {plan.data or '(embedded digits)'} leave no validation images; "
                         f"add a val/ folder or pass --val-split 0.2")
-    return PlanCheck(list(splits.classes), splits.source, splits.native_size, len(splits.val))
+    source = splits.source
+    if len(plan.seeds) > 1:  # scanned with the first seed; each run splits with its own
+        source = source.replace(f"seed {plan.seeds[0]}", f"each run's seed ({', '.join(map(str, plan.seeds))})")
+    return PlanCheck(list(splits.classes), source, splits.native_size, len(splits.val))
 
 
 def _check_budget(key: str, value, where: str = "") -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from inceptionlab.errors import UserError
+from inceptionlab.files import why_not_writable
 from inceptionlab.lab.plan import Plan, PlanCheck, RunSpec, check_plan
 from inceptionlab.lab.results import CALIBRATION_FILE, DONE_STATUSES, FAILURE_FILE
 
@@ -75,7 +76,7 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
         lab_dir.mkdir(parents=True, exist_ok=True)
         plan.write_yaml(lab_dir / PLAN_FILE)
     except OSError as exc:
-        raise UserError(f"cannot write to {lab_dir}: {exc.strerror or exc}; pass a writable --out") from None
+        raise UserError(f"cannot write to {lab_dir}: {why_not_writable(lab_dir, exc)}; pass a writable --out") from None
     return check
 
 

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from inceptionlab.errors import UserError
+from inceptionlab.files import why_not_writable
 
 MODES = ("infer", "train")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -398,8 +399,8 @@ def check_csv_target(path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot write in {path.parent}: {exc.strerror or exc}; pass an --out in a writable "
-                        f"folder") from None
+        raise UserError(f"cannot write in {path.parent}: {why_not_writable(path.parent, exc)}; "
+                        f"pass an --out in a writable folder") from None
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"cannot write {path}: permission denied; pass another --out")
     if path.is_file() and path.stat().st_size:

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from inceptionlab.errors import UserError
+from inceptionlab.files import why_not_writable
 from inceptionlab.tools.fast import fold_batchnorm
 
 FORMATS = ("onnx", "pt2")
@@ -154,8 +155,8 @@ def _write_whole(path: Path, write, check=None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     except OSError as exc:
-        raise UserError(f"cannot write in {path.parent}: {exc.strerror or exc}; pass an --out in a writable "
-                        f"folder") from None
+        raise UserError(f"cannot write in {path.parent}: {why_not_writable(path.parent, exc)}; "
+                        f"pass an --out in a writable folder") from None
     try:
         write(folder / path.name)
         if check is not None:

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from inceptionlab.errors import UserError, listed
+from inceptionlab.files import why_not_writable
 from inceptionlab.models import fused_norm
 from inceptionlab.train.checkpoint import (CheckpointDir, CheckpointError, atomic_write_text, load_checkpoint,
                                            rng_state, set_rng_state, versions)
@@ -473,7 +474,7 @@ class Trainer:
             if not resuming:
                 write_yaml(self.cfg.to_dict(), self.out / "config.yaml")
         except OSError as exc:
-            raise UserError(f"cannot write to output folder {self.out}: {exc.strerror or exc}; "
+            raise UserError(f"cannot write to output folder {self.out}: {why_not_writable(self.out, exc)}; "
                             f"pass a writable --out with free space") from None
 
     def _loader(self, dataset, train: bool):
