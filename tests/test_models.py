@@ -492,6 +492,11 @@ def test_tracing_reset_classifier_and_feature_extractors_as_timm_users_expect():
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(UserError, match="takes a torch.Tensor batch"):
         model(x.numpy())
+    with pytest.raises(UserError, match=r"has torch.float32 weights and the input is torch.float64; convert the input "
+                                        r"\(x.to\(torch.float32\)\) or the model"):
+        model(x.double())  # PyTorch's own error named neither fix
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts the input itself
+        assert model(x.bfloat16()).dtype == torch.bfloat16
     ends = model.forward_endpoints(x, "mixed_6e")  # one name: was read letter by letter
     assert list(ends) == ["mixed_6e"]
 

@@ -77,6 +77,12 @@ class InceptionNet(nn.Module):
         if not x.is_floating_point():
             raise UserError(f"{self.name} takes normalized float images, got {x.dtype}; convert with "
                             f"x.float() / 255, then subtract the mean and divide by the std of model.pretrained_cfg")
+        weight = next(self.parameters(), None)
+        if (weight is not None and x.dtype != weight.dtype and weight.is_floating_point()
+                and not torch.is_autocast_enabled(x.device.type)):
+            raise UserError(f"{self.name} has {weight.dtype} weights and the input is {x.dtype}; convert the "
+                            f"input (x.to({weight.dtype})) or the model (model.to({x.dtype})), or run under "
+                            f"torch.autocast")
         if x.dim() == 3 and x.shape[0] == self.in_chans:
             raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got one image of shape "
                             f"{tuple(x.shape)}; add the batch dimension (x.unsqueeze(0))")
