@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from helpers import randomize_bn
@@ -339,6 +340,59 @@ def test_asymmetric_factorization_savings(n, saving):
     assert _module_macs(plain, Switches(factorize_nxn=True)) == asym
 
 
+def test_a_split_the_switches_make_saves_at_least_the_papers_share():
+    """The middle of a split is its narrower end: a widening 5x5 (GoogLeNet's 16 -> 32) split at its
+    output width cost 44% more than the 5x5; at equal widths it is the paper's 18/25."""
+    for chs, out, kernel, paper in ((16, 32, 5, 18 / 25), (96, 32, 5, 18 / 25), (16, 64, 3, 6 / 9)):
+        spec = Mixed([Conv(out, kernel)])
+        switch = "factorize_5x5" if kernel == 5 else "factorize_nxn"
+        one = _module_macs(spec, Switches(**{switch: None}), chs=chs)
+        split = _module_macs(spec, Switches(**{switch: True}), chs=chs)
+        assert split < paper * one, (chs, out, kernel)
+    googlenet = create_model("googlenet_paper", factorize_5x5=True).blocks.mixed_3b.branches[2]
+    assert [c.weight.shape[:2] for c in googlenet.modules() if isinstance(c, nn.Conv2d)] == [
+        (16, 192), (16, 16), (32, 16)]  # 1x1 reduce, then 3x3 16 -> 16 -> 32 for the 5x5 16 -> 32
+    x = torch.randn(1, 3, 224, 224)
+    assert macs(create_model("googlenet_paper", factorize_5x5=True).eval(), x) < \
+        macs(create_model("googlenet_paper").eval(), x)
+
+
+def test_factorize_nxn_reaches_the_3x3s_of_a_factorized_5x5():
+    # the double-3x3 branches (drawn as Factorized5x5) and the 3x3s factorize_5x5 makes were left square
+    for name, switches in (("bn_inception", {}), ("inception_v3", dict(factorize_5x5=True))):
+        model = create_model(name, factorize_nxn=True, **switches, depth_multiplier=0.25)
+        square = [n for n, c in model.blocks.named_modules() if isinstance(c, nn.Conv2d) and n.startswith("mixed")
+                  and c.stride == (1, 1) and c.kernel_size[0] == c.kernel_size[1] > 1]
+        assert square == [], (name, square)
+        assert model.eval()(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_grid_reduction_with_the_low_res_stem_and_min_depth_at_full_width():
+    # the v4 stem's reductions lose their stride in the low-res stem: reordering them raised StopIteration
+    for name in ("inception_v4", "inception_resnet_v2_paper"):
+        for order in ("pool_then_conv", "conv_then_pool"):
+            model = create_model(name, stem="low_res", grid_reduction=order, depth_multiplier=0.125, min_depth=8,
+                                 num_classes=3).eval()
+            assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    # TF-slim's max(int(d * m), min_depth) at every multiplier: 1.0 ignored min_depth, 1.0000001 did not
+    assert create_model("inception_v3", min_depth=64).blocks.conv2d_1a_3x3.conv.out_channels == 64
+    assert n_params(create_model("inception_v3", min_depth=16)) == n_params(create_model("inception_v3"))
+
+
+def test_googlenet_paper_pools_as_the_paper():
+    """Table 1's 3x3/2 max pool before inception (5a) (torchvision: 2x2/2), and Sec. 5's 5x5/3 average
+    pool in the aux heads (torchvision: adaptive to 4x4); at 224 px both give the same shapes."""
+    paper = create_model("googlenet_paper", aux_logits=True)
+    assert paper.blocks.maxpool_5a_3x3.kernel_size == 3
+    assert create_model("googlenet").blocks.maxpool_5a_2x2.kernel_size == 2
+    pool = paper.aux_heads["mixed_4b"].pool
+    x = torch.randn(1, 512, 14, 14)
+    torch.testing.assert_close(pool(x), F.avg_pool2d(x, 5, 3))  # 14 x 14 -> 4 x 4
+    paper.train()
+    out = paper(torch.randn(2, 3, 224, 224))
+    assert out.logits.shape == (2, 1000) and [a.shape for a in out.aux] == [(2, 1000)] * 2
+
+
 def test_factorize_switches_change_the_whole_network():
     ref = create_model("inception_v3")
     paper = create_model("inception_v3", factorize_5x5=True)
@@ -385,6 +439,9 @@ def test_residual_scale_one_number_or_one_per_stage():
             and isinstance(m, ScaledResidual)} == {0.3}
     with pytest.raises(UserError, match="residual_scale takes one number or three"):
         create_model("inception_resnet_v2", residual_scale=(0.1, 0.2))
+    import numpy as np
+    half = create_model("inception_resnet_v2", residual_scale=np.float64(0.5), depth_multiplier=0.25)
+    assert half.blocks["block35_1"].scale == 0.5  # a NumPy number was "not iterable"
 
 
 def test_depth_multiplier_and_min_depth_scale_every_width():
@@ -473,6 +530,11 @@ def test_tracing_reset_classifier_and_feature_extractors_as_timm_users_expect():
     for bad in (2.5, -3, True):
         with pytest.raises(UserError, match="num_classes must be a whole number >= 0"):
             bare.reset_classifier(bad)
+    import numpy as np
+    bare.reset_classifier(np.int64(4), "avg")  # timm's signature, and NumPy's integers
+    assert bare.num_classes == 4 and type(bare.num_classes) is int and bare.head.fc.out_features == 4
+    with pytest.raises(UserError, match="global_pool 'max' is not available"):
+        bare.reset_classifier(4, "max")
     # timm's feature_info accessors; the aux heads a feature extractor drops no longer set its minimum
     extractor = create_model("inception_v3", aux_logits=True, features_only=True, out_indices=[1, 2],
                              depth_multiplier=0.125, min_depth=8).train()
@@ -497,6 +559,10 @@ def test_tracing_reset_classifier_and_feature_extractors_as_timm_users_expect():
         model(x.double())  # PyTorch's own error named neither fix
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts the input itself
         assert model(x.bfloat16()).dtype == torch.bfloat16
+    with pytest.raises(UserError, match="features_only takes True or False, got 'yes'"):
+        create_model("inception_v3", features_only="yes")
+    with pytest.raises(UserError, match="out_indices chooses the feature levels of features_only=True"):
+        create_model("inception_v3", out_indices=(1, 2))  # was ignored
     ends = model.forward_endpoints(x, "mixed_6e")  # one name: was read letter by letter
     assert list(ends) == ["mixed_6e"]
 

@@ -55,6 +55,8 @@ def test_aux_losses_are_added_with_their_weights():
     per_head = InceptionLoss(0.1, [0.2, 0.5])(InceptionOutput(main, (aux1, aux2)), target)
     assert per_head.item() == pytest.approx((ce(main) + 0.2 * ce(aux1) + 0.5 * ce(aux2)).item(), abs=1e-6)
     assert default_aux_weight("inception_v3") == 0.4 and default_aux_weight("googlenet_paper") == 0.3
+    with pytest.raises(UserError, match=r"aux_weight gives 1 weight\(s\) for 2 auxiliary head\(s\)"):
+        InceptionLoss(0.1, [0.2])(InceptionOutput(main, (aux1, aux2)), target)  # zip dropped the second head
 
 
 # ------------------------------------------------------------------ optimizer

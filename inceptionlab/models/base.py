@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from typing import NamedTuple, Sequence
 
 import torch
@@ -154,10 +155,15 @@ class InceptionNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """A new classifier (and new aux classifiers) for ``num_classes``; 0 removes it."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier (and new aux classifiers) for ``num_classes``; 0 removes it. timm's
+        signature: ``global_pool`` may only name the pooling these networks have ("avg")."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 0:
             raise UserError(f"num_classes must be a whole number >= 0 (0 removes the classifier), got {num_classes!r}")
+        if global_pool not in (None, "avg"):
+            raise UserError(f"global_pool {global_pool!r} is not available: the Inception heads average-pool "
+                            f"(pass 'avg' or leave it out)")
+        num_classes = int(num_classes)
         self.num_classes = num_classes
         self.pretrained_cfg["num_classes"] = num_classes
         fc_in = getattr(self.head, "fc_in", self.num_features)  # an embedding head classifies its embedding

@@ -12,16 +12,19 @@ Table 1 of the paper, in TF-slim's block names (paper names in brackets):
     mixed_3b, 3c     inception (3a), (3b)  (Figure 2b)   28 x 28 x 480
     maxpool_4a_3x3   max pool 3x3/2                      14 x 14 x 480
     mixed_4b..4f     inception (4a)..(4e)                14 x 14 x 832
-    maxpool_5a_2x2   max pool 2x2/2                      7 x 7 x 832
+    maxpool_5a       max pool 3x3/2 (torchvision: 2x2/2)  7 x 7 x 832
     mixed_5b, 5c     inception (5a), (5b)                7 x 7 x 1024
 
-Two auxiliary classifiers (Sec. 5) tap inception (4a) and (4d) (mixed_4b, mixed_4e): pool to
-4x4, 1x1 conv 128, fc 1024, dropout 0.7, fc.
+Two auxiliary classifiers (Sec. 5) tap inception (4a) and (4d) (mixed_4b, mixed_4e): average pool
+5x5/3 (4x4 at 224 px; torchvision pools adaptively to 4x4), 1x1 conv 128, fc 1024, dropout 0.7, fc.
 
 ``googlenet`` is the layout of torchvision's weights: BN after every convolution, a 3x3 where the
-paper has the 5x5 branch, ceil-mode pools, no local response normalization.
-``googlenet_paper`` is the paper's network: no BN, a true 5x5 branch, dropout 0.4 (the LRN layers
-of the paper are left out, as every modern implementation does).
+paper has the 5x5 branch, ceil-mode pools, a 2x2 pool before inception (5a) and adaptive pooling in
+the aux heads, no local response normalization.
+``googlenet_paper`` is the paper's network: no BN, a true 5x5 branch, the paper's 3x3/2 pool before
+(5a) (Caffe's pool4/3x3_s2) and 5x5/3 average pool in the aux heads (then adaptive to 4x4 at other
+input sizes), dropout 0.4 (the LRN layers of the paper are left out, as every modern
+implementation does).
 """
 from __future__ import annotations
 
@@ -64,19 +67,27 @@ def inception(name: str, kernel_5x5: int) -> Mixed:
                  [Pool("max", 3, stride=1, ceil=True), Conv(proj, 1)])
 
 
-def body(kernel_5x5: int) -> list:
+def body(kernel_5x5: int, paper_pools: bool) -> list:
     blocks = [(n, inception(n, kernel_5x5)) for n in ("mixed_3b", "mixed_3c")]
     blocks += [("maxpool_4a_3x3", Pool("max", 3, stride=2, ceil=True))]                  # N x 480 x 14 x 14
     blocks += [(n, inception(n, kernel_5x5)) for n in ("mixed_4b", "mixed_4c", "mixed_4d", "mixed_4e", "mixed_4f")]
-    blocks += [("maxpool_5a_2x2", Pool("max", 2, stride=2, ceil=True))]                  # N x 832 x 7 x 7
+    blocks += [("maxpool_5a_3x3", Pool("max", 3, stride=2, ceil=True)) if paper_pools     # N x 832 x 7 x 7
+               else ("maxpool_5a_2x2", Pool("max", 2, stride=2, ceil=True))]
     blocks += [(n, inception(n, kernel_5x5)) for n in ("mixed_5b", "mixed_5c")]        # N x 1024 x 7 x 7
     return blocks
 
 
 def aux_head(builder: Builder, in_chs: int, num_classes: int) -> AuxHead:
-    """Sec. 5: average pool to 4x4, 1x1 conv 128, fc 1024 + ReLU, dropout 0.7, fc."""
+    """torchvision's: average pool to 4x4, 1x1 conv 128, fc 1024 + ReLU, dropout 0.7, fc."""
     convs, chs = builder.branch([Conv(128, 1)], in_chs, in_module=False)
     return AuxHead(nn.AdaptiveAvgPool2d(4), convs, chs * 16, num_classes, hidden=1024, dropout=0.7)
+
+
+def paper_aux_head(builder: Builder, in_chs: int, num_classes: int) -> AuxHead:
+    """Sec. 5: average pool 5x5/3 (14x14 -> 4x4 at 224 px; adaptive to 4x4 at other sizes), then as torchvision."""
+    head = aux_head(builder, in_chs, num_classes)
+    head.pool = nn.Sequential(nn.AvgPool2d(5, stride=3), nn.AdaptiveAvgPool2d(4))
+    return head
 
 
 CARD = dict(paper="Szegedy et al. 2014, Going Deeper with Convolutions (arXiv:1409.4842)",
@@ -85,7 +96,7 @@ CARD = dict(paper="Szegedy et al. 2014, Going Deeper with Convolutions (arXiv:14
 
 
 def _googlenet(name, *, num_classes, in_chans, drop_rate, aux_logits, norm, kernel_5x5, factorize_5x5,
-               factorize_nxn, stem, depth_multiplier, min_depth):
+               factorize_nxn, stem, depth_multiplier, min_depth, paper_pools=False):
     if kernel_5x5 not in (3, 5):
         raise UserError(f"kernel_5x5 must be 5 (the paper) or 3 (torchvision's weights), got {kernel_5x5!r}")
     if factorize_5x5 and kernel_5x5 != 5:
@@ -93,8 +104,9 @@ def _googlenet(name, *, num_classes, in_chans, drop_rate, aux_logits, norm, kern
                         "(torchvision's weights); pass kernel_5x5=5, or use googlenet_paper (the paper's 5x5)")
     switches = Switches(norm=norm, bn_eps=1e-3, factorize_5x5=factorize_5x5, factorize_nxn=factorize_nxn, stem=stem,
                         depth_multiplier=depth_multiplier, min_depth=min_depth)
-    aux = {"mixed_4b": aux_head, "mixed_4e": aux_head} if aux_logits else None
-    return build(name, STEM, body(kernel_5x5), switches, num_classes=num_classes, in_chans=in_chans,
+    head = paper_aux_head if paper_pools else aux_head
+    aux = {"mixed_4b": head, "mixed_4e": head} if aux_logits else None
+    return build(name, STEM, body(kernel_5x5, paper_pools), switches, num_classes=num_classes, in_chans=in_chans,
                  drop_rate=drop_rate, aux_heads=aux)
 
 
@@ -112,5 +124,5 @@ def googlenet(num_classes=1000, in_chans=3, drop_rate=0.2, aux_logits=False, nor
 @register_model("googlenet_paper", **CARD, reference="the paper's Table 1 (no public weights in PyTorch)")
 def googlenet_paper(num_classes=1000, in_chans=3, drop_rate=0.4, aux_logits=False, norm=False, kernel_5x5=5,
                     factorize_5x5=None, factorize_nxn=None, stem="imagenet", depth_multiplier=1.0, min_depth=16):
-    """GoogLeNet as the paper builds it: no BN, a 5x5 branch, dropout 0.4."""
-    return _googlenet("googlenet_paper", **locals())
+    """GoogLeNet as the paper builds it: no BN, a 5x5 branch, its pools, dropout 0.4."""
+    return _googlenet("googlenet_paper", paper_pools=True, **locals())

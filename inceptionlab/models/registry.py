@@ -141,6 +141,11 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
     if weights is not None and not isinstance(weights, (str, Path)):
         raise UserError(f"weights= takes the path of a weights file, got {type(weights).__name__} {weights!r}; "
                         f"to use a state dict in memory, call model.load_state_dict")
+    if not isinstance(features_only, bool):
+        raise UserError(f"features_only takes True or False, got {features_only!r}")
+    if out_indices is not None and not features_only:
+        raise UserError("out_indices chooses the feature levels of features_only=True; pass features_only=True "
+                        "too, or leave out_indices out")
     directory = name if Path(str(name)).is_dir() else _saved_directory(name, weights)
     if directory is not None:
         from inceptionlab.models.weights import from_pretrained

@@ -15,8 +15,13 @@ every family:
                       every two-3x3 stack written as `Factorized5x5` back into one 5x5; None keeps
                       the table (which is what the reference weights expect).
 - ``factorize_nxn``   (v3 Sec. 3.2, Fig. 3/6): True turns every square n x n (n >= 3, stride 1)
-                      inside Inception modules into 1xn then nx1, False turns every `FactorizedNxN`
-                      back into one n x n; None keeps the table.
+                      inside Inception modules into 1xn then nx1 (the 3x3s of a 5x5 factorized by
+                      either switch too), False turns every `FactorizedNxN` back into one n x n;
+                      None keeps the table.
+                      A split the switches make puts the narrower of its two ends in the middle:
+                      the paper's 28% (5x5) and 33% (3x3) savings hold at equal widths, and a
+                      widening one (GoogLeNet's 5x5 16 -> 32) split at its output width would cost
+                      more than the convolution it replaces. Splits the tables draw keep their widths.
 - ``grid_reduction``  (v3 Sec. 4, Fig. 9/10) for `Reduction` modules: "efficient" keeps the parallel
                       stride-2 convolutions and pooling; "conv_then_pool" runs the same branches at
                       stride 1 and pools afterwards (expensive); "pool_then_conv" pools first
@@ -28,6 +33,7 @@ every family:
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, replace
 from typing import Sequence, Union
 
@@ -39,8 +45,9 @@ from inceptionlab.models.layers import Concat, ConvBN, PoolProjection, ScaledRes
 # ---------------------------------------------------------------- the vocabulary of the tables
 @dataclass(frozen=True)
 class Conv:
-    """A ConvBN. ``pad=None`` means 'same' at stride 1 and 'valid' (0) at stride 2."""
-    out: int
+    """A ConvBN. ``pad=None`` means 'same' at stride 1 and 'valid' (0) at stride 2; ``out=None``
+    keeps the input's width (the middle of a split the switches make)."""
+    out: Union[int, None]
     kernel: Union[int, tuple] = 1
     stride: int = 1
     pad: Union[int, tuple, None] = None
@@ -142,7 +149,7 @@ class Switches:
         if int(self.min_depth) < 1:
             raise UserError(f"min_depth must be >= 1, got {self.min_depth}")
         scale = self.residual_scale
-        scale = (float(scale),) * 3 if isinstance(scale, (int, float)) else tuple(float(v) for v in scale)
+        scale = (float(scale),) * 3 if isinstance(scale, numbers.Real) else tuple(float(v) for v in scale)
         if len(scale) != 3:
             raise UserError(f"residual_scale takes one number or three (35x35, 17x17, 8x8 stages), got {self.residual_scale!r}")
         if not all(v > 0 for v in scale):
@@ -150,8 +157,7 @@ class Switches:
         self.residual_scale = scale
 
     def depth(self, channels: int) -> int:
-        if self.depth_multiplier == 1.0:
-            return channels
+        """TF-slim's rule, at every multiplier (1.0 included: ``min_depth=64`` widens the narrow layers)."""
         return max(int(channels * self.depth_multiplier), self.min_depth)
 
 
@@ -170,7 +176,7 @@ class Builder:
 
     # -- single ops --------------------------------------------------------------
     def conv(self, op: Conv, in_chs: int, out_chs: Union[int, None] = None) -> tuple[nn.Module, int]:
-        out = self.s.depth(op.out) if out_chs is None else out_chs
+        out = out_chs if out_chs is not None else in_chs if op.out is None else self.s.depth(op.out)
         pad = op.pad if op.pad is not None else (_same(op.kernel) if op.stride == 1 else 0)
         module = ConvBN(in_chs, out, op.kernel, op.stride, pad, norm=self.s.norm, eps=self.s.bn_eps,
                         conv_bias=self.s.conv_bias)
@@ -183,13 +189,25 @@ class Builder:
         return nn.AvgPool2d(op.kernel, op.stride, pad, ceil_mode=op.ceil,
                             count_include_pad=self.s.avg_pool_count_pad)
 
-    def expand(self, op: Op, in_module: bool) -> list[Op]:
-        """Rewrites one op according to the factorization switches."""
+    def expand(self, op: Op, in_module: bool, in_chs: int) -> list[Op]:
+        """Rewrites one op according to the factorization switches (the pieces of a split are
+        rewritten in turn: a 5x5 made two 3x3 is then split into 1x3 and 3x1 by ``factorize_nxn``)."""
+        pieces = self._split(op, in_module, in_chs)
+        if pieces == [op]:
+            return pieces
+        out = []
+        for piece in pieces:
+            out += self.expand(piece, in_module, in_chs)
+            if isinstance(piece, Conv) and piece.out is not None:
+                in_chs = self.s.depth(piece.out)
+        return out
+
+    def _split(self, op: Op, in_module: bool, in_chs: int) -> list[Op]:
         s = self.s
         if isinstance(op, Factorized5x5):
             if s.factorize_5x5 is False:
                 return [Conv(op.out, 5, op.stride, 2)]
-            return [Conv(op.mid, 3), Conv(op.out, 3, op.stride, 1)]
+            return [Conv(op.mid, 3), Conv(op.out, 3, op.stride, None if op.stride == 1 else 1)]
         if isinstance(op, FactorizedNxN):
             if s.factorize_nxn is False:
                 return [Conv(op.out, op.n)]
@@ -197,16 +215,18 @@ class Builder:
             first, second = (one_by_n, n_by_one) if op.first == "1xn" else (n_by_one, one_by_n)
             return [Conv(op.mid, first), Conv(op.out, second)]
         if isinstance(op, Conv) and op.stride == 1 and op.pad is None and in_module:
+            # the middle takes the narrower end: the input's width where the convolution widens
+            mid = None if op.out is None or in_chs < s.depth(op.out) else op.out
             if op.kernel == 5 and s.factorize_5x5:
-                return [Conv(op.out, 3), Conv(op.out, 3)]
+                return [Conv(mid, 3), Conv(op.out, 3)]
             if isinstance(op.kernel, int) and op.kernel >= 3 and s.factorize_nxn:
-                return [Conv(op.out, (1, op.kernel)), Conv(op.out, (op.kernel, 1))]
+                return [Conv(mid, (1, op.kernel)), Conv(op.out, (op.kernel, 1))]
         return [op]
 
     def branch(self, ops: Sequence[Op], in_chs: int, in_module: bool = True) -> tuple[nn.Module, int]:
         layers, chs = [], in_chs
         for op in ops:
-            for piece in self.expand(op, in_module):
+            for piece in self.expand(op, in_module, chs):
                 if isinstance(piece, Pool):
                     layers.append(self.pool(piece))
                 elif isinstance(piece, Split):
@@ -245,7 +265,9 @@ class Builder:
 
     def _reduction_variant(self, spec: Reduction, in_chs: int) -> tuple[nn.Module, int]:
         """The same branches at stride 1, with the module's stride-2 pooling before or after."""
-        pool = next(op for b in spec.branches for op in b if isinstance(op, Pool) and op.stride == 2)
+        pool = next((op for b in spec.branches for op in b if isinstance(op, Pool) and op.stride == 2), None)
+        if pool is None:  # a stem reduction that stem="low_res" took the stride from: nothing to reorder
+            return self.concat(spec.branches, in_chs)
         body, out_chs = self.concat([_at_stride_one(b) for b in spec.branches], in_chs)
         if self.s.grid_reduction == "pool_then_conv":
             return nn.Sequential(self.pool(pool), body), out_chs

@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from inceptionlab.errors import UserError
+
 
 def smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
     """Mean over the batch of the cross-entropy against the smoothed one-hot target."""
@@ -46,6 +48,9 @@ class InceptionLoss:
         logits, aux = output
         weights = (list(self.aux_weight) if isinstance(self.aux_weight, (list, tuple))
                    else [self.aux_weight] * len(aux))
+        if len(weights) != len(aux):  # zip dropped the heads without a weight
+            raise UserError(f"aux_weight gives {len(weights)} weight(s) for {len(aux)} auxiliary head(s); give one "
+                            f"number for all, or one per head")
         loss = smoothed_cross_entropy(logits, target, self.smoothing)
         for weight, aux_logits in zip(weights, aux):
             loss = loss + weight * smoothed_cross_entropy(aux_logits, target, self.smoothing)
