@@ -324,6 +324,15 @@ def test_target_and_time_to_target():
                dict(name="b", status="diverged", best_top1=99.0, metrics=[])]
     assert choose_target(records, None)[0] == 81.0      # diverged runs do not set the target
     assert choose_target(records, 50)[0] == 50.0
+    # a default target at or below chance is none (a run at 10% of 10 classes "reached" it); a tie names the first run
+    ten = [str(i) for i in range(10)]
+    weak = [dict(name="ok", status="finished", best_top1=11.0, classes=ten, metrics=[]),
+            dict(name="v3", status="finished", best_top1=11.0, classes=ten, metrics=[])]
+    assert choose_target(weak, None) == (None, "none: 90% of the best run's best (ok: 11.00%) is at or below chance "
+                                               "(10% for 10 classes); train longer or set --target")
+    weak[0]["best_top1"] = weak[1]["best_top1"] = 40.0
+    assert choose_target(weak, None) == (36.0, "top-1 36% = 90% of the best run's best (ok: 40.00%)")
+    assert choose_target(weak, 5)[0] == 5.0  # the plan's own target stands
     record = dict(metrics=[dict(step=10, seconds=5.0, top1=40.0), dict(step=20, seconds=9.0, top1=81.0),
                            dict(step=30, seconds=14.0, top1=85.0)])
     assert time_to_target(record, 81.0) == (20, 9.0)
@@ -487,6 +496,19 @@ def test_the_report_says_what_the_runs_shared():
     two = _sameness({"seeds": [0, 1], "runs": []})
     assert two.startswith("Every variant saw the same data and budget, and the same seed at each of the 2 seeds")
     assert "augmentation seed and" not in two
+    # a run's own budget sits at the run's top level, where the report did not look ("the same budget")
+    assert _sameness({"seeds": [0], "runs": [{"name": "a", "model": "googlenet", "train": {}, "steps": 2}]}).endswith(
+        "some runs set their own steps (see below).")
+
+
+def test_shared_settings_leave_out_what_every_run_sets_itself(engine, tmp_path):
+    # the batchnorm study listed lr=1.0 as shared, while its arms trained at 1.0, 5.0 and 30.0
+    plan = plan_of(Variant("a", "googlenet", train={"lr": 0.5}), Variant("b", "googlenet", train={"lr": 2.0}))
+    plan.train.update(lr=1.0, weight_decay=0.0)
+    run_plan(plan, tmp_path, log=lambda line: None)
+    md = (tmp_path / "report.md").read_text()
+    shared = md[md.index("Shared training settings:"):].split(". ")[0]
+    assert "weight_decay=0.0" in shared and "lr=" not in shared, shared
 
 
 def test_an_interrupted_plot_leaves_the_earlier_file(tmp_path, monkeypatch):

@@ -60,6 +60,8 @@ def test_a_run_directory_holds_everything(tmp_path):
     assert set(steps[0]) == {"step", "epoch", "loss", "lr", "seconds", "images"} and steps[-1]["images"] == 48
     assert summary["final_top1"] == float(rows[-1]["top1"]) and summary["best_top1"] == max(
         float(r["top1"]) for r in rows)
+    # the best top-5 of any evaluation (it was the top-5 at the best top-1)
+    assert round(summary["best_top5"], 3) == max(float(r["top5"]) for r in rows)
     assert (out / "config.yaml").is_file() and (out / "checkpoints" / "best.pt").is_file()
     assert sorted(os.listdir(out / "checkpoints")) == ["best.pt", "step_00000003.pt", "step_00000006.pt"]
     reloaded = create_model(str(out))          # config.json + model.safetensors (the EMA weights)
@@ -160,6 +162,9 @@ def test_a_non_finite_loss_stops_with_the_step_and_last_checkpoint(tmp_path):
     step = summary["steps"] + 1
     assert f"at step {step}" in summary["message"] and "last good checkpoint" in summary["message"]
     assert f"step_{summary['steps']:08d}.pt" in summary["message"] or summary["steps"] == 0
+    # the failed step is not counted in the epochs either (1 step of 3 per epoch said 0.67 epochs)
+    steps_per_epoch = 40 // 8  # limit_per_class=4 of 10 classes, batch 8
+    assert summary["epochs"] == pytest.approx(summary["steps"] / steps_per_epoch, abs=1e-4)
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 

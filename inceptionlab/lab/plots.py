@@ -83,8 +83,9 @@ def plot_loss(results: dict, out_dir: Path, x: str) -> dict | None:
         ys = _smooth([p["loss"] for p in r["train_curve"]])
         pts = [(a, b) for a, b in zip(xs, ys) if a is not None and b is not None]
         label = _legend_once(seen, r)
-        if pts:
-            ax.plot(*zip(*pts), color=r["color"], lw=1.4, alpha=0.9, label=label)
+        if pts:  # one point (a run that ended at its first step) gets a marker, or nothing shows
+            ax.plot(*zip(*pts), color=r["color"], lw=1.4, alpha=0.9, label=label,
+                    marker="o" if len(pts) == 1 else None, ms=4)
             label = None
         val = [(m[x], m["val_loss"]) for m in r["metrics"] if m.get(x) is not None and m.get("val_loss") is not None]
         if val:
@@ -95,7 +96,7 @@ def plot_loss(results: dict, out_dir: Path, x: str) -> dict | None:
         ax.set_yscale("log")
     if limits:
         ax.set_ylim(*limits if log_scale else (0, limits[1]))
-    ax.set_xlabel("training step" if x == "step" else "wall-clock seconds of training")
+    ax.set_xlabel("training step" if x == "step" else "wall-clock seconds of the run (evaluations included)")
     ax.set_ylabel("loss (log scale)" if log_scale else "loss")
     ax.set_title("Loss: training (solid, smoothed) and validation (dashed, dots)")
     ax.grid(True, alpha=0.3, which="both")

@@ -130,7 +130,9 @@ DATA_AND_BUDGET = ("epochs", "steps", "minutes", "limit_per_class", "val_split",
 
 
 def _sameness(plan: dict) -> str:
-    varied = sorted({k for run in plan.get("runs", []) for k in (run.get("train") or {}) if k in DATA_AND_BUDGET})
+    # a run's own budget sits at its top level (steps: 2), its other settings under train:
+    varied = sorted({k for run in plan.get("runs", []) for k in [*(run.get("train") or {}), *run]
+                     if k in DATA_AND_BUDGET})
     seeds = len(plan.get("seeds") or [0])
     if seeds > 1:  # a model's runs differ in seed; the variants at one seed share it
         who, seed = "Every variant", (f"the same seed at each of the {seeds} seeds (which set the split, "
@@ -168,7 +170,10 @@ def document(results: dict) -> list[tuple]:
     plan = results["plan"]
     blocks: list[tuple] = [("h1", results["title"])]
     budget = ", ".join(f"{k} {v:g}" for k, v in results["budget"].items()) or "per-run budgets"
-    shared = _kv(plan.get("train")) or "engine defaults"
+    runs = plan.get("runs") or []
+    # a setting every run sets for itself is not shared (the batchnorm study's lr per arm)
+    own_everywhere = set.intersection(*[set(r.get("train") or {}) for r in runs]) if runs else set()
+    shared = _kv({k: v for k, v in (plan.get("train") or {}).items() if k not in own_everywhere}) or "engine defaults"
     blocks.append(("p", f"Data: {results.get('data_source') or plan.get('data') or 'embedded digits'}. "
                         f"Budget per run: {budget}. Seeds: {', '.join(map(str, results['seeds']))}. "
                         f"Shared switches: {_kv(plan.get('model_kwargs')) or 'none'}. "
@@ -196,7 +201,9 @@ def document(results: dict) -> list[tuple]:
         blocks += [("figure", p) for p in results["plots"]]
     blocks.append(("p", "Multiply-adds are for one image at the run's input size (inference, no auxiliary heads); "
                         "inference images/s is the median of a few timed batches on this machine; seconds are the "
-                        "engine's wall-clock training time; every number here is in results.json."))
+                        "run's wall-clock time, its evaluations and checkpoints included (the clock that --minutes "
+                        "budgets), while train img/s counts the training steps alone; every number here is in "
+                        "results.json."))
     return blocks
 
 

@@ -112,8 +112,12 @@ def choose_target(records: list[dict], target: float | None, target_fn=None) -> 
     bests = [(best_top1(r), r["name"]) for r in records if r.get("status") in OK_STATUSES and best_top1(r) is not None]
     if not bests:
         return None, "no finished run has a top-1"
-    best, name = max(bests)
+    best, name = max(bests, key=lambda b: b[0])  # the first of equals, in the plan's order
     value = round(DEFAULT_TARGET_SHARE * best, 2)
+    classes = next((len(r["classes"]) for r in records if r.get("classes")), 0)
+    if classes and value <= 100 / classes:  # guessing would "reach" it: steps to it would mean nothing
+        return None, (f"none: {DEFAULT_TARGET_SHARE:.0%} of the best run's best ({name}: {best:.2f}%) is at or "
+                      f"below chance ({100 / classes:.3g}% for {classes} classes); train longer or set --target")
     return value, f"top-1 {value:g}% = {DEFAULT_TARGET_SHARE:.0%} of the best run's best ({name}: {best:.2f}%)"
 
 

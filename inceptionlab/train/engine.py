@@ -288,6 +288,7 @@ class Trainer:
         step_started = time.monotonic()  # a step's time includes reading its batch
         whole_epoch, stepped = self.pos.batch == 0, False
         for images, labels, _n_skipped in self._epoch_batches():
+            before = (self.pos.epoch, self.pos.batch)
             self.pos.batch += 1
             if self.pos.batch == self.steps_per_epoch:  # the last batch ends the epoch, readable or not
                 self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
@@ -300,6 +301,7 @@ class Trainer:
             loss = self.train_step(images, labels, lr)
             agreed = self._agree(loss, images.shape[0], started)
             if not math.isfinite(agreed.loss):
+                self.pos.epoch, self.pos.batch = before  # the failed step is not counted: epochs agree with steps
                 latest = self.checkpoints.latest()
                 return "diverged", (f"loss became {agreed.loss} at step {self.pos.step + 1} (epoch "
                                     f"{self._epoch_float():.2f}); last good checkpoint: {latest or 'none'}; "
@@ -390,8 +392,10 @@ class Trainer:
                            f"run with a lower --lr or with --clip-grad")
         improved = self.history.best_top1 is None or result.top1 > self.history.best_top1
         if improved:
-            self.history.best_top1, self.history.best_top5 = result.top1, result.top5
+            self.history.best_top1 = result.top1
             self.history.best_step = self.pos.step
+        # the best top-5 of any evaluation, as its name says (it was the top-5 at the best top-1)
+        self.history.best_top5 = max(result.top5, self.history.best_top5 or result.top5)
         h = self.history
         row = dict(epoch=round(self._epoch_float(), 4), step=self.pos.step,
                    train_loss=_round(h.window_loss / h.window_steps) if h.window_steps else None,
