@@ -275,6 +275,26 @@ def test_a_class_named_train_is_a_class(tmp_path):
     assert build_photos(layout).classes == ["bus", "car"] and "train/;" in build_photos(layout).source
 
 
+def test_a_stray_file_or_folder_beside_a_layout_is_named_not_made_a_class(tmp_path):
+    # one image in train/ made the classes "train" and "val"; a samples/ folder beside them a third
+    stray = tmp_path / "stray"
+    image_folder(stray / "train", {"cat": 3, "dog": 3})
+    image_folder(stray / "val", {"cat": 1, "dog": 1})
+    noise_image((12, 10)).save(stray / "train" / "stray.png")
+    (stray / "samples").mkdir()
+    noise_image((12, 10)).save(stray / "samples" / "x.png")
+    splits = build_photos(stray)
+    assert splits.classes == ["cat", "dog"] and (len(splits.train), len(splits.val)) == (6, 2)
+    assert "(train/ and val/; ignored: train/stray.png, samples/)" in splits.source
+    # an empty val/ (a notebook's checkpoints only) no longer hides test/
+    empty_val = tmp_path / "empty_val"
+    image_folder(empty_val / "train", {"cat": 3, "dog": 3})
+    image_folder(empty_val / "test", {"cat": 1, "dog": 1})
+    (empty_val / "val" / ".ipynb_checkpoints").mkdir(parents=True)
+    splits = build_photos(empty_val)
+    assert len(splits.val) == 2 and "(train/ and test/; ignored: val/ (no images))" in splits.source
+
+
 def test_test_folder_serves_as_val(tmp_path):
     image_folder(tmp_path / "train", {"a": 3, "b": 3})
     image_folder(tmp_path / "test", {"a": 1, "b": 1})

@@ -35,7 +35,7 @@ from inceptionlab.data.digits import embedded_digits, load_digits
 from inceptionlab.data.folders import scan_class_folders, split_folders
 from inceptionlab.data.images import UnreadableImage, load_image
 from inceptionlab.data.skipped import SkippedFiles
-from inceptionlab.errors import UserError
+from inceptionlab.errors import UserError, listed
 
 __all__ = [
     "DatasetSplits",
@@ -272,9 +272,10 @@ def _cifar_splits(folder, layout, train_tf, eval_tf, val_split, seed) -> Dataset
     return DatasetSplits(train, val, arrays.classes, f"{source}; {how}", native_size=CIFAR_SIDE, origin=source)
 
 
-def _split_folder_splits(train_dir, val_dir, train_tf, eval_tf, val_split, seed,
+def _split_folder_splits(train_dir, val_dir, ignored, train_tf, eval_tf, val_split, seed,
                          strict) -> DatasetSplits:
-    """root/train/<class> with root/val/<class> (or test/) as val, or split from train."""
+    """root/train/<class> with root/val/<class> (or test/) as val, or split from train; what lies
+    outside that layout (``ignored``) is named in the description."""
     classes, samples = scan_class_folders(train_dir)
     # a val/ that an explicit val_split leaves unused is not read (its classes were checked, and refused)
     val_samples = scan_class_folders(val_dir, classes)[1] if val_dir is not None and val_split is None else None
@@ -287,6 +288,8 @@ def _split_folder_splits(train_dir, val_dir, train_tf, eval_tf, val_split, seed,
     else:
         train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
         how = f"train/; {how}" + (f"; {val_dir.name}/ not used" if val_dir is not None else "")
+    if ignored:
+        how += f"; ignored: {listed(ignored)}"
     return DatasetSplits(train, val, classes, f"{source} ({how})", origin=source)
 
 

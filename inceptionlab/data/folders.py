@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from inceptionlab.errors import UserError, listed
 
@@ -80,26 +81,45 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
     return found, samples
 
 
-def split_folders(root: Path) -> tuple[Path, Path | None] | None:
-    """(train/, val/ or test/ or None) when `root` has a train/ folder of class folders, else None.
-    A train/ that holds images itself, or no subfolder, or that has folders of images beside it
-    (other than val/ and test/), is a class named "train" (a photo set of trains and buses was read
-    as a train/val layout, its other classes ignored)."""
+class SplitLayout(NamedTuple):
+    """root/train/<class>/ with root/val/<class>/ (or test/, or None: hold out from train/)."""
+    train: Path
+    val: Path | None
+    ignored: list[str]  # what lies outside the layout (a stray image in train/, a folder beside it)
+
+
+def split_folders(root: Path) -> SplitLayout | None:
+    """The train/val layout of `root`, or None when `root` is a folder of classes.
+
+    train/ is a split when folders of images lie inside it: a stray image in train/, or a folder
+    of images beside train/ and val/, is then listed as ignored (one stray file made the classes
+    "train" and "val"). It is a class named "train" when it holds no such folder (a photo set of
+    trains and buses), or when folders of images lie beside it and no val/ or test/ of class
+    folders does (cat/, dog/ and train/ are three classes, not a layout that ignores two).
+    A val/ or test/ without images is passed over (an empty val/ hid test/)."""
     train = root / "train"
-    if not train.is_dir():
+    if not train.is_dir() or not _image_folders(train):
         return None
-    entries = list(os.scandir(train))
-    if any(entry.is_file() and is_image_file(entry.name) for entry in entries) or \
-            not any(entry.is_dir() and not entry.name.startswith(".") for entry in entries):
+    held_out = [root / name for name in VAL_FOLDER_NAMES if (root / name).is_dir()]
+    val = next((folder for folder in held_out if _holds_images(folder)), None)  # loose images: its own error
+    siblings = [entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+                and entry.name not in ("train", *VAL_FOLDER_NAMES) and _holds_images(Path(entry.path))]
+    if siblings and val is None:  # cat/, dog/ beside train/: classes all
         return None
-    siblings = [entry for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
-                and entry.name not in ("train", *VAL_FOLDER_NAMES)]
-    if any(_holds_images(Path(entry.path)) for entry in siblings):  # cat/, dog/ beside train/: classes all,
-        return None                                                  # not a layout that ignored cat and dog
-    for name in VAL_FOLDER_NAMES:
-        if (root / name).is_dir():
-            return train, root / name
-    return train, None
+    ignored = [f"{folder.name}/ (no images)" for folder in held_out if folder != val
+               and not (val is not None and VAL_FOLDER_NAMES.index(folder.name) > VAL_FOLDER_NAMES.index(val.name))]
+    for folder in (train, val):
+        if folder is not None:
+            ignored += sorted(f"{folder.name}/{entry.name}" for entry in os.scandir(folder)
+                              if entry.is_file() and is_image_file(entry.name))
+    ignored += sorted(f"{name}/" for name in siblings)
+    return SplitLayout(train, val, ignored)
+
+
+def _image_folders(folder: Path) -> bool:
+    """Whether a visible subfolder of ``folder`` holds an image (at any depth)."""
+    return any(entry.is_dir() and not entry.name.startswith(".") and _holds_images(Path(entry.path))
+               for entry in os.scandir(folder))
 
 
 def _holds_images(folder: Path) -> bool:
