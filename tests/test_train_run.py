@@ -315,6 +315,22 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, capsys):
     assert result["status"] == "failed" and "broken.png" in result["message"]
 
 
+def test_a_class_of_unreadable_files_is_named(tmp_path, capsys):
+    # it trained silently to "top1 100%", with an output for dogs that never saw a dog
+    rng = np.random.default_rng(0)
+    (tmp_path / "pics" / "cats").mkdir(parents=True)
+    (tmp_path / "pics" / "dogs").mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "pics" / "cats" / f"{i}.png")
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / "pics" / "dogs" / name).write_text("not a picture")
+    summary = train(tiny(tmp_path, data=str(tmp_path / "pics"), steps=6, batch_size=2, limit_per_class=None,
+                         val_split=0.3, quiet=False))
+    assert summary["status"] == "finished" and summary["unreadable_classes"] == ["dogs"]
+    assert ("warning: every training image of class dogs was unreadable: the model never saw it; fix or replace "
+            "those files") in capsys.readouterr().out
+
+
 def test_cli_config_file_with_flags_overriding(tmp_path, capsys):
     from inceptionlab.cli import main
 

@@ -543,9 +543,14 @@ class Trainer:
             best = f"best top1 {summary['best_top1']:.2f}% at step {summary['best_step']}" \
                 if summary["best_top1"] is not None else "no evaluation"
             skipped = len(summary["skipped_files"] or ())
+            unseen = summary["unreadable_classes"]
             self.progress.line(f"{ended}: {summary['steps']} steps in {summary['seconds']:.0f}s, {best}"
                                + (f"; {skipped} unreadable file(s) skipped (listed in summary.json)" if skipped else "")
                                + (f"; {message}" if message else ""))
+            if unseen:  # the model has an output for them that never saw an example
+                self.progress.line(f"warning: every training image of class {listed(unseen)} was unreadable: the "
+                                   f"model never saw {'it' if len(unseen) == 1 else 'them'}; fix or replace those "
+                                   f"files (see skipped_files in summary.json)")
         return summary
 
     def _write_summary(self, status: str, message: str) -> dict:
@@ -570,7 +575,8 @@ class Trainer:
             final_val_loss=last.get("val_loss"),
             train_images_per_sec=(round(self.pos.images / max(self.pos.train_seconds, 1e-9), 2)
                                   if self.pos.images else None),  # None: no step trained, nothing timed
-            skipped_files=skipped, classes=self.classes, data_source=self.splits.source, seed=self.cfg.seed,
+            skipped_files=skipped, unreadable_classes=self._classes_never_read(skipped), classes=self.classes,
+            data_source=self.splits.source, seed=self.cfg.seed,
             img_size=self.img_size, batch_size=self.cfg.batch_size, world_size=self.dist.world_size,
             opt=self.cfg.opt, lr=self.cfg.lr, sched=self.cfg.sched, aux_weight=self.aux_weight,
             ema=self.ema is not None, weights=final_weights, run_dir=str(self.out),
@@ -584,6 +590,17 @@ class Trainer:
                 summary["message"] = (message + "; " if message else "") + \
                     f"cannot write summary.json: {exc.strerror or exc}"
         return summary
+
+    def _classes_never_read(self, skipped) -> list[str]:
+        """Classes whose every training file was found unreadable (only files that were tried count)."""
+        samples = getattr(self.splits.train, "samples", None)
+        if not skipped or not samples:
+            return []
+        bad = {record["path"] for record in skipped}
+        files: dict[int, list[bool]] = {}
+        for path, label in samples:
+            files.setdefault(label, []).append(str(path) in bad)
+        return [self.classes[label] for label, unreadable in sorted(files.items()) if all(unreadable)]
 
     def _skipped_files(self) -> list[dict]:
         mine = [(path, reason) for ds in (self.splits.train, self.val_loader.dataset)
