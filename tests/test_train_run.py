@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -132,6 +133,7 @@ def test_a_finished_run_is_extended_by_a_larger_budget(tmp_path, capsys):
     assert "the run is already at step 6, epoch 1.20" in capsys.readouterr().err
     assert main(["train", "--resume", out, "--lr", "1"]) == 2
     assert "only --epochs, --steps and --minutes may change" in capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "extended" / "config.yaml").read_text())["steps"] == 6  # it kept 3
     # a cosine schedule stretched over a new budget says where its learning rate jumps
     train(tiny(tmp_path, "cosine", steps=3, sched="cosine", lr=0.1))
     resumed = train(resume=tmp_path / "cosine", budget=dict(steps=6), quiet=False)
@@ -313,6 +315,39 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, capsys):
                   val_split=0.25, strict=True)
     result = train(strict)
     assert result["status"] == "failed" and "broken.png" in result["message"]
+
+
+def test_a_run_whose_data_moved_resumes_with_data(tmp_path, capsys):
+    # --data was refused with --resume, and the error named only the old path: no way to continue
+    from inceptionlab.cli import main
+
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / "pics" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "pics" / cls / f"{i}.png")
+    args = dict(data=str(tmp_path / "pics"), batch_size=4, limit_per_class=None, val_split=0.3)
+    train(tiny(tmp_path, "moved", steps=2, **args))
+    train(tiny(tmp_path, "stayed", steps=4, **args))
+    (tmp_path / "pics").rename(tmp_path / "photos")
+    run = str(tmp_path / "moved")
+    assert main(["train", "--resume", run, "--steps", "4"]) == 2
+    assert (f"the run's data folder {tmp_path / 'pics'} is gone; put it back there, or pass the folder's new place: "
+            f"inceptionlab train --resume {run} --data NEW_PATH") in capsys.readouterr().err
+    assert main(["eval", "--run", run]) == 2
+    assert f"the run's data folder {tmp_path / 'pics'} is gone; pass --data with its new place" in capsys.readouterr().err
+    assert main(["train", "--resume", run, "--steps", "4", "--data", str(tmp_path / "photos"), "--quiet"]) == 0
+    assert yaml.safe_load((tmp_path / "moved" / "config.yaml").read_text())["data"] == str(tmp_path / "photos")
+    losses = lambda name: [s["loss"] for s in read_steps(tmp_path / name)]  # noqa: E731
+    assert losses("moved") == losses("stayed")  # the same files, the same split, the same steps
+
+
+def test_resuming_a_run_that_failed_before_its_first_checkpoint_says_so(tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "summary.json").write_text('{"status": "failed", "steps": 0}')
+    with pytest.raises(UserError, match=r"the run there ended before its first one, so there is nothing to continue "
+                                         r"\(summary.json says why\); start it again in another --out, or delete"):
+        train(resume=tmp_path / "run")
 
 
 def test_a_class_of_unreadable_files_is_named(tmp_path, capsys):

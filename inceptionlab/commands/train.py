@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--config", metavar="FILE", help="YAML file of TrainConfig keys; flags override it")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue that run from its latest checkpoint; with "
                                                          "--epochs/--steps/--minutes, a new budget (extends a "
-                                                         "finished run)")
+                                                         "finished run); with --data, where its data folder "
+                                                         "moved")
     run.add_argument("--model-kwargs", nargs="+", action="extend", default=S, metavar="KEY=VALUE",
                      help="model switches, e.g. stem=low_res depth_multiplier=0.25 norm=false aux_logits=true")
     run.add_argument("--weights", default=S, help="initial weights (fine-tuning); a classifier of another "
@@ -104,14 +105,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         budget = {k: getattr(args, k) for k in ("epochs", "steps", "minutes") if k in vars(args)}
-        extra = sorted(k for k in vars(args) if k not in ("command", "config", "resume", "quiet", "threads", *budget))
+        extra = sorted(k for k in vars(args)
+                       if k not in ("command", "config", "resume", "quiet", "threads", "data", *budget))
         if extra or args.config:
             given = "--" + (extra[0].replace("_", "-") if extra else "config")
             raise UserError(f"--resume continues with the run's saved configuration; drop {given} "
                             f"(only --epochs, --steps and --minutes may change: a larger budget extends the run; "
-                            f"and --threads, which changes no result)")
+                            f"--data, where the run's data folder moved; and --threads, which changes no result)")
         summary = train(resume=args.resume, quiet=True if getattr(args, "quiet", False) else None,
-                        budget=budget or None, threads=getattr(args, "threads", None))
+                        budget=budget or None, threads=getattr(args, "threads", None), data=getattr(args, "data", None))
     else:
         summary = train(config_from_args(args))
     status = summary["status"]

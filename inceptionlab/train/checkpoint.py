@@ -100,6 +100,11 @@ class CheckpointDir:
             except UserError as exc:
                 problems.append(str(exc))
         reason = f": {problems[0]}" if problems else ""
+        run = self.folder.parent
+        if not problems and (run / "summary.json").is_file():  # it ended before its first checkpoint
+            raise UserError(f"no checkpoint in {self.folder}: the run there ended before its first one, so there is "
+                            f"nothing to continue (summary.json says why); start it again in another --out, or "
+                            f"delete {run} first")
         raise UserError(f"no usable checkpoint in {self.folder}{reason}; start a new run without --resume")
 
     def save(self, state: dict, step: int, *, best: bool = False) -> Path:

@@ -101,20 +101,22 @@ BUDGET_KEYS = ("epochs", "steps", "minutes")
 
 
 def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, quiet: bool | None = None,
-          budget: dict | None = None, threads: int | None = None) -> dict:
+          budget: dict | None = None, threads: int | None = None, data: str | Path | None = None) -> dict:
     """Trains ``cfg`` (or continues the run in ``resume``); returns the summary (also summary.json).
 
     ``budget`` (with ``resume``) replaces the run's epochs, steps and minutes together: a finished
     run is extended by giving it a larger one. ``threads`` (with ``resume``) replaces the run's CPU
-    thread count, which changes no result. Bad configuration raises a one-line UserError before
+    thread count, which changes no result. ``data`` (with ``resume``) is where the run's image
+    folder is now, when it moved: the classes must be the same (the split follows the file names).
+    Bad configuration raises a one-line UserError before
     any training. Once training runs, a diverged, interrupted or failed run is reported in the
     summary's status and message.
     """
     dist = Distributed.from_env()
     try:
         state = None
-        if (budget or threads is not None) and resume is None:
-            raise UserError("budget= and threads= change a resumed run; put them in the TrainConfig instead")
+        if (budget or threads is not None or data is not None) and resume is None:
+            raise UserError("budget=, threads= and data= change a resumed run; put them in the TrainConfig instead")
         if resume is not None:
             if cfg is not None:
                 raise UserError("pass either a config or resume=RUN_DIR, not both")
@@ -127,6 +129,11 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
                 if unknown:
                     raise UserError(f"budget has an unknown key {unknown[0]!r}; use {', '.join(BUDGET_KEYS)}")
                 cfg = cfg.replace(**{key: budget.get(key) for key in BUDGET_KEYS})
+            if data is not None:
+                cfg = cfg.replace(data=str(Path(data).expanduser().resolve()))
+            elif cfg.data is not None and not Path(cfg.data).exists():
+                raise UserError(f"the run's data folder {cfg.data} is gone; put it back there, or pass the folder's "
+                                f"new place: inceptionlab train --resume {resume} --data NEW_PATH")
         if cfg is None:
             raise UserError("train needs a TrainConfig, or resume=RUN_DIR to continue a run")
         if state is None and cfg.data is not None and isinstance(cfg.data, (str, Path)):
@@ -218,6 +225,8 @@ class Trainer:
         if state is not None:
             self._restore(state)
         try:
+            if state is not None and self.main:  # a larger budget, a moved data folder: now the run's
+                write_yaml(self.cfg.to_dict(), self.out / "config.yaml")
             self.log = RunLog(self.out, enabled=self.main, resume_step=self.pos.step if state is not None else None)
         except OSError as exc:
             raise UserError(f"cannot write the logs in {self.out}: {exc.strerror or exc}; free space or "
@@ -475,7 +484,7 @@ class Trainer:
             probe = self.out / f".write-test-{os.getpid()}"
             probe.write_text("ok")
             probe.unlink()
-            if not resuming:
+            if not resuming:  # (a resume rewrites it once its checkpoint and budget are accepted)
                 write_yaml(self.cfg.to_dict(), self.out / "config.yaml")
         except OSError as exc:
             raise UserError(f"cannot write to output folder {self.out}: {why_not_writable(self.out, exc)}; "

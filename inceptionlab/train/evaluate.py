@@ -172,6 +172,9 @@ def _run_weights(run: Path, data) -> tuple:
     cfg = TrainConfig.from_yaml(run / "config.yaml")
     if data is not None:
         cfg = cfg.replace(data=str(data))
+    elif cfg.data is not None and not Path(str(cfg.data)).expanduser().exists():
+        raise UserError(f"the run's data folder {cfg.data} is gone; pass --data with its new place (or other "
+                        f"images of the same classes)")
     final = run / "model.safetensors"
     if final.is_file():
         return cfg, final, "final weights (EMA)" if cfg.ema_decay else "final weights"
