@@ -566,6 +566,10 @@ def test_find_images_walks_folders_and_skips_hidden(tmp_path):
     (tmp_path / ".hidden" / "y.jpg").write_bytes(b"")
     (tmp_path / "b.png").write_bytes(b"")
     assert [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])] == ["a/x.jpg", "b.png"]
+    (tmp_path / "linked").symlink_to(tmp_path / "a")  # a linked folder is followed, as training follows it,
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")  # and a link to itself does not loop
+    assert [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])] == ["a/x.jpg", "b.png"]
+    assert [p.name for p in find_images([tmp_path / "linked"])] == ["x.jpg"]
 
 
 @pytest.mark.slow

@@ -350,6 +350,18 @@ def test_resuming_a_run_that_failed_before_its_first_checkpoint_says_so(tmp_path
         train(resume=tmp_path / "run")
 
 
+def test_a_run_without_final_weights_as_a_model_names_its_checkpoint(tmp_path):
+    # predict --model RUN said only "no config.json; not a directory written by save_pretrained"
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text("model: googlenet\n")
+    for step in (2, 10):
+        (tmp_path / "run" / "checkpoints" / f"step_{step:08d}.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"run is a training run without final weights \(interrupted, or still "
+                                         r"running\); continue it with inceptionlab train --resume .*run, or use "
+                                         r"its latest checkpoint: --weights .*step_00000010.pt"):
+        create_model(str(tmp_path / "run"))
+
+
 def test_a_class_of_unreadable_files_is_named(tmp_path, capsys):
     # it trained silently to "top1 100%", with an output for dogs that never saw a dog
     rng = np.random.default_rng(0)

@@ -40,6 +40,11 @@ def images_in(folder: Path) -> list[Path]:
     """Every image file under `folder`, at any depth, in sorted order; hidden entries skipped.
     Linked folders are followed, each real folder once and each real file once: a link back up
     (`cat/again -> .`) multiplied 6 images into 246, with copies on both sides of the split."""
+    return files_in(folder, is_image_file)
+
+
+def files_in(folder: Path, keep=lambda name: not name.startswith(".")) -> list[Path]:
+    """Every file under `folder` whose name `keep` accepts, walked as `images_in` says."""
     found, seen_folders, seen_files = [], set(), set()
     for parent, subfolders, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(parent)
@@ -50,7 +55,7 @@ def images_in(folder: Path) -> list[Path]:
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         for name in sorted(files):
             path = Path(parent) / name
-            if is_image_file(name) and os.path.realpath(path) not in seen_files:
+            if keep(name) and not name.startswith(".") and os.path.realpath(path) not in seen_files:
                 seen_files.add(os.path.realpath(path))
                 found.append(path)
     return found

@@ -539,6 +539,11 @@ def saved_config(directory) -> dict:
     directory = Path(directory)
     config_file = directory / "config.json"
     if not config_file.is_file():
+        checkpoints = sorted((directory / "checkpoints").glob("step_*.pt"))
+        if (directory / "config.yaml").is_file() and checkpoints:  # a run that has not finished
+            raise UserError(f"{directory} is a training run without final weights (interrupted, or still "
+                            f"running); continue it with inceptionlab train --resume {directory}, or use its "
+                            f"latest checkpoint: --weights {checkpoints[-1]}")
         raise UserError(f"{directory} has no config.json; it is not a directory written by save_pretrained")
     try:
         config = json.loads(config_file.read_text())

@@ -50,14 +50,16 @@ def class_names(model: nn.Module) -> list[str]:
 
 
 def find_images(paths: Iterable) -> list[Path]:
-    """The files named, and every file (not hidden) under the folders named, sorted per folder.
-    Whether each is an image is decided by decoding it, not by its name."""
+    """The files named, and every file (not hidden) under the folders named, sorted per folder,
+    linked folders followed as training follows them. Whether each is an image is decided by
+    decoding it, not by its name."""
+    from inceptionlab.data.folders import files_in
+
     found = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.is_file()
-                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            found += sorted(files_in(p))
         elif p.is_file():
             found.append(p)
         else:
