@@ -391,7 +391,9 @@ def test_cli_config_file_with_flags_overriding(tmp_path, capsys):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (saved["steps"], saved["lr"], saved["opt"], saved["sched"]) == (2, 0.01, "sgd", "cosine")
     assert saved["model_kwargs"] == dict(stem="low_res", depth_multiplier=0.1, min_depth=8)
-    assert main(["eval", "--run", str(tmp_path / "run")]) == 0
+    assert main(["eval", "--run", str(tmp_path / "run"), "--threads", "2"]) == 0
+    assert torch.get_num_threads() == 2  # eval takes --threads as train does
+    torch.set_num_threads(1)
     assert "top1" in capsys.readouterr().out
     by_run = json.loads((tmp_path / "run" / "eval.json").read_text())
     # any weights file with its model, switches and data: the same numbers

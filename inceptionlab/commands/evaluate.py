@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score every image of --data (a test folder), not its validation split")
     parser.add_argument("--seed", type=int, help="seed of the validation split (default 0)")
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's, one per core)")
     parser.add_argument("--amp", nargs="?", const=True, default=False, metavar="bf16|fp16")
 
 
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
         if given:
             raise UserError(f"--run evaluates the run as it was trained; drop {given[0]} (or evaluate "
                             f"--model {args.run} --data DIR with your own settings)")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     report = evaluate(args.run, model=args.model, weights=args.weights, data=args.data, out=args.out,
                       batch_size=args.batch_size, img_size=args.img_size,
                       model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,

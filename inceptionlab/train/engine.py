@@ -377,7 +377,8 @@ class Trainer:
         h.window_steps += 1
         h.window_images += agreed.images
         h.window_seconds += step_seconds
-        self.log.step(dict(step=self.pos.step, epoch=round(self._epoch_float(), 6), loss=agreed.loss, lr=lr,
+        self.log.step(dict(step=self.pos.step, epoch=round(self._epoch_float(), 6), loss=agreed.loss,
+                           lr=float(f"{lr:.6g}"),
                            seconds=round(agreed.seconds, 3), images=self.pos.images))
         self.progress.update(step=self.pos.step, epoch=self._epoch_float(), loss=agreed.loss, lr=lr,
                              images_per_sec=agreed.images / max(step_seconds, 1e-9), seconds=agreed.seconds,
@@ -409,7 +410,7 @@ class Trainer:
         row = dict(epoch=round(self._epoch_float(), 4), step=self.pos.step,
                    train_loss=_round(h.window_loss / h.window_steps) if h.window_steps else None,
                    val_loss=_round(result.loss), top1=round(result.top1, 3), top5=round(result.top5, 3),
-                   lr=self.last_lr,
+                   lr=float(f"{self.last_lr:.6g}"),  # 0.03737627999999999 was float noise
                    images_per_sec=round(h.window_images / max(h.window_seconds, 1e-9), 2),
                    seconds=round(self.pos.seconds, 2))
         self.log.metrics(row)
@@ -579,7 +580,8 @@ class Trainer:
             model=self.cfg.model, model_kwargs=self.cfg.model_kwargs, status=status, message=message,
             params=sum(p.numel() for p in self.net.parameters()), steps=self.pos.step,
             epochs=round(self._epoch_float(), 4), seconds=round(self.pos.seconds, 2),
-            best_top1=self.history.best_top1, best_top5=self.history.best_top5, best_step=self.history.best_step,
+            best_top1=_round(self.history.best_top1, 3), best_top5=_round(self.history.best_top5, 3),
+            best_step=self.history.best_step,  # rounded as metrics.csv rounds them (33.333333333333336)
             final_top1=last.get("top1"), final_top5=last.get("top5"), final_train_loss=last.get("train_loss"),
             final_val_loss=last.get("val_loss"),
             train_images_per_sec=(round(self.pos.images / max(self.pos.train_seconds, 1e-9), 2)

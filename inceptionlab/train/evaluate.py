@@ -154,7 +154,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         subset = (f"; {len(splits.classes)} of its {len(classes)} classes, matched by name"
                   if len(classes) != len(splits.classes) else "")
         print(f"{cfg.model} on {source}: top1 {result.top1:.2f}%  top5 {result.top5:.2f}%  "
-              f"loss {result.loss:.4f}  ({result.count} images, {used}{subset})")
+              f"loss {result.loss:.4f}  ({result.count} image{'s' if result.count != 1 else ''}, {used}{subset})")
         if other_data and not all_images:
             print(f"  (only its validation split was scored; --all-images scores every image of {data})")
         if skipped:  # not scored, and said so: the image count alone hid them
