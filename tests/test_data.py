@@ -252,6 +252,9 @@ def test_train_folder_without_val_is_split(tmp_path):
     splits = build_photos(tmp_path)
     assert (len(splits.train), len(splits.val)) == (16, 4)
     assert sorted(splits.val.targets) == [0, 0, 1, 1]
+    assert "(train/; val: 20% held out, stratified, seed 0)" in splits.source
+    tiny = build_photos(tmp_path, val_split=1e-9)  # it said "1e-07% held out" of the 1 per class it held out
+    assert len(tiny.val) == 2 and "val: 1 image per class held out (the least; 1e-07% asked)" in tiny.source
 
 
 def test_a_class_named_train_is_a_class(tmp_path):

@@ -310,6 +310,9 @@ def _hold_out(pool, val_split, seed, train_tf, eval_tf):
         raise UserError(f"too few images to hold out a validation split ({len(pool)} in all): "
                         "add images (at least 2 per class) or provide a val/ folder")
     how = f"val: {fraction * 100:g}% held out, stratified, seed {seed}"
+    classes = len(np.unique(np.asarray(pool.targets)))
+    if len(val_idx) == classes and len(val_idx) > round(fraction * len(pool)):  # 1e-9 showed "1e-07% held out"
+        how = f"val: 1 image per class held out (the least; {fraction * 100:g}% asked), stratified, seed {seed}"
     return pool.subset(train_idx, train_tf), pool.subset(val_idx, eval_tf), how
 
 
