@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -159,7 +160,15 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
                 raise UserError(f"{name} has no switch {key!r}" + (f"; did you mean {hint}?" if hint else "")
                                 + f" (switches: {', '.join(accepted)})")
         check_switch_values(switches)
-        model = entry.factory(**switches)
+        try:
+            model = entry.factory(**switches)
+        except RuntimeError as exc:  # e.g. depth_multiplier=100 for 1.0: one layer wants 40 GB
+            if "allocate" not in str(exc):
+                raise
+            size = re.search(r"allocate (\d+) bytes", str(exc))
+            need = f" (one tensor alone needs {int(size.group(1)) / 2**30:.1f} GiB)" if size else ""
+            raise UserError(f"{name} with {', '.join(f'{k}={v}' for k, v in switches.items()) or 'its defaults'} "
+                            f"does not fit in memory{need}; lower depth_multiplier or min_depth") from None
         model.pretrained_cfg = _input_config(model, entry.card, switches)
         if weights is not None:
             from inceptionlab.models.weights import load_weights
