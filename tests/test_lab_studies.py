@@ -164,3 +164,97 @@ def test_verdicts_are_undecided_at_chance_and_within_sampling_noise():
     many = results_of(runs)
     many.update(val_images=50_000, classes=10)
     assert ls.verdict(many)["supported"] is True
+
+
+def test_verdicts_do_not_read_crashes_chance_or_ties_as_evidence():
+    """What a user probe found: each of these gave a yes or no."""
+    bn = get_study("batchnorm")
+    learned = {"no_bn-lr_x1": dict(best_top1=90.0, metrics=rising(1400)),
+               "no_bn-lr_x5": dict(status="diverged", message="nan", best_top1=None, metrics=[]),
+               "no_bn-lr_x30": dict(status="diverged", message="nan", best_top1=None, metrics=[]),
+               **{f"bn-lr_x{m}": dict(best_top1=95.0, metrics=rising(100 * m, 95)) for m in (1, 5, 30)}}
+    v = bn.verdict(results_of(learned, bn))
+    assert v["supported"] is True and "without BN, the 5x and 30x rates diverged." in v["verdict"]
+    # the no-BN baseline at chance: its best is no target (10.33% "reached" in 3 steps by both)
+    at_chance = {**learned, "no_bn-lr_x1": dict(best_top1=10.33, metrics=rising(300, 10.33))}
+    results = results_of(at_chance, bn)
+    results["classes"] = 10
+    v = bn.verdict(results)
+    assert v["supported"] is None and "the network without BN did not learn beyond chance" in v["verdict"]
+    # every BN run crashed: no evidence against the claim
+    crashed = {**learned, **{f"bn-lr_x{m}": dict(status="failed", message="OutOfMemoryError", best_top1=None,
+                                                  metrics=[]) for m in (1, 5, 30)}}
+    v = bn.verdict(results_of(crashed, bn))
+    assert v["supported"] is None and "no run with BN ran to its end" in v["verdict"]
+    # high-rate no-BN runs that never ran did not "not diverge"
+    unrun = {**learned, "no_bn-lr_x5": dict(status="failed", message="boom", best_top1=None, metrics=[]),
+             "no_bn-lr_x30": dict(best_top1=50.0, metrics=rising(1500, 50.0))}
+    v = bn.verdict(results_of(unrun, bn))
+    assert "without BN, the 30x rate trained without diverging and the 5x rate run did not finish" in v["verdict"]
+    assert "did not diverge" not in v["verdict"]
+    assert results_of(learned, bn)["target_rule"] == "top-1 90% (the paper's target: the best accuracy of the " \
+        "network without BN at the base rate)"
+
+    residual = get_study("residual")
+    runs = {"inception_v4": dict(status="failed", message="OutOfMemoryError", best_top1=None, metrics=[]),
+            "inception_resnet_v2": dict(best_top1=90.0, final_train_loss=0.2, macs=11, metrics=rising(100)),
+            "irv2_scale_1.0": dict(best_top1=90.0, final_train_loss=0.3, metrics=rising(100)),
+            "irv2_scale_0.1": dict(best_top1=90.0, final_train_loss=0.25, metrics=rising(100))}
+    v = residual.verdict(results_of(runs, target=85.0))
+    assert v["supported"] is None and "inception_v4 did not run to its end (failed: OutOfMemoryError)" in v["verdict"]
+    runs["inception_v4"] = dict(best_top1=90.0, final_train_loss=0.3, macs=10, metrics=rising(100))
+    v = residual.verdict(results_of(runs, target=85.0))  # the same evaluation: no order
+    assert v["supported"] is None and "in 100 steps against 100" in v["verdict"]
+
+    grid = get_study("grid_reduction")
+    runs = {"efficient": dict(macs=100, best_top1=90.0),
+            "pool_then_conv": dict(macs=80, status="failed", message="boom", best_top1=None),
+            "conv_then_pool": dict(macs=300, status="diverged", message="nan", best_top1=None)}
+    assert grid.verdict(results_of(runs))["supported"] is None
+
+    factor = get_study("factorization")  # two arms at chance "confirmed" no loss of accuracy
+    runs = {"unfactorized": dict(macs=1000, params=100, best_top1=10.0),
+            "5x5_as_two_3x3": dict(macs=800, params=80, best_top1=16.0),
+            "also_nxn_as_1xn_nx1": dict(macs=600, params=60, best_top1=10.0)}
+    results = results_of(runs)
+    results["classes"] = 10
+    v = factor.verdict(results)
+    assert v["supported"] is None and "neither the unfactorized nor the fully factorized network learned" in v["verdict"]
+
+    aux = get_study("aux")
+    v = aux.verdict(results_of({"no_aux": dict(final_top1=90.0, metrics=rising(500)),
+                                "aux": dict(final_top1=90.1, metrics=rising(2000, 80.0))}, target=85.0))
+    assert "target reached never with them and in 500 steps without" in v["verdict"]
+
+    family = get_study("family")
+    v = family.verdict(results_of({n: dict(best_top1=10.0) for n in
+                                   ("googlenet", "bn_inception", "inception_v3", "inception_v4",
+                                    "inception_resnet_v1", "inception_resnet_v2")}))
+    assert v["supported"] is None and "every finished family reached the same best top-1 (10.00%)" in v["verdict"]
+    assert v["numbers"]["best_top1"]["googlenet"] == 10.0  # the measured values stay in the numbers
+
+    ls = get_study("label_smoothing")
+    v = ls.verdict(results_of({"no_smoothing": dict(best_top1=90.0, best_top5=99.0, ece=5.0),
+                               "smoothing_0.1": dict(best_top1=90.0, best_top5=99.0, ece=5.0)}))
+    assert "5.00% -> 5.00% (equally calibrated)" in v["verdict"]
+
+
+def test_steps_to_target_count_only_when_every_seed_reached():
+    # a mean over the seeds that reached it made Inception-ResNet-v2 (1 of 2 seeds) look faster
+    from inceptionlab.lab.studies import _steps
+
+    records = [dict(name=f"a-{s}", variant="a", model="m", seed=s, status="finished", steps_to_target=t)
+               for s, t in ((0, 50), (1, None))]
+    records += [dict(name=f"b-{s}", variant="b", model="m", seed=s, status="finished", steps_to_target=100)
+                for s in (0, 1)]
+    results = dict(runs=records, variants=aggregate(records))
+    assert _steps(results, "a") == (None, " (reached in 1 of 2 seeds)") and _steps(results, "b") == (100, "")
+
+
+def test_studies_refuse_settings_that_void_their_claim():
+    with pytest.raises(UserError, match="the aux study cannot measure its claim so: with aux_weight=0 the aux heads "
+                                        "add nothing to the loss"):
+        study_plan(get_study("aux"), {"train": {"aux_weight": 0}})
+    with pytest.raises(UserError, match="inception_v4 has no 5x5 convolution, so its 5x5_as_two_3x3 arm would be the "
+                                        "unfactorized network"):
+        study_plan(get_study("factorization"), {}, model="inception_v4")

@@ -362,6 +362,17 @@ def test_a_run_without_final_weights_as_a_model_names_its_checkpoint(tmp_path):
         create_model(str(tmp_path / "run"))
 
 
+def test_bn_inception_from_scratch_gets_unit_scale_input(tmp_path):
+    # the card's Caffe preprocessing (BGR in 0-255) is for Cadene's weights: without BN the network
+    # started at loss 21.7 instead of ln(10), and the batchnorm study's no-BN arm "diverged" on it
+    summary = train(tiny(tmp_path, model="bn_inception", steps=1, lr=1e-9, model_kwargs=dict(TINY, norm=False)))
+    first = read_steps(tmp_path / "run")[0]["loss"]
+    assert abs(first - math.log(10)) < 0.5, first
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["preprocessing"]
+    assert (saved["input_space"], saved["input_range"], saved["mean"]) == ("RGB", [0, 1], [0.485, 0.456, 0.406])
+    assert summary["status"] == "finished"
+
+
 def test_a_class_of_unreadable_files_is_named(tmp_path, capsys):
     # it trained silently to "top1 100%", with an output for dogs that never saw a dog
     rng = np.random.default_rng(0)

@@ -108,7 +108,8 @@ def choose_target(records: list[dict], target: float | None, target_fn=None) -> 
     if target_fn is not None:
         value = target_fn(records)
         if value is not None:
-            return float(value), f"top-1 {value:g}% ({target_fn.__doc__.strip().rstrip('.')})"
+            rule = target_fn.__doc__.strip().rstrip(".")
+            return float(value), f"top-1 {value:g}% ({rule[:1].lower() + rule[1:]})"
     bests = [(best_top1(r), r["name"]) for r in records if r.get("status") in OK_STATUSES and best_top1(r) is not None]
     if not bests:
         return None, "no finished run has a top-1"

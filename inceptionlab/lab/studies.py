@@ -36,6 +36,7 @@ class Study:
     calibrate: bool = False                     # measure calibration (ECE) of every finished run
     takes_model: bool = False                   # --model picks the architecture (else the arms are fixed)
     varies: tuple = ()                          # training settings each arm sets itself
+    refuse: Callable[[dict, dict], str | None] | None = None  # (train, options) -> why the study would be void
 
     def plan(self, *, budget: dict, seeds=(0,), data=None, train: dict | None = None,
              model_kwargs: dict | None = None, target: float | None = None, options: dict | None = None) -> Plan:
@@ -48,6 +49,9 @@ class Study:
             if key in (train or {}):
                 raise UserError(f"the {self.name} study sets {key} itself in each run; drop it "
                                 f"(--{key.replace('_', '-')} or --set {key}=...)")
+        why = self.refuse(train or {}, options) if self.refuse else None
+        if why:
+            raise UserError(f"the {self.name} study cannot measure its claim so: {why}")
         variants = self.variants(options)
         # a switch that an arm sets is the study's to vary: a shared value would be overridden in that arm
         # and apply to the others (the report then gave it as shared; residual_scale=0.5 ran the default arm)
@@ -64,7 +68,7 @@ class Study:
         try:
             out = self.judge(results)
         except _Undecided as exc:
-            out = dict(verdict=str(exc), supported=None, numbers={})
+            out = dict(verdict=str(exc), supported=None, numbers=exc.numbers)
         chance = _chance(results)
         if chance is not None and out.get("supported") is not None:
             bests = [r["best_top1"] for r in results["runs"]
@@ -81,6 +85,10 @@ class Study:
 
 class _Undecided(Exception):
     """The runs cannot decide the claim (a needed run failed or reached nothing)."""
+
+    def __init__(self, message: str, numbers: dict | None = None):
+        super().__init__(message)
+        self.numbers = numbers or {}
 
 
 # ------------------------------------------------------------------ reading the results
@@ -121,18 +129,46 @@ def _why(results: dict, name: str) -> str:
     return "it did not reach it"
 
 
+def _ran(results: dict, *names: str, numbers: dict | None = None) -> None:
+    """_Undecided unless each arm finished or diverged: a failed or missing run is no evidence either way
+    (a crashed Inception-v4 read as "never reached the target")."""
+    for name in names:
+        if _status(results, name) not in ("finished", "diverged"):
+            raise _Undecided(f"cannot judge: {name} did not run to its end ({_why(results, name)})", numbers)
+
+
+def _steps(results: dict, name: str) -> tuple[float | None, str]:
+    """(mean steps to the target over the seeds, or None unless every finished seed reached it; a note
+    such as " (1 of 2 seeds)"): a mean over the seeds that reached it made a slower arm look faster."""
+    row = _variant(results, name)
+    stat = row.get("steps_to_target")
+    reached, finished = row.get("steps_to_target_reached", 0), row.get("finished", 0)
+    if stat is None or reached < finished:
+        note = f" (reached in {reached} of {finished} seeds)" if reached else ""
+        return None, note
+    return stat["mean"], ""
+
+
+def _learned(results: dict, name: str, key: str = "best_top1") -> bool:
+    """Whether an arm's accuracy beats chance by LEARNED_POINTS (True when chance is unknown)."""
+    chance = _chance(results)
+    value = (_variant(results, name).get(key) or {}).get("mean")
+    return chance is None or (value is not None and value >= chance + LEARNED_POINTS)
+
+
 def _chance(results: dict) -> float | None:
     classes = results.get("classes")
     return 100.0 / classes if classes else None
 
 
-def _tolerance(results: dict, *names: str) -> float:
-    """Top-1 points below which a difference is noise: the largest of NOISE_POINTS, twice the seed
-    spread, and twice the binomial standard error of a difference on this many validation images."""
-    tol = max(NOISE_POINTS, 2 * _spread(results, *names))
+def _tolerance(results: dict, *names: str, key: str = "best_top1") -> float:
+    """Top-1 points below which a difference of ``key`` is noise: the largest of NOISE_POINTS, twice
+    the seed spread, and twice the binomial standard error of a difference on this many validation
+    images."""
+    tol = max(NOISE_POINTS, 2 * _spread(results, *names, key=key))
     n = results.get("val_images")
     if n:
-        ps = [(_variant(results, name).get("best_top1") or {}).get("mean") for name in names]
+        ps = [(_variant(results, name).get(key) or {}).get("mean") for name in names]
         ps = [p / 100 for p in ps if p is not None][:2]
         if ps:
             se = math.sqrt(sum(p * (1 - p) / n for p in ps) * (2 / len(ps)))
@@ -179,19 +215,33 @@ def _bn_target(records: list) -> float | None:
 
 def _bn_judge(results: dict) -> dict:
     target = results.get("target_top1")
-    no_bn_steps = _mean(results, "no_bn-lr_x1", "steps_to_target")
-    reached = {}
-    for mult in (1, 5, 30):
-        steps = _mean(results, f"bn-lr_x{mult}", "steps_to_target", required=False)
-        if steps is not None:
-            reached[f"bn-lr_x{mult}"] = steps
     high = {f"no_bn-lr_x{m}": _status(results, f"no_bn-lr_x{m}") for m in (5, 30)}
     bn_high = {f"bn-lr_x{m}": _status(results, f"bn-lr_x{m}") for m in (5, 30)}
-    numbers = dict(target_top1=target, steps_no_bn=no_bn_steps, steps_with_bn=reached,
-                   no_bn_high_rates=high, bn_high_rates=bn_high)
-    diverged = [n for n, s in high.items() if s == "diverged"]
-    div_text = (f"without BN, {' and '.join(n.split('_x')[1] + 'x' for n in diverged)} the rate diverged"
-                if diverged else "without BN, the 5x and 30x rates did not diverge")
+    numbers = dict(target_top1=target, no_bn_high_rates=high, bn_high_rates=bn_high)
+    _ran(results, "no_bn-lr_x1", numbers=numbers)
+    if not _learned(results, "no_bn-lr_x1"):  # its best is the target: a chance-level one says nothing
+        raise _Undecided(f"cannot judge: the network without BN did not learn beyond chance (best top-1 "
+                         f"{_f(target)}%), so its best is no target to reach; give the runs a larger budget",
+                         numbers)
+    bn_arms = [f"bn-lr_x{m}" for m in (1, 5, 30)]
+    if not any(_status(results, n) in ("finished", "diverged") for n in bn_arms):
+        raise _Undecided(f"cannot judge: no run with BN ran to its end ({_why(results, bn_arms[0])})", numbers)
+    # the target is the mean of its seeds' bests, which the lower seeds never reach: the ones that did
+    no_bn_steps = _mean(results, "no_bn-lr_x1", "steps_to_target")
+    reached = {n: steps for n in bn_arms if (steps := _steps(results, n)[0]) is not None}
+    numbers.update(steps_no_bn=no_bn_steps, steps_with_bn=reached)
+    fates = {"diverged": [], "finished": [], "other": []}
+    for name, status in high.items():
+        fates[status if status in fates else "other"].append(name.split("_x")[1] + "x")
+    said = []
+    if fates["diverged"]:
+        said.append(f"the {' and '.join(fates['diverged'])} rate{'s' * (len(fates['diverged']) > 1)} diverged")
+    if fates["finished"]:
+        said.append(f"the {' and '.join(fates['finished'])} rate{'s' * (len(fates['finished']) > 1)} "
+                    f"trained without diverging")
+    if fates["other"]:
+        said.append(f"the {' and '.join(fates['other'])} rate run{'s' * (len(fates['other']) > 1)} did not finish")
+    div_text = "without BN, " + " and ".join(said)
     if not reached:
         return dict(verdict=f"No BN run reached the no-BN run's best top-1 ({_f(target)}%) within the budget; "
                             f"{div_text}.", supported=False, numbers=numbers)
@@ -201,6 +251,8 @@ def _bn_judge(results: dict) -> dict:
     verdict = (f"With BN ({best_name}) the network reached the no-BN run's best top-1 ({_f(target)}%) in "
                f"{best_steps:.0f} steps against {no_bn_steps:.0f} without: {_f(ratio, 1)}x fewer steps "
                f"(the paper: 14x); {div_text}.")
+    if ratio == 1.0:  # the same evaluation: steps are known only at evaluations
+        return dict(verdict=verdict + " Both reached it at the same evaluation.", supported=None, numbers=numbers)
     return dict(verdict=verdict, supported=bool(ratio and ratio > 1.0), numbers=numbers)
 
 
@@ -213,6 +265,21 @@ FACTOR_ARMS = (("unfactorized", dict(factorize_5x5=False, factorize_nxn=False)),
 def _factor_variants(options: dict) -> list[Variant]:
     model = options.get("model") or "inception_v3"
     return [Variant(name, model, dict(kw)) for name, kw in FACTOR_ARMS]
+
+
+def _factor_refuse(train: dict, options: dict) -> str | None:
+    """A model without 5x5 convolutions makes the 5x5 arm the unfactorized network again."""
+    from inceptionlab.tools.summary import build_on_meta
+
+    model = options.get("model") or "inception_v3"
+    try:
+        arms = [build_on_meta(model, **kw) for _, kw in FACTOR_ARMS[:2]]
+    except Exception:  # a model the switches do not fit: the plan check names it
+        return None
+    if sum(p.numel() for p in arms[0].parameters()) == sum(p.numel() for p in arms[1].parameters()):
+        return (f"{model} has no 5x5 convolution, so its 5x5_as_two_3x3 arm would be the unfactorized "
+                f"network; pick a model with one (inception_v3, inception_resnet_v2, googlenet_paper)")
+    return None
 
 
 def _factor_judge(results: dict) -> dict:
@@ -229,6 +296,12 @@ def _factor_judge(results: dict) -> dict:
         raise _Undecided(f"Factorizing saved {_f(numbers['macs_saved_5x5_pct'], 1)}% and "
                          f"{_f(numbers['macs_saved_nxn_pct'], 1)}% of the multiply-adds, but the accuracy "
                          f"cannot be compared: {_why(results, names[0] if top1[0] is None else names[2])}")
+    if not (_learned(results, names[0]) or _learned(results, names[2])):
+        raise _Undecided(f"Factorizing saved {_f(numbers['macs_saved_5x5_pct'], 1)}% and "
+                         f"{_f(numbers['macs_saved_nxn_pct'], 1)}% of the multiply-adds, but neither the "
+                         f"unfactorized nor the fully factorized network learned beyond chance (top-1 "
+                         f"{_f(top1[0])}% and {_f(top1[2])}%), so the accuracy cannot be compared; give the "
+                         f"runs a larger budget", numbers)
     tol = _tolerance(results, names[0], names[2])
     diff = top1[2] - top1[0]
     verdict = (f"Factorizing the 5x5s saved {_f(numbers['macs_saved_5x5_pct'], 1)}% of the whole network's "
@@ -260,7 +333,8 @@ def _ls_judge(results: dict) -> dict:
     calib = ""
     if None not in ece:
         calib = (f"; expected calibration error {_f(ece[0])}% -> {_f(ece[1])}% "
-                 f"({'better' if ece[1] < ece[0] else 'worse'} calibrated)")
+                 f"({'equally' if round(ece[1], 2) == round(ece[0], 2) else 'better' if ece[1] < ece[0] else 'worse'}"
+                 f" calibrated)")
     verdict = (f"Label smoothing 0.1 changed top-1 by {diff:+.2f} points ({_f(t1[0])}% -> {_f(t1[1])}%, "
                f"noise +-{tol:.1f}) and top-5 {_f(t5[0])}% -> {_f(t5[1])}%{calib} "
                f"(the paper: about 0.2 points better top-1 and top-5 on ImageNet).")
@@ -289,10 +363,15 @@ def _grid_judge(results: dict) -> dict:
     for other in ("pool_then_conv", "conv_then_pool"):
         if top1[other] is None:
             parts.append(f"{other} did not finish ({_why(results, other)})")
+            supported = None  # the accuracy claim stands against both, or is not judged
             continue
         diff = top1["efficient"] - top1[other]
         parts.append(f"top-1 {_f(top1['efficient'])}% against {_f(top1[other])}% for {other} ({diff:+.2f})")
-        supported = supported and diff > -tol
+        if supported is not None:
+            supported = supported and diff > -tol
+    if not _learned(results, "efficient") and supported is not None:
+        supported = None
+        parts.append("the efficient arm did not learn beyond chance, so its accuracy says nothing")
     verdict = "; ".join(parts) + (f" (noise +-{tol:.1f} points; the paper: as expressive as conv-then-pool, "
                                   f"without pool-then-conv's bottleneck, at a third of the cost).")
     return dict(verdict=verdict, supported=supported, numbers=numbers)
@@ -310,26 +389,27 @@ def _residual_variants(options: dict) -> list[Variant]:
 
 
 def _residual_judge(results: dict) -> dict:
-    v4 = _mean(results, "inception_v4", "steps_to_target", required=False)
-    rn = _mean(results, "inception_resnet_v2", "steps_to_target", required=False)
+    v4, v4_note = _steps(results, "inception_v4")
+    rn, rn_note = _steps(results, "inception_resnet_v2")
     loss = {n: _mean(results, n, "final_train_loss", required=False) for n, _, _ in RESIDUAL_ARMS}
     status = {n: _status(results, n) for n, _, _ in RESIDUAL_ARMS}
     macs = {n: _mean(results, n, "macs", required=False) for n, _, _ in RESIDUAL_ARMS}
     numbers = dict(steps_to_target=dict(inception_v4=v4, inception_resnet_v2=rn), final_train_loss=loss,
                    status=status, macs=macs, target_top1=results.get("target_top1"))
+    _ran(results, "inception_v4", "inception_resnet_v2", numbers=numbers)
     if rn is None and v4 is None:
-        raise _Undecided("Neither Inception-v4 nor Inception-ResNet-v2 reached the target accuracy; "
-                         "give the runs a larger budget")
+        raise _Undecided("Neither Inception-v4 nor Inception-ResNet-v2 reached the target accuracy in every "
+                         "seed; give the runs a larger budget", numbers)
     if v4 is None:
-        first = f"Inception-ResNet-v2 reached the target in {rn:.0f} steps; Inception-v4 never did"
+        first = f"Inception-ResNet-v2 reached the target in {rn:.0f} steps; Inception-v4 never did{v4_note}"
         supported = True
     elif rn is None:
-        first = f"Inception-v4 reached the target in {v4:.0f} steps; Inception-ResNet-v2 never did"
+        first = f"Inception-v4 reached the target in {v4:.0f} steps; Inception-ResNet-v2 never did{rn_note}"
         supported = False
     else:
         first = (f"Inception-ResNet-v2 reached the target ({_f(results.get('target_top1'))}% top-1) in {rn:.0f} "
                  f"steps against {v4:.0f} for Inception-v4")
-        supported = rn < v4
+        supported = None if rn == v4 else rn < v4  # the same evaluation: no order between them
     scale = (f"with residual scale 1.0 the run {status['irv2_scale_1.0']} (final training loss "
              f"{_f(loss['irv2_scale_1.0'], 3)}), with 0.1 it {status['irv2_scale_0.1']} "
              f"({_f(loss['irv2_scale_0.1'], 3)})")
@@ -344,13 +424,20 @@ def _aux_variants(options: dict) -> list[Variant]:
     return [Variant("no_aux", model, {"aux_logits": False}), Variant("aux", model, {"aux_logits": True})]
 
 
+def _aux_refuse(train: dict, options: dict) -> str | None:
+    if train.get("aux_weight") is not None and not train["aux_weight"]:
+        return "with aux_weight=0 the aux heads add nothing to the loss; drop the aux_weight setting"
+    return None
+
+
 def _aux_judge(results: dict) -> dict:
     t1 = {n: _mean(results, n, "final_top1") for n in ("no_aux", "aux")}
     steps = {n: _mean(results, n, "steps_to_target", required=False) for n in ("no_aux", "aux")}
-    tol = _tolerance(results, "no_aux", "aux")
+    tol = _tolerance(results, "no_aux", "aux", key="final_top1")
     diff = t1["aux"] - t1["no_aux"]
     numbers = dict(final_top1=t1, steps_to_target=steps, noise=tol)
-    reach = (f"; target reached in {_f(steps['aux'], 0)} steps with them and {_f(steps['no_aux'], 0)} without"
+    said = {n: "never" if v is None else f"in {v:.0f} steps" for n, v in steps.items()}
+    reach = (f"; target reached {said['aux']} with them and {said['no_aux']} without"
              if any(v is not None for v in steps.values()) else "")
     verdict = (f"With auxiliary classifiers the final top-1 was {_f(t1['aux'])}% against {_f(t1['no_aux'])}% "
                f"without ({diff:+.2f} points, noise +-{tol:.1f}){reach} (the paper: no faster early training, "
@@ -400,8 +487,12 @@ def _family_judge(results: dict) -> dict:
     rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
     order = sorted((n for n in FAMILY if measured[n] is not None), key=lambda n: -measured[n])
     numbers = dict(best_top1=measured, imagenet_top1=imagenet, spearman=rho, order=order)
+    if rho is None and len(pairs) >= 3:
+        raise _Undecided(f"cannot judge: every finished family reached the same best top-1 "
+                         f"({_f(pairs[0][1])}%), so there is no order to compare; give the runs a larger budget",
+                         numbers)
     if rho is None:
-        raise _Undecided("cannot judge: fewer than three families with ImageNet weights finished")
+        raise _Undecided("cannot judge: fewer than three families with ImageNet weights finished", numbers)
     verdict = (f"Measured order by best top-1: {' > '.join(f'{n} ({measured[n]:.1f}%)' for n in order)}; "
                f"rank correlation with the ImageNet top-1 of the public weights: {rho:+.2f} "
                f"(+1 = same order as on ImageNet).")
@@ -420,7 +511,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in [
           "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 3.1-3.2 (arXiv:1512.00567)",
           "Replacing a 5x5 convolution by two 3x3 saves 28% of its computation, and a 3x3 by 1x3 + 3x1 "
           "saves 33%, without loss of expressiveness.",
-          _factor_variants, _factor_judge, takes_model=True),
+          _factor_variants, _factor_judge, takes_model=True, refuse=_factor_refuse),
     Study("label_smoothing", "label smoothing",
           "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 7 (arXiv:1512.00567); "
           "calibration: Mueller, Kornblith & Hinton 2019, When Does Label Smoothing Help?",
@@ -442,7 +533,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in [
           "Szegedy et al. 2015, Rethinking the Inception Architecture, Sec. 4 (arXiv:1512.00567)",
           "Auxiliary classifiers do not speed up early training; near the end the network with them is "
           "slightly more accurate, acting as a regularizer.",
-          _aux_variants, _aux_judge, takes_model=True),
+          _aux_variants, _aux_judge, takes_model=True, refuse=_aux_refuse),
     Study("family", "the six families",
           "GoogLeNet (2014), BN-Inception (2015), Inception-v3 (2015), Inception-v4 and Inception-ResNet-v1/v2 (2016)",
           "Each generation is more accurate than the last (ImageNet top-1 of the public weights: GoogLeNet "

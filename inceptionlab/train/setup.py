@@ -114,6 +114,11 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None):
     from inceptionlab.data import eval_transform, train_transform
 
     card = model.pretrained_cfg
+    if not cfg.weights and not card.get("saved_from") and tuple(card.get("input_range", (0, 1))) != (0, 1):
+        # a card's Caffe preprocessing (BGR pixels in 0-255) is what its weights were trained on; a network
+        # trained from scratch gets unit-scale input (BN-Inception without BN started at loss 21.7, not 2.3)
+        from inceptionlab.models.registry import IMAGENET_MEAN, IMAGENET_STD
+        card = {**card, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "input_space": "RGB", "input_range": (0, 1)}
     low_res = getattr(getattr(model, "switches", None), "stem", None) == "low_res"
     minimum = getattr(model, "min_input_size", 1)
     img_size = cfg.img_size
