@@ -153,4 +153,8 @@ def write_report() -> Path:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description="Writes BENCHMARKS.md from the results in benchmarks/results/ "
+                                        "(no options; the benchmark scripts call it after each run).").parse_args()
     print(write_report())
