@@ -82,8 +82,14 @@ def test_every_family_summarizes_and_adds_up():
         assert totals(rows)["macs"] == count_macs(model)
 
 
-def test_zoo_summary_has_one_row_per_model_with_the_cards():
-    rows = zoo_summary()
+@pytest.fixture(scope="module")
+def zoo_rows() -> list[dict]:
+    """`zoo_summary()` of every model, computed once for the tests below (about 10 s here)."""
+    return zoo_summary()
+
+
+def test_zoo_summary_has_one_row_per_model_with_the_cards(zoo_rows):
+    rows = zoo_rows
     assert [r["model"] for r in rows] == list_models()
     for r in rows:
         card = model_card(r["model"])
@@ -147,7 +153,10 @@ def test_cli_summary_of_a_saved_folder_is_quiet(tmp_path, capsys):
     assert err == "" and f"{tmp_path / 'm'} (googlenet) at 32x32" in out
 
 
-def test_cli_summary_all_and_explain(capsys):
+def test_cli_summary_all_and_explain(capsys, monkeypatch, zoo_rows):
+    from inceptionlab.tools import summary as summary_module
+
+    monkeypatch.setattr(summary_module, "zoo_summary", lambda names=None: zoo_rows)  # computed above, once
     assert main(["summary", "--all"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in list_models())

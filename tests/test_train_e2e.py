@@ -1,4 +1,4 @@
-"""It learns: a small low-res Inception-v3 trained for ~1.5 minutes on 2,000 real CIFAR-10 images
+"""It learns: a small low-res Inception-v3 trained for under a minute on 1,500 real CIFAR-10 images
 reaches clearly above-chance accuracy on 300 held-out test images (chance: 10%)."""
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def cifar_subset(root: Path, train_per_class: int, val_per_class: int) -> Path:
 @pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason=f"CIFAR-10 images not found at {CIFAR} "
                     f"(the shared data folder beside the checkout)")
 def test_a_small_model_learns_cifar10(tmp_path):
-    data = cifar_subset(tmp_path / "cifar", train_per_class=200, val_per_class=30)
+    data = cifar_subset(tmp_path / "cifar", train_per_class=150, val_per_class=30)
     cfg = TrainConfig(model="inception_v3", data=str(data), out=str(tmp_path / "run"), epochs=4, batch_size=32,
                       img_size=16, opt="adamw", lr=3e-3, augment=False, threads=1, quiet=True,
                       model_kwargs=dict(stem="low_res", depth_multiplier=0.1, min_depth=8, drop_rate=0.0))
