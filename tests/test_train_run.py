@@ -25,6 +25,7 @@ from inceptionlab import create_model
 from inceptionlab.errors import UserError
 from inceptionlab.train import TrainConfig, evaluate, train
 from inceptionlab.train import checkpoint as checkpoint_module
+from inceptionlab.train.engine import build_model_and_data
 from inceptionlab.train.logs import METRIC_COLUMNS, read_metrics, read_steps
 
 TINY = dict(stem="low_res", depth_multiplier=0.1, min_depth=8)
@@ -371,6 +372,19 @@ def test_bn_inception_from_scratch_gets_unit_scale_input(tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["preprocessing"]
     assert (saved["input_space"], saved["input_range"], saved["mean"]) == ("RGB", [0, 1], [0.485, 0.456, 0.406])
     assert summary["status"] == "finished"
+    # a run fine-tuned from a weights file keeps the card's Caffe input, through a resume (whose
+    # config has no weights: the checkpoint holds them) and in eval --run
+    weights = tmp_path / "caffe.pth"
+    torch.save(create_model("bn_inception", num_classes=10, **TINY).state_dict(), weights)
+    tuned = tiny(tmp_path, "tuned", model="bn_inception", steps=1, weights=str(weights))
+    train(tuned)
+    train(resume=tmp_path / "tuned", budget=dict(steps=2))
+    saved = json.loads((tmp_path / "tuned" / "config.json").read_text())["preprocessing"]
+    assert (saved["input_space"], saved["input_range"]) == ("BGR", [0, 255])
+    assert yaml.safe_load((tmp_path / "tuned" / "config.yaml").read_text())["weights"] == str(weights)
+    splits, net, _ = build_model_and_data(tuned.replace(weights=None), pretrained=True)
+    assert tuple(net.pretrained_cfg["input_range"]) == (0, 255)  # as eval --run builds it
+    assert tuple(build_model_and_data(tuned.replace(weights=None))[1].pretrained_cfg["input_range"]) == (0, 1)
 
 
 def test_a_class_of_unreadable_files_is_named(tmp_path, capsys):

@@ -43,8 +43,8 @@ def images_in(folder: Path) -> list[Path]:
     return files_in(folder, is_image_file)
 
 
-def files_in(folder: Path, keep=lambda name: not name.startswith(".")) -> list[Path]:
-    """Every file under `folder` whose name `keep` accepts, walked as `images_in` says."""
+def files_in(folder: Path, keep=lambda name: True) -> list[Path]:
+    """Every visible file under `folder` whose name `keep` accepts, walked as `images_in` says."""
     found, seen_folders, seen_files = [], set(), set()
     for parent, subfolders, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(parent)
@@ -111,8 +111,8 @@ def split_folders(root: Path) -> SplitLayout | None:
                 and entry.name not in ("train", *VAL_FOLDER_NAMES) and _holds_images(Path(entry.path))]
     if siblings and val is None:  # cat/, dog/ beside train/: classes all
         return None
-    ignored = [f"{folder.name}/ (no images)" for folder in held_out if folder != val
-               and not (val is not None and VAL_FOLDER_NAMES.index(folder.name) > VAL_FOLDER_NAMES.index(val.name))]
+    passed_over = held_out[:held_out.index(val)] if val is not None else held_out  # before it in preference
+    ignored = [f"{folder.name}/ (no images)" for folder in passed_over]
     for folder in (train, val):
         if folder is not None:
             ignored += sorted(f"{folder.name}/{entry.name}" for entry in os.scandir(folder)

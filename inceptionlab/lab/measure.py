@@ -109,8 +109,9 @@ def predict_val(run_dir: Path) -> tuple[list[float], list[bool]]:
     from inceptionlab.train.engine import build_model_and_data
 
     run_dir = Path(run_dir)
-    cfg = TrainConfig.from_yaml(run_dir / "config.yaml").replace(weights=None, augment=False)
-    splits, net, _size = build_model_and_data(cfg)
+    cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
+    splits, net, _size = build_model_and_data(cfg.replace(weights=None, augment=False),
+                                              pretrained=cfg.weights is not None)
     load_weights(net, run_dir / "model.safetensors")
     net.eval()
     loader = make_loader(splits.val, 64, train=False, seed=cfg.seed)

@@ -178,7 +178,12 @@ class Trainer:
         # data, then the model it needs, then the preprocessing the model needs: all checked before
         # the output folder is touched, so that bad input leaves what is there as it was
         self.weights_notes: list[str] = []  # what fine-tuning's --weights did to the classifier
-        self.splits, self.net, self.img_size = build_model_and_data(cfg, notes=self.weights_notes)
+        # the weights the run started from (a resume loads the checkpoint instead, so cfg has none):
+        # they decide the input preprocessing, and config.yaml keeps naming them
+        self.initial_weights = cfg.weights if state is None else state.get(
+            "initial_weights", state["config"].get("weights"))
+        self.splits, self.net, self.img_size = build_model_and_data(
+            cfg, notes=self.weights_notes, pretrained=self.initial_weights is not None)
         if cfg.freeze_until:  # a typo found after config.yaml was written blocked every retry in that --out
             from inceptionlab.models.finetune import blocks_until
             blocks_until(self.net, cfg.freeze_until)
@@ -226,7 +231,7 @@ class Trainer:
             self._restore(state)
         try:
             if state is not None and self.main:  # a larger budget, a moved data folder: now the run's
-                write_yaml(self.cfg.to_dict(), self.out / "config.yaml")
+                write_yaml(self.cfg.replace(weights=self.initial_weights).to_dict(), self.out / "config.yaml")
             self.log = RunLog(self.out, enabled=self.main, resume_step=self.pos.step if state is not None else None)
         except OSError as exc:
             raise UserError(f"cannot write the logs in {self.out}: {exc.strerror or exc}; free space or "
@@ -405,7 +410,8 @@ class Trainer:
             self.history.best_top1 = result.top1
             self.history.best_step = self.pos.step
         # the best top-5 of any evaluation, as its name says (it was the top-5 at the best top-1)
-        self.history.best_top5 = max(result.top5, self.history.best_top5 or result.top5)
+        best_top5 = self.history.best_top5
+        self.history.best_top5 = result.top5 if best_top5 is None else max(best_top5, result.top5)
         h = self.history
         row = dict(epoch=round(self._epoch_float(), 4), step=self.pos.step,
                    train_loss=_round(h.window_loss / h.window_steps) if h.window_steps else None,
@@ -444,6 +450,7 @@ class Trainer:
             schedule=self.schedule.state_dict(), ema=self.ema.state_dict() if self.ema else None,
             scaler=self.scaler.state_dict(), rng=rngs, position=dataclasses.asdict(self.pos),
             history=dataclasses.asdict(self.history), config=self.cfg.to_dict(), classes=self.classes,
+            initial_weights=self.initial_weights,
             world_size=self.dist.world_size, images=[len(self.splits.train), len(self.splits.val)],
             versions=versions())
         return self.checkpoints.save(state, self.pos.step, best=best)
@@ -624,10 +631,12 @@ class Trainer:
 
 
 # ------------------------------------------------------------------ module helpers
-def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | None = None):
+def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | None = None,
+                         pretrained: bool | None = None):
     """(splits, model, img_size): the data, a model with its classes, the model's preprocessing.
     ``classes_of(splits)`` may give the model another class count (evaluation on a subset); what
-    loading ``cfg.weights`` did to the classifier is added to ``notes``."""
+    loading ``cfg.weights`` did to the classifier is added to ``notes``. ``pretrained``: whether the
+    weights to be used started from a weights file (see `preprocessing`; default: ``cfg.weights``)."""
     from inceptionlab.data import build_datasets
 
     train_tf, eval_tf = LateTransform(), LateTransform()
@@ -637,7 +646,7 @@ def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | N
     num_classes = classes_of(splits) if classes_of is not None else len(splits.classes)
     net = build_model(cfg, num_classes=num_classes, in_chans=splits.in_chans,
                       classes=splits.classes if classes_of is None else None, notes=notes)
-    img_size, train_tf.fn, eval_tf.fn = preprocessing(cfg, net, splits.native_size)
+    img_size, train_tf.fn, eval_tf.fn = preprocessing(cfg, net, splits.native_size, pretrained)
     return splits, net, img_size
 
 

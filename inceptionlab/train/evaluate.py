@@ -110,6 +110,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         out = Path(out) if out is not None else (Path(weights).parent if weights is not None else Path(model))
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
+    pretrained = cfg.weights is not None  # (a run's config.yaml names the weights it started from)
     cfg = cfg.replace(weights=None, augment=False)
     trained_from = weights_file if weights_file is not None else (model if Path(str(model)).is_dir() else None)
     trained = trained_classes(Path(trained_from)) if trained_from is not None else None
@@ -117,7 +118,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     # weights of named classes: the model keeps all of them, and the data's classes (all of them, or
     # some, in any order) are scored by name
     splits, net, size = build_model_and_data(
-        cfg, classes_of=lambda splits: len(_check_classes(trained, splits.classes, source) or splits.classes))
+        cfg, classes_of=lambda splits: len(_check_classes(trained, splits.classes, source) or splits.classes),
+        pretrained=pretrained)
     classes = trained or splits.classes
     label_map = None
     if classes != splits.classes:

@@ -104,8 +104,12 @@ def _is_classifier(key: str) -> bool:
     return key.startswith("head.fc.") or (key.startswith("aux_heads.") and ".fc." in key)
 
 
-def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None):
+def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None, pretrained: bool | None = None):
     """(img_size, train transform, eval transform) from the model's input configuration.
+
+    ``pretrained`` (default: ``cfg.weights`` is set) says whether the run's weights started from a
+    weights file: a card's Caffe preprocessing (BGR pixels in 0-255) is what those weights need; a
+    network trained from scratch gets unit-scale RGB input instead.
 
     The image size is ``cfg.img_size``, else the size a saved run was trained at, else the data's
     native size for a low_res stem (32 for CIFAR, 28 for the digits), else the model's input size;
@@ -114,9 +118,9 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None):
     from inceptionlab.data import eval_transform, train_transform
 
     card = model.pretrained_cfg
-    if not cfg.weights and not card.get("saved_from") and tuple(card.get("input_range", (0, 1))) != (0, 1):
-        # a card's Caffe preprocessing (BGR pixels in 0-255) is what its weights were trained on; a network
-        # trained from scratch gets unit-scale input (BN-Inception without BN started at loss 21.7, not 2.3)
+    pretrained = cfg.weights is not None if pretrained is None else pretrained
+    if not pretrained and not card.get("saved_from") and tuple(card.get("input_range", (0, 1))) != (0, 1):
+        # (BN-Inception without BN started at loss 21.7 on 0-255 input, not ln(10) = 2.3)
         from inceptionlab.models.registry import IMAGENET_MEAN, IMAGENET_STD
         card = {**card, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "input_space": "RGB", "input_range": (0, 1)}
     low_res = getattr(getattr(model, "switches", None), "stem", None) == "low_res"
