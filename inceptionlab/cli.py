@@ -85,6 +85,22 @@ def _in_command_terms(message: str, command_parser: argparse.ArgumentParser) -> 
     return re.sub(r"(--[a-z][a-z-]*)(?: ([0-9.][^\s;,)]*|bf16|fp16|true|false|[A-Z]+\b))?", in_terms, message)
 
 
+def _one_line_warnings(prefix: str) -> None:
+    """Our own warnings print as ``inceptionlab CMD: warning: MESSAGE``, one line, where Python
+    prints the file, the line number and the line of source that warned; others as Python does."""
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    python_format = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if os.path.abspath(filename).startswith(package + os.sep):
+            return f"{prefix}: warning: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
+
+
 def _command_module(name: str):
     return importlib.import_module(f"inceptionlab.commands.{COMMANDS[name][0]}")
 
@@ -144,6 +160,7 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    _one_line_warnings(f"inceptionlab {args.command}")
     try:
         return int(_command_module(args.command).run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 import json
 from pathlib import Path
 
@@ -596,3 +597,28 @@ def test_bf16_inference_on_a_cpu_without_onednn_bf16(monkeypatch):
     with torch.no_grad():
         expected = model.eval()(x)
     assert (out.float() - expected).abs().max().item() < 0.1 * expected.abs().max().item()
+
+
+def test_more_threads_than_cpus_warns_in_one_line(tmp_path, capsys, monkeypatch):
+    from inceptionlab import cpus
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    with pytest.warns(UserWarning, match=r"^4 threads in each of 2 processes on 2 CPUs: .* use --threads 1$"):
+        cpus.set_threads(4, processes=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cpus.set_threads(2, processes=1)  # as many as there are CPUs: no warning
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's processes on this machine count
+    with pytest.warns(UserWarning, match="2 threads in each of 2 processes"):
+        cpus.set_threads(2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    # in the CLI: our warnings print as one line, then the command goes on (here to its error)
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # put back after the test
+    with pytest.warns(UserWarning, match="3 threads on 2 CPUs") as caught:
+        assert main(["eval", "--model", "googlenet", "--threads", "3", "--data", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.startswith("inceptionlab eval: error:")
+    w = caught[0]
+    assert warnings.formatwarning(w.message, w.category, w.filename, w.lineno) == (
+        "inceptionlab eval: warning: 3 threads on 2 CPUs: they take turns on the cores and run slower, not faster; "
+        "use --threads 2\n")
+    assert "UserWarning" in warnings.formatwarning("torch's own", UserWarning, torch.__file__, 1)  # as Python prints it

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from inceptionlab.cpus import set_threads
 from inceptionlab.commands.summary import add_model_kwargs, image_size, parse_model_kwargs, positive_int
 from inceptionlab.errors import UserError
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from inceptionlab.tools import benchmark
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads, processes=1)
     if args.warmup < 0 or args.iters < 1:
         raise UserError("--warmup must be >= 0 and --iters >= 1")
     if args.runtime == "onnxruntime" and args.mode == "train":

@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--run evaluates the run as it was trained; drop {given[0]} (or evaluate "
                             f"--model {args.run} --data DIR with your own settings)")
     if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+        from inceptionlab.cpus import set_threads
+        set_threads(args.threads, processes=1)
     report = evaluate(args.run, model=args.model, weights=args.weights, data=args.data, out=args.out,
                       batch_size=args.batch_size, img_size=args.img_size,
                       model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,

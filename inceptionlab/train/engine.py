@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from inceptionlab.cpus import set_threads
 from inceptionlab.errors import UserError, listed
 from inceptionlab.files import why_not_writable
 from inceptionlab.models import fused_norm
@@ -172,7 +173,7 @@ class Trainer:
         check_model_switches(cfg)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
+            set_threads(cfg.threads, warn=self.main)
         _seed_everything(cfg.seed)
 
         # data, then the model it needs, then the preprocessing the model needs: all checked before
