@@ -515,6 +515,18 @@ def test_feature_info_and_features_only_match_timm():
     assert [299 // f.shape[-1] for f in feats] == [4, 17, 37]  # 71, 17, 8 pixels a side
 
 
+def test_torch_jit_script_is_refused_with_what_works_instead():
+    import warnings
+
+    model = create_model("googlenet", depth_multiplier=0.125, min_depth=8)
+    for target in (model, create_model("googlenet", features_only=True, depth_multiplier=0.125, min_depth=8),
+                   nn.Sequential(model)):  # inside a user's own module too
+        with warnings.catch_warnings(), pytest.raises(UserError, match=r"^googlenet does not compile with "
+                                                                          r"torch.jit.script; use torch.jit.trace"):
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch 2.10+
+            torch.jit.script(target)
+
+
 def test_tracing_reset_classifier_and_feature_extractors_as_timm_users_expect():
     # torch.jit.trace (and the TorchScript ONNX exporter) refused every size: the sizes were 0-dim
     # tensors, which a set holds as all different

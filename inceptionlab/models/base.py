@@ -145,6 +145,13 @@ class InceptionNet(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
 
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this first: the blocks' fast paths are Python that TorchScript
+        cannot compile, so say what works instead of failing deep inside a layer."""
+        raise UserError(f"{self.name} does not compile with torch.jit.script; use torch.jit.trace(model.eval(), "
+                        f"example_input), torch.export.export, torch.compile, or inceptionlab export --format "
+                        f"onnx|pt2")
+
     def forward(self, x: torch.Tensor):
         self.check_input(x)
         with_aux = self.training and len(self.aux_heads) > 0
