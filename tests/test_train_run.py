@@ -792,3 +792,27 @@ def test_a_freeze_until_typo_leaves_no_output_folder(tmp_path):
         train(tiny(tmp_path, steps=1, freeze_until="mixed_6x"))
     assert not (tmp_path / "run").exists()
     assert train(tiny(tmp_path, steps=1, freeze_until="mixed_6e"))["status"] == "finished"
+
+
+def test_no_top5_with_five_classes_or_fewer(tmp_path, capsys):
+    # with 3 classes every image is in its top 5: "top5 100%" was in every line, table and summary
+    from inceptionlab.cli import main
+    from inceptionlab.lab.report import run_rows
+
+    data = image_folder(tmp_path / "three", ("a", "b", "c"), 4)
+    summary = train(tiny(tmp_path, data=str(data), steps=2, eval_every=1, batch_size=4, limit_per_class=None,
+                         val_split=0.25))
+    assert summary["status"] == "finished" and summary["best_top1"] is not None
+    assert summary["best_top5"] is None and summary["final_top5"] is None
+    rows = read_metrics(tmp_path / "run")
+    assert [r["top5"] for r in rows] == ["", ""] and all(r["top1"] != "" for r in rows)
+    capsys.readouterr()
+    assert main(["eval", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "ev")]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert ": top1 " in line and "%  loss " in line and "%  top5 " not in line
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["top5"] is None
+    # the lab's tables leave the column out when no run has it, and keep it when one has
+    head, cells = run_rows(dict(runs=[dict(summary, name="r", model="inception_v3")]))
+    assert "best top-5 %" not in head and "best top-1 %" in head and len(cells[0]) == len(head)
+    head, _ = run_rows(dict(runs=[dict(summary, name="r", model="m"), dict(summary, name="s", model="m", best_top5=50.0)]))
+    assert "best top-5 %" in head

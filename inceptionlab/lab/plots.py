@@ -127,6 +127,9 @@ def plot_accuracy(results: dict, out_dir: Path) -> dict | None:
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
+    if not any(m.get("top5") is not None for r in runs for m in r["metrics"]):
+        axes[1].text(0.5, 0.5, "not measured:\n5 classes or fewer", transform=axes[1].transAxes,
+                     ha="center", va="center", color="#666")
     axes[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _save(fig, plt, out_dir / "accuracy_vs_epoch.png", "Validation accuracy against epoch",

@@ -93,20 +93,27 @@ VARIANT_COLUMNS = [("best_top1", "best top-1 %"), ("best_top5", "best top-5 %"),
                    ("infer_images_per_sec", "inference img/s")]
 
 
+def _measured(columns: list[tuple[str, str]], items: list[dict]) -> list[tuple[str, str]]:
+    """The columns, less top-5 when no item has one (5 classes or fewer: every image is in its top 5)."""
+    return [(k, t) for k, t in columns if k != "best_top5" or any(i.get(k) is not None for i in items)]
+
+
 def run_rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["run", "model", "status"] + [title for _, title in RUN_COLUMNS]
+    columns = _measured(RUN_COLUMNS, results["runs"])
+    head = ["run", "model", "status"] + [title for _, title in columns]
     rows = []
     for r in results["runs"]:
-        rows.append([r["name"], r["model"], r["status"]] + [fmt(k, r.get(k)) for k, _ in RUN_COLUMNS])
+        rows.append([r["name"], r["model"], r["status"]] + [fmt(k, r.get(k)) for k, _ in columns])
     return head, rows
 
 
 def variant_rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    head = ["variant", "model", "finished / runs"] + [f"{t} (mean ± std)" for _, t in VARIANT_COLUMNS]
+    columns = _measured(VARIANT_COLUMNS, results["variants"])
+    head = ["variant", "model", "finished / runs"] + [f"{t} (mean ± std)" for _, t in columns]
     rows = []
     for v in results["variants"]:
         cells = []
-        for key, _ in VARIANT_COLUMNS:
+        for key, _ in columns:
             text = fmt(key, v.get(key))
             if key.endswith("_to_target"):
                 text += f" ({v.get(key + '_reached', 0)}/{v['finished']} reached)"

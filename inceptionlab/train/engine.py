@@ -411,20 +411,23 @@ class Trainer:
             self.history.best_top1 = result.top1
             self.history.best_step = self.pos.step
         # the best top-5 of any evaluation, as its name says (it was the top-5 at the best top-1)
-        best_top5 = self.history.best_top5
-        self.history.best_top5 = result.top5 if best_top5 is None else max(best_top5, result.top5)
+        # (none with 5 classes or fewer: every image is in its top 5)
+        if result.top5 is not None:
+            best_top5 = self.history.best_top5
+            self.history.best_top5 = result.top5 if best_top5 is None else max(best_top5, result.top5)
         h = self.history
         row = dict(epoch=round(self._epoch_float(), 4), step=self.pos.step,
                    train_loss=_round(h.window_loss / h.window_steps) if h.window_steps else None,
-                   val_loss=_round(result.loss), top1=round(result.top1, 3), top5=round(result.top5, 3),
+                   val_loss=_round(result.loss), top1=round(result.top1, 3), top5=_round(result.top5, 3),
                    lr=float(f"{self.last_lr:.6g}"),  # 0.03737627999999999 was float noise
                    images_per_sec=round(h.window_images / max(h.window_seconds, 1e-9), 2),
                    seconds=round(self.pos.seconds, 2))
         self.log.metrics(row)
         h.last_eval = row
         h.window_loss, h.window_steps, h.window_images, h.window_seconds = 0.0, 0, 0, 0.0
+        top5 = f"top5 {row['top5']:.2f}% " if row["top5"] is not None else ""
         self.progress.line(f"eval step {row['step']} epoch {row['epoch']:.2f}: top1 {row['top1']:.2f}% "
-                           f"top5 {row['top5']:.2f}% val_loss {row['val_loss']:.4f} train_loss "
+                           f"{top5}val_loss {row['val_loss']:.4f} train_loss "
                            f"{row['train_loss'] if row['train_loss'] is not None else float('nan'):.4f}"
                            f"{'  (best)' if improved else ''}")
         every = self.cfg.checkpoint_every

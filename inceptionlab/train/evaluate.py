@@ -27,7 +27,7 @@ from inceptionlab.errors import UserError, listed
 class EvalResult:
     loss: float
     top1: float               # percent
-    top5: float               # percent (top-k with k = min(5, classes))
+    top5: float | None        # percent; None for 5 classes or fewer, where every image is in its top 5
     count: int
     confusion: torch.Tensor   # K x K counts, rows true, columns predicted
 
@@ -46,7 +46,7 @@ def run_eval(model: nn.Module, loader, device: torch.device, *, num_classes: int
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, top-k correct, images
-    k = min(5, num_classes)
+    k = min(5, num_classes)  # top-5 is reported only above 5 classes; the top k still give top-1
     for images, labels, _n_skipped in loader:
         if images.numel() == 0:
             continue
@@ -67,7 +67,8 @@ def run_eval(model: nn.Module, loader, device: torch.device, *, num_classes: int
     model.train(was_training)
     n = max(totals[2].item(), 1.0)
     top1 = 100.0 * confusion.diagonal().sum().item() / n
-    return EvalResult(loss=totals[0].item() / n, top1=top1, top5=100.0 * totals[1].item() / n,
+    top5 = 100.0 * totals[1].item() / n if num_classes > 5 else None
+    return EvalResult(loss=totals[0].item() / n, top1=top1, top5=top5,
                       count=int(totals[2].item()), confusion=confusion)
 
 
@@ -145,7 +146,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     accuracy = dict(zip(classes, result.per_class_accuracy()))
     per_class = {name: accuracy[name] for name in splits.classes}  # the classes the data has
     csv_path, png_path = write_confusion(result.confusion, classes, out, rows=splits.classes)
-    report = dict(top1=round(result.top1, 3), top5=round(result.top5, 3), loss=round(result.loss, 6),
+    report = dict(top1=round(result.top1, 3), top5=None if result.top5 is None else round(result.top5, 3), loss=round(result.loss, 6),
                   images=result.count, per_class=per_class, classes=splits.classes, model=cfg.model,
                   model_classes=classes,
                   weights=str(weights_file) if weights_file else None, weights_kind=used, img_size=size,
@@ -155,7 +156,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     if not quiet:
         subset = (f"; {len(splits.classes)} of its {len(classes)} classes, matched by name"
                   if len(classes) != len(splits.classes) else "")
-        print(f"{cfg.model} on {source}: top1 {result.top1:.2f}%  top5 {result.top5:.2f}%  "
+        top5 = f"top5 {result.top5:.2f}%  " if result.top5 is not None else ""  # none with <= 5 classes
+        print(f"{cfg.model} on {source}: top1 {result.top1:.2f}%  {top5}"
               f"loss {result.loss:.4f}  ({result.count} image{'s' if result.count != 1 else ''}, {used}{subset})")
         if other_data and not all_images:
             print(f"  (only its validation split was scored; --all-images scores every image of {data})")
