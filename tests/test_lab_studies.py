@@ -109,6 +109,11 @@ def test_label_smoothing_verdict_is_honest_about_noise():
     assert v["supported"] is None and "within the noise" in v["verdict"] and "better calibrated" in v["verdict"]
     assert study.verdict(results_of(runs(90.0, 92.0)))["supported"] is True
     assert study.verdict(results_of(runs(92.0, 90.0)))["supported"] is False
+    assert "and top-5 99.00% -> 99.20%;" in v["verdict"]
+    # 5 classes or fewer: no top-5 to compare, and the verdict does not say "top-5 n/a% -> n/a%"
+    three = {name: dict(run, best_top5=None) for name, run in runs(90.0, 92.0).items()}
+    v = study.verdict(results_of(three))
+    assert v["supported"] is True and "top-5" not in v["verdict"].split("(the paper")[0]
 
 
 def test_grid_reduction_residual_aux_verdicts():

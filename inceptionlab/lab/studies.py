@@ -335,8 +335,9 @@ def _ls_judge(results: dict) -> dict:
         calib = (f"; expected calibration error {_f(ece[0])}% -> {_f(ece[1])}% "
                  f"({'equally' if round(ece[1], 2) == round(ece[0], 2) else 'better' if ece[1] < ece[0] else 'worse'}"
                  f" calibrated)")
+    top5 = f" and top-5 {_f(t5[0])}% -> {_f(t5[1])}%" if None not in t5 else ""  # none with <= 5 classes
     verdict = (f"Label smoothing 0.1 changed top-1 by {diff:+.2f} points ({_f(t1[0])}% -> {_f(t1[1])}%, "
-               f"noise +-{tol:.1f}) and top-5 {_f(t5[0])}% -> {_f(t5[1])}%{calib} "
+               f"noise +-{tol:.1f}){top5}{calib} "
                f"(the paper: about 0.2 points better top-1 and top-5 on ImageNet).")
     return _judged(verdict, diff, tol, numbers)
 
