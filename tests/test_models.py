@@ -732,3 +732,24 @@ def test_sizes_at_which_parallel_branches_disagree_get_a_clear_error():
     side = model.min_input_size
     assert model(torch.randn(1, 3, side, side)).shape == (1, 1000)
     assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_a_model_name_means_the_model_even_beside_a_folder_of_that_name(tmp_path, monkeypatch, capsys):
+    # create_model("googlenet") beside a save_pretrained folder "googlenet" recursed until Python gave up
+    from inceptionlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    small = dict(depth_multiplier=0.125, min_depth=8, stem="low_res", num_classes=3)
+    saved = create_model("googlenet", **small).eval()
+    saved.save_pretrained("googlenet", classes=["a", "b", "c"])
+    fresh = create_model("googlenet")
+    assert fresh.num_classes == 1000 and "saved_from" not in fresh.pretrained_cfg
+    loaded = create_model("./googlenet").eval()  # the folder, by its path
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), saved(x))
+    assert loaded.pretrained_cfg["classes"] == ["a", "b", "c"]
+    # its model.safetensors as weights= still brings the folder's config along
+    assert create_model("googlenet", weights="googlenet/model.safetensors").num_classes == 3
+    assert main(["predict", "--model", "googlenet", "x.jpg"]) == 2
+    assert capsys.readouterr().err.strip().endswith("; ./googlenet is a folder here: pass --model ./googlenet to use it")

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inceptionlab.models.registry import create_model
+    from inceptionlab.models.registry import create_model, is_saved_folder
     from inceptionlab.tools import export
 
     args.format = export.format_of(args.out, args.format)
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"weights file {args.weights} does not exist; pass a .safetensors/.pth/.pt file or a run "
                         f"folder")
     model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs)).eval()
-    if args.weights is None and not Path(args.model).is_dir():
+    if args.weights is None and not is_saved_folder(args.model):
         print(f"note: no --weights given, exporting {args.model} with random weights")
     checked = []
 

@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inceptionlab.models.registry import create_model, list_models
+    from inceptionlab.models.registry import create_model, is_saved_folder, list_models
     from inceptionlab.tools.export import EXPORTED_SUFFIXES, ExportedClassifier
     from inceptionlab.tools.predict import Prediction, format_prediction, iter_predictions, predict
 
@@ -44,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.model} is an export: it holds its weights and switches; drop --weights "
                             f"and --model-kwargs")
         model = ExportedClassifier(args.model)
-    elif args.weights is None and not Path(args.model).is_dir():
+    elif args.weights is None and not is_saved_folder(args.model):
         if args.model not in list_models():
             create_model(args.model)  # an unknown name: its error, with the closest names
+        folder = (f"; ./{args.model} is a folder here: pass --model ./{args.model} to use it"
+                  if Path(args.model).is_dir() else ", or pass a directory written by training as --model")
         raise UserError(f"--model {args.model} needs --weights FILE (predictions of random weights mean "
-                        f"nothing), or pass a directory written by training as --model")
+                        f"nothing){folder}")
     else:
         model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs))
     options = dict(top_k=args.top_k, batch_size=args.batch_size, size=args.size, fast=not exported)

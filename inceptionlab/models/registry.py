@@ -117,6 +117,14 @@ def model_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
+def is_saved_folder(name) -> bool:
+    """Whether ``name`` means a folder (written by training or ``save_pretrained``) rather than a
+    model of the zoo: a registered name always means the model, even beside a folder of that name
+    (``./googlenet`` means the folder)."""
+    _load_families()
+    return str(name) not in _REGISTRY and Path(str(name)).is_dir()
+
+
 def model_card(name: str) -> dict:
     return dict(model_entry(name).card)
 
@@ -147,7 +155,7 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
     if out_indices is not None and not features_only:
         raise UserError("out_indices chooses the feature levels of features_only=True; pass features_only=True "
                         "too, or leave out_indices out")
-    directory = name if Path(str(name)).is_dir() else _saved_directory(name, weights)
+    directory = name if is_saved_folder(name) else _saved_directory(name, weights)
     if directory is not None:
         from inceptionlab.models.weights import from_pretrained
         model = from_pretrained(directory, weights=weights, **switches)  # weights=: another file of it
@@ -194,7 +202,7 @@ def _saved_directory(name: str, weights) -> Path | None:
     except (OSError, ValueError, AttributeError):
         return None  # not ours: the file is read as a plain state dict
     if architecture == model_entry(name).card["name"]:
-        return folder
+        return folder if str(folder) not in _REGISTRY else folder.absolute()  # a folder named like a model
     raise UserError(f"{path} was saved for {architecture} (its config.json says so), not {name}: use "
                     f"--model {architecture} (create_model({architecture!r}, weights=...)), or the directory "
                     f"{folder} as the model")

@@ -80,6 +80,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     """Evaluates a run (``run=``) or a model and weights (``model=``, ``weights=``) on ``data``'s
     validation split, or on every image of ``data`` with ``all_images`` (a test folder); returns
     top1, top5, loss, per-class accuracy and where the outputs went."""
+    from inceptionlab.models.registry import is_saved_folder
     from inceptionlab.models.weights import trained_classes
     from inceptionlab.train.config import TrainConfig
     from inceptionlab.train.engine import build_model_and_data
@@ -94,12 +95,13 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         other_data = data is not None and (trained_on is None or Path(data).resolve() != Path(trained_on).resolve())
         out = Path(run) if out is None else Path(out)
     else:
-        if weights is None and not Path(model).is_dir():
-            raise UserError(f"evaluating {model} needs weights=FILE (random weights would mean nothing)")
+        if weights is None and not is_saved_folder(model):
+            folder = f"; ./{model} is a folder here: pass ./{model} to use it" if Path(str(model)).is_dir() else ""
+            raise UserError(f"evaluating {model} needs weights=FILE (random weights would mean nothing){folder}")
         if Path(str(model)).suffix.lower() in (".onnx", ".pt2"):
             raise UserError(f"{model} is an export; eval runs PyTorch weights: pass the run folder or weights "
                             f"file it was exported from (predict runs exports)")
-        if weights is not None and not Path(str(model)).is_dir():
+        if weights is not None and not is_saved_folder(model):
             from inceptionlab.models.registry import _saved_directory
             # the model.safetensors of a saved run brings its config.json (switches, classes, size), as
             # in predict and export: eval failed with "does not fit" where predict worked
@@ -113,7 +115,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
     pretrained = cfg.weights is not None  # (a run's config.yaml names the weights it started from)
     cfg = cfg.replace(weights=None, augment=False)
-    trained_from = weights_file if weights_file is not None else (model if Path(str(model)).is_dir() else None)
+    trained_from = weights_file if weights_file is not None else (model if is_saved_folder(model) else None)
     trained = trained_classes(Path(trained_from)) if trained_from is not None else None
     source = str(cfg.data) if cfg.data else "the embedded digits"
     # weights of named classes: the model keeps all of them, and the data's classes (all of them, or

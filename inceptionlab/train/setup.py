@@ -13,9 +13,9 @@ from inceptionlab.train.config import TrainConfig
 
 def check_model_switches(cfg: TrainConfig) -> None:
     """An unknown model or switch is reported before any data is read."""
-    from inceptionlab.models.registry import model_entry
+    from inceptionlab.models.registry import is_saved_folder, model_entry
 
-    if Path(cfg.model).is_dir():
+    if is_saved_folder(cfg.model):
         return
     entry = model_entry(cfg.model)
     for key in cfg.model_kwargs:
