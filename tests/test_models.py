@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import tempfile
 
 import pytest
 import torch
@@ -753,3 +754,39 @@ def test_a_model_name_means_the_model_even_beside_a_folder_of_that_name(tmp_path
     assert create_model("googlenet", weights="googlenet/model.safetensors").num_classes == 3
     assert main(["predict", "--model", "googlenet", "x.jpg"]) == 2
     assert capsys.readouterr().err.strip().endswith("; ./googlenet is a folder here: pass --model ./googlenet to use it")
+
+
+def test_aux_heads_after_api_changes_and_train_mode_batch_of_one():
+    import warnings
+
+    small = dict(depth_multiplier=0.125, min_depth=8, stem="low_res", num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    # reset_classifier(0): the aux heads have no classifier, so training gives features, not
+    # (features, aux features) that InceptionLoss took for logits
+    model = create_model("inception_v3", aux_logits=True, **small).train()
+    model.reset_classifier(0)
+    out = model(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, model.num_features)
+    model.reset_classifier(5)  # the heads come back with the classes
+    assert [a.shape for a in model(x).aux] == [(2, 5)]
+    # drop_aux_heads then save_pretrained: the folder said aux_logits=True and reloaded fresh heads
+    model.drop_aux_heads()
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("error")  # (the reload warned that the aux heads kept their initial weights)
+        model.save_pretrained(folder)
+        again = create_model(folder).train()
+    assert not again.has_aux and isinstance(again(x), torch.Tensor)
+    # a batch of one in train mode: one line naming the fix, not batch norm's own error
+    embedder = create_model("inception_resnet_v1", embedding_dim=8, **small).train()
+    with pytest.raises(UserError, match=r"^inception_resnet_v1 in train mode needs more than one value per channel.*"
+                                        r"a batch of 1 .* batches of 2 or more images, or call model.eval\(\)$"):
+        embedder(x[:1])
+    assert embedder.eval()(x[:1]).shape == (1, 10)
+    # forward_head takes forward_features' output
+    with pytest.raises(UserError, match=rf"^forward_head takes forward_features' output, N x {model.num_features} x H x "
+                                        rf"W; got shape \(2, {model.num_features}\)$"):
+        model.forward_head(torch.randn(2, model.num_features))
+    # tracing reads the sizes without TracerWarnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        torch.jit.trace(model.eval(), x)

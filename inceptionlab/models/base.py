@@ -84,16 +84,17 @@ class InceptionNet(nn.Module):
             raise UserError(f"{self.name} has {weight.dtype} weights and the input is {x.dtype}; convert the "
                             f"input (x.to({weight.dtype})) or the model (model.to({x.dtype})), or run under "
                             f"torch.autocast")
-        if x.dim() == 3 and x.shape[0] == self.in_chans:
+        shape = _static_shape(x)
+        if len(shape) == 3 and shape[0] == self.in_chans:
             raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got one image of shape "
-                            f"{tuple(x.shape)}; add the batch dimension (x.unsqueeze(0))")
-        if x.dim() != 4:
-            raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
+                            f"{shape}; add the batch dimension (x.unsqueeze(0))")
+        if len(shape) != 4:
+            raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got shape {shape}")
+        if shape[1] != self.in_chans:
             raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got shape "
-                            f"{tuple(x.shape)}; pass in_chans={x.shape[1]} to create_model or convert the images")
-        h, w = _static_size(x)
-        with_aux = self.training and self.min_train_size > self.min_input_size
+                            f"{shape}; pass in_chans={shape[1]} to create_model or convert the images")
+        h, w = shape[2:]
+        with_aux = self._aux_in_use() and self.min_train_size > self.min_input_size
         m = self.min_train_size if with_aux else self.min_input_size
         if h < m or w < m:
             hint = ("use stem='low_res' for small images" if self.switches.stem == "imagenet"
@@ -143,6 +144,10 @@ class InceptionNet(nn.Module):
         return self._forward_blocks(x, with_aux=False)[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        shape = _static_shape(x)
+        if len(shape) != 4 or shape[1] != self.num_features:
+            raise UserError(f"forward_head takes forward_features' output, N x {self.num_features} x H x W; got "
+                            f"shape {shape}")
         return self.head(x, pre_logits=pre_logits)
 
     def __prepare_scriptable__(self):
@@ -152,11 +157,23 @@ class InceptionNet(nn.Module):
                         f"example_input), torch.export.export, torch.compile, or inceptionlab export --format "
                         f"onnx|pt2")
 
+    def _aux_in_use(self) -> bool:
+        """Aux outputs come in training, from a model that has aux heads and classes (after
+        ``reset_classifier(0)`` the heads have no classifier; they keep their weights for a later one)."""
+        return self.training and len(self.aux_heads) > 0 and self.num_classes > 0
+
     def forward(self, x: torch.Tensor):
         self.check_input(x)
-        with_aux = self.training and len(self.aux_heads) > 0
-        features, aux = self._forward_blocks(x, with_aux)
-        logits = self.forward_head(features)
+        with_aux = self._aux_in_use()
+        try:
+            features, aux = self._forward_blocks(x, with_aux)  # N x C x H' x W', [N x classes per aux head]
+            logits = self.forward_head(features)
+        except ValueError as exc:  # batch norm over N x 1 x 1 values in training
+            if "more than 1 value per channel" not in str(exc):
+                raise
+            raise UserError(f"{self.name} in train mode needs more than one value per channel in each batch norm, "
+                            f"and a batch of {x.shape[0]} gives one where a map is 1x1 (the aux heads, an "
+                            f"embedding); train on batches of 2 or more images, or call model.eval()") from None
         return InceptionOutput(logits, tuple(aux)) if with_aux else logits
 
     def get_classifier(self) -> nn.Module:
@@ -238,17 +255,17 @@ def block_output_size(block: nn.Module, size: tuple[int, int]) -> tuple[int, int
     return _spatial(block, tuple(size))
 
 
-def _static_size(x: torch.Tensor) -> tuple[int, int]:
-    """H, W of ``x`` as ints. Under torch.jit.trace (and the TorchScript-based ONNX exporter) the
-    sizes are 0-dim tensors, which hash by identity: every branch looked different, and tracing
-    refused sizes that eager mode takes. The check only reads them; the traced graph is the same."""
-    h, w = x.shape[-2], x.shape[-1]
+def _static_shape(x: torch.Tensor) -> tuple[int, ...]:
+    """The shape of ``x`` as ints. Under torch.jit.trace (and the TorchScript-based ONNX exporter)
+    the sizes are 0-dim tensors, which hash by identity (every branch looked different, and tracing
+    refused sizes that eager mode takes) and warn when compared. The checks only read them; the
+    traced graph is the same."""
     if not torch.jit.is_tracing():
-        return h, w
+        return tuple(x.shape)
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        return int(h), int(w)
+        return tuple(int(n) for n in x.shape)
 
 
 def _spatial(module: nn.Module, size: tuple[int, int], trace: list | None = None,

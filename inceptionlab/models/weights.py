@@ -489,6 +489,8 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
     ``model.safetensors``; ``create_model(directory)`` restores exactly that model."""
     from safetensors.torch import save_file
 
+    from inceptionlab.models.registry import model_entry
+
     directory = Path(directory)
     if classes is not None and (isinstance(classes, (str, bytes)) or not all(isinstance(c, str) for c in classes)):
         raise UserError(f"classes must be a list of class names (strings), got {classes!r}")
@@ -501,9 +503,12 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
                         f"output of the classifier")
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.pretrained_cfg
+    switches = {**cfg.get("switches", {}), "num_classes": model.num_classes, "in_chans": model.in_chans}
+    if not model.has_aux and "aux_logits" in model_entry(model.name).switches:
+        switches["aux_logits"] = False  # after drop_aux_heads (the switch still said the heads were there)
     config = {
         "architecture": cfg.get("architecture", model.name),
-        "switches": {**cfg.get("switches", {}), "num_classes": model.num_classes, "in_chans": model.in_chans},
+        "switches": switches,
         "classes": list(classes) if classes is not None else cfg.get("classes"),
         "preprocessing": {k: cfg.get(k) for k in PREPROCESSING if cfg.get(k) is not None},
     }
