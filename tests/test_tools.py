@@ -622,3 +622,16 @@ def test_more_threads_than_cpus_warns_in_one_line(tmp_path, capsys, monkeypatch)
         "inceptionlab eval: warning: 3 threads on 2 CPUs: they take turns on the cores and run slower, not faster; "
         "use --threads 2\n")
     assert "UserWarning" in warnings.formatwarning("torch's own", UserWarning, torch.__file__, 1)  # as Python prints it
+
+
+def test_an_optimized_model_copies_and_pickles_after_it_ran():
+    # its packed oneDNN weights (opaque tensors) made deepcopy and pickle raise NotImplementedError
+    import copy
+    import pickle
+
+    fast = optimize_for_inference(tiny("inception_resnet_v2"))
+    x = torch.randn(2, 3, 75, 75)
+    y = fast(x)  # packs the weights
+    for other in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+        torch.testing.assert_close(other(x), y, rtol=0, atol=0)
+    torch.testing.assert_close(fast(x), y, rtol=0, atol=0)  # the original keeps its packed weights

@@ -149,6 +149,11 @@ class FusedConv(nn.Module):
         rows.addmm_(channel_rows(x), matrix)  # += (N*H*W) x C_in @ C_in x C_out
         return out.relu_() if self.relu else out
 
+    def __getstate__(self):
+        """Copies and pickles leave the packed weights out (oneDNN's opaque tensors have no storage
+        to copy); they are packed again on the first call."""
+        return {**self.__dict__, "_packed": {}, "_matrix": {}}
+
     def _apply(self, fn, recurse=True):
         self._packed, self._matrix = {}, {}  # a new device or dtype: pack again on the next call
         return super()._apply(fn, recurse)
