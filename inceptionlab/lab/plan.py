@@ -289,6 +289,10 @@ def check_plan(plan: Plan) -> PlanCheck:
         if names.count(v.name) > 1:
             raise UserError(f"two runs are named {v.name!r}; give each run its own name (the same model "
                             f"twice needs two variants: --variant a:{v.model}:... --variant b:{v.model}:...)")
+    plan.seeds = parse_seeds(plan.seeds)  # (checked here too for a Plan built in Python: [] and [0, 0] got through)
+    for key in plan.budget:
+        if key not in BUDGET_KEYS:
+            raise UserError(f"unknown budget {key!r}" + _hint(key, BUDGET_KEYS) + f" (budgets: {', '.join(BUDGET_KEYS)})")
     if not any(k in plan.budget for k in BUDGET_KEYS) and not all(
             any(k in v.train for k in BUDGET_KEYS) for v in plan.variants):
         raise UserError("no training budget: give every run --epochs N, --steps N or --minutes M")
