@@ -790,3 +790,11 @@ def test_aux_heads_after_api_changes_and_train_mode_batch_of_one():
     with warnings.catch_warnings():
         warnings.simplefilter("error", torch.jit.TracerWarning)
         torch.jit.trace(model.eval(), x)
+
+
+def test_weights_that_are_a_folder_or_missing_say_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"^\S+empty is a folder, not a weights file; pass the file inside it$"):
+        create_model("googlenet", weights=tmp_path / "empty", depth_multiplier=0.125, min_depth=8)
+    with pytest.raises(UserError, match=r"^\S+nope does not exist; pass a folder written by training or save_pretrained$"):
+        il.from_pretrained(tmp_path / "nope")  # it said "nope has no config.json"

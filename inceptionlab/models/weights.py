@@ -116,6 +116,11 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
     them; see `inceptionlab.models.layouts.keras`).
     """
     path = Path(path)
+    if path.is_dir():
+        saved = (path / "model.safetensors").is_file()
+        raise UserError(f"{path} is a folder, not a weights file; pass " + (
+            f"{path / 'model.safetensors'} or the folder itself as the model (create_model('{path}'), "
+            f"--model {path})" if saved else "the file inside it"))
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist")
     exported = {".onnx": "an ONNX file", ".pt2": "a torch.export program"}.get(path.suffix.lower())
@@ -543,6 +548,8 @@ def saved_config(directory) -> dict:
     ``switches`` and ``preprocessing`` (dicts, maybe empty) and ``classes`` (a list, or None)."""
     directory = Path(directory)
     config_file = directory / "config.json"
+    if not directory.exists():
+        raise UserError(f"{directory} does not exist; pass a folder written by training or save_pretrained")
     if not config_file.is_file():
         checkpoints = sorted((directory / "checkpoints").glob("step_*.pt"))
         if (directory / "config.yaml").is_file() and checkpoints:  # a run that has not finished
