@@ -291,3 +291,34 @@ def test_sharded_sampler_gives_each_process_its_share_of_the_global_batches():
     for i in range(len(single) // batch):  # each global batch is the union of the processes' batches
         union = sorted(shards[0][i * local:(i + 1) * local] + shards[1][i * local:(i + 1) * local])
         assert union == sorted(single[i * batch:(i + 1) * batch])
+
+
+def test_the_training_pieces_refuse_nonsense_in_python_too():
+    # the CLI's TrainConfig checked these; the functions themselves took them
+    from inceptionlab.train.loss import InceptionLoss, smoothed_cross_entropy
+    from inceptionlab.train.optim import LRSchedule, RMSpropTF, build_optimizer
+
+    logits, target = torch.randn(4, 10), torch.tensor([0, 1, 2, 3])
+    for bad in (1.5, -1, "0.1"):
+        with pytest.raises(UserError, match=r"^smoothing must be a number in \[0, 1\)"):
+            smoothed_cross_entropy(logits, target, bad)
+        with pytest.raises(UserError, match="smoothing must be"):
+            InceptionLoss(smoothing=bad)
+    # a tensor of aux weights made the loss a vector (backward() then failed)
+    out = InceptionOutput(logits, (torch.randn(4, 10), torch.randn(4, 10)))
+    loss = InceptionLoss(0.1, torch.tensor([0.3, 0.3]))(out, target)
+    assert loss.shape == () and loss.item() == pytest.approx(InceptionLoss(0.1, [0.3, 0.3])(out, target).item())
+    with pytest.raises(UserError, match="aux_weight must be a number >= 0"):
+        InceptionLoss(0.1, -0.4)
+    w = nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="RMSpropTF: lr must be a number >= 0, got -1"):
+        RMSpropTF([w], lr=-1)
+    with pytest.raises(ValueError, match="RMSpropTF: eps must be a number > 0"):
+        RMSpropTF([w], eps=0)
+    with pytest.raises(UserError, match="unknown schedule 'bogus'; choose from exp_staircase, step, cosine, constant"):
+        LRSchedule("bogus", 0.1, 10)  # it gave a constant lr
+    with pytest.raises(UserError, match="the exp_staircase schedule needs decay_epochs and decay_rate"):
+        LRSchedule("exp_staircase", 0.1, 10)  # a TypeError at the first step
+    # a config not yet resolved: its lr was None inside the optimizer
+    opt = build_optimizer(TrainConfig(steps=1), nn.Linear(2, 2))
+    assert isinstance(opt, RMSpropTF) and opt.param_groups[0]["lr"] == 0.045

@@ -125,7 +125,9 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checking
     def resolved(self) -> "TrainConfig":
-        """A copy with the recipe defaults filled in; UserError for any bad value."""
+        """A copy with the recipe defaults filled in; UserError for any bad setting. (The model
+        name, its switches and ``freeze_until`` are checked where the model is built: ``train``
+        checks the name and switches before it reads any data.)"""
         _check_str("model", self.model)
         _check_str("out", self.out)
         for name in ("data", "weights", "freeze_until"):

@@ -18,8 +18,15 @@ import torch.nn.functional as F
 from inceptionlab.errors import UserError
 
 
+def check_smoothing(smoothing) -> float:
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
+        raise UserError(f"smoothing must be a number in [0, 1) (the paper's 0.1; 0 turns it off), got {smoothing!r}")
+    return float(smoothing)
+
+
 def smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
     """Mean over the batch of the cross-entropy against the smoothed one-hot target."""
+    check_smoothing(smoothing)
     log_probs = F.log_softmax(logits.float(), dim=-1)                  # N x K
     nll = -log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1)       # N
     uniform = -log_probs.mean(dim=-1)                                   # N
@@ -39,7 +46,12 @@ class InceptionLoss:
     """
 
     def __init__(self, smoothing: float = 0.1, aux_weight: float | Sequence[float] = 0.4):
-        self.smoothing = smoothing
+        self.smoothing = check_smoothing(smoothing)
+        if isinstance(aux_weight, torch.Tensor):
+            aux_weight = aux_weight.tolist()  # (a tensor of weights made the loss a vector)
+        weights = aux_weight if isinstance(aux_weight, (list, tuple)) else [aux_weight]
+        if not weights or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights):
+            raise UserError(f"aux_weight must be a number >= 0, or one per auxiliary head, got {aux_weight!r}")
         self.aux_weight = aux_weight
 
     def __call__(self, output, target: torch.Tensor) -> torch.Tensor:

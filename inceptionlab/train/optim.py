@@ -24,7 +24,8 @@ import math
 import torch
 import torch.nn as nn
 
-from inceptionlab.train.config import TrainConfig
+from inceptionlab.errors import UserError
+from inceptionlab.train.config import SCHEDULES, TrainConfig
 
 
 class RMSpropTF(torch.optim.Optimizer):
@@ -32,6 +33,13 @@ class RMSpropTF(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 0.045, decay: float = 0.9, momentum: float = 0.9,
                  eps: float = 1.0, weight_decay: float = 0.0):
+        for name, value, low in (("lr", lr, 0.0), ("weight_decay", weight_decay, 0.0), ("momentum", momentum, 0.0),
+                                 ("decay", decay, 0.0)):
+            if not isinstance(value, (int, float)) or not value >= low:
+                raise ValueError(f"RMSpropTF: {name} must be a number >= {low:g}, got {value!r}")
+        if not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"RMSpropTF: eps must be a number > 0 (TensorFlow's epsilon, 1.0 in the papers' "
+                             f"recipe), got {eps!r}")
         super().__init__(params, dict(lr=lr, decay=decay, momentum=momentum, eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -73,6 +81,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names, on ``model``'s parameter groups (``cfg`` resolved first: its
+    defaults per optimizer, such as the lr, are filled in there)."""
+    cfg = cfg.resolved()
     groups = param_groups(model, cfg.weight_decay)
     if cfg.opt == "rmsprop_tf":
         return RMSpropTF(groups, lr=cfg.lr, decay=0.9, momentum=cfg.momentum, eps=1.0)
@@ -92,6 +103,10 @@ class LRSchedule:
 
     def __init__(self, name: str, base_lr: float, steps_per_epoch: int, total_steps: int | None = None,
                  warmup_steps: int = 0, decay_epochs: float | None = None, decay_rate: float | None = None):
+        if name not in SCHEDULES:
+            raise UserError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULES)}")
+        if name in ("exp_staircase", "step") and not (decay_epochs and decay_rate is not None):
+            raise UserError(f"the {name} schedule needs decay_epochs and decay_rate (the papers': 2 and 0.94)")
         self.name = name
         self.base_lr = base_lr
         self.steps_per_epoch = max(1, steps_per_epoch)
