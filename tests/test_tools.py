@@ -301,9 +301,26 @@ def test_cli_benchmark_writes_csv(tmp_path, capsys):
     assert (tmp_path / "notes.csv").read_text() == "name,value\nx,1\n"
     for extra, expected in ((["--memory"], "--memory measures the peak memory of a training step"),
                             (["--mode", "train", "--batch-size", "1"], "needs at least 2 images per batch"),
-                            (["--runtime", "onnxruntime", "--precision", "bf16"], "runs fp32 only")):
+                            (["--runtime", "onnxruntime", "--precision", "bf16"], "runs fp32 only"),
+                            (["--runtime", "onnxruntime", "--compile"], "onnxruntime runs the exported graph; drop "
+                                                                       "--compile")):
         assert main(["benchmark", "--models", "googlenet"] + extra) == 2
         assert expected in capsys.readouterr().err
+
+
+def test_benchmark_sizes_classes_and_peaks_follow_the_model(monkeypatch):
+    # stem=low_res was timed at the card's 224 px: a network about 48x larger than the one deployed
+    assert bench.architecture("googlenet", {"stem": "low_res"})[2]["input_size"] == (3, 32, 32)
+    assert bench.architecture("googlenet")[2]["input_size"] == (3, 224, 224)
+    # torchvision's models have no num_classes: targets up to 999 for a 10-class fc raised IndexError
+    ref = bench.reference_model("torchvision", "googlenet", num_classes=10)
+    cfg = bench.Config("googlenet", 64, 2, "train", reference="torchvision")
+    bench.train_step(ref, cfg, False, torch.device("cpu"))()
+    # the peak the fractions are of, where it is not the precision's native one
+    assert bench._peak_note("fp16") == " (fp32's: this CPU emulates fp16 convolutions)"
+    monkeypatch.setattr("inceptionlab.tools.fast.cpu_has_bf16", lambda: False)
+    assert "emulated: this CPU has no native bf16" in bench._peak_note("bf16")
+    assert bench._peak_note("fp32") == ""
 
 
 def test_cli_benchmark_bad_input(capsys):

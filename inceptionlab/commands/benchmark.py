@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--runtime onnxruntime times inference only; use --mode infer")
     if args.runtime == "onnxruntime" and args.precision != "fp32":
         raise UserError("--runtime onnxruntime runs fp32 only; drop --precision")
+    if args.runtime == "onnxruntime" and args.compile:  # (it was accepted, and the row said compile=yes)
+        raise UserError("--compile compiles PyTorch models, and onnxruntime runs the exported graph; drop --compile")
     if args.memory and args.mode != "train":
         raise UserError("--memory measures the peak memory of a training step; add --mode train")
     if args.mode == "train" and 1 in args.batch_size:

@@ -105,7 +105,12 @@ def _dtype(precision: str) -> torch.dtype:
 def measure_peak(precision: str = "fp32", repeats: int = 8, device: torch.device | None = None) -> float:
     """GFLOP/s of a large 3x3 convolution (8 x 256 x 56 x 56 -> 256, channels-last, BN-free, the
     best case for these networks' kernels): the machine's practical peak, the fastest of ``repeats``
-    (a peak is a best case; on a shared machine the median would measure the neighbours)."""
+    (a peak is a best case; on a shared machine the median would measure the neighbours).
+
+    In the precision's own type, so that a row's fraction says how near the model comes to what
+    the machine does in that precision; except fp16 on the CPU, which takes fp32's peak (CPUs
+    emulate fp16 convolutions at a few GFLOP/s: 5 s for this one). bf16 on a CPU without native
+    bf16 (AVX2 only) is emulated too, and its peak is low accordingly (`_peak_note` says so)."""
     device = device or _device()
     dtype = _dtype(precision) if device.type == "cuda" or precision == "bf16" else torch.float32
     n, c, hw = (64, 256, 56) if device.type == "cuda" else (8, 256, 56)
@@ -122,6 +127,19 @@ def measure_peak(precision: str = "fp32", repeats: int = 8, device: torch.device
         _sync(device)
         times.append(time.perf_counter() - t)
     return flops / min(times) / 1e9
+
+
+def _peak_note(precision: str) -> str:
+    """What the peak of ``precision`` is, where it is not simply that precision's native speed."""
+    if _device().type != "cpu":
+        return ""
+    if precision == "fp16":
+        return " (fp32's: this CPU emulates fp16 convolutions)"
+    from inceptionlab.tools.fast import cpu_has_bf16
+
+    if precision == "bf16" and not cpu_has_bf16():
+        return " (emulated: this CPU has no native bf16, so bf16 fractions are of this low peak)"
+    return ""
 
 
 # ------------------------------------------------------------------ the models
@@ -142,14 +160,17 @@ MIRRORED_SWITCHES = ("num_classes", "drop_rate")
 def architecture(name: str, model_kwargs: dict | None = None) -> tuple[str, dict, dict]:
     """``name``'s registered architecture, its switches and its input configuration (``input_size``...):
     a registered name with ``model_kwargs``, or a directory written by training (its config.json)."""
-    from inceptionlab.models.registry import model_card
+    from inceptionlab.models.registry import create_model, is_saved_folder, model_card
     from inceptionlab.models.weights import saved_config
 
-    if Path(str(name)).is_dir():
+    if is_saved_folder(name):
         config = saved_config(name)
         model_card(config["architecture"])  # an architecture this version does not have fails here
         return config["architecture"], {**config["switches"], **(model_kwargs or {})}, config["preprocessing"]
-    return name, dict(model_kwargs or {}), model_card(name)
+    if not model_kwargs:
+        return name, {}, model_card(name)
+    with torch.device("meta"):  # the input of this build (stem="low_res" takes 32 px, not the card's 299)
+        return name, dict(model_kwargs), dict(create_model(name, **model_kwargs).pretrained_cfg)
 
 
 def check_reference(library: str, arch: str, switches: dict) -> str:
@@ -243,7 +264,8 @@ def train_step(model: nn.Module, cfg: Config, ours: bool, device: torch.device) 
         raise UserError("training runs in PyTorch only; use --runtime torch with --mode train")
     model = model.to(device)
     x = _input(cfg, getattr(model, "in_chans", 3), device)
-    y = torch.randint(0, 1000, (cfg.batch,), device=device) % max(1, getattr(model, "num_classes", 1000))
+    classes = getattr(model, "num_classes", None) or getattr(getattr(model, "fc", None), "out_features", 1000)
+    y = torch.randint(0, 1000, (cfg.batch,), device=device) % max(1, classes)  # (torchvision's have no num_classes)
     if ours and cfg.fast:
         runner = prepare_for_training(model, channels_last=cfg.channels_last, compile=cfg.compile)
         optimizer = make_optimizer(model.parameters())
@@ -343,10 +365,14 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
 # ------------------------------------------------------------------ memory
 _MEMORY_CHILD = """
 import json, sys, torch
-from inceptionlab.tools.benchmark import Config, _our_model, _peak_rss_mb, reference_model, train_step
+from inceptionlab.tools.benchmark import Config, _our_model, _peak_rss_mb, architecture, reference_model, train_step
 cfg = Config(**json.loads(sys.argv[1]))
 torch.manual_seed(0)
-model = reference_model(cfg.reference, cfg.model) if cfg.reference else _our_model(cfg)
+if cfg.reference:  # the architecture and switches of a run folder too, as run_config builds it
+    arch, switches, _ = architecture(cfg.model, cfg.model_kwargs)
+    model = reference_model(cfg.reference, arch, **switches)
+else:
+    model = _our_model(cfg)
 before = _peak_rss_mb()
 step = train_step(model, cfg, cfg.reference is None, torch.device("cpu"))
 for _ in range(2):
@@ -378,7 +404,8 @@ def training_peak_rss(cfg: Config) -> dict:
     out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, json.dumps(payload)], capture_output=True,
                          text=True, env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
     if out.returncode != 0:
-        raise RuntimeError(f"memory measurement failed: {out.stderr.strip().splitlines()[-1:]}")
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"the memory measurement's process failed: {last}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -485,7 +512,7 @@ def benchmark(configs: list[Config], warmup: int = 2, iters: int = 5, memory: bo
             info[f"peak_gflops_{cfg.precision}"] = round(peaks[cfg.precision], 1)
             if log:
                 log(f"peak ({cfg.precision}, 3x3 convolution 8x256x56x56): {peaks[cfg.precision]:.1f} GFLOP/s "
-                    f"on {info['threads']} threads")
+                    f"on {info['threads']} threads{_peak_note(cfg.precision)}")
         row = run_config(cfg, peaks[cfg.precision], warmup, iters)
         if memory and cfg.mode == "train" and _device().type == "cpu":
             row["peak_rss_mb"] = round(training_peak_rss(replace(cfg, reference=None))["peak_rss_mb"], 1)
