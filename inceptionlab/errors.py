@@ -15,6 +15,18 @@ def listed(names, limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def clipped(reason: str, limit: int = 160) -> str:
+    """A library's error text for the middle of our one line: its first sentence when that is short
+    enough, else cut at a word boundary with "...", where a cut at ``limit`` characters ended mid-word."""
+    text = " ".join(str(reason).split())
+    end = text.find(". ")
+    if 0 < end < limit:
+        return text[:end]
+    if len(text) <= limit:
+        return text.rstrip(".")
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+
+
 def closest(name: str, choices, n: int = 3) -> str:
     """', '.join of the choices closest to `name`, for 'did you mean' hints."""
     import difflib

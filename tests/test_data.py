@@ -158,6 +158,19 @@ def test_images_too_large_to_decode_are_refused(tmp_path, monkeypatch):
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match=r"cannot read image .*gone\.jpg: no such file$"):
         load_image(tmp_path / "gone.jpg")
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(UserError, match=r"cannot read image .*link\.jpg: broken symbolic link to .*gone\.jpg$"):
+        load_image(tmp_path / "link.jpg")
+
+
+def test_a_library_error_is_clipped_at_a_sentence_or_a_word():
+    from inceptionlab.errors import clipped
+
+    torch_text = ("PytorchStreamReader failed reading zip archive: failed finding central directory. This is an "
+                  "internal miniz error. If you are seeing this error, there is a high chance")
+    assert clipped(torch_text) == "PytorchStreamReader failed reading zip archive: failed finding central directory"
+    assert clipped("short reason.") == "short reason"
+    assert clipped("word " * 50, 22) == "word word word word..."
 
 
 @pytest.mark.parametrize("name", ["truncated.jpg", "empty.png", "notes.jpg"])

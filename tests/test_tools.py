@@ -445,7 +445,7 @@ def test_cli_predict_bad_input(tmp_path, capsys):
     (tmp_path / "fake.onnx").write_text("not a protobuf")
     (tmp_path / "fake.pt2").write_bytes(b"PK\x03\x04 truncated")
     (tmp_path / "dir.onnx").mkdir()
-    for model, expected in (("fake.onnx", "cannot load {} as a ONNX file (truncated, or not an export"),
+    for model, expected in (("fake.onnx", "cannot load {} as an ONNX file (truncated, or not an export"),
                             ("fake.pt2", "cannot load {} as a torch.export program (.pt2) (truncated"),
                             ("dir.onnx", "{} is a folder; pass the exported .onnx or .pt2 file")):
         assert main(["predict", "--model", str(tmp_path / model), str(tmp_path / "notes.txt")]) == 2

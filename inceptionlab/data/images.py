@@ -71,7 +71,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except _Unreadable as exc:
         raise UnreadableImage(path, str(exc)) from None
     except FileNotFoundError:
-        raise UnreadableImage(path, "no such file") from None
+        broken = path.is_symlink()  # a link whose target is gone
+        raise UnreadableImage(path, f"broken symbolic link to {os.readlink(path)}" if broken else "no such file") from None
     except Image.UnidentifiedImageError:
         raise UnreadableImage(path, "not an image format PIL can decode") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise anything on hostile bytes

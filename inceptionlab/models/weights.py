@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from inceptionlab.errors import UserError
+from inceptionlab.errors import UserError, clipped
 
 # key prefixes of the references' heads and auxiliary heads
 HEAD_PREFIXES = ("fc.", "last_linear.", "classif.", "classifier.", "logits.", "last_bn.")
@@ -152,7 +152,7 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
         if kind:
             raise UserError(f"{path} is {kind}, not a weights file; pass a .safetensors/.pth/.pt state dict or a "
                             f"run folder") from None
-        raise UserError(f"cannot read weights file {path}: truncated or corrupt ({reason[:160]})") from None
+        raise UserError(f"cannot read weights file {path}: truncated or corrupt ({clipped(reason)})") from None
     if isinstance(state, dict) and "optimizer" in state and "config" in state and isinstance(state.get("ema"), dict):
         state = state["ema"]  # a checkpoint of our training that kept an average: its weights, as eval takes
     for key in ("state_dict", "model", "model_state_dict", "module"):

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from inceptionlab.errors import UserError
+from inceptionlab.errors import UserError, clipped
 from inceptionlab.files import why_not_writable
 from inceptionlab.tools.fast import fold_batchnorm
 
@@ -234,7 +234,7 @@ class ExportedClassifier(nn.Module):
             raise UserError(f"{self.path} is a folder; pass the exported .onnx or .pt2 file")
         if not self.path.is_file():
             raise UserError(f"exported file {self.path} does not exist")
-        kind = "ONNX file" if self.path.suffix.lower() == ".onnx" else "torch.export program (.pt2)"
+        kind = "an ONNX file" if self.path.suffix.lower() == ".onnx" else "a torch.export program (.pt2)"
         try:
             if self.path.suffix.lower() == ".onnx":
                 self.runner = OnnxModel(self.path, threads)
@@ -245,8 +245,8 @@ class ExportedClassifier(nn.Module):
             raise
         except Exception as exc:  # noqa: BLE001 - protobuf, zip, JSON: one line naming the file
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"cannot load {self.path} as a {kind} (truncated, or not an export: "
-                            f"{first[:120]}); export it again with inceptionlab export") from None
+            raise UserError(f"cannot load {self.path} as {kind} (truncated, or not an export: "
+                            f"{clipped(first, 120)}); export it again with inceptionlab export") from None
         if not isinstance(meta, dict) or "input_size" not in meta:
             raise UserError(f"{self.path} has no inceptionlab metadata (another tool exported it); "
                             f"its preprocessing and classes are unknown: export it with inceptionlab export")

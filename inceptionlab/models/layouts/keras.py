@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from inceptionlab.errors import UserError
+from inceptionlab.errors import UserError, clipped
 from inceptionlab.models.layers import ClassifierHead, Concat, ConvBN, ScaledResidual
 
 KERAS_CLASSES = {"conv2d": "conv", "batch_normalization": "bn", "dense": "dense"}
@@ -98,7 +98,7 @@ def read_keras(path) -> list[KerasLayer]:
         raise UserError(f"{path} is a zip archive without model.weights.h5: not a Keras 3 .keras file") from None
     except Exception as exc:  # noqa: BLE001 - h5py/zip errors become one line
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read Keras weights file {path}: truncated or corrupt ({text[:160]})") from None
+        raise UserError(f"cannot read Keras weights file {path}: truncated or corrupt ({clipped(text)})") from None
 
 
 def _read(handle, path: Path) -> list[KerasLayer]:
