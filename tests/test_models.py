@@ -752,6 +752,11 @@ def test_a_model_name_means_the_model_even_beside_a_folder_of_that_name(tmp_path
     assert loaded.pretrained_cfg["classes"] == ["a", "b", "c"]
     # its model.safetensors as weights= still brings the folder's config along
     assert create_model("googlenet", weights="googlenet/model.safetensors").num_classes == 3
+    assert create_model("googlenet", weights="googlenet").num_classes == 3  # the folder as weights=, the same
+    # a switch against the folder's own: one fix, in the API's terms (it gave the API's and the CLI's)
+    with pytest.raises(UserError, match=r"^googlenet holds weights trained with num_classes=3; leave num_classes "
+                                        r"out \(the folder sets it\), then reset_classifier\(5\) for a new classifier$"):
+        create_model("./googlenet", num_classes=5)
     assert main(["predict", "--model", "googlenet", "x.jpg"]) == 2
     assert capsys.readouterr().err.strip().endswith("; ./googlenet is a folder here: pass --model ./googlenet to use it")
 

@@ -188,14 +188,21 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
 
 
 def _saved_directory(name: str, weights) -> Path | None:
-    """The directory ``weights`` is the model.safetensors of, when ``save_pretrained`` wrote it (its
-    config.json says for which architecture: another one than ``name``'s is an error); else None."""
+    """The directory ``weights`` is (or is the model.safetensors of), when ``save_pretrained`` wrote
+    it (its config.json says for which architecture: another one than ``name``'s is an error); else None."""
     if weights is None:
         return None
     path = Path(str(weights))
-    folder = path.parent.parent if path.suffix == ".pt" and path.parent.name == "checkpoints" else path.parent
-    config = folder / "config.json"  # (a run's checkpoints/*.pt: the run's config.json, as for its weights)
-    if (path.name != "model.safetensors" and folder == path.parent) or not config.is_file():
+    if path.is_dir():  # the folder itself, as the file inside it (the two loaded differently)
+        folder = path
+    elif path.suffix == ".pt" and path.parent.name == "checkpoints":
+        folder = path.parent.parent  # a run's checkpoint: the run's config.json, as for its weights
+    elif path.name == "model.safetensors":
+        folder = path.parent
+    else:
+        return None
+    config = folder / "config.json"
+    if not config.is_file():
         return None
     try:
         architecture = json.loads(config.read_text()).get("architecture")

@@ -605,11 +605,17 @@ def from_pretrained(directory, weights=None, **overrides):
     model = create_model(arch, **switches)
     try:
         load_weights(model, weights)
-    except UserError as exc:
-        hint = trained_with(config["switches"], switches)
-        if not hint:
+    except UserError:
+        # a switch given here against the folder's own: its error told the API and the CLI fix at once
+        saved = config["switches"]
+        differ = [k for k, v in overrides.items() if k in saved and saved[k] != v]
+        if not differ:
             raise
-        raise UserError(f"{exc}; {hint}") from None
+        was = " ".join(f"{k}={saved[k]}" for k in differ)
+        then = (f", then reset_classifier({overrides['num_classes']}) for a new classifier"
+                if "num_classes" in differ else "")
+        raise UserError(f"{directory} holds weights trained with {was}; leave {', '.join(differ)} out (the folder "
+                        f"sets it){then}") from None
     derived = ("input_size", "mean", "std") if {"in_chans", "stem"} & set(overrides) else ()
     for key, value in preprocessing.items():
         if key not in derived:  # the saved convention, unless an override changed the input
