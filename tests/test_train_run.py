@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import re
 import math
 import os
 import shutil
@@ -816,3 +817,35 @@ def test_no_top5_with_five_classes_or_fewer(tmp_path, capsys):
     assert "best top-5 %" not in head and "best top-1 %" in head and len(cells[0]) == len(head)
     head, _ = run_rows(dict(runs=[dict(summary, name="r", model="m"), dict(summary, name="s", model="m", best_top5=50.0)]))
     assert "best top-5 %" in head
+
+
+def test_val_limit_per_class_and_the_time_the_final_evaluation_took(tmp_path, capsys, monkeypatch):
+    # --limit-per-class limits training only: a 2-step fine-tune on CIFAR-10 then scored all 10,000
+    # test images for 9 minutes, and its last line said "2 steps in 2s"
+    import time
+
+    from inceptionlab.data import build_datasets
+    from inceptionlab.train import engine
+
+    root = tmp_path / "data"
+    image_folder(root / "train", ("a", "b"), 4)
+    image_folder(root / "test", ("a", "b"), 6, seed=1)
+    splits = build_datasets(str(root), train_transform=None, eval_transform=None, limit_per_class=3,
+                            val_limit_per_class=2)
+    assert (len(splits.train), len(splits.val)) == (6, 4)
+    assert "; train limited to 3 per class; val limited to 2 per class (6 train / 4 val images)" in splits.source
+    with pytest.raises(UserError, match="val_limit_per_class must be a positive integer, got 0"):
+        build_datasets(str(root), train_transform=None, eval_transform=None, val_limit_per_class=0)
+    slow = engine.run_eval
+
+    def slow_eval(*args, **kwargs):
+        time.sleep(1.2)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "run_eval", slow_eval)
+    summary = train(tiny(tmp_path, data=str(root), steps=1, batch_size=4, limit_per_class=None,
+                         val_split=None, val_limit_per_class=1, quiet=False))
+    assert summary["status"] == "finished" and summary["seconds"] < 1.2
+    out = capsys.readouterr().out
+    assert "val limited to 1 per class (8 train / 2 val images)" in out
+    assert re.search(r"finished: 1 steps in \ds, then [12]s for the final evaluation, best top1", out), out

@@ -15,6 +15,7 @@ SETTING_FLAGS = [("batch_size", int, "images per step"), ("img_size", int, "inpu
                  ("lr", float, "learning rate"), ("opt", str, "rmsprop_tf, sgd or adamw"),
                  ("sched", str, "learning-rate schedule"), ("smoothing", float, "label smoothing epsilon"),
                  ("limit_per_class", int, "train on at most this many images per class"),
+                 ("val_limit_per_class", int, "validate on at most this many images per class"),
                  ("val_split", float, "hold out this fraction of the train data for validation"),
                  ("eval_every", int, "evaluate every N steps (default: each epoch)"),
                  ("clip_grad", float, "clip gradients to this norm (0: off)"),

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--img-size", type=int, default=S, help="default: the model's, or the data's for low_res")
     data.add_argument("--val-split", type=float, default=S, help="hold out this fraction of train for validation")
     data.add_argument("--limit-per-class", type=int, default=S, help="at most this many training images per class")
+    data.add_argument("--val-limit-per-class", type=int, default=S,
+                      help="at most this many validation images per class (a quick look at a large test folder)")
     data.add_argument("--strict", action="store_true", default=S, help="an unreadable image is an error")
     data.add_argument("--workers", type=int, default=S)
     data.add_argument("--no-augment", dest="augment", action="store_false", default=S,

@@ -179,15 +179,17 @@ def build_datasets(
     seed: int = 0,
     strict: bool = False,
     limit_per_class: int | None = None,
+    val_limit_per_class: int | None = None,
 ) -> DatasetSplits:
     """Train and val datasets for `data` (see the module docstring for the sources).
 
     Raises UserError, before any image is decoded, for: a missing folder; no class folders;
     an empty class folder; a single class; val/ classes that differ from train/; a val_split
-    outside (0, 1); a limit_per_class below 1.
+    outside (0, 1); a limit_per_class or val_limit_per_class below 1.
     """
     _check_val_split(val_split)
     _check_limit(limit_per_class)
+    _check_limit(val_limit_per_class, "val_limit_per_class")
     if data is None:
         splits = _digits_splits(train_transform, eval_transform, val_split, seed)
     else:
@@ -206,6 +208,10 @@ def build_datasets(
         keep = first_per_class(splits.train.targets, limit_per_class, seed)
         splits.train = splits.train.subset(keep, splits.train.transform)
         splits.source += f"; train limited to {limit_per_class} per class"
+    if val_limit_per_class is not None:  # a quick look at a large test folder (10,000 CIFAR-10 images)
+        keep = first_per_class(splits.val.targets, val_limit_per_class, seed)
+        splits.val = splits.val.subset(keep, splits.val.transform)
+        splits.source += f"; val limited to {val_limit_per_class} per class"
     splits.source += f" ({len(splits.train):,} train / {len(splits.val):,} val images)"
     return splits
 
@@ -338,8 +344,8 @@ def _check_val_split(val_split) -> None:
                         f"got {val_split!r}: e.g. 0.2")
 
 
-def _check_limit(limit) -> None:
+def _check_limit(limit, name: str = "limit_per_class") -> None:
     if limit is None:
         return
     if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1:
-        raise UserError(f"limit_per_class must be a positive integer, got {limit!r}: e.g. 100")
+        raise UserError(f"{name} must be a positive integer, got {limit!r}: e.g. 100")

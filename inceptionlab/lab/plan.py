@@ -340,7 +340,8 @@ def check_data(plan: Plan) -> PlanCheck:
     splits = build_datasets(plan.data, train_transform=None, eval_transform=None,
                             val_split=settings.get("val_split"), seed=plan.seeds[0],
                             strict=bool(settings.get("strict", False)),
-                            limit_per_class=settings.get("limit_per_class"))
+                            limit_per_class=settings.get("limit_per_class"),
+                            val_limit_per_class=settings.get("val_limit_per_class"))
     if len(splits.val) == 0:
         raise UserError(f"the data {plan.data or '(embedded digits)'} leave no validation images; "
                         f"add a val/ folder or pass --val-split 0.2")

@@ -132,7 +132,7 @@ def setting_rows(results: dict) -> tuple[list[str], list[list[str]]]:
 
 
 # settings that change what a run sees or how long it trains
-DATA_AND_BUDGET = ("epochs", "steps", "minutes", "limit_per_class", "val_split", "img_size", "augment",
+DATA_AND_BUDGET = ("epochs", "steps", "minutes", "limit_per_class", "val_limit_per_class", "val_split", "img_size", "augment",
                    "crop_scale", "hflip", "distort", "batch_size", "strict")
 
 

@@ -55,7 +55,8 @@ class TrainConfig:
     batch_size: int = 32                 # the global batch: split across processes under torchrun
     img_size: int | None = None          # None: the model's input size (data's native size for low_res)
     val_split: float | None = None
-    limit_per_class: int | None = None
+    limit_per_class: int | None = None   # at most this many training images per class
+    val_limit_per_class: int | None = None  # at most this many validation images per class
     strict: bool = False
     workers: int = 0
     augment: bool = True                 # False: train on the evaluation crop (deterministic)

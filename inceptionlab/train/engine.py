@@ -178,6 +178,7 @@ class Trainer:
 
         # data, then the model it needs, then the preprocessing the model needs: all checked before
         # the output folder is touched, so that bad input leaves what is there as it was
+        self._after_last_step = 0.0  # seconds from the last step to the end (the final evaluation)
         self.weights_notes: list[str] = []  # what fine-tuning's --weights did to the classifier
         # the weights the run started from (a resume loads the checkpoint instead, so cfg has none):
         # they decide the input preprocessing, and config.yaml keeps naming them
@@ -276,6 +277,9 @@ class Trainer:
             status, message = ended or ("finished", "")
             if status == "finished" and self._last_eval_step() != self.pos.step:
                 self._evaluate_and_checkpoint(final=True)   # a resumed run that had ended
+            # the budget's clock stops at the last step; the final evaluation after it can take
+            # longer than the whole run (10,000 test images after 2 steps): said in the last line
+            self._after_last_step = time.monotonic() - started - self.pos.seconds
         except Diverged as exc:
             status, message = "diverged", str(exc)
         except (CheckpointError, UserError, OSError) as exc:
@@ -565,7 +569,9 @@ class Trainer:
                 if summary["best_top1"] is not None else "no evaluation"
             skipped = len(summary["skipped_files"] or ())
             unseen = summary["unreadable_classes"]
-            self.progress.line(f"{ended}: {summary['steps']} steps in {summary['seconds']:.0f}s, {best}"
+            after = self._after_last_step
+            then = f", then {after:.0f}s for the final evaluation" if after >= 1.0 else ""
+            self.progress.line(f"{ended}: {summary['steps']} steps in {summary['seconds']:.0f}s{then}, {best}"
                                + (f"; {skipped} unreadable file(s) skipped (listed in summary.json)" if skipped else "")
                                + (f"; {message}" if message else ""))
             if unseen:  # the model has an output for them that never saw an example
@@ -646,7 +652,7 @@ def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | N
     train_tf, eval_tf = LateTransform(), LateTransform()
     splits = build_datasets(cfg.data, train_transform=train_tf, eval_transform=eval_tf,
                             val_split=cfg.val_split, seed=cfg.seed, strict=cfg.strict,
-                            limit_per_class=cfg.limit_per_class)
+                            limit_per_class=cfg.limit_per_class, val_limit_per_class=cfg.val_limit_per_class)
     num_classes = classes_of(splits) if classes_of is not None else len(splits.classes)
     net = build_model(cfg, num_classes=num_classes, in_chans=splits.in_chans,
                       classes=splits.classes if classes_of is None else None, notes=notes)
