@@ -849,3 +849,29 @@ def test_val_limit_per_class_and_the_time_the_final_evaluation_took(tmp_path, ca
     out = capsys.readouterr().out
     assert "val limited to 1 per class (8 train / 2 val images)" in out
     assert re.search(r"finished: 1 steps in \ds, then [12]s for the final evaluation, best top1", out), out
+
+
+def test_a_one_channel_model_trains_on_gray_images_of_any_source(tmp_path, capsys):
+    # in_chans=1 was refused ("the images have 3 channels"), on the embedded MNIST digits too
+    from inceptionlab.cli import main
+
+    summary = train(tiny(tmp_path, data=None, steps=1, model_kwargs=dict(TINY, in_chans=1)))
+    assert summary["status"] == "finished"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["switches"]["in_chans"] == 1 and len(config["preprocessing"]["mean"]) == 1
+    assert config["preprocessing"]["input_size"][0] == 1
+    # a colour picture is made gray (PIL's luma) for it, in predict as in training
+    photo = image_folder(tmp_path / "photos", ("a",), 1)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(tmp_path / "run"), str(photo), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 1
+    from inceptionlab.data.transforms import ToNormalizedTensor
+    from PIL import Image
+
+    rgb = Image.new("RGB", (2, 1), (200, 100, 50))
+    plane = ToNormalizedTensor([0.5], [0.5])(rgb)
+    assert plane.shape == (1, 1, 2)
+    assert plane[0, 0, 0].item() == pytest.approx((0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255 / 0.5 - 1, abs=1e-6)
+    assert plane[0, 0, 0].item() == pytest.approx(rgb.convert("L").getpixel((0, 0)) / 255 / 0.5 - 1, abs=0.01)
+    with pytest.raises(UserError, match="in_chans=2 but the images have 3 channels; drop in_chans, or pass in_chans=1"):
+        train(tiny(tmp_path, name="two", data=None, steps=1, model_kwargs=dict(TINY, in_chans=2)))

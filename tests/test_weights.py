@@ -391,3 +391,22 @@ def test_freeze_until_fine_tuning_from_a_saved_model(tmp_path):
     with pytest.raises(UserError, match=r"googlenet has no block 'mixed_3d'; did you mean .*mixed_3c.* \(blocks: "
                                         r"conv2d_1a_7x7, "):
         freeze_until(model, "mixed_3d")
+
+
+def test_rgb_weights_load_into_a_model_of_other_input_channels(tmp_path):
+    # in_chans=1 with RGB weights was refused, naming switches that were not the cause
+    rgb = create_model("inception_v3", num_classes=5, depth_multiplier=0.125, min_depth=8, stem="low_res").eval()
+    randomize_bn(rgb)
+    save(rgb.state_dict(), tmp_path / "rgb.pth")
+    with pytest.warns(UserWarning, match=r"rgb\.pth takes RGB input; its first convolution \(\S+\) is summed over its "
+                                         r"RGB channels for in_chans=1"):
+        gray = create_model("inception_v3", num_classes=5, depth_multiplier=0.125, min_depth=8, stem="low_res",
+                            in_chans=1, weights=tmp_path / "rgb.pth").eval()
+    g = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():  # a gray image: what the RGB weights give for that gray in every channel
+        torch.testing.assert_close(gray(g), rgb(g.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-5)
+    with pytest.warns(UserWarning, match=r"repeated over 4 channels, scaled by 3/4 for in_chans=4"):
+        four = create_model("inception_v3", num_classes=5, depth_multiplier=0.125, min_depth=8, stem="low_res",
+                            in_chans=4, weights=tmp_path / "rgb.pth").eval()
+    first = lambda m: next(p for p in m.parameters() if p.dim() == 4)  # noqa: E731
+    torch.testing.assert_close(first(four), torch.cat([first(rgb), first(rgb)[:, :1]], dim=1) * 0.75)

@@ -37,6 +37,8 @@ INCEPTION_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision-style weights (e.g. GoogLeNet)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB -> gray weights (PIL's "L" mode)
+
 INTERPOLATIONS = {
     "nearest": T.InterpolationMode.NEAREST,
     "bilinear": T.InterpolationMode.BILINEAR,
@@ -111,7 +113,8 @@ class ToNormalizedTensor:
 
     Computed in numpy float32 (the same IEEE result as torchvision's ToTensor + Normalize): a
     single picture is far too small for torch's intra-op threads, which on a busy machine cost
-    more than the arithmetic. A grayscale picture gives one plane per mean value.
+    more than the arithmetic. A grayscale picture gives one plane per mean value; one mean value
+    (a model of ``in_chans=1``) makes a colour picture gray first (ITU-R 601 luma, as PIL's "L").
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], input_space: str = "RGB") -> None:
@@ -121,6 +124,8 @@ class ToNormalizedTensor:
 
     def __call__(self, picture: Image.Image) -> torch.Tensor:
         pixels = np.asarray(picture, dtype=np.float32)
+        if pixels.ndim == 3 and len(self.mean) == 1:
+            pixels = pixels[:, :, :3] @ LUMA  # H x W x 3 -> H x W: gray for a one-channel model
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]  # H x W x 1, broadcast to every channel below
         elif self.bgr:

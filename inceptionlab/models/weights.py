@@ -429,11 +429,31 @@ def load_weights(model, path) -> None:
         model.load_state_dict(mapped, strict=False)
         apply_convention(model, convention, path)
         return
-    state = read_state_dict(path)
+    state = adapt_input_conv(read_state_dict(path), getattr(model, "in_chans", 3), path)
     layout = detect_layout(state)
     mapped = _map_ours(model, state, path) if layout == "ours" else map_reference_state(model, state, path)
     model.load_state_dict(mapped, strict=False)
     apply_convention(model, CONVENTIONS.get(layout, {}), path)
+
+
+def adapt_input_conv(state: dict, in_chans: int, path="weights") -> dict:
+    """RGB weights for a model of ``in_chans`` input channels, as timm adapts them: the first
+    convolution (the one tensor that takes 3 channels) summed over its channels for one (a gray
+    image then gives what the RGB weights gave for that gray in every channel), else its RGB
+    filters repeated over the channels and scaled by 3 / in_chans. Says so in a warning."""
+    rgb = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.dim() == 4 and v.shape[1] == 3]
+    if in_chans == 3 or len(rgb) != 1:
+        return state
+    weight = state[rgb[0]]
+    if in_chans == 1:
+        adapted = weight.sum(dim=1, keepdim=True)                                   # O x 1 x k x k
+    else:
+        repeats = -(-in_chans // 3)
+        adapted = weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (3.0 / in_chans)  # O x in_chans x k x k
+    how = "summed over its RGB channels" if in_chans == 1 else f"repeated over {in_chans} channels, scaled by 3/{in_chans}"
+    warnings.warn(f"{path} takes RGB input; its first convolution ({rgb[0]}) is {how} for in_chans={in_chans}",
+                  stacklevel=3)
+    return {**state, rgb[0]: adapted.to(weight.dtype)}
 
 
 def apply_convention(model, convention: dict, path="weights") -> None:

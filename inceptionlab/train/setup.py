@@ -37,9 +37,9 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int = 3, classes: 
     if given is not None and given != num_classes:
         raise UserError(f"model_kwargs num_classes={given} but the data has {num_classes} classes; "
                         f"drop num_classes (it is taken from the data)")
-    if kwargs.get("in_chans", in_chans) != in_chans:
+    if kwargs.get("in_chans", in_chans) not in (in_chans, 1):  # (1: the transform makes the images gray)
         raise UserError(f"model_kwargs in_chans={kwargs['in_chans']} but the images have {in_chans} channels; "
-                        f"drop in_chans")
+                        f"drop in_chans, or pass in_chans=1 to train on gray images")
     model = create_model(cfg.model, num_classes=num_classes, **kwargs)
     if cfg.weights is not None:
         note = load_initial_weights(model, cfg.weights, cfg.model, kwargs, classes)
@@ -136,6 +136,9 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None, p
     at_native_size = native_size is not None and img_size == native_size
     crop_pct = cfg.crop_pct or (1.0 if at_native_size else card.get("crop_pct", 0.875))
     mean, std = card.get("mean", (0.5,) * 3), card.get("std", (0.5,) * 3)
+    chans = card["input_size"][0]
+    if len(mean) != chans:  # unit-scale RGB statistics for a one-channel model: their average
+        mean, std = (sum(mean) / len(mean),) * chans, (sum(std) / len(std),) * chans
     interpolation = card.get("interpolation", "bilinear")
     space = card.get("input_space", "RGB")
     # the size and crop the run evaluates at are what its saved config.json must tell `predict`,
