@@ -803,3 +803,19 @@ def test_weights_that_are_a_folder_or_missing_say_so(tmp_path):
         create_model("googlenet", weights=tmp_path / "empty", depth_multiplier=0.125, min_depth=8)
     with pytest.raises(UserError, match=r"^\S+nope does not exist; pass a folder written by training or save_pretrained$"):
         il.from_pretrained(tmp_path / "nope")  # it said "nope has no config.json"
+
+
+def test_api_edges_list_models_save_pretrained_and_a_switch_the_weights_lack(tmp_path):
+    assert il.list_models(None) == il.list_models() and il.list_models("googlenet*") == ["googlenet", "googlenet_paper"]
+    with pytest.raises(UserError, match="list_models takes a name pattern"):
+        il.list_models(3)
+    model = create_model("googlenet", depth_multiplier=0.125, min_depth=8)
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(UserError, match=r"^cannot save in \S+afile: \S+afile is a file, not a folder; pass a folder"):
+        model.save_pretrained(tmp_path / "afile")  # a bare FileExistsError before
+    assert (tmp_path / "afile").read_text() == "keep"
+    # default weights into a model with a switch they lack: that switch is named (the hint named others)
+    torch.save(create_model("googlenet_paper").state_dict(), tmp_path / "g.pth")
+    with pytest.raises(UserError, match=r"the file holds googlenet_paper weights of the default switches, and this "
+                                        r"model has factorize_5x5=True: leave those out$"):
+        create_model("googlenet_paper", factorize_5x5=True, weights=tmp_path / "g.pth")

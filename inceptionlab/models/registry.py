@@ -102,10 +102,12 @@ def register_model(name: str, **card):
     return wrap
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style pattern, sorted."""
+def list_models(pattern: str | None = "*") -> list[str]:
+    """Registered names matching a shell-style pattern (None: all), sorted."""
     _load_families()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    if pattern is not None and not isinstance(pattern, str):
+        raise UserError(f"list_models takes a name pattern such as 'inception_*', got {pattern!r}")
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern or "*"))
 
 
 def model_entry(name: str) -> ModelEntry:

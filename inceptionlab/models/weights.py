@@ -290,7 +290,12 @@ def _fix_for(body: list | None, model, ours: bool = False) -> str:
         names = guess_architecture([tuple(v.shape) for _, v in body])
     if not names:
         return generic
-    if _arch(model) in names:
+    if _arch(model) in names:  # the default network's body: name the switches this model changed
+        given = (getattr(model, "pretrained_cfg", {}) or {}).get("switches", {})
+        changed = " ".join(f"{k}={v}" for k, v in given.items() if k not in ("num_classes", "drop_rate"))
+        if changed:
+            return (f"the file holds {_arch(model)} weights of the default switches, and this model has "
+                    f"{changed}: leave those out")
         return f"the file holds {_arch(model)} weights of other switches; " + generic
     return (f"the file holds {' or '.join(names)} weights: use create_model({names[0]!r}, weights=...) "
             f"(or --model {names[0]})")
@@ -526,7 +531,12 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
     if classes is not None and len(classes) != model.num_classes:
         raise UserError(f"{len(classes)} class names for a {model.num_classes}-class model; pass one name per "
                         f"output of the classifier")
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name (FileExistsError), or a place not writable
+        from inceptionlab.files import why_not_writable
+        raise UserError(f"cannot save in {directory}: {why_not_writable(directory, exc)}; pass a folder "
+                        f"(save_pretrained writes config.json and model.safetensors in it)") from None
     cfg = model.pretrained_cfg
     switches = {**cfg.get("switches", {}), "num_classes": model.num_classes, "in_chans": model.in_chans}
     if not model.has_aux and "aux_logits" in model_entry(model.name).switches:
