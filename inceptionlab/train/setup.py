@@ -57,7 +57,7 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
     ones start fresh. (Weights of other classes but the same count were loaded by position, bird
     against frog, without a word.) Unnamed classifiers of another class count start fresh."""
     from inceptionlab import create_model
-    from inceptionlab.models.weights import classifier_size, load_weights, trained_classes, trained_with
+    from inceptionlab.models.weights import classifier_size, load_weights, saved_config, trained_classes, trained_with
 
     path = Path(path)
     file = path / "model.safetensors" if path.is_dir() else path
@@ -70,7 +70,17 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
         if count is not None and named is None and classes is not None:  # it was loaded without a word
             return f"classifier kept by position: {file.name} names no classes"
         return ""
-    donor = create_model(name, **{**kwargs, "num_classes": count}, weights=file)
+    try:
+        donor = create_model(name, **{**kwargs, "num_classes": count}, weights=file)
+    except UserError:
+        # a run's folder, built with a switch given here against its own: the run's model takes
+        # its switches from --model-kwargs, so that is where the folder's value goes
+        saved = saved_config(file.parent)["switches"] if (file.parent / "config.json").is_file() else {}
+        hint = trained_with(saved, kwargs)
+        if not hint:
+            raise
+        raise UserError(f"{file} does not fit {name} with {' '.join(f'{k}={v}' for k, v in kwargs.items())}; "
+                        f"{hint}") from None
     body = {k: v for k, v in donor.state_dict().items() if not _is_classifier(k)}
     if not getattr(model, "aux_heads", None):  # a run's config.json gave the donor aux heads this model lacks
         body = {k: v for k, v in body.items() if not k.startswith("aux_heads.")}
