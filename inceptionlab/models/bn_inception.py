@@ -15,7 +15,7 @@ in brackets):
     maxpool_3a_3x3   max pool 3x3/2                      28 x 28 x 192
     mixed_3b, 3c     inception (3a), (3b)                28 x 28 x 320
     mixed_4a         inception (3c), stride 2            14 x 14 x 576
-    mixed_4b..4e     inception (4a)..(4d)                14 x 14 x 608
+    mixed_4b..4e     inception (4a)..(4d)                14 x 14 x 576, 576, 608, 608
     mixed_5a         inception (4e), stride 2            7 x 7 x 1056
     mixed_5b, 5c     inception (5a), (5b)                7 x 7 x 1024
 

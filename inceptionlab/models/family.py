@@ -24,8 +24,11 @@ def check_aux(aux_logits: bool, aux_norm: bool) -> None:
 
 
 def classic_aux_head(*, norm_fc: bool = False, low_res: bool = False):
-    """The auxiliary classifier of Inception-v3 (and TF-slim's v4 and Inception-ResNet-v2):
-    5x5 average pool stride 3 -> 1x1 conv 128 -> 5x5 conv 768 -> fc ("Rethinking" Fig. 8).
+    """The auxiliary classifier of Inception-v3 (and TF-slim's v4 and Inception-ResNet-v2), in the
+    layout of the public weights: 5x5 average pool stride 3 -> 1x1 conv 128 -> 5x5 conv 768 -> fc.
+    The 5x5 conv over the 5x5 map is "Rethinking" Fig. 8's hidden fully connected layer, and with
+    ``norm`` on it is batch-normalized already, as the paper's BN-auxiliary is; ``norm_fc``
+    (``aux_norm=True``) adds a BatchNorm1d on the features the classifier takes as well.
     At low resolution the pool is adaptive (to 5x5), so 32x32 inputs keep their aux head."""
     def make(builder: Builder, in_chs: int, num_classes: int) -> AuxHead:
         pool = nn.AdaptiveAvgPool2d(5) if low_res else nn.AvgPool2d(5, stride=3)

@@ -25,8 +25,11 @@ every family:
 - ``grid_reduction``  (v3 Sec. 4, Fig. 9/10) for `Reduction` modules: "efficient" keeps the parallel
                       stride-2 convolutions and pooling; "conv_then_pool" runs the same branches at
                       stride 1 and pools afterwards (expensive); "pool_then_conv" pools first
-                      (cheap, but a representational bottleneck).
-- ``stem="low_res"``  (v3 Sec. 8): no down-sampling in the stem (stride-2 convolutions become
+                      (cheap, but a representational bottleneck). Every parallel stride-2 module
+                      is one, Inception-v4's stem modules (mixed_3a, mixed_5a) included.
+- ``stem="low_res"``  after v3 Sec. 8 (less early down-sampling for small inputs; the paper kept
+                      a 79x79 receptive field with stride 1 and no pooling after the first layer):
+                      here no down-sampling in the stem at all (stride-2 convolutions become
                       stride 1, stand-alone stem pools are dropped), for 32x32 inputs.
 - ``depth_multiplier``/``min_depth`` (TF-slim): every width becomes max(int(d * m), min_depth).
 - ``norm``            (v2 paper): BN on or off.
