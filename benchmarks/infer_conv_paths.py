@@ -6,7 +6,8 @@
 `optimize_for_inference` runs every convolution as one oneDNN primitive (direct convolution,
 ReLU fused, weights prepacked). Issue 5's hardest target, Inception-v4 at batch 8 at 1.25x timm's
 images/s, is the one left unmet on the CPU (1.10x on the AVX2 EPYC, 1.17-1.23x on the AVX-512 Xeon).
-This script measures the two paths that do less work or move less memory than that:
+This script measures the two paths that do less work or move less memory than that, and what
+is left besides the convolutions (the profiler's share of them in our forward pass).
 
 1. **Winograd / FFT through NNPACK** (`torch._nnpack_spatial_convolution`: fewer multiplications
    for 3x3 and larger stride-1 kernels, NCHW only): each distinct convolution of the model at the
@@ -164,6 +165,25 @@ def merged_openers(model_name: str, batch: int, repeats: int) -> tuple[list[str]
     return lines, saved_total
 
 
+def convolution_share(name: str, batch: int) -> tuple[float, float]:
+    """(seconds of oneDNN convolution, seconds of everything) in one forward pass of
+    `optimize_for_inference`'s model, by the profiler's self time, after warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from inceptionlab.tools.fast import optimize_for_inference
+
+    model = create_model(name)
+    fast = optimize_for_inference(model)
+    x = torch.randn(batch, 3, *model.pretrained_cfg["input_size"][1:])
+    fast(x)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fast(x)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    conv = sum(e.self_cpu_time_total for e in events if e.key == "mkldnn::_convolution_pointwise") / 1e6
+    return conv, total
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["inception_v4"])
@@ -183,10 +203,19 @@ def main(argv=None) -> int:
         merged, saved = merged_openers(name, args.batch, args.repeats)
         model = create_model(name)
         gflops = 2 * count_macs(model, model.pretrained_cfg["input_size"][-1]) * args.batch / total_onednn / 1e9
+        whole = bench.run_config(bench.Config(name, model.pretrained_cfg["input_size"][-1], args.batch, "infer",
+                                              reference="timm"), peak, warmup=1, iters=args.repeats)
+        ours_ms, timm_ms = 1e3 * args.batch / whole["infer_samples_per_sec"], 1e3 * args.batch / whole["ref_samples_per_sec"]
+        conv_s, forward_s = convolution_share(name, args.batch)
         lines += table + merged + [
             f"**{name}:** its convolutions run at {gflops:.1f} GFLOP/s in oneDNN ({gflops / peak:.0%} of the peak). "
             f"The faster path for every layer would take {1 - total_best / total_onednn:.1%} off their time, and "
-            f"merged openers {saved / total_onednn:.1%}.", ""]
+            f"merged openers {saved / total_onednn:.1%}. The whole forward pass, timed in alternation: ours "
+            f"(`optimize_for_inference`) {ours_ms:.0f} ms, timm's (channels-last) {timm_ms:.0f} ms, {whole['ratio']:.2f}x. "
+            f"The profiler gives oneDNN's convolutions {conv_s / forward_s:.1%} of our forward pass ({conv_s * 1e3:.0f} of "
+            f"{forward_s * 1e3:.0f} ms): whatever else is left can gain at most {forward_s / conv_s:.3f}x. (The "
+            f"layer tables time each convolution alone, its input warm in the caches, in a separate phase; on this "
+            f"shared machine compare their columns with each other, not with the whole-pass times.)", ""]
         print("\n".join(lines[-len(table) - len(merged) - 2:]))
     path = write_section("infer_conv_paths", command, info,
                          "Each distinct convolution of the model at the batch size, alone, in oneDNN and in NNPACK "
