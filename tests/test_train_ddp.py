@@ -3,6 +3,7 @@ single-process run with the same global batch, survives SIGTERM, and resumes; Sy
 gradients are those of one big batch."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -204,3 +205,49 @@ def test_a_batch_unreadable_in_one_process_is_skipped_by_all(tmp_path):
     # every logged step trained both processes' images; the skipped ones are not steps
     assert [s["images"] for s in steps] == [2 * (i + 1) for i in range(len(steps))]
     assert 0 < len(steps) < 12  # 2 epochs of 12 batches, some of them skipped
+
+
+def _dies_worker(rank: int, port: int, out: str, results) -> None:
+    from inceptionlab.train import TrainConfig, engine, train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    count_step = engine.Trainer._count_step
+
+    def count_then_die(self, *args):
+        count_step(self, *args)
+        if rank == 1 and self.pos.step == 3:
+            os._exit(9)  # as kill -9 would: no goodbye to the other process
+
+    engine.Trainer._count_step = count_then_die
+    summary = train(TrainConfig(model="googlenet", out=out, steps=8, batch_size=4, img_size=12, checkpoint_every=1,
+                                limit_per_class=2, threads=1, quiet=True,
+                                model_kwargs=dict(stem="low_res", depth_multiplier=0.125, min_depth=8)))
+    results[rank] = (summary["status"], summary["message"])
+
+
+def test_a_process_that_dies_ends_the_run_as_failed_with_its_summary(tmp_path):
+    # kill -9 of one worker gave a page of gloo tracebacks, and no summary.json: writing it ran a
+    # collective with the dead process too
+    results = mp.Manager().dict()
+    context = mp.start_processes(_dies_worker, nprocs=2, join=False, start_method="spawn",
+                                 args=(_free_port(), str(tmp_path / "run"), results))
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if context.join(timeout=1):
+                break
+        except mp.ProcessExitedException:
+            pass  # process 1's own exit
+        if all(not p.is_alive() for p in context.processes):
+            break
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("process 0 hung after process 1 died")
+    status, message = results[0]
+    assert status == "failed" and message.startswith("another process of the run stopped ("), message
+    assert message.endswith(f": continue with torchrun --nproc_per_node=2 -m inceptionlab train --resume "
+                            f"{tmp_path / 'run'}") and "(latest: step_0000000" in message
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["steps"] >= 3

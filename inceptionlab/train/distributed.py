@@ -31,10 +31,11 @@ class Distributed:
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
     started_here: bool = False  # we created the process group (and destroy it at the end)
+    broken: bool = False        # another process stopped: no more collectives (they would fail again)
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 and not self.broken
 
     @property
     def is_main(self) -> bool:
@@ -58,7 +59,12 @@ class Distributed:
 
     def close(self) -> None:
         if self.started_here and dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                dist.destroy_process_group()
+            except Exception:  # noqa: BLE001 - a group whose peer died: nothing left to tear down cleanly
+                if not self.broken:
+                    raise
+
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum over processes (in place), or the tensor itself in a single process."""
@@ -199,3 +205,10 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return SyncBatchNorm.convert(model)
 
+
+def lost_a_process(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another process of the run stopped (killed,
+    crashed, out of memory): gloo and NCCL raise DistError, or name the broken connection."""
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        words in text for words in ("Connection reset by peer", "Connection closed by peer", "Broken pipe"))

@@ -29,13 +29,13 @@ import torch
 import torch.nn as nn
 
 from inceptionlab.cpus import set_threads
-from inceptionlab.errors import UserError, listed
+from inceptionlab.errors import UserError, clipped, listed
 from inceptionlab.files import why_not_writable
 from inceptionlab.models import fused_norm
 from inceptionlab.train.checkpoint import (CheckpointDir, CheckpointError, atomic_write_text, load_checkpoint,
                                            rng_state, set_rng_state, versions)
 from inceptionlab.train.config import TrainConfig, write_yaml
-from inceptionlab.train.distributed import Distributed, ShardedEpochSampler, convert_sync_batchnorm
+from inceptionlab.train.distributed import Distributed, ShardedEpochSampler, convert_sync_batchnorm, lost_a_process
 from inceptionlab.train.evaluate import EvalResult, run_eval
 from inceptionlab.train.logs import Progress, RunLog
 from inceptionlab.train.loss import InceptionLoss, default_aux_weight
@@ -285,8 +285,16 @@ class Trainer:
         except (CheckpointError, UserError, OSError) as exc:
             status, message = "failed", _one_line(exc)
         except Exception as exc:
-            self._write_summary("failed", f"{type(exc).__name__}: {_one_line(exc)}")
-            raise
+            if not (self.dist.enabled and lost_a_process(exc)):
+                self._write_summary("failed", f"{type(exc).__name__}: {_one_line(exc)}")
+                raise
+            # (it was a page of tracebacks, and summary.json was lost: writing it ran a collective too)
+            self.dist.broken = True
+            latest = self.checkpoints.latest() if self.main else None
+            status, message = "failed", (
+                f"another process of the run stopped ({clipped(_one_line(exc), 100)}); the checkpoints are intact"
+                + (f" (latest: {latest.name})" if latest else "") + f": continue with torchrun --nproc_per_node="
+                f"{self.dist.world_size} -m inceptionlab train --resume {self.out}")
         finally:
             self.stop.uninstall()
             self.progress.close()
