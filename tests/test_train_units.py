@@ -162,10 +162,19 @@ def test_checkpoint_survives_a_crash_mid_write(tmp_path, monkeypatch):
     # a writer killed (SIGKILL) mid-write leaves only a temporary file: it is never taken for a checkpoint
     (folder.folder / ".step_00000003.pt.99999.tmp").write_bytes(b"\x80garbage")
     assert folder.latest() == folder.path(1)
-    # a newer file that does not load is passed over for the previous one
+    # a newer file that does not load is passed over for the previous one, said, and kept aside
+    # (it was passed over without a word, then deleted as "newer than the resume point")
     folder.path(4).write_bytes(b"not a checkpoint")
     state, path = folder.load_latest()
-    assert path == folder.path(1)
+    assert path == folder.path(1) and folder.steps() == [1]
+    assert (folder.folder / "step_00000004.pt.unreadable").read_bytes() == b"not a checkpoint"
+    [(name, problem)] = folder.passed_over
+    assert name == "step_00000004.pt.unreadable" and problem.startswith("cannot read checkpoint ")
+    # none loads: the fix given works (a new run in the same --out is refused while checkpoints are there)
+    folder.path(1).write_bytes(b"x" * 2000)
+    with pytest.raises(UserError, match=r"no usable checkpoint in .*: cannot read checkpoint .*; start a new run in "
+                                        r"another --out \(or delete \S+ first\)$"):
+        folder.load_latest()
 
 
 def test_checkpoints_keep_the_latest_k_and_the_best(tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inceptionlab.errors import UserError
+from inceptionlab.errors import UserError, clipped
 from inceptionlab.files import atomic_write_text  # noqa: F401 (imported from here)
 
 STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
@@ -64,7 +64,7 @@ def load_checkpoint(path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure is one clear line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path} ({first[:160]})") from None
+        raise UserError(f"cannot read checkpoint {path} ({clipped(first)})") from None
 
 
 class CheckpointDir:
@@ -92,20 +92,31 @@ class CheckpointDir:
         return self.path(steps[-1]) if steps else None
 
     def load_latest(self) -> tuple[dict, Path]:
-        """The newest checkpoint that loads (an unreadable one is reported and passed over)."""
-        problems = []
+        """The newest checkpoint that loads. A newer one that does not is passed over and renamed
+        ``<name>.unreadable`` (kept for a look, out of the way of the run that goes on from the one
+        before); ``passed_over`` lists (new name, reason) for the resume to report."""
+        problems = []  # newest first, one per checkpoint that did not load
+        self.passed_over: list[tuple[str, str]] = []
         for step in reversed(self.steps()):
             try:
-                return load_checkpoint(self.path(step)), self.path(step)
+                state = load_checkpoint(self.path(step))
             except UserError as exc:
                 problems.append(str(exc))
+                continue
+            newer = [s for s in reversed(self.steps()) if s > step]
+            for later, problem in zip(newer, problems):
+                kept = self.path(later).with_name(self.path(later).name + ".unreadable")
+                self.path(later).replace(kept)
+                self.passed_over.append((kept.name, problem))
+            return state, self.path(step)
         reason = f": {problems[0]}" if problems else ""
         run = self.folder.parent
         if not problems and (run / "summary.json").is_file():  # it ended before its first checkpoint
             raise UserError(f"no checkpoint in {self.folder}: the run there ended before its first one, so there is "
                             f"nothing to continue (summary.json says why); start it again in another --out, or "
                             f"delete {run} first")
-        raise UserError(f"no usable checkpoint in {self.folder}{reason}; start a new run without --resume")
+        raise UserError(f"no usable checkpoint in {self.folder}{reason}; start a new run in another --out (or "
+                        f"delete {run} first)")
 
     def save(self, state: dict, step: int, *, best: bool = False) -> Path:
         """Writes the checkpoint of ``step``; CheckpointError (earlier checkpoints intact) on failure."""

@@ -156,6 +156,7 @@ def _resume_state(run_dir: Path, dist: Distributed) -> tuple[dict, TrainConfig]:
         raise UserError(f"cannot resume: {run_dir} does not exist; pass the --out folder of an earlier run")
     path = dist.on_main(lambda: str(folder.load_latest()[1]))
     state = load_checkpoint(path)
+    state["passed_over"] = dist.broadcast_object(getattr(folder, "passed_over", []))  # (process 0 looked)
     cfg = TrainConfig.from_dict(state["config"], where=path).replace(out=str(run_dir))
     return state, cfg
 
@@ -679,7 +680,7 @@ class LateTransform:
 def _resume_notes(state: dict, trainer: "Trainer") -> list[str]:
     """What differs from the run as it was checkpointed: another budget (refused when already
     spent), the learning rate a stretched cosine schedule jumps to, another process count."""
-    notes = []
+    notes = [f"{problem}: passed over, kept as {name}" for name, problem in state.get("passed_over", [])]
     saved = TrainConfig.from_dict(state["config"], where="the checkpoint")
     cfg, pos = trainer.cfg, trainer.pos
     if any(getattr(saved, key) != getattr(cfg, key) for key in BUDGET_KEYS):
