@@ -64,3 +64,4 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     same = ("step", "train_loss", "val_loss", "top1", "top5", "lr")
     assert [{k: r[k] for k in same} for r in read_metrics(killed)] == \
         [{k: r[k] for k in same} for r in read_metrics(tmp_path / "straight")]
+    assert b"\r" not in (killed / "metrics.csv").read_bytes()  # one line ending (a resume mixed \n and \r\n)

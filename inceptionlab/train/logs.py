@@ -32,7 +32,7 @@ class RunLog:
         new_csv = not self.metrics_path.exists() or self.metrics_path.stat().st_size == 0
         self._steps = open(self.steps_path, "a")
         self._metrics = open(self.metrics_path, "a", newline="")
-        self._csv = csv.DictWriter(self._metrics, METRIC_COLUMNS)
+        self._csv = csv.DictWriter(self._metrics, METRIC_COLUMNS, lineterminator="\n")  # as _keep_lines writes
         if new_csv:
             self._csv.writeheader()
             self._metrics.flush()
