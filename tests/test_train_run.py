@@ -156,6 +156,14 @@ def test_resuming_with_another_process_count_says_so(tmp_path, capsys):
     train(resume=tmp_path / "run", budget=dict(steps=3), quiet=False)
     assert "checkpointed by 2 process(es), resumed by 1: the same global batch, but the images' order" \
         in capsys.readouterr().out
+    # a finished run without a larger budget: refused (it ran to the same end again, exit 0, rewriting its files)
+    before = (tmp_path / "run" / "summary.json").read_text()
+    with pytest.raises(UserError, match=r"^the run already finished at step 3 \(--steps 3\); pass a larger budget"):
+        train(resume=tmp_path / "run")
+    assert (tmp_path / "run" / "summary.json").read_text() == before
+    # but one that stopped after its last checkpoint, before summary.json, still completes
+    (tmp_path / "run" / "summary.json").unlink()
+    assert train(resume=tmp_path / "run")["status"] == "finished"
 
 
 def test_a_non_finite_loss_stops_with_the_step_and_last_checkpoint(tmp_path):

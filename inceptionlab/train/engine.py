@@ -677,6 +677,15 @@ class LateTransform:
         return self.fn(picture)
 
 
+def _finished_at(run_dir: Path, step: int) -> bool:
+    """Whether the run's summary.json says it finished at ``step``."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("status") == "finished" and summary.get("steps") == step
+
+
 def _resume_notes(state: dict, trainer: "Trainer") -> list[str]:
     """What differs from the run as it was checkpointed: another budget (refused when already
     spent), the learning rate a stretched cosine schedule jumps to, another process count."""
@@ -691,6 +700,12 @@ def _resume_notes(state: dict, trainer: "Trainer") -> list[str]:
         text = lambda c: ", ".join(f"{k} {getattr(c, k):g}" for k in BUDGET_KEYS  # noqa: E731
                                    if getattr(c, k) is not None)
         notes.append(f"budget {text(saved)} -> {text(cfg)}")
+    elif trainer._budget_reached(pos.seconds) and _finished_at(trainer.out, pos.step):
+        # (it ran again to the same end, exit 0, rewriting its files; a run that stopped after its
+        # last checkpoint but before summary.json still completes)
+        given = ", ".join(f"--{k} {getattr(cfg, k):g}" for k in BUDGET_KEYS if getattr(cfg, k) is not None)
+        raise UserError(f"the run already finished at step {pos.step} ({given}); pass a larger budget to "
+                        f"continue it")
         before = LRSchedule(cfg.sched, cfg.lr, trainer.steps_per_epoch, old, cfg.warmup_steps, cfg.decay_epochs,
                             cfg.decay_rate)(pos.step, pos.seconds / saved.minutes / 60 if saved.minutes else None)
         now = trainer.schedule(pos.step, trainer._time_progress())
