@@ -640,6 +640,19 @@ def test_linked_folders_are_followed_once(tmp_path):
         ["cat/0.png", "cat/1.png", "cat/2.png"]
     assert [p.relative_to(tmp_path / "data").as_posix() for p in images_in(tmp_path / "data" / "dog")] == \
         ["dog/0.png", "dog/1.png", "dog/2.png", "dog/more/x.png"]
+    # links to elsewhere in the data folder: class cat took dog's images under its own label
+    from inceptionlab.data.folders import scan_class_folders
+
+    os.symlink("..", tmp_path / "data" / "cat" / "up")
+    os.symlink(tmp_path / "data", tmp_path / "data" / "dog" / "root")
+    classes, samples = scan_class_folders(tmp_path / "data")
+    assert [(p.relative_to(tmp_path / "data").as_posix(), label) for p, label in samples] == [
+        ("cat/0.png", 0), ("cat/1.png", 0), ("cat/2.png", 0),
+        ("dog/0.png", 1), ("dog/1.png", 1), ("dog/2.png", 1), ("dog/more/x.png", 1)]
+    os.symlink(tmp_path / "data" / "cat", tmp_path / "data" / "kitten")  # one folder as two classes
+    with pytest.raises(UserError, match=r"^class folders cat and kitten in \S+ are the same folder \(a link\); "
+                                        r"remove one$"):
+        scan_class_folders(tmp_path / "data")
 
 
 def test_a_files_side_of_the_split_depends_on_its_own_class_alone(tmp_path):

@@ -36,29 +36,43 @@ def class_names(root: Path) -> list[str]:
     return names
 
 
-def images_in(folder: Path) -> list[Path]:
+def images_in(folder: Path, within: Path | None = None) -> list[Path]:
     """Every image file under `folder`, at any depth, in sorted order; hidden entries skipped.
     Linked folders are followed, each real folder once and each real file once: a link back up
-    (`cat/again -> .`) multiplied 6 images into 246, with copies on both sides of the split."""
-    return files_in(folder, is_image_file)
+    (`cat/again -> .`) multiplied 6 images into 246, with copies on both sides of the split.
+    With `within` (the data folder), a link inside `folder` to anywhere else in it is not
+    followed: `a/up -> ..` had given class a the images of class b, under a's label."""
+    return files_in(folder, is_image_file, within)
 
 
-def files_in(folder: Path, keep=lambda name: True) -> list[Path]:
+def files_in(folder: Path, keep=lambda name: True, within: Path | None = None) -> list[Path]:
     """Every visible file under `folder` whose name `keep` accepts, walked as `images_in` says."""
     found, seen_folders, seen_files = [], set(), set()
+    inside = os.path.realpath(within) + os.sep if within is not None else None
+    own = os.path.realpath(folder) + os.sep
     for parent, subfolders, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(parent)
         if real in seen_folders:
             subfolders[:] = []
             continue
         seen_folders.add(real)
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")
+                               and not _elsewhere_inside(os.path.join(parent, name), inside, own))
         for name in sorted(files):
             path = Path(parent) / name
             if keep(name) and not name.startswith(".") and os.path.realpath(path) not in seen_files:
                 seen_files.add(os.path.realpath(path))
                 found.append(path)
     return found
+
+
+def _elsewhere_inside(path: str, inside: str | None, own: str) -> bool:
+    """Whether `path` is a link to a place inside the data folder (`inside`) but outside this
+    class's own folder (`own`): another class, or the data folder itself."""
+    if inside is None or not os.path.islink(path):
+        return False
+    target = os.path.realpath(path) + os.sep
+    return target.startswith(inside) and not target.startswith(own) or inside.startswith(target)
 
 
 def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -74,9 +88,14 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
         raise UserError(
             f"needs at least 2 classes, found 1 ({found[0]}) in {root}: add another class folder"
         )
+    real = {}
+    for name in found:  # a class folder linked in twice: the same images under two labels
+        other = real.setdefault(os.path.realpath(root / name), name)
+        if other != name:
+            raise UserError(f"class folders {other} and {name} in {root} are the same folder (a link); remove one")
     samples = []
     for label, name in enumerate(found):
-        images = images_in(root / name)
+        images = images_in(root / name, within=root)
         if not images:
             raise UserError(
                 f"class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)}): "
