@@ -883,3 +883,20 @@ def test_a_one_channel_model_trains_on_gray_images_of_any_source(tmp_path, capsy
     assert plane[0, 0, 0].item() == pytest.approx(rgb.convert("L").getpixel((0, 0)) / 255 / 0.5 - 1, abs=0.01)
     with pytest.raises(UserError, match="in_chans=2 but the images have 3 channels; drop in_chans, or pass in_chans=1"):
         train(tiny(tmp_path, name="two", data=None, steps=1, model_kwargs=dict(TINY, in_chans=2)))
+
+
+def test_eval_on_other_data_writes_beside_the_runs_own_scores(tmp_path, capsys):
+    # eval --model RUN --data OTHER overwrote RUN/eval.json (the run's own validation scores)
+    from inceptionlab.cli import main
+
+    data = image_folder(tmp_path / "trained", ("cat", "dog"), 4)
+    other = image_folder(tmp_path / "other", ("cat", "dog"), 3, seed=1)
+    train(tiny(tmp_path, data=str(data), steps=1, batch_size=4, limit_per_class=None, val_split=0.25))
+    run = tmp_path / "run"
+    assert main(["eval", "--run", str(run)]) == 0
+    own = (run / "eval.json").read_text()
+    for argv in (["--model", str(run)], ["--run", str(run)]):
+        assert main(["eval", *argv, "--data", str(other), "--all-images"]) == 0
+        assert f"wrote {run / 'eval_other' / 'eval.json'} and the confusion matrix beside it" in capsys.readouterr().out
+        assert (run / "eval.json").read_text() == own
+        assert json.loads((run / "eval_other" / "eval.json").read_text())["images"] == 6

@@ -72,6 +72,12 @@ def run_eval(model: nn.Module, loader, device: torch.device, *, num_classes: int
                       count=int(totals[2].item()), confusion=confusion)
 
 
+def _other_data_folder(data) -> str:
+    """Where a run's (or a weights file's) scores on another data folder go by default, inside
+    it: ``eval_<folder name>`` (they had overwritten the run's own eval.json)."""
+    return f"eval_{Path(str(data)).expanduser().resolve().name or 'data'}"
+
+
 def evaluate(run: str | Path | None = None, *, model: str | None = None, weights: str | Path | None = None,
              data: str | Path | None = None, out: str | Path | None = None, batch_size: int = 64,
              img_size: int | None = None, model_kwargs: dict | None = None, workers: int = 0,
@@ -93,7 +99,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         cfg, weights_file, used = _run_weights(Path(run), data)
         trained_on = TrainConfig.from_yaml(Path(run) / "config.yaml").data
         other_data = data is not None and (trained_on is None or Path(data).resolve() != Path(trained_on).resolve())
-        out = Path(run) if out is None else Path(out)
+        # scores of other data go beside the run's own, not over them
+        out = Path(out) if out is not None else Path(run) / _other_data_folder(data) if other_data else Path(run)
     else:
         if weights is None and not is_saved_folder(model):
             folder = f"; ./{model} is a folder here: pass ./{model} to use it" if Path(str(model)).is_dir() else ""
@@ -110,7 +117,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                           model_kwargs=dict(model_kwargs or {}), img_size=img_size, val_split=val_split,
                           seed=seed, weights=None if weights is None else str(weights)).resolved()
         weights_file, used = cfg.weights, "weights file" if weights is not None else "pretrained directory"
-        out = Path(out) if out is not None else (Path(weights).parent if weights is not None else Path(model))
+        base = Path(weights).parent if weights is not None else Path(model)
+        out = Path(out) if out is not None else (base / _other_data_folder(data) if data is not None else base)
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
     pretrained = cfg.weights is not None  # (a run's config.yaml names the weights it started from)
@@ -165,6 +173,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
             print(f"  (only its validation split was scored; --all-images scores every image of {data})")
         if skipped:  # not scored, and said so: the image count alone hid them
             print(f"  {skipped.summary()} (listed in eval.json)")
+        print(f"  wrote {out / 'eval.json'} and the confusion matrix beside it")
     return report
 
 
