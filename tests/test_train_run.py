@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import types
 import re
 import math
 import os
@@ -900,3 +901,28 @@ def test_eval_on_other_data_writes_beside_the_runs_own_scores(tmp_path, capsys):
         assert f"wrote {run / 'eval_other' / 'eval.json'} and the confusion matrix beside it" in capsys.readouterr().out
         assert (run / "eval.json").read_text() == own
         assert json.loads((run / "eval_other" / "eval.json").read_text())["images"] == 6
+
+
+def test_a_signal_during_the_final_evaluation_is_kept_for_the_lab(tmp_path, monkeypatch):
+    # Ctrl-C in a run's final evaluation was lost: the compare went on to train the next model
+    import os
+    import signal
+
+    from inceptionlab.lab import runner
+    from inceptionlab.train import engine
+
+    evaluate_now = engine.run_eval
+
+    def interrupted_eval(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler records it; the loop has no next step to stop at
+        return evaluate_now(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "run_eval", interrupted_eval)
+    summary = train(tiny(tmp_path, steps=1))
+    assert summary["status"] == "finished" and summary["stop_signal"] == "SIGINT"
+    assert summary["message"] == "SIGINT came after the last step: the run is complete, and a lab stops after it"
+    monkeypatch.setattr("inceptionlab.train.train", lambda *a, **k: summary)
+    run = types.SimpleNamespace(config=lambda *a, **k: None)
+    with pytest.raises(KeyboardInterrupt, match="SIGINT came after the last step"):
+        runner._train_one(run, tmp_path / "lab_run", types.SimpleNamespace(data=None), resume=False,
+                          log=lambda line: None, quiet=True)

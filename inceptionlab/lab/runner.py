@@ -161,7 +161,7 @@ def _train_one(run: RunSpec, run_dir: Path, plan: Plan, *, resume: bool, log, qu
         log(f"    FAILED: {message}; the other runs continue")
         return
     status = summary.get("status")
-    if status == "interrupted":
+    if status == "interrupted" or summary.get("stop_signal"):  # (a Ctrl-C in a final evaluation was lost)
         raise KeyboardInterrupt(summary.get("message") or "interrupted")
     if status != "finished":
         log(f"    {str(status).upper()}: {summary.get('message') or 'no message'}; the other runs continue")

@@ -278,6 +278,9 @@ class Trainer:
             status, message = ended or ("finished", "")
             if status == "finished" and self._last_eval_step() != self.pos.step:
                 self._evaluate_and_checkpoint(final=True)   # a resumed run that had ended
+            if status == "finished" and self.stop.signal_name is not None:  # during the final evaluation
+                message = (f"{self.stop.signal_name} came after the last step: the run is complete, and a lab "
+                           f"stops after it")
             # the budget's clock stops at the last step; the final evaluation after it can take
             # longer than the whole run (10,000 test images after 2 steps): said in the last line
             self._after_last_step = time.monotonic() - started - self.pos.seconds
@@ -469,6 +472,7 @@ class Trainer:
             history=dataclasses.asdict(self.history), config=self.cfg.to_dict(), classes=self.classes,
             initial_weights=self.initial_weights,
             world_size=self.dist.world_size, images=[len(self.splits.train), len(self.splits.val)],
+            stop_signal=self.stop.signal_name,  # (a lab stops after a run that finished under a Ctrl-C)
             versions=versions())
         return self.checkpoints.save(state, self.pos.step, best=best)
 
@@ -619,6 +623,7 @@ class Trainer:
             ema=self.ema is not None, weights=final_weights, run_dir=str(self.out),
             checkpoint=str(self.checkpoints.latest()) if self.main and self.checkpoints.latest() else None,
             best_checkpoint=str(self.checkpoints.best) if self.main and self.checkpoints.best.exists() else None,
+            stop_signal=self.stop.signal_name,  # (a lab stops after a run that finished under a Ctrl-C)
             versions=versions())
         if self.main:
             try:
