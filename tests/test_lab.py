@@ -401,6 +401,12 @@ def test_command_line_budgets_all_count_and_repeated_options_add_up():
     assert merge({"steps": 50, "train": {"lr": 0.1}}, {"steps": 2, "minutes": 0.5, "train": {"seed_x": 1}}) == \
         {"steps": 2, "minutes": 0.5, "train": {"lr": 0.1, "seed_x": 1}}
     assert merge({"steps": 50, "epochs": 3}, {"lr": 1}) == {"steps": 50, "epochs": 3, "lr": 1}
+    # a plan's top-level setting (lr: 1e-3 beside train:) beat the command line's --lr / --set lr=
+    from inceptionlab.lab import Plan
+
+    merged = merge({"lr": 1e-3, "steps": 2, "models": ["googlenet"], "train": {"batch_size": 16}},
+                   {"train": {"lr": 0.002, "batch_size": 4}})
+    assert Plan.from_dict(merged).train == {"lr": 0.002, "batch_size": 4}
     # a second --set or --model-kwargs adds to the first instead of replacing it
     args = build_parser("compare").parse_args(["compare", "--models", "googlenet", "--set", "lr=1e-3", "--model-kwargs",
                                       "stem=low_res", "--set", "warmup_steps=3", "--model-kwargs",

@@ -100,6 +100,9 @@ def merge(base: dict, override: dict) -> dict:
     if any(key in override for key in budgets):  # the command line's budgets replace the file's, together
         for key in budgets:
             out.pop(key, None)
+    for key in override.get("train") or {}:  # a setting the file gives at its top level (lr: 1e-3) too:
+        if key not in ("train", "model_kwargs"):  # from_dict applies those last, so it beat the command line
+            out.pop(key, None)
     for key, value in override.items():
         if key in ("train", "model_kwargs") and isinstance(out.get(key), dict):
             out[key] = {**out[key], **value}
