@@ -251,6 +251,11 @@ def test_yaml_unknown_key_and_value_parsing(tmp_path):
         dict(stem="low_res", depth_multiplier=0.25, norm=False)
     with pytest.raises(UserError, match="not key=value"):
         parse_model_kwargs(["low_res"])
+    with pytest.raises(UserError, match=r"^model switch norm= has no value; give one, or leave norm out for its default$"):
+        parse_model_kwargs(["stem=low_res", "norm="])
+    from inceptionlab.lab import parse_variant
+    with pytest.raises(UserError, match="lr= has no value"):
+        parse_variant("x:googlenet:lr=")  # it trained at the default while the report said lr=None
 
 
 def test_cli_errors_are_one_line_before_training(tmp_path, capsys):

@@ -327,6 +327,9 @@ def parse_assignments(items, what: str = "model switch") -> dict:
                 raw[key].append(piece)
             else:
                 raise UserError(f"{what} {piece!r} is not key=value; e.g. depth_multiplier=0.25 norm=false")
+    for key, parts in raw.items():
+        if not ",".join(parts).strip():  # (`lr=` trained at the default while the report said lr=None)
+            raise UserError(f"{what} {key}= has no value; give one, or leave {key} out for its default")
     return {key: parse_value(",".join(parts)) for key, parts in raw.items()}
 
 
