@@ -314,6 +314,10 @@ def test_overwrite_deletes_only_what_a_lab_wrote(engine, tmp_path, capsys):
     (tmp_path / "notes" / "report.md").write_text("my notes")
     assert main(argv + ["--out", str(tmp_path / "notes")]) == 2
     assert (tmp_path / "notes" / "report.md").read_text() == "my notes"
+    (tmp_path / "plots").mkdir()  # a plot of the user's own, named as a lab's would be
+    (tmp_path / "plots" / "loss_vs_time.png").write_bytes(b"mine")
+    assert main(argv + ["--out", str(tmp_path / "plots")]) == 2
+    assert "holds loss_vs_time.png but no plan.yaml" in capsys.readouterr().err
     lab = tmp_path / "lab"
     assert main(argv + ["--out", str(lab)]) == 0
     (lab / "diagram.png").write_bytes(b"mine")

@@ -49,7 +49,7 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
         return check
     is_lab = (lab_dir / PLAN_FILE).is_file()
     if not is_lab:  # someone's folder: --overwrite must not delete what a lab did not write
-        theirs = [name for name in ("runs", *REPORT_FILES) if (lab_dir / name).exists()]
+        theirs = [name for name in ("runs", *REPORT_FILES, *PLOT_FILES) if (lab_dir / name).exists()]
         if theirs:
             raise UserError(f"{lab_dir} holds {', '.join(theirs)} but no {PLAN_FILE}, so it is not a lab folder "
                             f"and a lab would replace them; pass another --out")
