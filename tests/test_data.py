@@ -674,3 +674,16 @@ def test_a_files_side_of_the_split_depends_on_its_own_class_alone(tmp_path):
     # and another seed draws another split
     other = build_datasets(str(tmp_path / "some"), train_transform=None, eval_transform=None, val_split=0.3, seed=1)
     assert {p.relative_to(tmp_path / "some").as_posix() for p, _ in other.val.samples} != some
+
+
+def test_folders_that_are_not_class_folders_say_what_they_are(tmp_path):
+    from inceptionlab.data import build_datasets
+
+    # a test/ folder alone read as one class named "test"
+    image_folder(tmp_path / "only" / "test", {"cat": 2, "dog": 2})
+    with pytest.raises(UserError, match=r"^\S+only holds only test/, no class folders: point --data at \S+only/test"):
+        build_datasets(str(tmp_path / "only"), train_transform=None, eval_transform=None)
+    # many one-image classes: the count in all was blamed (200 images), not the one image per class
+    image_folder(tmp_path / "ones", {f"c{i}": 1 for i in range(5)})
+    with pytest.raises(UserError, match=r"no class has 2 images \(the most is 1, 5 images in all\)"):
+        build_datasets(str(tmp_path / "ones"), train_transform=None, eval_transform=None)

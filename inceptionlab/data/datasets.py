@@ -313,8 +313,10 @@ def _hold_out(pool, val_split, seed, train_tf, eval_tf):
     keys = pool.split_keys() if hasattr(pool, "split_keys") else None
     train_idx, val_idx = stratified_split(pool.targets, fraction, seed, keys)
     if len(val_idx) == 0:
-        raise UserError(f"too few images to hold out a validation split ({len(pool)} in all): "
-                        "add images (at least 2 per class) or provide a val/ folder")
+        counts = np.bincount(np.asarray(pool.targets))
+        raise UserError(f"too few images to hold out a validation split: no class has 2 images (the most is "
+                        f"{int(counts.max())}, {len(pool)} images in all); add images (at least 2 per class) or "
+                        f"provide a val/ folder")
     how = f"val: {fraction * 100:g}% held out, stratified, seed {seed}"
     classes = len(np.unique(np.asarray(pool.targets)))
     if len(val_idx) == classes and len(val_idx) > round(fraction * len(pool)):  # 1e-9 showed "1e-07% held out"

@@ -85,6 +85,9 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
     if classes is not None and found != classes:
         raise UserError(_class_difference(root, classes, found))
     if len(found) < 2:
+        if found[0].lower() in ("train", "val", "validation", "test"):  # a split folder alone, not a class
+            raise UserError(f"{root} holds only {found[0]}/, no class folders: point --data at {root / found[0]}, "
+                            f"or add a train/ folder beside it")
         raise UserError(
             f"needs at least 2 classes, found 1 ({found[0]}) in {root}: add another class folder"
         )
