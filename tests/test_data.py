@@ -253,7 +253,8 @@ def test_batch_of_only_unreadable_files_is_empty():
 def test_strict_raises_naming_the_file(photos):
     train = build_photos(photos, strict=True).train
     bad = [i for i, (path, _) in enumerate(train.samples) if path.name == "notes.jpg"][0]
-    with pytest.raises(UserError, match=r"cannot read image .*notes\.jpg: not an image"):
+    with pytest.raises(UserError, match=r"cannot read image .*notes\.jpg: not an image.* \(strict: fix or remove the "
+                                        r"file, or leave out --strict to skip unreadable images\)$"):
         train[bad]
     with pytest.raises(UserError, match=r"^cannot read image .*: [^\n]*$"):
         for _ in make_loader(train, 4, train=False, workers=1):

@@ -120,7 +120,8 @@ class ImageFileDataset(Dataset):
             picture = load_image(path)
         except UnreadableImage as exc:
             if self.strict:  # a plain UserError: it survives DataLoader's re-raise from workers
-                raise UserError(str(exc)) from exc
+                raise UserError(f"{exc} (strict: fix or remove the file, or leave out --strict to skip "
+                                f"unreadable images)") from exc
             self.skipped.add(path, exc.reason)
             return None
         return (self.transform(picture) if self.transform else picture), label
