@@ -379,6 +379,9 @@ def test_values_read_like_a_user_writes_them(tmp_path):
     plan.write_text("steps: 5\nmodels: [googlenet\n")
     with pytest.raises(UserError, match=r"is not valid YAML at line 3, column 1: "):
         read_yaml(plan)
+    from inceptionlab.lab import Plan
+    with pytest.raises(UserError, match=r"^plan file \S+plan.yaml is not valid YAML"):  # it said "config file"
+        Plan.from_yaml(plan)
     with pytest.raises(UserError, match="is a folder; pass a YAML file"):
         read_yaml(tmp_path)
     plan.write_bytes(b"\xff\xfe\x00binary")

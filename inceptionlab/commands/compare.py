@@ -147,7 +147,7 @@ def run(args) -> int:
                                resume_hint=f"inceptionlab compare --resume {args.resume}"), args.resume)
     from inceptionlab.train.config import read_yaml
 
-    values = read_yaml(args.plan) if args.plan else {}
+    values = read_yaml(args.plan, "plan file") if args.plan else {}
     if args.plan:  # the file's own mistakes are the file's; what is wrong only after merging is the flags'
         Plan.from_dict(copy.deepcopy(values), where=f"plan file {args.plan}")
     where = "the command line" + (f" (with plan file {args.plan})" if args.plan else "")

@@ -161,7 +161,7 @@ class Plan:
     def from_yaml(cls, path) -> "Plan":
         from inceptionlab.train.config import read_yaml
 
-        return cls.from_dict(read_yaml(path), where=f"plan file {path}")
+        return cls.from_dict(read_yaml(path, "plan file"), where=f"plan file {path}")
 
     def write_yaml(self, path) -> None:
         import yaml

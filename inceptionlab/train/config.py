@@ -246,25 +246,26 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
 
 
-def read_yaml(path) -> dict:
+def read_yaml(path, what: str = "config file") -> dict:
+    """The mapping a YAML file holds; one-line errors naming it as ``what`` ("plan file" for a plan)."""
     import yaml
 
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"config file {path} is a folder; pass a YAML file")
+        raise UserError(f"{what} {path} is a folder; pass a YAML file")
     if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
+        raise UserError(f"{what} {path} does not exist")
     try:
         values = load_yaml(path.read_text()) or {}
     except UnicodeDecodeError:
-        raise UserError(f"config file {path} is not text (YAML); pass a YAML file") from None
+        raise UserError(f"{what} {path} is not text (YAML); pass a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"config file {path} is not valid YAML{where}: {problem}") from None
+        raise UserError(f"{what} {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(values, dict):
-        raise UserError(f"config file {path} must be a mapping of key: value, got {type(values).__name__}")
+        raise UserError(f"{what} {path} must be a mapping of key: value, got {type(values).__name__}")
     return values
 
 
