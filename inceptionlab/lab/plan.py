@@ -174,7 +174,8 @@ class Plan:
 def parse_seeds(value) -> list[int]:
     """``3`` -> [0, 1, 2]; ``[0, 7]`` -> [0, 7]."""
     if isinstance(value, bool):
-        raise UserError(f"seeds must be a count or a list of integers, got {value!r}")
+        raise UserError(f"seeds must be a count or a list of integers, got {value!r} (YAML reads yes/no as true/false); "
+                        f"e.g. seeds: 3 or seeds: [0, 7]")
     if isinstance(value, int):
         if value < 1:
             raise UserError(f"seeds must be at least 1, got {value}; e.g. --seeds 3")
@@ -314,7 +315,8 @@ def check_plan(plan: Plan) -> PlanCheck:
         all_switches.update(model_entry(v.model).switches)
     for key in plan.model_kwargs:
         if key not in all_switches:
-            raise UserError(f"no model of the plan has a switch {key!r}" + _hint(key, sorted(all_switches)))
+            hint = _hint(key, sorted(all_switches)) or f" (switches: {', '.join(sorted(all_switches))})"
+            raise UserError(f"no model of the plan has a switch {key!r}" + hint)
     data = check_data(plan)
     # every run's config, and every model built on the meta device: bad values fail here
     for run in plan.runs():
