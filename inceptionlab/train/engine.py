@@ -705,17 +705,17 @@ def _resume_notes(state: dict, trainer: "Trainer") -> list[str]:
         text = lambda c: ", ".join(f"{k} {getattr(c, k):g}" for k in BUDGET_KEYS  # noqa: E731
                                    if getattr(c, k) is not None)
         notes.append(f"budget {text(saved)} -> {text(cfg)}")
+        before = LRSchedule(cfg.sched, cfg.lr, trainer.steps_per_epoch, old, cfg.warmup_steps, cfg.decay_epochs,
+                            cfg.decay_rate)(pos.step, pos.seconds / saved.minutes / 60 if saved.minutes else None)
+        now = trainer.schedule(pos.step, trainer._time_progress())
+        if not math.isclose(before, now, rel_tol=1e-6, abs_tol=1e-12):
+            notes.append(f"the {cfg.sched} schedule spans the new budget: lr {before:.3g} -> {now:.3g} at this step")
     elif trainer._budget_reached(pos.seconds) and _finished_at(trainer.out, pos.step):
         # (it ran again to the same end, exit 0, rewriting its files; a run that stopped after its
         # last checkpoint but before summary.json still completes)
         given = ", ".join(f"--{k} {getattr(cfg, k):g}" for k in BUDGET_KEYS if getattr(cfg, k) is not None)
         raise UserError(f"the run already finished at step {pos.step} ({given}); pass a larger budget to "
                         f"continue it")
-        before = LRSchedule(cfg.sched, cfg.lr, trainer.steps_per_epoch, old, cfg.warmup_steps, cfg.decay_epochs,
-                            cfg.decay_rate)(pos.step, pos.seconds / saved.minutes / 60 if saved.minutes else None)
-        now = trainer.schedule(pos.step, trainer._time_progress())
-        if not math.isclose(before, now, rel_tol=1e-6, abs_tol=1e-12):
-            notes.append(f"the {cfg.sched} schedule spans the new budget: lr {before:.3g} -> {now:.3g} at this step")
     saved_images, images = state.get("images"), [len(trainer.splits.train), len(trainer.splits.val)]
     if saved_images and list(saved_images) != images:  # files added or removed: the epochs and split differ
         notes.append(f"the data changed since the checkpoint: {saved_images[0]} -> {images[0]} training and "
