@@ -72,7 +72,7 @@ def _elsewhere_inside(path: str, inside: str | None, own: str) -> bool:
     if inside is None or not os.path.islink(path):
         return False
     target = os.path.realpath(path) + os.sep
-    return target.startswith(inside) and not target.startswith(own) or inside.startswith(target)
+    return (target.startswith(inside) and not target.startswith(own)) or inside.startswith(target)
 
 
 def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
