@@ -148,6 +148,30 @@ def test_large_images_are_downscaled(tmp_path, monkeypatch):
     assert load_image(tmp_path / "big.png").size == (64, 43)
 
 
+def test_large_jpegs_are_decoded_only_as_large_as_the_transform_needs(tmp_path, monkeypatch):
+    noise_image((1600, 1200)).save(tmp_path / "photo.jpg")
+    noise_image((1600, 1200)).save(tmp_path / "photo.png")
+    train, evaluation = train_transform(32, MEAN, STD), eval_transform(32, MEAN, STD)
+    # the smallest crop (8% of the area at aspect 4:3) must still span 32 pixels; eval resizes to 36
+    assert (train.decode_side, evaluation.decode_side) == (131, 72)
+    assert load_image(tmp_path / "photo.jpg", min_side=131).size == (200, 150)  # 1/8 scale
+    assert load_image(tmp_path / "photo.jpg", min_side=151).size == (400, 300)  # 1/8 is 150: 1/4
+    assert load_image(tmp_path / "photo.jpg", min_side=5000).size == (1600, 1200)  # never enlarged
+    assert load_image(tmp_path / "photo.png", min_side=72).size == (1600, 1200)  # no reduced PNG decode
+    # the datasets hand their own transform's decode_side to load_image
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "data" / name / f"{i}.jpg").write_bytes((tmp_path / "photo.jpg").read_bytes())
+    splits = build_datasets(tmp_path / "data", train_transform=train, eval_transform=evaluation, val_split=0.5)
+    asked = []
+    real_load = images_module.load_image
+    monkeypatch.setattr("inceptionlab.data.datasets.load_image",
+                        lambda path, **kw: asked.append(kw["min_side"]) or real_load(path, **kw))
+    assert splits.train[0][0].shape == splits.val[0][0].shape == (3, 32, 32)
+    assert asked == [131, 72]
+
+
 def test_images_too_large_to_decode_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(images_module, "MAX_DECODE_PIXELS", 100)
     noise_image((20, 20)).save(tmp_path / "huge.png")

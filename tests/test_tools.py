@@ -566,7 +566,7 @@ def test_predictions_come_batch_by_batch(tmp_path, monkeypatch):
     (tmp_path / "5.txt").write_text("x")
     read = []
     real_load = images.load_image
-    monkeypatch.setattr(images, "load_image", lambda path: read.append(path) or real_load(path))
+    monkeypatch.setattr(images, "load_image", lambda path, **kw: read.append(path) or real_load(path, **kw))
     answers = iter_predictions(tiny("googlenet"), [tmp_path], top_k=1, batch_size=2)
     first = next(answers)
     assert isinstance(first, Prediction) and first.path.name == "0.png" and len(read) == 2

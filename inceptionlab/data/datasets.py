@@ -117,7 +117,7 @@ class ImageFileDataset(Dataset):
         """(transformed image, label), or None for an unreadable file (raises when strict)."""
         path, label = self.samples[index]
         try:
-            picture = load_image(path)
+            picture = load_image(path, min_side=getattr(self.transform, "decode_side", None))
         except UnreadableImage as exc:
             if self.strict:  # a plain UserError: it survives DataLoader's re-raise from workers
                 raise UserError(f"{exc} (strict: fix or remove the file, or leave out --strict to skip "

@@ -8,10 +8,13 @@ square (crop_pct 0.875: 299 -> resize 341, crop 299).
 
 Both return a callable `PIL.Image -> FloatTensor 3 x img_size x img_size`, normalised with the
 given mean and std. Randomness comes from torch's RNG only, so the loader can make it repeatable.
+Each also carries `decode_side`: the shorter side a picture needs for the transform to lose
+nothing, which `load_image(path, min_side=...)` uses to decode large JPEGs at reduced scale.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -82,7 +85,10 @@ def train_transform(
         steps.append(T.ColorJitter(DISTORT_BRIGHTNESS, DISTORT_CONTRAST,
                                    DISTORT_SATURATION, DISTORT_HUE))
     steps += _to_normalised_tensor(mean, std, input_space)
-    return T.Compose(steps)
+    pipeline = T.Compose(steps)
+    # the smallest crop (least area, most elongated) still gets img_size pixels across
+    pipeline.decode_side = math.ceil(img_size / math.sqrt(scale[0] / max(ratio[1], 1 / ratio[0])))
+    return pipeline
 
 
 def eval_transform(
@@ -105,7 +111,9 @@ def eval_transform(
         T.CenterCrop(img_size),
         *_to_normalised_tensor(mean, std, input_space),
     ]
-    return T.Compose(steps)
+    pipeline = T.Compose(steps)
+    pipeline.decode_side = 2 * resize_to  # twice the resize: pixels then move by 2 of 255 levels at most
+    return pipeline
 
 
 class ToNormalizedTensor:

@@ -137,7 +137,7 @@ def iter_predictions(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch
 
     for path in find_images(paths):
         try:
-            picture = load_image(path)
+            picture = load_image(path, min_side=transform.decode_side)
         except UserError as exc:  # UnreadableImage, with the reason
             yield path, getattr(exc, "reason", str(exc))
             continue
