@@ -357,6 +357,17 @@ def test_class_folder_split_is_stratified_and_seeded(tmp_path):
     assert first.val.samples != other.val.samples
 
 
+def test_loose_images_and_classes_val_cannot_score_are_named(tmp_path):
+    image_folder(tmp_path, {"a": 4, "b": 1, "c": 1, "d": 3})
+    noise_image().save(tmp_path / "stray.jpg")
+    (tmp_path / "notes.txt").write_text("not an image, not named")
+    splits = build_photos(tmp_path, val_split=0.25)
+    assert sorted(splits.val.targets) == [0, 3]
+    assert splits.source == (f"image folder {tmp_path} (val: 25% held out, stratified, seed 0; not in val "
+                             f"(1 image, kept for training): b, c; ignored: stray.jpg (images outside the "
+                             f"class folders)) (7 train / 2 val images)")
+
+
 def test_limit_per_class_keeps_n_per_class_of_train(tmp_path):
     image_folder(tmp_path, {"a": 10, "b": 3})
     splits = build_photos(tmp_path, val_split=0.2, limit_per_class=4)

@@ -22,6 +22,7 @@ strict=True, raises a UserError naming the file.
 from __future__ import annotations
 
 import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,7 +33,7 @@ from torch.utils.data import Dataset
 
 from inceptionlab.data.cifar import CIFAR_SIDE, find_cifar, read_cifar
 from inceptionlab.data.digits import embedded_digits, load_digits
-from inceptionlab.data.folders import scan_class_folders, split_folders
+from inceptionlab.data.folders import is_image_file, scan_class_folders, split_folders
 from inceptionlab.data.images import UnreadableImage, load_image
 from inceptionlab.data.skipped import SkippedFiles
 from inceptionlab.errors import UserError, listed
@@ -305,6 +306,9 @@ def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict) -> Da
     classes, samples = scan_class_folders(root)
     pool = ImageFileDataset(samples, classes, strict=strict)
     train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
+    loose = sorted(entry.name for entry in os.scandir(root) if entry.is_file() and is_image_file(entry.name))
+    if loose:  # an image beside the class folders has no class: say so rather than drop it unseen
+        how += f"; ignored: {listed(loose)} (images outside the class folders)"
     return DatasetSplits(train, val, classes, f"image folder {root} ({how})", origin=f"image folder {root}")
 
 
@@ -322,6 +326,10 @@ def _hold_out(pool, val_split, seed, train_tf, eval_tf):
     classes = len(np.unique(np.asarray(pool.targets)))
     if len(val_idx) == classes and len(val_idx) > round(fraction * len(pool)):  # 1e-9 showed "1e-07% held out"
         how = f"val: 1 image per class held out (the least; {fraction * 100:g}% asked), stratified, seed {seed}"
+    counts = np.bincount(np.asarray(pool.targets), minlength=len(pool.classes))
+    unscored = [pool.classes[label] for label in np.flatnonzero(counts == 1)]
+    if unscored:  # a class of one image trains on it: val cannot score that class
+        how += f"; not in val (1 image, kept for training): {listed(unscored)}"
     return pool.subset(train_idx, train_tf), pool.subset(val_idx, eval_tf), how
 
 
