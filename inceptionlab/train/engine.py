@@ -681,6 +681,11 @@ class LateTransform:
     def __call__(self, picture):
         return self.fn(picture)
 
+    @property
+    def decode_side(self) -> int | None:
+        """The chosen transform's: how large `load_image` decodes a JPEG for it."""
+        return getattr(self.fn, "decode_side", None)
+
 
 def _finished_at(run_dir: Path, step: int) -> bool:
     """Whether the run's summary.json says it finished at ``step``."""
