@@ -235,7 +235,7 @@ def test_verdicts_do_not_read_crashes_chance_or_ties_as_evidence():
     v = family.verdict(results_of({n: dict(best_top1=10.0) for n in
                                    ("googlenet", "bn_inception", "inception_v3", "inception_v4",
                                     "inception_resnet_v1", "inception_resnet_v2")}))
-    assert v["supported"] is None and "every finished family reached the same best top-1 (10.00%)" in v["verdict"]
+    assert v["supported"] is None and "the families that learned reached the same best top-1 (10.00%)" in v["verdict"]
     assert v["numbers"]["best_top1"]["googlenet"] == 10.0  # the measured values stay in the numbers
 
     ls = get_study("label_smoothing")
@@ -263,3 +263,61 @@ def test_studies_refuse_settings_that_void_their_claim():
     with pytest.raises(UserError, match="inception_v4 has no 5x5 convolution, so its 5x5_as_two_3x3 arm would be the "
                                         "unfactorized network"):
         study_plan(get_study("factorization"), {}, model="inception_v4")
+
+
+def test_family_order_leaves_out_chance_and_marks_ties_within_the_noise():
+    # 3 of 6 families at chance (10% on 10 classes) and 11 vs 10 on 100 images had made a firm "no"
+    family = get_study("family")
+    measured = dict(inception_resnet_v1=25.0, bn_inception=18.0, googlenet=11.0, inception_v3=10.0,
+                    inception_v4=10.0, inception_resnet_v2=10.0)
+    results = results_of({n: dict(best_top1=v) for n, v in measured.items()})
+    results.update(classes=10, val_images=100)
+    v = family.verdict(results)
+    assert v["supported"] is None and v["verdict"].startswith(
+        "cannot judge: 2 of the 6 finished families learned beyond chance (10.0% + 5 points), so there is no order "
+        "to compare (inception_resnet_v1 (25.0%) ~ bn_inception (18.0%) ~ googlenet (11.0%) ~ inception_v3 (10.0%) "
+        "~ inception_v4 (10.0%) ~ inception_resnet_v2 (10.0%))")
+    # learned, in the ImageNet order, far apart: supported; the same within the noise: undecided
+    apart = dict(googlenet=40.0, bn_inception=55.0, inception_v3=70.0, inception_v4=85.0, inception_resnet_v1=60.0,
+                 inception_resnet_v2=95.0)
+    results = results_of({n: dict(best_top1=v) for n, v in apart.items()})
+    results.update(classes=10, val_images=1000)
+    v = family.verdict(results)
+    assert v["supported"] is True and "inception_resnet_v2 (95.0%) > inception_v4 (85.0%) > " in v["verdict"]
+    close = {n: dict(best_top1=50.0 + v / 20) for n, v in apart.items()}  # 52.0 .. 54.75
+    results = results_of(close)
+    results.update(classes=10, val_images=100)
+    v = family.verdict(results)
+    assert v["supported"] is None and " ~ " in v["verdict"] and "within the noise of this budget" in v["verdict"]
+
+
+def seeded(runs: dict) -> dict:
+    """Results of {variant: [fields of seed 0, fields of seed 1, ...]}."""
+    records = [dict(name=f"{name}-seed{i}", variant=name, model="m", seed=i, status="finished", message="",
+                    metrics=[], **fields)
+               for name, seeds in runs.items() for i, fields in enumerate(seeds)]
+    return dict(runs=records, variants=aggregate(records), target_top1=None, target_rule="")
+
+
+def test_aux_steps_to_target_count_only_when_every_seed_reached():
+    # one aux seed at step 10 and one never read as "target reached in 10 steps with them"
+    v = get_study("aux").verdict(seeded({
+        "aux": [dict(final_top1=50.0, steps_to_target=10), dict(final_top1=40.0, steps_to_target=None)],
+        "no_aux": [dict(final_top1=50.0, steps_to_target=20), dict(final_top1=45.0, steps_to_target=20)]}))
+    assert ("target reached not in every seed (reached in 1 of 2 seeds) with them and in 20 steps without"
+            in v["verdict"])
+    assert v["numbers"]["steps_to_target"] == {"no_aux": 20, "aux": None}
+
+
+def test_label_smoothing_calibration_is_judged_against_the_seed_spread():
+    # seed 0: 7.44 -> 8.29 (worse), seed 1: 7.59 -> 1.95 (better): the means alone said "better calibrated"
+    ls = get_study("label_smoothing")
+    v = ls.verdict(seeded({"no_smoothing": [dict(best_top1=30.0, ece=7.44), dict(best_top1=30.0, ece=7.59)],
+                           "smoothing_0.1": [dict(best_top1=30.0, ece=8.29), dict(best_top1=30.0, ece=1.95)]}))
+    assert "expected calibration error 7.52% -> 5.12% (within the seed spread +-9.0)" in v["verdict"]
+    v = ls.verdict(seeded({"no_smoothing": [dict(best_top1=30.0, ece=7.4), dict(best_top1=30.0, ece=7.6)],
+                           "smoothing_0.1": [dict(best_top1=30.0, ece=2.0), dict(best_top1=30.0, ece=2.2)]}))
+    assert "7.50% -> 2.10% (better calibrated, beyond the seed spread +-0.3)" in v["verdict"]
+    v = ls.verdict(results_of({"no_smoothing": dict(best_top1=30.0, ece=7.4),
+                               "smoothing_0.1": dict(best_top1=30.0, ece=8.3)}))
+    assert "(worse calibrated in this one seed; no seed spread to judge it by)" in v["verdict"]
