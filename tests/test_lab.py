@@ -568,3 +568,28 @@ def test_a_runs_own_budget_replaces_the_shared_one_and_a_broken_plan_is_named(en
     assert main(["study", "aux", "--out", str(lab), "--steps", "2"]) == 2
     assert f"{lab} already holds a compare; continue it with inceptionlab compare --resume {lab}," in \
         capsys.readouterr().err
+
+
+def test_report_flags_unscored_and_unfinished_runs_and_escapes_markdown(engine, tmp_path):
+    from inceptionlab.lab.report import fmt, make_report, number
+
+    plan = plan_of("googlenet", "bn_inception", seeds=[0, 1], title='<script>x</script> R&D "Ünï"')
+    engine.fates["bn_inception-seed1"] = "diverge"
+    run_plan(plan, tmp_path)
+    write_fake_run(tmp_path / "runs" / "googlenet-seed1", steps=0, evals=0, seed=1)  # finished, never evaluated
+    results = make_report(load_lab(tmp_path), tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert md.startswith('# &lt;script>x&lt;/script> R&amp;D "Ünï"\n')  # a Markdown viewer would have run it
+    assert "&lt;script&gt;x&lt;/script&gt; R&amp;D" in (tmp_path / "report.html").read_text()
+    assert ("## Finished runs without an evaluation\n\n- googlenet-seed1: 0 steps, no validation score; the "
+            "tables' means leave it out") in md
+    row = next(line for line in md.splitlines() if line.startswith("| googlenet | googlenet | 2 / 2 |"))
+    best = results["variants"][0]["best_top1"]["mean"]
+    assert f"| {best:.2f} (n=1) |" in row  # a mean of one run, in a row that says 2 finished
+    cost = next(p for p in results["plots"] if p["file"] == "accuracy_vs_cost.png")
+    assert cost["caption"].endswith("hollow markers: runs that did not finish (diverged or failed), whose best "
+                                    "is no result.")
+    assert (fmt("final_val_loss", 1.0413105e23), fmt("final_val_loss", 2.5), fmt("macs", 5.713e9)) == \
+        ("1.041e+23", "2.5000", "5.71G")
+    assert [number(v) for v in (20.0, -0.7826, 1.2345e7, 0.000123, 0.0)] == ["20.00", "-0.78", "1.23e+07",
+                                                                               "0.000123", "0.00"]

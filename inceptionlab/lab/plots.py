@@ -18,6 +18,7 @@ PLOT_FILES = ("loss_vs_step.png", "loss_vs_time.png", "accuracy_vs_epoch.png", "
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf"]
 DPI = 110
+SEED_MARKERS, SEED_LINES, SEED_HATCHES = ("o", "s", "^", "D", "v"), ("-", "--", ":", "-."), ("", "///", "...", "xx")
 
 
 def run_colors(names: list[str]) -> dict[str, str]:
@@ -142,19 +143,35 @@ def plot_cost(results: dict, out_dir: Path) -> dict | None:
     if not runs:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import NullFormatter, NullLocator
+
     fig, ax = plt.subplots(figsize=(6.5, 4.0))
     seen: set = set()
+    unfinished = False
     for r in runs:
         label = _legend_once(seen, r)
-        ax.scatter([r["macs"] / 1e6], [best_of(r)], color=r["color"], s=45, label=label, zorder=3)
+        finished = r.get("status") == "finished"
+        unfinished |= not finished
+        # a failed run's best is no result: a hollow marker, where a filled dot had topped the plot unremarked
+        ax.scatter([r["macs"] / 1e6], [best_of(r)], s=45, label=label, zorder=3, linewidths=1.4,
+                   color=r["color"] if finished else "none", edgecolors=r["color"])
+    if unfinished:
+        ax.scatter([], [], s=45, color="none", edgecolors="#444", label="hollow: did not finish")
     ax.set_xscale("log")
+    costs = sorted({r["macs"] / 1e6 for r in runs})
+    if costs[-1] / costs[0] < 10:  # within a decade: label the runs' own costs, not overlapping minor ticks
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticks(costs, [f"{c:.3g}" for c in costs])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("multiply-adds per image (millions, log scale)")
     ax.set_ylabel("best top-1 (%)")
     ax.set_title("Accuracy against cost")
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return _save(fig, plt, out_dir / "accuracy_vs_cost.png", "Accuracy against multiply-adds",
-                 "Best validation top-1 of each run against the multiply-adds of one image at its input size.")
+                 "Best validation top-1 of each run against the multiply-adds of one image at its input size"
+                 + ("; hollow markers: runs that did not finish (diverged or failed), whose best is no result."
+                    if unfinished else "."))
 
 
 def plot_calibration(results: dict, out_dir: Path) -> dict | None:
@@ -166,15 +183,20 @@ def plot_calibration(results: dict, out_dir: Path) -> dict | None:
     fig, (ax, hist) = plt.subplots(1, 2, figsize=(9.5, 4.0))
     ax.plot([0, 100], [0, 100], color="#888", lw=0.8, ls=":")
     width = 100.0 / len(runs[0]["calibration"]["bins"]) / (len(runs) + 1)
+    seed_of: dict = {}
     for i, r in enumerate(runs):
         bins = r["calibration"]["bins"]
+        # the seeds of a variant share its colour: each its own marker, line and hatch to tell them apart
+        k = seed_of[r["variant"]] = seed_of.get(r["variant"], -1) + 1
         pts = [(100 * b["confidence"], 100 * b["accuracy"]) for b in bins if b["count"]]
         label = f"{r['name']} (ECE {r['calibration']['ece']:.2f}%)"
         if pts:
-            ax.plot(*zip(*pts), color=r["color"], marker="o", ms=3.5, label=label)
+            ax.plot(*zip(*pts), color=r["color"], marker=SEED_MARKERS[k % len(SEED_MARKERS)], ms=3.5,
+                    ls=SEED_LINES[k % len(SEED_LINES)], label=label)
         total = max(1, sum(b["count"] for b in bins))
         hist.bar([100 * b["low"] + width * (i + 0.5) for b in bins], [100 * b["count"] / total for b in bins],
-                 width=width, color=r["color"], label=r["name"])
+                 width=width, color=r["color"], label=r["name"], hatch=SEED_HATCHES[k % len(SEED_HATCHES)],
+                 edgecolor="white" if k else None, linewidth=0)
     ax.set_xlabel("confidence (%)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Reliability (diagonal = calibrated)")

@@ -68,18 +68,29 @@ def fmt(key: str, value) -> str:
         text = fmt(key, value["mean"])
         return text if value.get("n", 1) < 2 else f"{text} ± {fmt(key, value['std'])}"
     if key in ("params", "macs"):
-        return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+        for scale, unit in ((1e9, "G"), (1e6, "M")):
+            if value >= scale:
+                return f"{value / scale:.2f}{unit}"
+        return f"{value / 1e3:.1f}k"
     if key.endswith("images_per_sec") or key in ("steps", "steps_to_target"):
         return f"{value:,.0f}"
     if key in ("best_top1", "best_top5", "final_top1", "final_top5", "ece", "target_top1"):
         return f"{value:.2f}"
-    if "loss" in key:
-        return f"{value:.4f}"
+    if "loss" in key:  # a diverging run's 1e23 printed 24 digits
+        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.3e}"
     if key in ("seconds", "seconds_to_target"):
         return f"{value:.1f}"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def number(value: float) -> str:
+    """A study's number as its verdict writes it: two decimals ("20.00", "-0.78"), or three
+    significant digits far from 1 ("1.23e+07", "0.000123")."""
+    if value != 0 and not 0.01 <= abs(value) < 1e5:
+        return f"{value:.3g}"
+    return f"{value:.2f}"
 
 
 RUN_COLUMNS = [("params", "params"), ("macs", "multiply-adds"), ("train_images_per_sec", "train img/s"),
@@ -117,6 +128,8 @@ def variant_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             text = fmt(key, v.get(key))
             if key.endswith("_to_target"):
                 text += f" ({v.get(key + '_reached', 0)}/{v['finished']} reached)"
+            elif v.get(key) and v[key]["n"] < v["finished"]:  # a finished seed without it: say over how many
+                text += f" (n={v[key]['n']})"
             cells.append(text)
         rows.append([v["variant"], v["model"], f"{v['finished']} / {v['n']}"] + cells)
     return head, rows
@@ -164,7 +177,7 @@ def _flatten(numbers: dict, prefix: str = "") -> list[tuple[str, str]]:
         elif isinstance(value, list):
             out.append((name, ", ".join(str(v) for v in value)))
         elif isinstance(value, float):
-            out.append((name, f"{value:.4g}"))
+            out.append((name, number(value)))
         else:
             out.append((name, "-" if value is None else str(value)))
     return out
@@ -198,6 +211,12 @@ def document(results: dict) -> list[tuple]:
     if failed:
         blocks += [("h2", "Runs that did not finish"),
                    ("list", [f"{r['name']}: {r['status']} - {r.get('message') or 'no message'}" for r in failed])]
+    from inceptionlab.lab.results import best_top1
+    unscored = [r for r in results["runs"] if r["status"] == "finished" and best_top1(r) is None]
+    if unscored:  # finished, yet nothing to compare: its cells read "-" and its variant's means leave it out
+        blocks += [("h2", "Finished runs without an evaluation"),
+                   ("list", [f"{r['name']}: {r.get('steps') or 0} steps, no validation score; the tables' means "
+                             f"leave it out" for r in unscored])]
     blocks += [("h2", "Runs"), ("table", *run_rows(results))]
     if any(v["n"] > 1 for v in results["variants"]):
         blocks += [("h2", "Over seeds"), ("table", *variant_rows(results))]
@@ -206,36 +225,46 @@ def document(results: dict) -> list[tuple]:
     if results["plots"]:
         blocks.append(("h2", "Plots"))
         blocks += [("figure", p) for p in results["plots"]]
-    blocks.append(("p", "Multiply-adds are for one image at the run's input size (inference, no auxiliary heads); "
-                        "inference images/s is the median of a few timed batches on this machine; seconds are the "
-                        "run's wall-clock time, its evaluations and checkpoints included (the clock that --minutes "
-                        "budgets), while train img/s counts the training steps alone; every number here is in "
-                        "results.json."))
+    blocks.append(("p", "Multiply-adds are for one image at the run's input size (inference, no auxiliary heads), "
+                        "while parameters count every trained weight, auxiliary heads included; inference images/s "
+                        "is the median of a few timed batches on this machine; seconds are the run's wall-clock "
+                        "time to its last training step, the evaluations and checkpoints on the way included (the "
+                        "clock that --minutes budgets) and the final evaluation after it not, while train img/s counts the "
+                        "training steps alone; the training loss is the loss that was minimized (auxiliary heads' "
+                        "weighted losses and label smoothing included), the validation loss plain cross-entropy "
+                        "of the main head, comparable across runs; every number here is in results.json."))
     return blocks
+
+
+def md_text(text: str) -> str:
+    """Text for Markdown: ``<`` and ``&`` escaped, which a viewer would otherwise read as HTML (a title
+    of ``<script>`` or a failure message of ``<b>`` came through raw); ``>`` starts no tag and stays."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;")
 
 
 def to_markdown(blocks: list[tuple]) -> str:
     out = []
+    esc = md_text
     for block in blocks:
         kind = block[0]
         if kind == "h1":
-            out.append(f"# {block[1]}")
+            out.append(f"# {esc(block[1])}")
         elif kind == "h2":
-            out.append(f"## {block[1]}")
+            out.append(f"## {esc(block[1])}")
         elif kind == "p":
-            out.append(block[1])
+            out.append(esc(block[1]))
         elif kind == "quote":
-            out.append(f"> {block[1]}")
+            out.append(f"> {esc(block[1])}")
         elif kind == "list":
-            out.append("\n".join(f"- {item}" for item in block[1]))
+            out.append("\n".join(f"- {esc(item)}" for item in block[1]))
         elif kind == "table":
             head, rows = block[1], block[2]
-            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+            lines = ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(esc(c).replace("|", "\\|") for c in row) + " |" for row in rows]
             out.append("\n".join(lines))
         elif kind == "figure":
             plot = block[1]
-            out.append(f"![{plot['title']}]({plot['file']})\n\n*{plot['caption']}*")
+            out.append(f"![{esc(plot['title'])}]({plot['file']})\n\n*{esc(plot['caption'])}*")
     return "\n\n".join(out) + "\n"
 
 
