@@ -939,3 +939,19 @@ def test_the_run_decodes_large_jpegs_at_the_size_its_transforms_need(tmp_path):
                                                 val_split=0.5))
     assert size == 12
     assert (splits.train.transform.decode_side, splits.val.transform.decode_side) == (49, 26)  # 12 / sqrt(.08 / (4/3)); 2 x 13
+
+
+def test_a_blown_up_finite_loss_is_divergence(tmp_path, monkeypatch):
+    # lr=1e6 trained to the end at a loss of 1e23, chance accuracy, and the run said "finished"
+    from inceptionlab.train.engine import Trainer
+
+    real = Trainer.train_step
+
+    def blowing_up(self, images, labels, lr):
+        loss = real(self, images, labels, lr)
+        return loss * 0 + 1e23 if self.pos.step >= 2 else loss
+
+    monkeypatch.setattr(Trainer, "train_step", blowing_up)
+    summary = train(tiny(tmp_path, steps=6))
+    assert summary["status"] == "diverged" and summary["steps"] == 2
+    assert summary["message"].startswith("loss became 1e+23 (over 1000x the 2.30 of a uniform guess) at step 3 ")

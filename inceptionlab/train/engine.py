@@ -99,6 +99,9 @@ class StopRequest:
 
 
 BUDGET_KEYS = ("epochs", "steps", "minutes")
+# a training loss this many times a uniform guess's (ln of the class count) is a blown-up network, not a
+# spike it comes back from: lr=1e6 trained to the end at loss 1e23 and was reported "finished"
+DIVERGED_LOSS_FACTOR = 1000
 
 
 def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, quiet: bool | None = None,
@@ -331,10 +334,13 @@ class Trainer:
             lr = self.schedule(self.pos.step, self._time_progress())
             loss = self.train_step(images, labels, lr)
             agreed = self._agree(loss, images.shape[0], started)
-            if not math.isfinite(agreed.loss):
+            guess = math.log(max(2, len(self.classes)))  # the loss of a uniform guess
+            if not math.isfinite(agreed.loss) or agreed.loss > DIVERGED_LOSS_FACTOR * guess:
                 self.pos.epoch, self.pos.batch = before  # the failed step is not counted: epochs agree with steps
                 latest = self.checkpoints.latest()
-                return "diverged", (f"loss became {agreed.loss} at step {self.pos.step + 1} (epoch "
+                value = (f"{agreed.loss}" if not math.isfinite(agreed.loss) else
+                         f"{agreed.loss:.3g} (over {DIVERGED_LOSS_FACTOR}x the {guess:.2f} of a uniform guess)")
+                return "diverged", (f"loss became {value} at step {self.pos.step + 1} (epoch "
                                     f"{self._epoch_float():.2f}); last good checkpoint: {latest or 'none'}; "
                                     f"start a new run with a lower --lr or with --clip-grad")
             self._count_step(agreed, lr, time.monotonic() - step_started)
