@@ -410,3 +410,10 @@ def test_rgb_weights_load_into_a_model_of_other_input_channels(tmp_path):
                             in_chans=4, weights=tmp_path / "rgb.pth").eval()
     first = lambda m: next(p for p in m.parameters() if p.dim() == 4)  # noqa: E731
     torch.testing.assert_close(first(four), torch.cat([first(rgb), first(rgb)[:, :1]], dim=1) * 0.75)
+    # the other way, a gray model's weights into an RGB model: the hint names in_chans, not four other switches
+    save(gray.state_dict(), tmp_path / "gray.pth")
+    with pytest.raises(UserError, match=r"gray\.pth does not fit inception_v3: .* \(8, 1, 3, 3\) vs the model's "
+                                        r"\S+ \(8, 3, 3, 3\); the file's first convolution takes 1 input channel, "
+                                        r"the model's 3: pass in_chans=1$"):
+        create_model("inception_v3", num_classes=5, depth_multiplier=0.125, min_depth=8, stem="low_res",
+                     weights=tmp_path / "gray.pth")

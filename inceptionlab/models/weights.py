@@ -273,6 +273,12 @@ def _match(theirs: list, ours: list, what: str, path, model, fix: str | None = N
         where.append(f"the model's {ours[first][0]} {tuple(ours[first][1].shape)}")
     count = (f"its {what} has {len(theirs)} tensors, the model's {len(ours)}" if len(theirs) != len(ours)
              else f"its {what} differs from the model's")
+    if first == 0 and min(len(theirs), len(ours)) > 0:
+        t_shape, o_shape = tuple(theirs[0][1].shape), tuple(ours[0][1].shape)
+        if len(t_shape) == len(o_shape) == 4 and t_shape[:1] + t_shape[2:] == o_shape[:1] + o_shape[2:]:
+            # weights of a gray (or other-channel) model: the hint had listed every switch but this one
+            fix = (f"the file's first convolution takes {t_shape[1]} input channel{'s' * (t_shape[1] != 1)}, "
+                   f"the model's {o_shape[1]}: pass in_chans={t_shape[1]}")
     fix = fix or _fix_for(theirs if what == "body" else None, model)
     raise UserError(f"{path} does not fit {model_name}: {count}; first difference at tensor {first}: "
                     f"{' vs '.join(where)}; {fix}")
@@ -280,7 +286,7 @@ def _match(theirs: list, ours: list, what: str, path, model, fix: str | None = N
 
 def _fix_for(body: list | None, model, ours: bool = False) -> str:
     """'use create_model(NAME ...)' when the body is that of another zoo model, else a generic hint."""
-    generic = "check the model name and switches (depth_multiplier, norm, aux_logits, num_classes)"
+    generic = "check the model name and switches (depth_multiplier, norm, aux_logits, num_classes, in_chans)"
     if body is None:
         return generic
     if ours:  # our keys name the blocks: compare names and shapes, in any order
