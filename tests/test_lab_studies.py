@@ -321,3 +321,13 @@ def test_label_smoothing_calibration_is_judged_against_the_seed_spread():
     v = ls.verdict(results_of({"no_smoothing": dict(best_top1=30.0, ece=7.4),
                                "smoothing_0.1": dict(best_top1=30.0, ece=8.3)}))
     assert "(worse calibrated in this one seed; no seed spread to judge it by)" in v["verdict"]
+
+
+def test_batchnorm_target_is_reached_by_the_run_that_sets_it():
+    # a best top-1 of 38.889 (as metrics.csv rounds it) became a target of 38.89 that no run reached
+    study = get_study("batchnorm")
+    rows = [dict(step=1, seconds=1.0, epoch=0.5, top1=20.0), dict(step=2, seconds=2.0, epoch=1.0, top1=38.889)]
+    results = results_of({"no_bn-lr_x1": dict(best_top1=38.889, metrics=rows),
+                          "bn-lr_x1": dict(best_top1=38.889, metrics=rows)}, study)
+    assert results["target_top1"] == 38.889 and results["target_rule"].startswith("top-1 38.889% (")
+    assert [r["steps_to_target"] for r in results["runs"]] == [2, 2]
