@@ -508,7 +508,22 @@ def test_cifar100_pickles(tmp_path):
 def test_eval_transform_resizes_shorter_side_then_centre_crops():
     transform = eval_transform(299, MEAN, STD)
     assert transform(noise_image((500, 400))).shape == (3, 299, 299)
-    assert transform.transforms[0].size == int(299 / 0.875) == 341
+    assert transform.transforms[1].size == int(299 / 0.875) == 341
+
+
+def test_eval_transform_trims_extreme_panoramas_before_resizing():
+    # a 4096x1 line was resized to 1.4M x 341 pixels (1.8 GB, many seconds) to keep its middle 299
+    from inceptionlab.data.transforms import TrimLongSide
+
+    trim = TrimLongSide(16)
+    photo = noise_image((1600, 100))  # 16:1 passes untouched, the same object
+    assert trim(photo) is photo and trim(noise_image((100, 1600))).size == (100, 1600)
+    row = Image.fromarray(np.arange(4096, dtype=np.uint8).reshape(1, 4096) % 251).convert("RGB")
+    kept = trim(row)
+    assert kept.size == (16, 1) and kept.tobytes() == row.crop((2040, 0, 2056, 1)).tobytes()
+    assert trim(row.transpose(Image.Transpose.TRANSPOSE)).size == (1, 16)
+    line = Image.new("RGB", (4096, 1), RED)
+    assert torch.equal(eval_transform(299, MEAN, STD)(line), eval_transform(299, MEAN, STD)(line.crop((0, 0, 16, 1))))
 
 
 def test_constant_gray_normalises_to_exact_value():
