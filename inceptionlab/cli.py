@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 # command -> (module under inceptionlab.commands, one-line help)
@@ -83,6 +84,15 @@ def _in_command_terms(message: str, command_parser: argparse.ArgumentParser) -> 
         return f"--set {name}={value or 'VALUE'}"
     # a value is a number or a word that is a value (bf16), not the next word of the sentence
     return re.sub(r"(--[a-z][a-z-]*)(?: ([0-9.][^\s;,)]*|bf16|fp16|true|false|[A-Z]+\b))?", in_terms, message)
+
+
+def _classes_fix(match) -> str:
+    """The fix for weights of N classes, in command-line terms (the API's is reset_classifier)."""
+    classes = match.group(1)
+    model = "a model name (not a run folder, which has its own classes)"
+    if classes == "1000":
+        return f"use them with {model}: its default is 1000 classes"
+    return f"use them with {model} and --model-kwargs num_classes={classes}"
 
 
 def _one_line_warnings(prefix: str) -> None:
@@ -166,6 +176,9 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         message = _in_command_terms(message, parser.command_parsers[args.command])
+        # the API's fix for weights of another class count is a Python call; on the command line it is a model
+        message = re.sub(r"pass num_classes=(\d+) \(then reset_classifier\(n\) for n new classes\)",
+                         _classes_fix, message)
         print(f"inceptionlab {args.command}: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`inceptionlab predict ... | head`): stop quietly

@@ -149,6 +149,24 @@ def test_cli_export_bad_input(tmp_path, capsys):
     assert "an ONNX file's name ends in .onnx, got model.safetensors; name it" in capsys.readouterr().err
     assert main(["export", "googlenet", "--out", "/dev/null/g.onnx", "--no-check"]) == 2
     assert "cannot write in /dev/null" in capsys.readouterr().err
+    # the fixes of the command line, not of the API: a larger --size (not "resize the images up"), a model
+    # of the file's class count (not reset_classifier), a path that does not exist (not "unknown model")
+    assert main(["export", "googlenet", "--size", "1", "--out", str(tmp_path / "s.onnx")]) == 2
+    assert capsys.readouterr().err == ("inceptionlab export: error: --size 1 is below googlenet's smallest input, "
+                                       "15x15: pass --size 15 or more\n")
+    assert main(["export", "googlenet", "--weights", str(weights), "--out", str(tmp_path / "c.onnx"),
+                 "--model-kwargs", "depth_multiplier=0.25", "num_classes=7"]) == 2
+    assert capsys.readouterr().err.endswith(" has a 10-class classifier, the model 7 classes; use them with a model "
+                                            "name (not a run folder, which has its own classes) and --model-kwargs "
+                                            "num_classes=10\n")
+    assert main(["export", "runs/best", "--out", str(tmp_path / "r.onnx")]) == 2
+    assert ("error: runs/best does not exist: pass a folder that training or save_pretrained wrote, or a model "
+            "name such as bn_inception\n") in capsys.readouterr().err
+    assert main(["export", "googlenet", "--size", "64", "--no-check", "--threads", "1", "--out",
+                 str(tmp_path / "n.onnx"), "--model-kwargs", "depth_multiplier=0.25"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == "not checked (--no-check): the file was not run against PyTorch"
+    assert err.startswith("note: no --weights given, exporting googlenet with random weights")
     from inceptionlab.errors import UserError
     from inceptionlab.tools.export import export_onnx
     with pytest.raises(UserError, match="a features_only model returns a list of feature maps"):

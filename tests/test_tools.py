@@ -494,6 +494,10 @@ def test_cli_predict_switches_before_the_images_and_bad_numbers(tmp_path, capsys
         assert f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
     assert main(["predict", "--model", "googlenett", str(tmp_path / "red.png")]) == 2
     assert "unknown model 'googlenett'; did you mean googlenet" in capsys.readouterr().err
+    assert main(head + switches + [str(tmp_path / "red.png"), "--size", "3", "--threads", "1"]) == 2
+    assert "error: --size 3 is below googlenet's smallest input, 15x15: pass --size 15 or more" in capsys.readouterr().err
+    assert main(["predict", "--model", "runs/flowers/best", str(tmp_path / "red.png")]) == 2
+    assert "error: runs/flowers/best does not exist: pass a folder that training" in capsys.readouterr().err
 
 
 def test_cli_stops_quietly_when_the_reader_goes_away(tmp_path):
@@ -588,6 +592,9 @@ def test_find_images_walks_folders_and_skips_hidden(tmp_path):
     (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")  # and a link to itself does not loop
     assert [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])] == ["a/x.jpg", "b.png"]
     assert [p.name for p in find_images([tmp_path / "linked"])] == ["x.jpg"]
+    (tmp_path / "a" / "z_same.jpg").symlink_to("x.jpg")  # a file under a second name: answered under both
+    assert [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])] == ["a/x.jpg", "a/z_same.jpg",
+                                                                                    "b.png"]
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """``inceptionlab export``: a model as ONNX or a ``torch.export`` program, batch norm folded.
 
     inceptionlab export inception_v3 --weights v3.safetensors --format onnx --out v3.onnx
-    inceptionlab export runs/cifar/best --format pt2 --out model.pt2     # a directory from training
+    inceptionlab export runs/cifar --format pt2 --out model.pt2     # a directory from training
 
 The batch size of the exported model is dynamic; the image size is fixed (``--size``, default the
 model's). After an ONNX export the file is run in onnxruntime (when installed) and its logits are
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
-from inceptionlab.commands.summary import add_model_kwargs, image_size, parse_model_kwargs, positive_int
+from inceptionlab.commands.summary import (add_model_kwargs, add_threads, apply_threads, check_size_flag, image_size,
+                                          parse_model_kwargs)
 from inceptionlab.errors import UserError
 from inceptionlab.files import why_not_writable
 
@@ -30,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     parser.add_argument("--overwrite", action="store_true", help="replace a file already at --out (after the "
                                                                  "new one passed its check)")
+    add_threads(parser)
     add_model_kwargs(parser)
 
 
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from inceptionlab.models.registry import create_model, is_saved_folder
     from inceptionlab.tools import export
 
+    apply_threads(args)
     args.format = export.format_of(args.out, args.format)
     export.output_path(args.out, args.format)  # a wrong --out fails now, not after the export
     folder = Path(args.out).parent
@@ -54,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"weights file {args.weights} does not exist; pass a .safetensors/.pth/.pt file or a run "
                         f"folder")
     model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs)).eval()
+    check_size_flag(model, args.size)
     if args.weights is None and not is_saved_folder(args.model):
-        print(f"note: no --weights given, exporting {args.model} with random weights")
-    checked = []
+        print(f"note: no --weights given, exporting {args.model} with random weights", file=sys.stderr)
+    checked = [] if not args.no_check else ["not checked (--no-check): the file was not run against PyTorch"]
 
     def check(written: Path) -> None:
         """Runs the written file against PyTorch before it replaces anything at --out."""

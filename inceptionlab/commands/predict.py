@@ -1,7 +1,8 @@
 """``inceptionlab predict``: the top-k classes of images, with class names.
 
     inceptionlab predict --model inception_v3 --weights v3.pth photo.jpg holidays/
-    inceptionlab predict --model runs/flowers/best holidays/ --top-k 3 --json
+    inceptionlab predict --model runs/flowers holidays/ --top-k 3 --json   # a run: its final weights
+    inceptionlab predict --model runs/flowers --weights runs/flowers/checkpoints/best.pt holidays/
     inceptionlab predict --model flowers.onnx holidays/        # an export: onnxruntime, its own metadata
 
 ``--model`` is a registered name (then ``--weights`` gives a state dict: ours, torchvision's or
@@ -16,7 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from inceptionlab.commands.summary import add_model_kwargs, image_size, parse_model_kwargs, positive_int
+from inceptionlab.commands.summary import (add_model_kwargs, add_threads, apply_threads, check_size_flag, image_size,
+                                          parse_model_kwargs, positive_int)
 from inceptionlab.errors import UserError
 
 
@@ -25,11 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="a registered model name, a directory written by training (save_pretrained), "
                              "or a file that inceptionlab export wrote (.onnx, run in onnxruntime, or .pt2)")
-    parser.add_argument("--weights", default=None, help="a state dict file (.pth/.safetensors) for --model NAME")
+    parser.add_argument("--weights", default=None,
+                        help="a state dict file (.pth/.safetensors) for --model NAME, or a training checkpoint "
+                             "(RUN/checkpoints/best.pt: the best evaluation's weights; --model RUN alone uses the "
+                             "run's final weights)")
     parser.add_argument("--top-k", type=positive_int, default=5)
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--size", type=image_size, default=None, help="input size (default: the model's)")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout, for machines")
+    add_threads(parser)
     add_model_kwargs(parser)
 
 
@@ -38,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from inceptionlab.tools.export import EXPORTED_SUFFIXES, ExportedClassifier
     from inceptionlab.tools.predict import Prediction, format_prediction, iter_predictions, predict
 
+    apply_threads(args)
     exported = Path(args.model).suffix.lower() in EXPORTED_SUFFIXES
     if exported:  # an export holds its weights, switches, preprocessing and class names
         if args.weights is not None or args.model_kwargs:
@@ -53,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                         f"nothing){folder}")
     else:
         model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs))
+    check_size_flag(model, args.size)
     options = dict(top_k=args.top_k, batch_size=args.batch_size, size=args.size, fast=not exported)
     if args.json:
         preds = predict(model, args.images, **options)

@@ -35,6 +35,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for PyTorch and onnxruntime (default: one per core; 1 on a busy machine)")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        from inceptionlab.cpus import set_threads
+
+        set_threads(args.threads, processes=1)
+
+
+def check_size_flag(model, size: int | None) -> None:
+    """``--size`` below the model's smallest input: the fix is a larger --size (predict and export
+    resize the images themselves), where the model's own error says to resize the images."""
+    smallest = getattr(model, "min_input_size", None)
+    if size is not None and isinstance(smallest, int) and size < smallest:
+        raise UserError(f"--size {size} is below {getattr(model, 'name', 'the model')}'s smallest input, "
+                        f"{smallest}x{smallest}: pass --size {smallest} or more")
+
+
 def add_model_kwargs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-kwargs", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="switches passed to create_model, e.g. depth_multiplier=0.5 stem=low_res")

@@ -45,8 +45,11 @@ def images_in(folder: Path, within: Path | None = None) -> list[Path]:
     return files_in(folder, is_image_file, within)
 
 
-def files_in(folder: Path, keep=lambda name: True, within: Path | None = None) -> list[Path]:
-    """Every visible file under `folder` whose name `keep` accepts, walked as `images_in` says."""
+def files_in(folder: Path, keep=lambda name: True, within: Path | None = None, *, every_name: bool = False
+             ) -> list[Path]:
+    """Every visible file under `folder` whose name `keep` accepts, walked as `images_in` says;
+    with `every_name`, a file linked in under two names is listed under both (predict answers for
+    every name it is given; training must not count an image twice)."""
     found, seen_folders, seen_files = [], set(), set()
     inside = os.path.realpath(within) + os.sep if within is not None else None
     own = os.path.realpath(folder) + os.sep
@@ -60,7 +63,7 @@ def files_in(folder: Path, keep=lambda name: True, within: Path | None = None) -
                                and not _elsewhere_inside(os.path.join(parent, name), inside, own))
         for name in sorted(files):
             path = Path(parent) / name
-            if keep(name) and not name.startswith(".") and os.path.realpath(path) not in seen_files:
+            if keep(name) and not name.startswith(".") and (every_name or os.path.realpath(path) not in seen_files):
                 seen_files.add(os.path.realpath(path))
                 found.append(path)
     return found

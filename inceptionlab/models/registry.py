@@ -11,6 +11,7 @@ import inspect
 import json
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,9 @@ def list_models(pattern: str | None = "*") -> list[str]:
 def model_entry(name: str) -> ModelEntry:
     _load_families()
     if name not in _REGISTRY:
+        if any(sep in name for sep in ("/", os.sep)) or name.startswith((".", "~")):  # a path, not a name
+            raise UserError(f"{name} does not exist: pass a folder that training or save_pretrained wrote, or a "
+                            f"model name such as {sorted(_REGISTRY)[0]}")
         hint = closest(name, _REGISTRY)
         raise UserError(f"unknown model {name!r}" + (f"; did you mean {hint}?" if hint else
                         f"; choose from {', '.join(sorted(_REGISTRY))}"))

@@ -51,7 +51,8 @@ def class_names(model: nn.Module) -> list[str]:
 
 def find_images(paths: Iterable) -> list[Path]:
     """The files named, and every file (not hidden) under the folders named, sorted per folder,
-    linked folders followed as training follows them. Whether each is an image is decided by
+    linked folders followed as training follows them (each real folder once), linked files under
+    each of their names. Whether each is an image is decided by
     decoding it, not by its name."""
     from inceptionlab.data.folders import files_in
 
@@ -59,7 +60,7 @@ def find_images(paths: Iterable) -> list[Path]:
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found += sorted(files_in(p))
+            found += sorted(files_in(p, every_name=True))  # r.bmp and a link to it: an answer for each
         elif p.is_file():
             found.append(p)
         else:
