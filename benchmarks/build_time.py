@@ -23,7 +23,7 @@ from inceptionlab.tools.benchmark import machine  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     info = machine()

@@ -29,7 +29,7 @@ MODELS = ["inception_v3", "inception_v4", "inception_resnet_v2"]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--infer-batches", type=int, nargs="*", default=[8, 32])
     parser.add_argument("--train-batches", type=int, nargs="*", default=[8])

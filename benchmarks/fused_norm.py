@@ -68,7 +68,7 @@ def against_float64(impl, x, grad, bn) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (the kernel splits its rows over them); other than 1, the section "

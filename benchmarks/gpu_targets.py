@@ -183,7 +183,7 @@ def correctness_markdown(rows: list[dict], command: str, info: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                         help="cpu runs the same checks and timings on the CPU (to exercise the script)")
     parser.add_argument("--quick", action="store_true",

@@ -118,7 +118,7 @@ def table(model: str, batch: int, ours: dict, theirs: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--models", nargs="+", default=["inception_v3", "inception_v4", "inception_resnet_v2"])
     parser.add_argument("--batches", type=int, nargs="+", default=[8])
     parser.add_argument("--warmup", type=int, default=2)

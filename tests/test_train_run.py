@@ -780,7 +780,7 @@ def test_resume_after_the_classes_changed_is_a_one_line_error(tmp_path):
     shutil.rmtree(tmp_path / "pics" / "dogs")  # the same count, another class: "(2 then, 2 now)" said nothing
     with pytest.raises(UserError, match=r"changed since the checkpoint \(gone: dogs; new: frogs; 2 then, 2 now\)"):
         train(resume=tmp_path / "run")
-    # --threads changes no result, so resume takes it (it was refused with the run's own value)
+    # --threads changes results at rounding level only, so resume takes it (it was refused with the run's own value)
     from inceptionlab.cli import main
     shutil.copytree(tmp_path / "pics" / "frogs", tmp_path / "pics" / "dogs")
     shutil.rmtree(tmp_path / "pics" / "frogs")

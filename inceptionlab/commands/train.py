@@ -37,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_argument_group("budget (the first reached ends the run)")
     budget.add_argument("--epochs", type=float, default=S)
     budget.add_argument("--steps", type=int, default=S)
-    budget.add_argument("--minutes", type=float, default=S, help="wall clock; stops at the end of a step")
+    budget.add_argument("--minutes", type=float, default=S,
+                        help="wall clock; stops at the end of a step. Alone, the schedule (cosine, decay) follows "
+                             "the clock; beside --steps or --epochs it follows those, so a clock that runs out "
+                             "first stops it before its end")
     data = parser.add_argument_group("data")
     data.add_argument("--batch-size", type=int, default=S, help="global batch (split over processes); 32")
     data.add_argument("--img-size", type=int, default=S, help="default: the model's, or the data's for low_res")
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             given = "--" + (extra[0].replace("_", "-") if extra else "config")
             raise UserError(f"--resume continues with the run's saved configuration; drop {given} "
                             f"(only --epochs, --steps and --minutes may change: a larger budget extends the run; "
-                            f"--data, where the run's data folder moved; and --threads, which changes no result)")
+                            f"--data, where the run's data folder moved; and --threads, which changes results at rounding level only)")
         summary = train(resume=args.resume, quiet=True if getattr(args, "quiet", False) else None,
                         budget=budget or None, threads=getattr(args, "threads", None), data=getattr(args, "data", None))
     else:
