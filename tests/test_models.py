@@ -461,6 +461,15 @@ def test_depth_multiplier_and_min_depth_scale_every_width():
         create_model("inception_v3", depth_multiplier=0)
 
 
+def test_the_imagenet_top1_describes_only_the_reference_network():
+    # a 10-class 1/4-width Inception-ResNet-v2 reported 'top1': 80.4 in its pretrained_cfg
+    assert create_model("inception_resnet_v2").pretrained_cfg["top1"] == 80.4
+    assert create_model("inception_resnet_v2", num_classes=1000, drop_rate=0.3).pretrained_cfg["top1"] == 80.4
+    small = create_model("inception_resnet_v2", num_classes=10, stem="low_res", depth_multiplier=0.25)
+    assert "top1" not in small.pretrained_cfg and "weights_top1_source" not in small.pretrained_cfg
+    assert il.model_card("inception_resnet_v2")["top1"] == 80.4
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_low_res_stem_trains_on_32x32_without_upscaling(name):
     model = create_model(name, stem="low_res", num_classes=10, depth_multiplier=0.1, min_depth=8,

@@ -224,6 +224,12 @@ def _saved_directory(name: str, weights) -> Path | None:
 def _input_config(model, card: dict, switches: dict) -> dict:
     """The model card, with the input size and channels of this build."""
     cfg = {**card, **model.pretrained_cfg, "architecture": card["name"], "switches": dict(switches)}
+    defaults = {"num_classes": 1000, "in_chans": 3}
+    if any(k != "drop_rate" and defaults.get(k, object()) != v for k, v in switches.items()):
+        # the card's ImageNet top-1 is of the reference network's weights: a 10-class 1/4-width
+        # Inception-ResNet-v2 reported 'top1': 80.4 as its own (model_card(name) still has it)
+        for key in ("top1", "weights_top1_source"):
+            cfg.pop(key, None)
     # channel order, and the pixel range of the weights' own convention (mean/std here are on 0-1 pixels)
     cfg.setdefault("input_space", "RGB")
     cfg.setdefault("input_range", (0, 1))
