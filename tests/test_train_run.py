@@ -660,6 +660,14 @@ def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys):
     bad = image_folder(tmp_path / "bad", ("cat", "dog"), 0, junk=2)
     with pytest.raises(UserError, match=rf"^no image of image folder {bad} could be read \(skipped 4"):
         evaluate(run=run, data=bad, all_images=True)
+    # a folder of one trained class (new photos of cats): it was refused as "needs at least 2 classes"
+    cats = image_folder(tmp_path / "cats", ("cat",), 3, seed=2)
+    report = evaluate(run=run, data=cats, all_images=True, out=tmp_path / "cats_eval")
+    assert report["classes"] == ["cat"] and report["model_classes"] == ["cat", "dog"] and report["images"] == 3
+    answers = predict(create_model(str(run)), sorted(cats.rglob("*.png")), top_k=1, fast=False).results
+    assert report["top1"] == pytest.approx(100 * sum(p.top[0][1] == "cat" for p in answers) / 3)
+    with pytest.raises(UserError, match=r"needs at least 2 classes, found 1 \(cat\)"):  # training still needs two
+        train(tiny(tmp_path, data=str(cats), out=str(tmp_path / "one"), steps=1))
 
 
 def test_every_image_of_arrays_keeps_their_order():

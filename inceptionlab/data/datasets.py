@@ -182,6 +182,7 @@ def build_datasets(
     strict: bool = False,
     limit_per_class: int | None = None,
     val_limit_per_class: int | None = None,
+    min_classes: int = 2,
 ) -> DatasetSplits:
     """Train and val datasets for `data` (see the module docstring for the sources).
 
@@ -202,10 +203,10 @@ def build_datasets(
             splits = _cifar_splits(*cifar, train_transform, eval_transform, val_split, seed)
         elif folders is not None:
             splits = _split_folder_splits(*folders, train_transform, eval_transform,
-                                          val_split, seed, strict)
+                                          val_split, seed, strict, min_classes)
         else:
             splits = _class_folder_splits(root, train_transform, eval_transform,
-                                          val_split, seed, strict)
+                                          val_split, seed, strict, min_classes)
     if limit_per_class is not None:
         keep = first_per_class(splits.train.targets, limit_per_class, seed)
         splits.train = splits.train.subset(keep, splits.train.transform)
@@ -281,10 +282,10 @@ def _cifar_splits(folder, layout, train_tf, eval_tf, val_split, seed) -> Dataset
 
 
 def _split_folder_splits(train_dir, val_dir, ignored, train_tf, eval_tf, val_split, seed,
-                         strict) -> DatasetSplits:
+                         strict, min_classes=2) -> DatasetSplits:
     """root/train/<class> with root/val/<class> (or test/) as val, or split from train; what lies
     outside that layout (``ignored``) is named in the description."""
-    classes, samples = scan_class_folders(train_dir)
+    classes, samples = scan_class_folders(train_dir, min_classes=min_classes)
     # a val/ that an explicit val_split leaves unused is not read (its classes were checked, and refused)
     val_samples = scan_class_folders(val_dir, classes)[1] if val_dir is not None and val_split is None else None
     pool = ImageFileDataset(samples, classes, strict=strict)
@@ -301,9 +302,9 @@ def _split_folder_splits(train_dir, val_dir, ignored, train_tf, eval_tf, val_spl
     return DatasetSplits(train, val, classes, f"{source} ({how})", origin=source)
 
 
-def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict) -> DatasetSplits:
+def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict, min_classes=2) -> DatasetSplits:
     """root/<class>/*, split `val_split` (0.2) stratified."""
-    classes, samples = scan_class_folders(root)
+    classes, samples = scan_class_folders(root, min_classes=min_classes)
     pool = ImageFileDataset(samples, classes, strict=strict)
     train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
     loose = sorted(entry.name for entry in os.scandir(root) if entry.is_file() and is_image_file(entry.name))

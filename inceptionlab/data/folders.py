@@ -78,19 +78,21 @@ def _elsewhere_inside(path: str, inside: str | None, own: str) -> bool:
     return (target.startswith(inside) and not target.startswith(own)) or inside.startswith(target)
 
 
-def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
+def scan_class_folders(root: Path, classes: list[str] | None = None, min_classes: int = 2
+                       ) -> tuple[list[str], list[tuple[Path, int]]]:
     """(classes, [(image path, label), ...]) for `root/<class>/...`.
 
     With `classes` given (the train split's), `root` must hold exactly those class folders.
-    Raises UserError for no class folders, an empty class folder (named), or a single class.
+    Raises UserError for no class folders, an empty class folder (named), or fewer than
+    `min_classes` classes (2 to train; evaluation of named classes can score a folder of one).
     """
     found = class_names(root)
     if classes is not None and found != classes:
         raise UserError(_class_difference(root, classes, found))
-    if len(found) < 2:
-        if found[0].lower() in ("train", "val", "validation", "test"):  # a split folder alone, not a class
-            raise UserError(f"{root} holds only {found[0]}/, no class folders: point --data at {root / found[0]}, "
-                            f"or add a train/ folder beside it")
+    if len(found) == 1 and found[0].lower() in ("train", "val", "validation", "test"):  # a split folder alone
+        raise UserError(f"{root} holds only {found[0]}/, no class folders: point --data at {root / found[0]}, "
+                        f"or add a train/ folder beside it")
+    if len(found) < min_classes:
         raise UserError(
             f"needs at least 2 classes, found 1 ({found[0]}) in {root}: add another class folder"
         )

@@ -662,7 +662,7 @@ class Trainer:
 
 # ------------------------------------------------------------------ module helpers
 def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | None = None,
-                         pretrained: bool | None = None):
+                         pretrained: bool | None = None, min_classes: int = 2):
     """(splits, model, img_size): the data, a model with its classes, the model's preprocessing.
     ``classes_of(splits)`` may give the model another class count (evaluation on a subset); what
     loading ``cfg.weights`` did to the classifier is added to ``notes``. ``pretrained``: whether the
@@ -672,7 +672,8 @@ def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | N
     train_tf, eval_tf = LateTransform(), LateTransform()
     splits = build_datasets(cfg.data, train_transform=train_tf, eval_transform=eval_tf,
                             val_split=cfg.val_split, seed=cfg.seed, strict=cfg.strict,
-                            limit_per_class=cfg.limit_per_class, val_limit_per_class=cfg.val_limit_per_class)
+                            limit_per_class=cfg.limit_per_class, val_limit_per_class=cfg.val_limit_per_class,
+                            min_classes=min_classes)
     num_classes = classes_of(splits) if classes_of is not None else len(splits.classes)
     net = build_model(cfg, num_classes=num_classes, in_chans=splits.in_chans,
                       classes=splits.classes if classes_of is None else None, notes=notes)

@@ -130,7 +130,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     # some, in any order) are scored by name
     splits, net, size = build_model_and_data(
         cfg, classes_of=lambda splits: len(_check_classes(trained, splits.classes, source) or splits.classes),
-        pretrained=pretrained)
+        pretrained=pretrained, min_classes=1 if trained else 2)  # named classes: a folder of one is a test
     classes = trained or splits.classes
     label_map = None
     if classes != splits.classes:
