@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inceptionlab import create_model, list_models, model_card
+from inceptionlab import UserError, create_model, list_models, model_card
 from inceptionlab.cli import main
 from inceptionlab.commands.summary import parse_model_kwargs
 from inceptionlab.tools.summary import (build_on_meta, count_macs, explain_factorization, model_summary, totals,
@@ -110,7 +110,7 @@ def test_explain_factorization_reports_the_papers_savings():
     assert all(f.paper_saving == pytest.approx(0.28) for f in by_switch["factorize_5x5"])
     assert all(f.paper_saving == pytest.approx(1 - 2 / 7) for f in by_switch["factorize_nxn"])
     assert {f.block for f in by_switch["factorize_nxn"]} >= {"mixed_6b", "mixed_6e", "mixed_7a"}
-    assert ex.unfactorized_macs["factorize_nxn"] > ex.macs
+    assert ex.unfactorized_macs["factorize_nxn=False"] > ex.macs
     # the reference's widening 5x5 48->64 splits at its narrower end (64 -> 64 -> 64 is 28%)
     ex = explain_factorization("inception_v3", factorize_5x5=True)
     f = next(f for f in ex.found if f.factorized == "3x3 48->48 + 3x3 48->64")
@@ -181,16 +181,60 @@ def test_cli_summary_bad_input_is_one_line(capsys, argv, message):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_summary_with_aux_heads_checks_the_size_they_need(capsys):
-    # the aux heads are traced too: at 75 px (v3's inference minimum) their 5x5 pool had a 3x3 map
-    # and summary ended in a RuntimeError traceback
+def test_summary_with_aux_heads_counts_them_where_they_run(capsys):
+    # at 75 px (v3's inference minimum) the aux heads' 5x5 pool had a 3x3 map: summary ended in a traceback,
+    # then refused the whole table; the inference rows stand, and a line says why the aux rows are missing
     from inceptionlab.cli import main
 
-    assert main(["summary", "inception_v3", "--size", "75", "--model-kwargs", "aux_logits=true"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == ("inceptionlab summary: error: inception_v3 with aux_logits=True in train mode needs at least "
-                   "299x299 input, got 75x75; use stem='low_res' for small images")
-    assert main(["summary", "inception_v3", "--size", "75"]) == 0
+    assert main(["summary", "inception_v3", "--size", "75", "--model-kwargs", "aux_logits=true"]) == 0
+    out = capsys.readouterr().out
+    assert "aux:" not in out and "23,834,568" in out
+    assert out.endswith("(aux heads not counted: they run in training from 299x299)\n")
+    assert main(["summary", "inception_v3", "--model-kwargs", "aux_logits=true"]) == 0
+    assert "aux:mixed_6e" in capsys.readouterr().out
+    # num_classes=0: the heads give no output, so "training, with aux heads" counted what never runs
+    rows = model_summary(build_on_meta("inception_v3", aux_logits=True, num_classes=0))
+    assert all(r.inference for r in rows) and totals(rows)["params"] == totals(rows)["params_with_aux"]
+
+
+def test_summary_json_holds_the_table(capsys):
+    import json
+
+    assert main(["summary", "inception_resnet_v1", "--size", "160", "--json", "--model-kwargs",
+                 "embedding_dim=512"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = model_summary(build_on_meta("inception_resnet_v1", embedding_dim=512), 160)
+    assert doc["rows"][-1]["name"] == "head" and [r["macs"] for r in doc["rows"]] == [r.macs for r in rows]
+    assert doc["rows"][-1]["kind"] == "avg pool + embedding 1792->512 + fc 512->1000"  # it said fc 1792->1000
+    assert doc["totals"] == totals(rows) and doc["size"] == 160 and doc["switches"] == {"embedding_dim": 512}
+    assert main(["summary", "inception_v3", "--explain-factorization", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unfactorized_macs"]["factorize_nxn=False"] > 5.7e9
+    assert main(["summary", "--all", "--json", "--markdown"]) == 2
+
+
+def test_explain_factorization_undoes_one_switch_at_a_time_and_reads_saved_folders(tmp_path):
+    # with both on, "factorize_5x5=False" alone was a 1x5 + 5x1 model, and the 5x5 rows were lost
+    both = explain_factorization("inception_v3", factorize_5x5=True, factorize_nxn=True)
+    pairs = {(f.switch, f.unfactorized) for f in both.found if f.block == "mixed_5b"}
+    assert ("factorize_5x5", "5x5 48->64") in pairs and ("factorize_nxn", "3x3 48->48 + 3x3 48->64") in pairs
+    plain = count_macs(build_on_meta("inception_v3", factorize_5x5=False, factorize_nxn=False))
+    assert both.unfactorized_macs["factorize_nxn=False, factorize_5x5=False"] == plain
+    # a model where one switch changes nothing gets no line for it
+    assert list(explain_factorization("googlenet_paper", factorize_5x5=True).unfactorized_macs) == \
+        ["factorize_5x5=False"]
+    # a saved folder: "does not exist" (it looked the folder up as a model name)
+    create_model("inception_v3", num_classes=7, depth_multiplier=0.25, stem="low_res").save_pretrained(tmp_path / "v3")
+    folder = explain_factorization(str(tmp_path / "v3"))
+    assert folder.found and folder.size == 32
+
+
+def test_model_summary_checks_what_it_is_given():
+    with pytest.raises(UserError, match=r"^size must be a positive whole number of pixels, got -5$"):
+        model_summary(build_on_meta("inception_v3"), -5)
+    with pytest.raises(UserError, match=r"got 299\.5$"):
+        model_summary(build_on_meta("inception_v3"), 299.5)
+    with pytest.raises(UserError, match=r"model_summary takes a model of the zoo .* got FeatureExtractor; count_macs"):
+        model_summary(create_model("googlenet", features_only=True), 224)
 
 
 def test_summary_refuses_options_it_would_ignore(capsys):

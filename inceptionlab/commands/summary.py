@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 
 from inceptionlab.errors import UserError
 from inceptionlab.train.config import parse_model_kwargs  # noqa: F401 - the one key=value parser
@@ -68,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_kwargs(parser)
     parser.add_argument("--all", action="store_true", help="one row per registered model")
     parser.add_argument("--markdown", action="store_true", help="with --all: a Markdown table (the README's)")
+    parser.add_argument("--json", action="store_true", help="the same numbers as one JSON document, for scripts")
     parser.add_argument("--explain-factorization", action="store_true",
                         help="each factorized convolution against the unfactorized one, next to the papers' savings")
 
@@ -80,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
                         "--size, --model-kwargs and --explain-factorization (or drop --all)")
     if args.markdown and not args.all:
         raise UserError("--markdown makes the --all table; pass --all too")
+    if args.markdown and args.json:
+        raise UserError("--markdown and --json are two formats of one table; pick one")
     if args.all:
-        print(summary.format_zoo(summary.zoo_summary(), markdown=args.markdown))
+        rows = summary.zoo_summary()
+        print(json.dumps(rows, indent=1) if args.json else summary.format_zoo(rows, markdown=args.markdown))
         return 0
     if not args.model:
         raise UserError("name a model (e.g. inceptionlab summary inception_v3) or pass --all")
@@ -89,11 +95,25 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--size must be a positive number of pixels, got {args.size}")
     switches = parse_model_kwargs(args.model_kwargs)
     if args.explain_factorization:
-        print(summary.format_factorization(summary.explain_factorization(args.model, args.size, **switches)))
+        explained = summary.explain_factorization(args.model, args.size, **switches)
+        print(json.dumps(dataclasses.asdict(explained), indent=1) if args.json
+              else summary.format_factorization(explained))
         return 0
     model = summary.build_on_meta(args.model, **switches)
     size = args.size or model.pretrained_cfg["input_size"][-1]
+    rows = summary.model_summary(model, size)
+    aux_note = None
+    if len(model.aux_heads) and not summary.aux_rows_fit(model, size):
+        aux_note = (f"aux heads not counted: they run in training from {model.min_train_size}x{model.min_train_size}"
+                    if model.num_classes else "aux heads not counted: with num_classes=0 they give no output")
+    if args.json:
+        doc = dict(model=args.model, architecture=model.name, size=size, switches=switches,
+                   rows=[dataclasses.asdict(r) for r in rows], totals=summary.totals(rows), note=aux_note)
+        print(json.dumps(doc, indent=1))
+        return 0
     extra = "".join(f", {k}={v}" for k, v in switches.items())
     name = args.model if args.model == model.name else f"{args.model} ({model.name})"  # a saved folder
-    print(summary.format_summary(summary.model_summary(model, size), title=f"{name} at {size}x{size}{extra}"))
+    print(summary.format_summary(rows, title=f"{name} at {size}x{size}{extra}"))
+    if aux_note:
+        print(f"({aux_note})")
     return 0

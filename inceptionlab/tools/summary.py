@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from inceptionlab.errors import UserError
 from inceptionlab.models.layers import Concat, ConvBN, ScaledResidual
 
 
@@ -47,7 +48,9 @@ def _on_meta(model: nn.Module) -> nn.Module:
 
 def _input_size(model: nn.Module, size: int | None) -> int:
     if size is not None:
-        return int(size)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:  # -5 raised deep in torch
+            raise UserError(f"size must be a positive whole number of pixels, got {size!r}")
+        return size
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     return int(cfg.get("input_size", (3, 299, 299))[-1])
 
@@ -141,20 +144,41 @@ def _stride(m: nn.Module) -> int:
     return s if isinstance(s, int) else s[0]
 
 
+def aux_rows_fit(model: nn.Module, size: int) -> bool:
+    """Whether the auxiliary heads of ``model`` run in training at ``size`` (and have classes to
+    give: after ``reset_classifier(0)`` they give nothing)."""
+    if not getattr(model, "aux_heads", None) or getattr(model, "num_classes", 1) == 0:
+        return False
+    return size >= getattr(model, "min_train_size", 0)
+
+
 def model_summary(model: nn.Module, size: int | None = None) -> list[Row]:
     """One `Row` per named block of an `InceptionNet` (a whole Inception module is one row), then
-    the classifier head, then each auxiliary head (marked ``inference=False``)."""
+    the classifier head, then each auxiliary head (marked ``inference=False``) when they run at
+    ``size`` in training (see `aux_rows_fit`): v3's need 299 pixels where its body takes 75."""
+    if not hasattr(model, "blocks") or not hasattr(model, "aux_heads"):
+        raise UserError(f"model_summary takes a model of the zoo (create_model without features_only), got "
+                        f"{type(model).__name__}; count_macs(model, size) counts any image model")
     size = _input_size(model, size)
-    _check_size(model, size, with_aux=len(getattr(model, "aux_heads", {})) > 0)  # their rows are traced too
-    counts, shapes = _trace(model, size)
+    _check_size(model, size)
+    with_aux = aux_rows_fit(model, size)
+    counts, shapes = _trace(model, size, with_aux=with_aux)
     rows = [Row(name, describe(block), shapes[name], _params(block), counts.get(f"blocks.{name}", 0))
             for name, block in model.blocks.items()]
-    rows.append(Row("head", f"avg pool + fc {model.num_features}->{model.num_classes}", shapes["head"],
-                    _params(model.head), counts.get("head", 0)))
-    for tap, head in model.aux_heads.items():
+    rows.append(Row("head", describe_head(model), shapes["head"], _params(model.head), counts.get("head", 0)))
+    for tap, head in (model.aux_heads.items() if with_aux else ()):
         rows.append(Row(f"aux:{tap}", "auxiliary classifier (training)", shapes[f"aux:{tap}"], _params(head),
                         counts[f"aux_heads.{tap}"], inference=False))
     return rows
+
+
+def describe_head(model: nn.Module) -> str:
+    """'avg pool + fc 2048->1000', with an embedding between where the head has one (IRv1's facenet head)."""
+    embedding = getattr(model.head, "embedding", None)
+    if isinstance(embedding, nn.Linear):
+        return (f"avg pool + embedding {embedding.in_features}->{embedding.out_features} + fc "
+                f"{embedding.out_features}->{model.num_classes}")
+    return f"avg pool + fc {model.num_features}->{model.num_classes}"
 
 
 def totals(rows: list[Row]) -> dict:
@@ -286,32 +310,44 @@ class Explanation:
     name: str
     size: int
     macs: int
-    unfactorized_macs: dict  # switch -> MACs of the model with that switch False
+    unfactorized_macs: dict  # "factorize_nxn=False" (and later ", factorize_5x5=False") -> MACs of that model
     found: list
 
 
 def explain_factorization(name: str, size: int | None = None, **switches) -> Explanation:
     """Every factorized convolution in ``create_model(name, **switches)``, against the model built
-    with that factorization switched off (``factorize_5x5=False``, ``factorize_nxn=False``), block
-    by block."""
-    from inceptionlab.models.registry import model_entry
+    with that factorization switched off, block by block. ``name`` may be a saved folder.
+
+    The factorizations are undone one at a time, the last first: ``factorize_nxn`` against the model
+    without it, then ``factorize_5x5`` against the model without either. (Undoing the 5x5 alone,
+    with the n x n split on, gives a 1x5 + 5x1, not the 5x5 the paper's figure counts against.)"""
+    from inceptionlab.models.registry import is_saved_folder, model_entry
 
     model = build_on_meta(name, **switches)
+    if is_saved_folder(name):  # its architecture, at its own switches: the variants below have no weights to load
+        switches = {**model.pretrained_cfg.get("switches", {}), **switches}
+        name = model.name
+        model = build_on_meta(name, **switches)
     size = _input_size(model, size)
     _check_size(model, size)
-    counts, _ = _trace(model, size, with_aux=False)
     accepted = model_entry(name).switches
+    steps = [switch for switch in FACTORIZATIONS if switch in accepted and switches.get(switch) is not False]
     found, unfactorized = [], {}
-    for switch in FACTORIZATIONS:
-        if switch not in accepted or switches.get(switch) is False:
-            continue
-        plain = build_on_meta(name, **{**switches, switch: False})
-        if list(plain.blocks) != list(model.blocks):
+    off: dict = {}
+    undone: list = []  # the switches whose undoing changed the model, for the lines of whole-model MACs
+    current, current_counts = model, _trace(model, size, with_aux=False)[0]
+    total = current_counts[""]
+    for switch in reversed(steps):  # undo the last factorization first
+        off[switch] = False
+        plain = build_on_meta(name, **{**switches, **off})
+        if list(plain.blocks) != list(current.blocks):
             continue
         plain_counts, _ = _trace(plain, size, with_aux=False)
-        unfactorized[switch] = plain_counts[""]
-        for block in model.blocks:
-            ours, theirs = _convs(model, block, counts), _convs(plain, block, plain_counts)
+        if plain_counts[""] != current_counts[""]:
+            undone.append(switch)
+            unfactorized[", ".join(f"{k}=False" for k in undone)] = plain_counts[""]
+        for block in current.blocks:
+            ours, theirs = _convs(current, block, current_counts), _convs(plain, block, plain_counts)
             if ours == theirs:
                 continue
             # the convolutions that differ, aligned by kernel and channels (MACs left out)
@@ -321,14 +357,17 @@ def explain_factorization(name: str, size: int | None = None, **switches) -> Exp
                     continue
                 f, u = ours[i1:i2], theirs[j1:j2]
                 if not _is_factorization(switch, f, u):
-                    continue  # a change made by the other switch (e.g. a 5x5 as 1x5 + 5x1)
+                    continue
                 found.append(Factorization(
                     block=block, switch=switch, factorized=_describe_convs(f), unfactorized=_describe_convs(u),
                     macs=sum(c[4] for c in f), macs_unfactorized=sum(c[4] for c in u),
-                    block_macs=counts.get(f"blocks.{block}", 0),
+                    block_macs=current_counts.get(f"blocks.{block}", 0),
                     block_macs_unfactorized=plain_counts.get(f"blocks.{block}", 0),
                     paper_saving=_paper_saving(f, u)))
-    return Explanation(name, size, counts[""], unfactorized, found)
+        current, current_counts = plain, plain_counts
+    order = {b: i for i, b in enumerate(model.blocks)}
+    found.sort(key=lambda f: (order[f.block], list(FACTORIZATIONS).index(f.switch)))
+    return Explanation(name, size, total, unfactorized, found)
 
 
 def _table(head: list[str], body: list[list[str]], left: set[int]) -> list[str]:
@@ -357,7 +396,7 @@ def format_factorization(ex: Explanation) -> str:
                     body, left={0, 1, 3})
     lines.append(f"all factorized convolutions: {total_f / 1e6:.1f} MMACs instead of {total_u / 1e6:.1f} "
                  f"({1 - total_f / total_u:.0%} saved)")
-    for switch, macs in ex.unfactorized_macs.items():
-        lines.append(f"whole model: {ex.macs / 1e9:.3f} GMACs; with {switch}=False {macs / 1e9:.3f} GMACs "
+    for undone, macs in ex.unfactorized_macs.items():  # (a switch that changes nothing has no line)
+        lines.append(f"whole model: {ex.macs / 1e9:.3f} GMACs; with {undone} {macs / 1e9:.3f} GMACs "
                      f"({1 - ex.macs / macs:.0%} saved)")
     return "\n".join(lines)
