@@ -963,3 +963,27 @@ def test_a_blown_up_finite_loss_is_divergence(tmp_path, monkeypatch):
     summary = train(tiny(tmp_path, steps=6))
     assert summary["status"] == "diverged" and summary["steps"] == 2
     assert summary["message"].startswith("loss became 1e+23 (over 1000x the 2.30 of a uniform guess) at step 3 ")
+
+
+def test_a_fine_tune_of_a_run_keeps_the_input_convention_the_run_trained_with(tmp_path):
+    # bn_inception's card is Caffe's BGR 0-255: a fine-tune of a from-scratch run (unit-scale RGB) switched
+    # to it without a word, inputs 255 times larger with the channels swapped; eval then followed it
+    from inceptionlab.models.weights import trained_classes
+
+    image_folder(tmp_path / "pics", ("a", "b", "c"), 4)
+    bn = dict(stem="low_res", depth_multiplier=0.125, min_depth=8)
+    common = dict(model="bn_inception", data=str(tmp_path / "pics"), steps=1, batch_size=4, limit_per_class=None,
+                  val_split=0.25, model_kwargs=bn)
+    train(tiny(tmp_path, name="scratch", **common))
+    train(tiny(tmp_path, name="tuned", weights=str(tmp_path / "scratch"), **common))
+    recorded = {run: json.loads((tmp_path / run / "config.json").read_text())["preprocessing"]
+                for run in ("scratch", "tuned")}
+    assert recorded["tuned"] == recorded["scratch"] and recorded["tuned"]["input_space"] == "RGB"
+    assert recorded["tuned"]["input_range"] == [0, 1]
+    tuned = TrainConfig.from_yaml(tmp_path / "tuned" / "config.yaml").replace(weights=None)
+    _, net, _ = build_model_and_data(tuned, pretrained=tmp_path / "tuned")  # as eval --run builds it
+    assert net.pretrained_cfg["input_space"] == "RGB" and list(net.pretrained_cfg["mean"]) == recorded["tuned"]["mean"]
+    # a checkpoint copied out of its run still names its classes (its rows were matched by position)
+    copied = tmp_path / "best_copy.pt"
+    shutil.copy(next((tmp_path / "scratch" / "checkpoints").glob("*.pt")), copied)
+    assert trained_classes(copied) == ["a", "b", "c"]

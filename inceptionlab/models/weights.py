@@ -601,18 +601,46 @@ def saved_config(directory) -> dict:
         raise UserError(f"{config_file} is not a valid inceptionlab config ({exc})") from None
 
 
-def trained_classes(weights) -> list[str] | None:
-    """The class names that a weights file (or run / saved folder, or a run's checkpoint) was
-    trained on, from the config.json that training or save_pretrained wrote beside it; None for
-    weights from elsewhere."""
+def _saved_folder(weights) -> Path | None:
+    """The folder whose config.json describes a weights file (or run / saved folder, or a run's
+    checkpoint), or None for weights from elsewhere."""
     weights = Path(weights)
     folder = weights if weights.is_dir() else weights.parent
     if folder.name == "checkpoints":
         folder = folder.parent
-    if not (folder / "config.json").is_file():
+    return folder if (folder / "config.json").is_file() else None
+
+
+def trained_classes(weights) -> list[str] | None:
+    """The class names that a weights file (or run / saved folder, or a run's checkpoint) was
+    trained on, from the config.json that training or save_pretrained wrote beside it, or from the
+    training checkpoint itself (one copied out of its run); None for weights from elsewhere."""
+    folder = _saved_folder(weights)
+    if folder is not None:
+        classes = saved_config(folder)["classes"]
+        return [str(c) for c in classes] if classes else None
+    weights = Path(weights)
+    if weights.is_file() and weights.suffix.lower() in (".pt", ".pth"):  # best.pt copied elsewhere kept its rows
+        try:                                                            # by position, bird against frog
+            state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001 - not a checkpoint we can read: the loader says why, later
+            return None
+        classes = state.get("classes") if isinstance(state, dict) and "model" in state else None
+        return [str(c) for c in classes] if isinstance(classes, (list, tuple)) and classes else None
+    return None
+
+
+def trained_preprocessing(weights) -> dict | None:
+    """The input convention (mean, std, channel order, pixel range) that a run or saved folder's
+    weights were trained with, from its config.json; None for weights from elsewhere. Fine-tuning
+    from a run keeps it: a BN-Inception run trained on unit-scale RGB had been fine-tuned on the
+    card's Caffe BGR 0-255, inputs 255 times larger with the channels swapped."""
+    folder = _saved_folder(weights)
+    if folder is None:
         return None
-    classes = saved_config(folder)["classes"]
-    return [str(c) for c in classes] if classes else None
+    recorded = saved_config(folder)["preprocessing"]
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()
+            if k in ("mean", "std", "input_space", "input_range")} or None
 
 
 def from_pretrained(directory, weights=None, **overrides):

@@ -189,7 +189,7 @@ class Trainer:
         self.initial_weights = cfg.weights if state is None else state.get(
             "initial_weights", state["config"].get("weights"))
         self.splits, self.net, self.img_size = build_model_and_data(
-            cfg, notes=self.weights_notes, pretrained=self.initial_weights is not None)
+            cfg, notes=self.weights_notes, pretrained=self.initial_weights or False)
         if cfg.freeze_until:  # a typo found after config.yaml was written blocked every retry in that --out
             from inceptionlab.models.finetune import blocks_until
             blocks_until(self.net, cfg.freeze_until)

@@ -121,7 +121,9 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         out = Path(out) if out is not None else (base / _other_data_folder(data) if data is not None else base)
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
-    pretrained = cfg.weights is not None  # (a run's config.yaml names the weights it started from)
+    # a run's own config.json records the input convention it trained with (a fine-tune of a run kept that
+    # run's, not the card's); without it, whether its config.yaml names weights it started from
+    pretrained = Path(run) if run is not None and (Path(run) / "config.json").is_file() else cfg.weights is not None
     cfg = cfg.replace(weights=None, augment=False)
     trained_from = weights_file if weights_file is not None else (model if is_saved_folder(model) else None)
     trained = trained_classes(Path(trained_from)) if trained_from is not None else None

@@ -117,9 +117,10 @@ def _is_classifier(key: str) -> bool:
 def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None, pretrained: bool | None = None):
     """(img_size, train transform, eval transform) from the model's input configuration.
 
-    ``pretrained`` (default: ``cfg.weights`` is set) says whether the run's weights started from a
-    weights file: a card's Caffe preprocessing (BGR pixels in 0-255) is what those weights need; a
-    network trained from scratch gets unit-scale RGB input instead.
+    ``pretrained`` (default: ``cfg.weights``) is the weights file or folder the run's weights started
+    from (or True / False, where that is not known): a card's Caffe preprocessing (BGR pixels in
+    0-255) is what the reference's weights need; weights a run or save_pretrained wrote keep the
+    convention its config.json records; a network trained from scratch gets unit-scale RGB input.
 
     The image size is ``cfg.img_size``, else the size a saved run was trained at, else the data's
     native size for a low_res stem (32 for CIFAR, 28 for the digits), else the model's input size;
@@ -127,9 +128,16 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None, p
     """
     from inceptionlab.data import eval_transform, train_transform
 
+    from inceptionlab.models.weights import trained_preprocessing
+
     card = model.pretrained_cfg
-    pretrained = cfg.weights is not None if pretrained is None else pretrained
-    if not pretrained and not card.get("saved_from") and tuple(card.get("input_range", (0, 1))) != (0, 1):
+    source = cfg.weights if pretrained is None else pretrained
+    pretrained = bool(source)
+    recorded = (trained_preprocessing(source) if isinstance(source, (str, Path)) and not card.get("saved_from")
+                else None)
+    if recorded:  # weights of our own training: the input convention they learned with
+        card = {**card, **recorded}
+    elif not pretrained and not card.get("saved_from") and tuple(card.get("input_range", (0, 1))) != (0, 1):
         # (BN-Inception without BN started at loss 21.7 on 0-255 input, not ln(10) = 2.3)
         from inceptionlab.models.registry import IMAGENET_MEAN, IMAGENET_STD
         card = {**card, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "input_space": "RGB", "input_range": (0, 1)}
