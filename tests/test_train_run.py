@@ -906,9 +906,9 @@ def test_eval_on_other_data_writes_beside_the_runs_own_scores(tmp_path, capsys):
     own = (run / "eval.json").read_text()
     for argv in (["--model", str(run)], ["--run", str(run)]):
         assert main(["eval", *argv, "--data", str(other), "--all-images"]) == 0
-        assert f"wrote {run / 'eval_other' / 'eval.json'} and the confusion matrix beside it" in capsys.readouterr().out
+        assert f"wrote {run / 'eval_other_all' / 'eval.json'} and the confusion matrix beside it" in capsys.readouterr().out
         assert (run / "eval.json").read_text() == own
-        assert json.loads((run / "eval_other" / "eval.json").read_text())["images"] == 6
+        assert json.loads((run / "eval_other_all" / "eval.json").read_text())["images"] == 6
 
 
 def test_a_signal_during_the_final_evaluation_is_kept_for_the_lab(tmp_path, monkeypatch):
@@ -987,3 +987,42 @@ def test_a_fine_tune_of_a_run_keeps_the_input_convention_the_run_trained_with(tm
     copied = tmp_path / "best_copy.pt"
     shutil.copy(next((tmp_path / "scratch" / "checkpoints").glob("*.pt")), copied)
     assert trained_classes(copied) == ["a", "b", "c"]
+
+
+def test_eval_refuses_what_it_would_ignore_or_overwrite(tmp_path, capsys):
+    # found by a probe: the API ignored settings the CLI refused, any --amp (false too) meant bf16, --all-images
+    # on the run's own data rewrote its eval.json with training images, and unnamed weights looped between fixes
+    from inceptionlab.cli import main
+
+    image_folder(tmp_path / "pics", ("cat", "dog"), 4)
+    run = tmp_path / "run"
+    train(tiny(tmp_path, data=str(tmp_path / "pics"), steps=1, batch_size=4, limit_per_class=None, val_split=0.25))
+    for given in (dict(img_size=48), dict(weights=run / "model.safetensors"), dict(model_kwargs={"norm": False})):
+        with pytest.raises(UserError, match=rf"^run= evaluates the run as it was trained; drop {next(iter(given))} "):
+            evaluate(run=run, **given)
+    with pytest.raises(UserError, match=r"^all_images scores every image of the data, and the run trained on"):
+        evaluate(run=run, all_images=True)
+    assert not (run / "eval.json").exists()
+    plain = evaluate(run=run)
+    for off in ("false", None, 0, "fp32"):
+        assert evaluate(run=run, amp=off)["loss"] == plain["loss"]
+    assert plain["amp"] is False and evaluate(run=run, amp="true")["amp"] is True
+    with pytest.raises(UserError, match=r"^amp must be true, false, bf16 or fp16, got 'bogus'$"):
+        evaluate(run=run, amp="bogus")
+    with pytest.raises(UserError, match=rf"^{run} is a training run: eval --run {run} scores its own validation"):
+        evaluate(model=str(run))
+    with pytest.raises(UserError, match=rf"^{run} is a training run"):
+        evaluate(model="inception_v3", weights=run / "model.safetensors", model_kwargs=dict(TINY))
+    # a checkpoint's scores on other data go beside the run's, not into checkpoints/
+    checkpoint = next((run / "checkpoints").glob("step_*.pt"))
+    report = evaluate(model="inception_v3", weights=checkpoint, data=tmp_path / "pics", model_kwargs=dict(TINY),
+                      all_images=True)
+    assert report["confusion_csv"] == str(run / "eval_pics_all" / "confusion_matrix.csv")
+    # unnamed weights of another class count: one message, not two fixes that refuse each other
+    unnamed = tmp_path / "unnamed.pt"
+    torch.save(create_model("inception_v3", num_classes=3, **TINY).state_dict(), unnamed)
+    with pytest.raises(UserError, match=r"unnamed\.pt has a 3-class classifier without class names \(no config\.json "
+                                        r"beside it\), and .* has 2 classes: unnamed classes are scored by position"):
+        evaluate(model="inception_v3", weights=unnamed, data=tmp_path / "pics", model_kwargs=dict(TINY))
+    assert main(["eval", "--run", str(run), "--model", "inception_v3"]) == 2
+    assert "pass --run RUN_DIR (a training run) or --model NAME --weights FILE, not both" in capsys.readouterr().err

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the validation split (default 0)")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's, one per core)")
-    parser.add_argument("--amp", nargs="?", const=True, default=False, metavar="bf16|fp16")
+    parser.add_argument("--amp", nargs="?", const=True, default=False, metavar="bf16|fp16",
+                        help="autocast: bf16 (alone: bf16 on the CPU), fp16 on CUDA; false or leave out for fp32")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from inceptionlab.train import evaluate
     from inceptionlab.train.config import parse_model_kwargs
 
+    if (args.run is None) == (args.model is None):
+        raise UserError("pass --run RUN_DIR (a training run) or --model NAME --weights FILE, "
+                        + ("not both" if args.run else "one of them"))
     if args.all_images and args.val_split is not None:
         raise UserError("--all-images scores every image, so --val-split would not be used; drop one of them")
     if args.run:  # the run's own weights, switches, size, split and seed: refused rather than ignored
@@ -56,5 +60,4 @@ def run(args: argparse.Namespace) -> int:
     for name, accuracy in report["per_class"].items():
         shown = "-" if accuracy is None else f"{accuracy:6.2f}%"
         print(f"  {name:<{width}}  {shown}")
-    print(f"confusion matrix: {report['confusion_csv']}, {report['confusion_png']}")
     return 0

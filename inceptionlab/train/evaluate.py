@@ -72,10 +72,27 @@ def run_eval(model: nn.Module, loader, device: torch.device, *, num_classes: int
                       count=int(totals[2].item()), confusion=confusion)
 
 
-def _other_data_folder(data) -> str:
+def _same_folder(data, trained_on) -> bool:
+    """Whether ``data`` (None: the run's own) is the folder a run trained on (None: the digits)."""
+    if data is None:
+        return True
+    return trained_on is not None and Path(str(data)).expanduser().resolve() == Path(str(trained_on)).expanduser().resolve()
+
+
+def _other_data_folder(data, all_images: bool = False) -> str:
     """Where a run's (or a weights file's) scores on another data folder go by default, inside
-    it: ``eval_<folder name>`` (they had overwritten the run's own eval.json)."""
-    return f"eval_{Path(str(data)).expanduser().resolve().name or 'data'}"
+    it: ``eval_<folder name>``, ``eval_<folder name>_all`` for every image (they had overwritten the
+    run's own eval.json, then each other)."""
+    return f"eval_{Path(str(data)).expanduser().resolve().name or 'data'}" + ("_all" if all_images else "")
+
+
+def _run_folder(path) -> Path | None:
+    """The training run that ``path`` (a run folder, its model.safetensors or a checkpoint) belongs to."""
+    path = Path(str(path))
+    folder = path if path.is_dir() else path.parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    return folder if (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir() else None
 
 
 def evaluate(run: str | Path | None = None, *, model: str | None = None, weights: str | Path | None = None,
@@ -90,17 +107,32 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     from inceptionlab.models.weights import trained_classes
     from inceptionlab.train.config import TrainConfig
     from inceptionlab.train.engine import build_model_and_data
-    from inceptionlab.train.setup import amp_dtype
+    from inceptionlab.train.setup import amp_dtype, amp_setting
 
     if (run is None) == (model is None):
-        raise UserError("evaluate needs either run=RUN_DIR or model=NAME (with weights=FILE)")
+        raise UserError("evaluate needs either run=RUN_DIR or model=NAME (with weights=FILE), "
+                        + ("not both" if run is not None else "got neither"))
+    amp = amp_setting(amp)  # before the work: any value had meant bf16, "false" too
     other_data = False  # a run scored on a folder it was not trained on
     if run is not None:
+        # the run's own weights, switches, size, split and seed: refused rather than ignored (they were,
+        # in Python, where the command line refused them)
+        given = [name for name, value in (("weights", weights), ("model_kwargs", model_kwargs or None),
+                                          ("img_size", img_size), ("val_split", val_split),
+                                          ("seed", seed or None)) if value is not None]
+        if given:
+            raise UserError(f"run= evaluates the run as it was trained; drop {given[0]} (or evaluate "
+                            f"model={str(run)!r} with your own settings)")
+        if all_images and (Path(run) / "config.yaml").is_file() and \
+                _same_folder(data, TrainConfig.from_yaml(Path(run) / "config.yaml").data):
+            raise UserError("all_images scores every image of the data, and the run trained on most of this data; "
+                            "pass a test folder as data (the run's own val split is what it scores without "
+                            "all_images)")
         cfg, weights_file, used = _run_weights(Path(run), data)
         trained_on = TrainConfig.from_yaml(Path(run) / "config.yaml").data
-        other_data = data is not None and (trained_on is None or Path(data).resolve() != Path(trained_on).resolve())
+        other_data = not _same_folder(data, trained_on)
         # scores of other data go beside the run's own, not over them
-        out = Path(out) if out is not None else Path(run) / _other_data_folder(data) if other_data else Path(run)
+        out = Path(out) if out is not None else Path(run) / _other_data_folder(data, all_images) if other_data else Path(run)
     else:
         if weights is None and not is_saved_folder(model):
             folder = f"; ./{model} is a folder here: pass ./{model} to use it" if Path(str(model)).is_dir() else ""
@@ -108,6 +140,11 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         if Path(str(model)).suffix.lower() in (".onnx", ".pt2"):
             raise UserError(f"{model} is an export; eval runs PyTorch weights: pass the run folder or weights "
                             f"file it was exported from (predict runs exports)")
+        trained_run = _run_folder(weights if weights is not None else model)
+        if data is None and trained_run is not None and \
+                TrainConfig.from_yaml(trained_run / "config.yaml").data is not None:  # it was scored on the digits
+            raise UserError(f"{trained_run} is a training run: eval --run {trained_run} scores its own validation "
+                            f"split; to score other images, pass them as data")
         if weights is not None and not is_saved_folder(model):
             from inceptionlab.models.registry import _saved_directory
             # the model.safetensors of a saved run brings its config.json (switches, classes, size), as
@@ -118,7 +155,10 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                           seed=seed, weights=None if weights is None else str(weights)).resolved()
         weights_file, used = cfg.weights, "weights file" if weights is not None else "pretrained directory"
         base = Path(weights).parent if weights is not None else Path(model)
-        out = Path(out) if out is not None else (base / _other_data_folder(data) if data is not None else base)
+        if base.name == "checkpoints":  # a run's checkpoint: its scores go beside the run's, not among checkpoints
+            base = base.parent
+        out = (Path(out) if out is not None else
+               base / _other_data_folder(data, all_images) if data is not None else base)
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
     # a run's own config.json records the input convention it trained with (a fine-tune of a run kept that
@@ -137,6 +177,15 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     label_map = None
     if classes != splits.classes:
         label_map = torch.tensor([classes.index(name) for name in splits.classes])
+    if weights_file is not None and trained is None:
+        from inceptionlab.models.weights import classifier_size
+
+        count = classifier_size(Path(weights_file) / "model.safetensors" if Path(weights_file).is_dir()
+                                else weights_file)
+        if count is not None and count != len(classes):  # its fix, num_classes, met "taken from the data"
+            raise UserError(f"{weights_file} has a {count}-class classifier without class names (no config.json "
+                            f"beside it), and {source} has {len(classes)} classes: unnamed classes are scored by "
+                            f"position, so the data must hold the {count} classes it learned, in that order")
     if weights_file is not None:
         _load_eval_weights(net, weights_file, cfg, len(classes))
     from inceptionlab.data import make_loader
@@ -163,13 +212,14 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                   model_classes=classes,
                   weights=str(weights_file) if weights_file else None, weights_kind=used, img_size=size,
                   data_source=source, confusion_csv=str(csv_path), confusion_png=str(png_path),
-                  skipped_files=[dict(path=path, reason=reason) for path, reason in (skipped or ())])
+                  skipped_files=[dict(path=path, reason=reason) for path, reason in (skipped or ())],
+                  architecture=getattr(net, "name", cfg.model), all_images=all_images, amp=amp, batch_size=batch_size)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     if not quiet:
         subset = (f"; {len(splits.classes)} of its {len(classes)} classes, matched by name"
                   if len(classes) != len(splits.classes) else "")
         top5 = f"top5 {result.top5:.2f}%  " if result.top5 is not None else ""  # none with <= 5 classes
-        print(f"{cfg.model} on {source}: top1 {result.top1:.2f}%  {top5}"
+        print(f"{report['architecture']} on {source}: top1 {result.top1:.2f}%  {top5}"
               f"loss {result.loss:.4f}  ({result.count} image{'s' if result.count != 1 else ''}, {used}{subset})")
         if other_data and not all_images:
             print(f"  (only its validation split was scored; --all-images scores every image of {data})")

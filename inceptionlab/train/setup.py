@@ -171,8 +171,27 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None, p
     return img_size, training, evaluate
 
 
+def amp_setting(amp) -> bool | str:
+    """``amp`` as True, False, "bf16" or "fp16"; the words and numbers a command line or a caller may
+    use for them ("false", None, 0) mean off. Anything else is refused: eval took "--amp false",
+    "fp32" and None for bf16."""
+    from inceptionlab.train.config import AMP_MODES
+
+    if amp is None:
+        return False
+    if isinstance(amp, bool) or amp in AMP_MODES:
+        return amp
+    if isinstance(amp, int) and amp in (0, 1):
+        return bool(amp)
+    words = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False, "fp32": False}
+    if isinstance(amp, str) and amp.lower() in words:
+        return words[amp.lower()]
+    raise UserError(f"amp must be true, false, {' or '.join(AMP_MODES)}, got {amp!r}")
+
+
 def amp_dtype(amp, device: torch.device):
     """The autocast dtype for ``--amp``: None (off), bf16 on the CPU, fp16/bf16 on CUDA."""
+    amp = amp_setting(amp)
     if amp is False:
         return None
     if amp == "fp16":
