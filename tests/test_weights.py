@@ -200,9 +200,13 @@ def test_truncated_and_corrupt_files(tmp_path):
         data = (tmp_path / name).read_bytes()
         cut = tmp_path / f"cut{Path(name).suffix}"
         cut.write_bytes(data[: len(data) // 2])
-        with pytest.raises(UserError, match=rf"cannot read weights file .*{cut.name}: truncated or corrupt") as err:
+        with pytest.raises(UserError, match=rf"cannot read weights file .*{cut.name}: truncated or corrupt .*; copy "
+                                            rf"or save it again") as err:
             load_weights(model, cut)
         _one_line(err)
+        cut.write_bytes(b"")
+        with pytest.raises(UserError, match=rf"^weights file .*{cut.name} is empty \(0 bytes\): copy or save it again$"):
+            load_weights(model, cut)
     # binary noise, even noise that starts like JSON, is a corrupt file (a random "{" made this flaky)
     noise = random.Random(0).randbytes(1000)
     (tmp_path / "noise.pt").write_bytes(b"\x00" + noise[1:])

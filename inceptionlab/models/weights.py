@@ -152,7 +152,10 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
         if kind:
             raise UserError(f"{path} is {kind}, not a weights file; pass a .safetensors/.pth/.pt state dict or a "
                             f"run folder") from None
-        raise UserError(f"cannot read weights file {path}: truncated or corrupt ({clipped(reason)})") from None
+        if path.stat().st_size == 0:
+            raise UserError(f"weights file {path} is empty (0 bytes): copy or save it again") from None
+        raise UserError(f"cannot read weights file {path}: truncated or corrupt ({clipped(reason)}); copy or save it "
+                        f"again (a download or copy that stopped early leaves such a file)") from None
     if isinstance(state, dict) and "optimizer" in state and "config" in state and isinstance(state.get("ema"), dict):
         state = state["ema"]  # a checkpoint of our training that kept an average: its weights, as eval takes
     for key in ("state_dict", "model", "model_state_dict", "module"):
