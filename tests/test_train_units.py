@@ -336,3 +336,29 @@ def test_the_training_pieces_refuse_nonsense_in_python_too():
     # a config not yet resolved: its lr was None inside the optimizer
     opt = build_optimizer(TrainConfig(steps=1), nn.Linear(2, 2))
     assert isinstance(opt, RMSpropTF) and opt.param_groups[0]["lr"] == 0.045
+
+
+def test_progress_stops_writing_when_the_reader_goes_away(tmp_path):
+    # `train ... | head -1`: the closed pipe raised in a progress line and failed the run after its last step
+    from inceptionlab.train.logs import Progress
+
+    class ClosedPipe:
+        def __init__(self):
+            self.writes = 0
+            self.sink = open(tmp_path / "sink", "w")
+
+        def write(self, text):
+            self.writes += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            return self.sink.fileno()
+
+    pipe = ClosedPipe()
+    progress = Progress(total_steps=3, budget_seconds=None, stream=pipe)
+    progress.line("first line")           # the reader is gone: no exception
+    progress.line("finished: 3 steps")    # and nothing more is tried
+    assert pipe.writes == 1 and progress.enabled is False

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -133,9 +134,8 @@ class Progress:
             text = (f"\r[{'=' * filled}{'>' if filled < width else ''}{' ' * (width - filled - 1)}] "
                     f"step {step}{total} ep {epoch:.2f} loss {loss:.4f} lr {lr:.3g} "
                     f"{images_per_sec:.0f} img/s ETA {_clock(eta)}")
-            self.stream.write(text + "\033[K")
-            self.stream.flush()
-            self._bar_shown = True
+            self._write(lambda: (self.stream.write(text + "\033[K"), self.stream.flush()))
+            self._bar_shown = self.enabled
         else:
             due = (step % self.log_every == 0) if self.log_every else (now - self._last_print >= 30.0)
             if not due:
@@ -151,15 +151,29 @@ class Progress:
             self._print(text)
 
     def _print(self, text: str) -> None:
-        if self._bar_shown:
-            self.stream.write("\r\033[K")
-            self._bar_shown = False
-        print(text, file=self.stream, flush=True)
+        def write():
+            if self._bar_shown:
+                self.stream.write("\r\033[K")
+                self._bar_shown = False
+            print(text, file=self.stream, flush=True)
+        self._write(write)
+
+    def _write(self, write) -> None:
+        """Writes, or stops writing for good when the reader has gone (`train ... | head -1`): the
+        run goes on to its end and its files. A closed pipe had failed the run after its last step,
+        without its final weights."""
+        try:
+            write()
+        except BrokenPipeError:
+            self.enabled = False
+            try:  # later writes to the stream (and Python's flush at exit) go nowhere instead of raising
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def close(self) -> None:
         if self._bar_shown:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._write(lambda: (self.stream.write("\n"), self.stream.flush()))
             self._bar_shown = False
 
     def _eta(self, step: int, seconds: float, step_seconds: float) -> float | None:
