@@ -804,12 +804,20 @@ def test_an_out_that_is_a_file_is_named(tmp_path):
     assert (tmp_path / "notes").read_text() == "mine"
 
 
-def test_a_freeze_until_typo_leaves_no_output_folder(tmp_path):
+def test_a_freeze_until_typo_leaves_no_output_folder(tmp_path, capsys):
     # it was found after config.yaml was written, and that file then refused every retry in that --out
     with pytest.raises(UserError, match=r"inception_v3 has no block 'mixed_6x'; did you mean mixed_6"):
         train(tiny(tmp_path, steps=1, freeze_until="mixed_6x"))
     assert not (tmp_path / "run").exists()
-    assert train(tiny(tmp_path, steps=1, freeze_until="mixed_6e"))["status"] == "finished"
+    assert train(tiny(tmp_path, steps=1, freeze_until="mixed_6e", freeze_bn=True, quiet=False))["status"] == "finished"
+    # the start line says what is trained (only config.yaml had said it)
+    net = create_model("inception_v3", num_classes=10, **TINY)
+    from inceptionlab.models.finetune import freeze_bn, freeze_until
+    freeze_until(net, "mixed_6e")
+    freeze_bn(net)
+    trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    assert (f"M params, {trained / 1e6:.2f}M trained: up to mixed_6e and batch norm frozen) on "
+            in capsys.readouterr().out)
 
 
 def test_no_top5_with_five_classes_or_fewer(tmp_path, capsys):

@@ -395,6 +395,8 @@ def test_freeze_until_fine_tuning_from_a_saved_model(tmp_path):
     with pytest.raises(UserError, match=r"googlenet has no block 'mixed_3d'; did you mean .*mixed_3c.* \(blocks: "
                                         r"conv2d_1a_7x7, "):
         freeze_until(model, "mixed_3d")
+    with pytest.raises(UserError, match=r"no block 'inception4e'; did you mean mixed_4f \(torchvision's inception4e\)\?"):
+        freeze_until(model, "inception4e")
 
 
 def test_rgb_weights_load_into_a_model_of_other_input_channels(tmp_path):

@@ -12,6 +12,8 @@ it in eval mode (its class becomes a `FrozenBatchNorm2d` subclass of the origina
 """
 from __future__ import annotations
 
+import re
+
 import torch.nn as nn
 
 from inceptionlab.errors import UserError, closest
@@ -104,6 +106,10 @@ def blocks_until(model: nn.Module, block_name: str) -> list[str]:
     names = list(blocks)
     if block_name not in names:
         hint = closest(block_name, names)
+        # torchvision names GoogLeNet's modules inception3a..5b; the paper's table (and ours) mixed_3b..5c
+        tv = re.fullmatch(r"inception(\d)([a-e])", str(block_name).lower())
+        if tv and f"mixed_{tv[1]}{chr(ord(tv[2]) + 1)}" in names:
+            hint = f"mixed_{tv[1]}{chr(ord(tv[2]) + 1)} (torchvision's {block_name})"
         raise UserError(f"{getattr(net, 'name', 'the model')} has no block {block_name!r}"
                         + (f"; did you mean {hint}?" if hint else "") + f" (blocks: {', '.join(names)})")
     return names[: names.index(block_name) + 1]

@@ -547,13 +547,19 @@ class Trainer:
 
     def _announce(self) -> None:
         cfg, n = self.cfg, sum(p.numel() for p in self.net.parameters())
+        params = f"{n / 1e6:.2f}M params"
+        if cfg.freeze_until or cfg.freeze_bn:  # what fine-tuning trains was in config.yaml only
+            trained = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+            frozen = " and ".join(([f"up to {cfg.freeze_until}"] if cfg.freeze_until else [])
+                                  + (["batch norm"] if cfg.freeze_bn else []))
+            params += f", {trained / 1e6:.2f}M trained: {frozen} frozen"
         where = f"resumed at step {self.resumed_from}" if self.resumed_from is not None else "new run"
         where += "".join(f" ({note})" for note in self.resume_notes)
         if cfg.weights is not None:
             where += f"; from {cfg.weights}" + "".join(f" ({note})" for note in self.weights_notes)
         total = f"{self.total_steps} steps" if self.total_steps else f"{cfg.minutes} minutes"
         self.progress.line(
-            f"{cfg.model} ({n / 1e6:.2f}M params) on {self.splits.source}; {len(self.classes)} classes, "
+            f"{cfg.model} ({params}) on {self.splits.source}; {len(self.classes)} classes, "
             f"{self.img_size}px, batch {cfg.batch_size}"
             + (f" over {self.dist.world_size} processes" if self.dist.enabled else "")
             + f"; {cfg.opt} lr {cfg.lr:g} {cfg.sched}; {total} ({self.steps_per_epoch}/epoch); {where}; "
