@@ -273,7 +273,7 @@ def test_cli_errors_are_one_line_before_training(tmp_path, capsys):
         (["train", "--resume", out, "--lr", "0.1"], "drop --lr"),
         (["train", "--out", out, "--steps", "2", "--warmup-steps", "-1"], "e.g. --warmup-steps 500"),
         (["train", "--out", out, "--steps", "2", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
-        (["eval"], "either run=RUN_DIR or model=NAME"),
+        (["eval"], "pass --run RUN_DIR (a training run) or --model NAME --weights FILE, one of them"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

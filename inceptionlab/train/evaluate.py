@@ -87,11 +87,17 @@ def _other_data_folder(data, all_images: bool = False) -> str:
 
 
 def _run_folder(path) -> Path | None:
-    """The training run that ``path`` (a run folder, its model.safetensors or a checkpoint) belongs to."""
+    """The training run that ``path`` (a run folder, its model.safetensors or one of its
+    checkpoints) is, or belongs to; None for anything else (a registered name, a loose file)."""
     path = Path(str(path))
-    folder = path if path.is_dir() else path.parent
-    if folder.name == "checkpoints":
-        folder = folder.parent
+    if path.is_dir():
+        folder = path
+    elif path.name == "model.safetensors":
+        folder = path.parent
+    elif path.parent.name == "checkpoints":
+        folder = path.parent.parent
+    else:
+        return None
     return folder if (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir() else None
 
 
@@ -140,7 +146,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         if Path(str(model)).suffix.lower() in (".onnx", ".pt2"):
             raise UserError(f"{model} is an export; eval runs PyTorch weights: pass the run folder or weights "
                             f"file it was exported from (predict runs exports)")
-        trained_run = _run_folder(weights if weights is not None else model)
+        trained_run = (_run_folder(weights) if weights is not None else
+                       _run_folder(model) if is_saved_folder(model) else None)
         if data is None and trained_run is not None and \
                 TrainConfig.from_yaml(trained_run / "config.yaml").data is not None:  # it was scored on the digits
             raise UserError(f"{trained_run} is a training run: eval --run {trained_run} scores its own validation "
