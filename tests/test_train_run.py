@@ -991,6 +991,11 @@ def test_a_fine_tune_of_a_run_keeps_the_input_convention_the_run_trained_with(tm
     tuned = TrainConfig.from_yaml(tmp_path / "tuned" / "config.yaml").replace(weights=None)
     _, net, _ = build_model_and_data(tuned, pretrained=tmp_path / "tuned")  # as eval --run builds it
     assert net.pretrained_cfg["input_space"] == "RGB" and list(net.pretrained_cfg["mean"]) == recorded["tuned"]["mean"]
+    shutil.move(tmp_path / "scratch", tmp_path / "moved")  # a resume reads the convention from its checkpoint,
+                                                           # not from the folder it started from
+    train(resume=tmp_path / "tuned", budget=dict(steps=2))
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["preprocessing"] == recorded["scratch"]
+    shutil.move(tmp_path / "moved", tmp_path / "scratch")
     # a checkpoint copied out of its run still names its classes (its rows were matched by position)
     copied = tmp_path / "best_copy.pt"
     shutil.copy(next((tmp_path / "scratch" / "checkpoints").glob("*.pt")), copied)

@@ -188,8 +188,10 @@ class Trainer:
         # they decide the input preprocessing, and config.yaml keeps naming them
         self.initial_weights = cfg.weights if state is None else state.get(
             "initial_weights", state["config"].get("weights"))
+        # a resume takes the input convention its checkpoint recorded (the folder it started from may be gone)
+        convention = state.get("preprocessing") if state is not None else None
         self.splits, self.net, self.img_size = build_model_and_data(
-            cfg, notes=self.weights_notes, pretrained=self.initial_weights or False)
+            cfg, notes=self.weights_notes, pretrained=convention or self.initial_weights or False)
         if cfg.freeze_until:  # a typo found after config.yaml was written blocked every retry in that --out
             from inceptionlab.models.finetune import blocks_until
             blocks_until(self.net, cfg.freeze_until)
@@ -477,6 +479,7 @@ class Trainer:
             scaler=self.scaler.state_dict(), rng=rngs, position=dataclasses.asdict(self.pos),
             history=dataclasses.asdict(self.history), config=self.cfg.to_dict(), classes=self.classes,
             initial_weights=self.initial_weights,
+            preprocessing={k: self.net.pretrained_cfg.get(k) for k in ("mean", "std", "input_space", "input_range")},
             world_size=self.dist.world_size, images=[len(self.splits.train), len(self.splits.val)],
             stop_signal=self.stop.signal_name,  # (a lab stops after a run that finished under a Ctrl-C)
             versions=versions())
@@ -668,7 +671,7 @@ class Trainer:
 
 # ------------------------------------------------------------------ module helpers
 def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | None = None,
-                         pretrained: bool | None = None, min_classes: int = 2):
+                         pretrained: bool | str | Path | dict | None = None, min_classes: int = 2):
     """(splits, model, img_size): the data, a model with its classes, the model's preprocessing.
     ``classes_of(splits)`` may give the model another class count (evaluation on a subset); what
     loading ``cfg.weights`` did to the classifier is added to ``notes``. ``pretrained``: whether the

@@ -114,11 +114,12 @@ def _is_classifier(key: str) -> bool:
     return key.startswith("head.fc.") or (key.startswith("aux_heads.") and ".fc." in key)
 
 
-def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None, pretrained: bool | None = None):
+def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None, pretrained: bool | str | Path | dict | None = None):
     """(img_size, train transform, eval transform) from the model's input configuration.
 
     ``pretrained`` (default: ``cfg.weights``) is the weights file or folder the run's weights started
-    from (or True / False, where that is not known): a card's Caffe preprocessing (BGR pixels in
+    from, or the convention itself (a dict of mean, std, input_space, input_range: a resume's), or
+    True / False where that is not known: a card's Caffe preprocessing (BGR pixels in
     0-255) is what the reference's weights need; weights a run or save_pretrained wrote keep the
     convention its config.json records; a network trained from scratch gets unit-scale RGB input.
 
@@ -133,8 +134,11 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None, p
     card = model.pretrained_cfg
     source = cfg.weights if pretrained is None else pretrained
     pretrained = bool(source)
-    recorded = (trained_preprocessing(source) if isinstance(source, (str, Path)) and not card.get("saved_from")
-                else None)
+    if isinstance(source, dict):  # the convention itself (a resume: its checkpoint's record)
+        recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in source.items() if v is not None}
+    else:
+        recorded = (trained_preprocessing(source) if isinstance(source, (str, Path)) and not card.get("saved_from")
+                    else None)
     if recorded:  # weights of our own training: the input convention they learned with
         card = {**card, **recorded}
     elif not pretrained and not card.get("saved_from") and tuple(card.get("input_range", (0, 1))) != (0, 1):
