@@ -1039,3 +1039,10 @@ def test_eval_refuses_what_it_would_ignore_or_overwrite(tmp_path, capsys):
         evaluate(model="inception_v3", weights=unnamed, data=tmp_path / "pics", model_kwargs=dict(TINY))
     assert main(["eval", "--run", str(run), "--model", "inception_v3"]) == 2
     assert "pass --run RUN_DIR (a training run) or --model NAME --weights FILE, not both" in capsys.readouterr().err
+
+
+def test_an_epoch_budget_under_one_step_says_so(tmp_path, capsys):
+    # --epochs 0.001 ran 1 step (a third of an epoch here) without a word
+    summary = train(tiny(tmp_path, steps=None, epochs=0.001, quiet=False))
+    assert summary["steps"] == 1
+    assert "1 steps (--epochs 0.001 is less than one step; one step is the least) (5/epoch)" in capsys.readouterr().out

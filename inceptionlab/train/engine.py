@@ -561,6 +561,8 @@ class Trainer:
         if cfg.weights is not None:
             where += f"; from {cfg.weights}" + "".join(f" ({note})" for note in self.weights_notes)
         total = f"{self.total_steps} steps" if self.total_steps else f"{cfg.minutes} minutes"
+        if cfg.epochs is not None and cfg.epochs * self.steps_per_epoch < 1:  # rounded up without a word
+            total += f" (--epochs {cfg.epochs:g} is less than one step; one step is the least)"
         self.progress.line(
             f"{cfg.model} ({params}) on {self.splits.source}; {len(self.classes)} classes, "
             f"{self.img_size}px, batch {cfg.batch_size}"
