@@ -946,15 +946,12 @@ def test_a_signal_during_the_final_evaluation_is_kept_for_the_lab(tmp_path, monk
 
 def test_the_run_decodes_large_jpegs_at_the_size_its_transforms_need(tmp_path):
     # the datasets get their transforms late (they depend on the model): the sizes must reach load_image
-    rng = np.random.default_rng(0)
-    for name in ("a", "b"):
-        (tmp_path / "pics" / name).mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "pics" / name / f"{i}.jpg")
+    image_folder(tmp_path / "pics", ("a", "b"), 2)
     splits, _, size = build_model_and_data(tiny(tmp_path, data=str(tmp_path / "pics"), limit_per_class=None,
                                                 val_split=0.5))
     assert size == 12
-    assert (splits.train.transform.decode_side, splits.val.transform.decode_side) == (49, 26)  # 12 / sqrt(.08 / (4/3)); 2 x 13
+    # 12 / sqrt(0.08 / (4/3)) for training; twice the evaluation resize, 2 x 13
+    assert (splits.train.transform.decode_side, splits.val.transform.decode_side) == (49, 26)
 
 
 def test_a_blown_up_finite_loss_is_divergence(tmp_path, monkeypatch):

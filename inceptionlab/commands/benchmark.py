@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from inceptionlab.cpus import set_threads
-from inceptionlab.commands.summary import add_model_kwargs, image_size, parse_model_kwargs, positive_int
+from inceptionlab.commands.summary import (add_model_kwargs, add_threads, apply_threads, image_size, parse_model_kwargs,
+                                          positive_int)
 from inceptionlab.errors import UserError
 
 
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="our plain eager model, without optimize_for_inference / the training fast path")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5, help="timed iterations (the median is reported)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
+    add_threads(parser)
     parser.add_argument("--memory", action="store_true",
                         help="train mode: also the peak resident memory of a training step (fresh processes)")
     parser.add_argument("--out", default="benchmark.csv", help="the CSV file to write (default: benchmark.csv "
@@ -49,8 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from inceptionlab.tools import benchmark
 
-    if args.threads:
-        set_threads(args.threads, processes=1)
+    apply_threads(args)
     if args.warmup < 0 or args.iters < 1:
         raise UserError("--warmup must be >= 0 and --iters >= 1")
     if args.runtime == "onnxruntime" and args.mode == "train":

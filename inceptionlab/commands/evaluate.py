@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from inceptionlab.commands.summary import image_size, positive_int
+from inceptionlab.commands.summary import add_threads, apply_threads, image_size, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score every image of --data (a test folder), not its validation split")
     parser.add_argument("--seed", type=int, help="seed of the validation split (default 0)")
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=positive_int, help="CPU threads (default: PyTorch's, one per core)")
+    add_threads(parser)
     parser.add_argument("--amp", nargs="?", const=True, default=False, metavar="bf16|fp16",
                         help="autocast: bf16 (alone: bf16 on the CPU), fp16 on CUDA; false or leave out for fp32")
 
@@ -48,9 +48,7 @@ def run(args: argparse.Namespace) -> int:
         if given:
             raise UserError(f"--run evaluates the run as it was trained; drop {given[0]} (or evaluate "
                             f"--model {args.run} --data DIR with your own settings)")
-    if args.threads:
-        from inceptionlab.cpus import set_threads
-        set_threads(args.threads, processes=1)
+    apply_threads(args)
     report = evaluate(args.run, model=args.model, weights=args.weights, data=args.data, out=args.out,
                       batch_size=args.batch_size, img_size=args.img_size,
                       model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,

@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
             given = "--" + (extra[0].replace("_", "-") if extra else "config")
             raise UserError(f"--resume continues with the run's saved configuration; drop {given} "
                             f"(only --epochs, --steps and --minutes may change: a larger budget extends the run; "
-                            f"--data, where the run's data folder moved; and --threads, which changes results at rounding level only)")
+                            f"--data, where the run's data folder moved; and --threads, which changes results at "
+                            f"rounding level only)")
         summary = train(resume=args.resume, quiet=True if getattr(args, "quiet", False) else None,
                         budget=budget or None, threads=getattr(args, "threads", None), data=getattr(args, "data", None))
     else:

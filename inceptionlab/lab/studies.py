@@ -337,7 +337,8 @@ def _ls_judge(results: dict) -> dict:
         if round(ece[1], 2) == round(ece[0], 2):
             how = "equally calibrated"
         elif seeds < 2:  # one seed: its ECE moved 7.4 -> 8.3 where another seed's fell 7.6 -> 2.0
-            how = f"{'better' if ece[1] < ece[0] else 'worse'} calibrated in this one seed; no seed spread to judge it by"
+            how = (f"{'better' if ece[1] < ece[0] else 'worse'} calibrated in this one seed; no seed spread to "
+                   f"judge it by")
         elif abs(ece[1] - ece[0]) <= ece_noise:
             how = f"within the seed spread +-{ece_noise:.1f}"
         else:

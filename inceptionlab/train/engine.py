@@ -110,8 +110,9 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
 
     ``budget`` (with ``resume``) replaces the run's epochs, steps and minutes together: a finished
     run is extended by giving it a larger one. ``threads`` (with ``resume``) replaces the run's CPU
-    thread count (which changes only how sums are split: results differ at rounding level). ``data`` (with ``resume``) is where the run's image
-    folder is now, when it moved: the classes must be the same (the split follows the file names).
+    thread count (which changes only how sums are split: results differ at rounding level).
+    ``data`` (with ``resume``) is where the run's image folder is now, when it moved: the classes
+    must be the same (the split follows the file names).
     Bad configuration raises a one-line UserError before
     any training. Once training runs, a diverged, interrupted or failed run is reported in the
     summary's status and message.

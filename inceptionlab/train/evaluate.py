@@ -76,7 +76,8 @@ def _same_folder(data, trained_on) -> bool:
     """Whether ``data`` (None: the run's own) is the folder a run trained on (None: the digits)."""
     if data is None:
         return True
-    return trained_on is not None and Path(str(data)).expanduser().resolve() == Path(str(trained_on)).expanduser().resolve()
+    resolved = lambda folder: Path(str(folder)).expanduser().resolve()  # noqa: E731
+    return trained_on is not None and resolved(data) == resolved(trained_on)
 
 
 def _other_data_folder(data, all_images: bool = False) -> str:
@@ -129,16 +130,15 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         if given:
             raise UserError(f"run= evaluates the run as it was trained; drop {given[0]} (or evaluate "
                             f"model={str(run)!r} with your own settings)")
-        if all_images and (Path(run) / "config.yaml").is_file() and \
-                _same_folder(data, TrainConfig.from_yaml(Path(run) / "config.yaml").data):
+        cfg, weights_file, used = _run_weights(Path(run), data)
+        other_data = not _same_folder(data, TrainConfig.from_yaml(Path(run) / "config.yaml").data)
+        if all_images and not other_data:
             raise UserError("all_images scores every image of the data, and the run trained on most of this data; "
                             "pass a test folder as data (the run's own val split is what it scores without "
                             "all_images)")
-        cfg, weights_file, used = _run_weights(Path(run), data)
-        trained_on = TrainConfig.from_yaml(Path(run) / "config.yaml").data
-        other_data = not _same_folder(data, trained_on)
         # scores of other data go beside the run's own, not over them
-        out = Path(out) if out is not None else Path(run) / _other_data_folder(data, all_images) if other_data else Path(run)
+        out = (Path(out) if out is not None else
+               Path(run) / _other_data_folder(data, all_images) if other_data else Path(run))
     else:
         if weights is None and not is_saved_folder(model):
             folder = f"; ./{model} is a folder here: pass ./{model} to use it" if Path(str(model)).is_dir() else ""

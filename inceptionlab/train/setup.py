@@ -114,21 +114,21 @@ def _is_classifier(key: str) -> bool:
     return key.startswith("head.fc.") or (key.startswith("aux_heads.") and ".fc." in key)
 
 
-def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None, pretrained: bool | str | Path | dict | None = None):
+def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
+                  pretrained: bool | str | Path | dict | None = None):
     """(img_size, train transform, eval transform) from the model's input configuration.
 
     ``pretrained`` (default: ``cfg.weights``) is the weights file or folder the run's weights started
     from, or the convention itself (a dict of mean, std, input_space, input_range: a resume's), or
-    True / False where that is not known: a card's Caffe preprocessing (BGR pixels in
-    0-255) is what the reference's weights need; weights a run or save_pretrained wrote keep the
-    convention its config.json records; a network trained from scratch gets unit-scale RGB input.
+    True / False where that is not known: a card's Caffe preprocessing (BGR pixels in 0-255) is
+    what the reference's weights need; weights a run or save_pretrained wrote keep the convention
+    its config.json records; a network trained from scratch gets unit-scale RGB input.
 
     The image size is ``cfg.img_size``, else the size a saved run was trained at, else the data's
     native size for a low_res stem (32 for CIFAR, 28 for the digits), else the model's input size;
     never below the model's minimum.
     """
     from inceptionlab.data import eval_transform, train_transform
-
     from inceptionlab.models.weights import trained_preprocessing
 
     card = model.pretrained_cfg
