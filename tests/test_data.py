@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -503,6 +504,47 @@ def test_cifar100_pickles(tmp_path):
     assert splits.train[0][0].shape == (3, 8, 8)
 
 
+def test_cifar_binary_versions_read_as_the_pickles(tmp_path):
+    # cifar-10-batches-bin had been read as an image folder of one class ("add another class folder")
+    rows = write_fake_cifar10(tmp_path / "py" / "cifar-10-batches-py")
+    labels = np.array([i % 3 for i in range(20)], dtype=np.uint8)
+    binary = tmp_path / "bin" / "cifar-10-batches-bin"
+    binary.mkdir(parents=True)
+    np.concatenate([labels[:16, None], rows[:16]], axis=1).tofile(binary / "data_batch_1.bin")
+    np.concatenate([labels[16:, None], rows[16:]], axis=1).tofile(binary / "test_batch.bin")
+    (binary / "batches.meta.txt").write_text("cat\ndog\nfrog\n\n")
+    pickles, binaries = (build_datasets(tmp_path / name, train_transform=None, eval_transform=None)
+                         for name in ("py", "bin"))
+    assert binaries.classes == pickles.classes == ["cat", "dog", "frog"]
+    for part in ("train", "val"):
+        ours, theirs = getattr(binaries, part), getattr(pickles, part)
+        assert np.array_equal(ours.images, theirs.images) and np.array_equal(ours.labels, theirs.labels)
+    assert "CIFAR-10 binary in" in binaries.source and "missing: data_batch_2.bin, data_batch_3.bin" in binaries.source
+    # CIFAR-100's binary records hold the coarse label, then the fine one
+    hundred = tmp_path / "cifar-100-binary"
+    hundred.mkdir()
+    fine = np.array([1, 0, 1, 0], dtype=np.uint8)
+    np.concatenate([np.full((4, 1), 7, np.uint8), fine[:, None], rows[:4]], axis=1).tofile(hundred / "train.bin")
+    (hundred / "fine_label_names.txt").write_text("apple\nbee\n")
+    splits = build_datasets(tmp_path / "cifar-100-binary", train_transform=None, eval_transform=None)
+    assert splits.classes == ["apple", "bee"] and sorted(splits.train.targets + splits.val.targets) == [0, 0, 1, 1]
+    # a truncated batch, a folder without its names, a download without some classes
+    (hundred / "train.bin").write_bytes((hundred / "train.bin").read_bytes()[:-5])
+    with pytest.raises(UserError, match=r"train.bin holds 12,291 bytes, not a whole number of 3074-byte CIFAR-100 "
+                                        r"records: it is truncated; re-download the dataset$"):
+        build_datasets(hundred, train_transform=None, eval_transform=None)
+    (binary / "batches.meta.txt").unlink()
+    with pytest.raises(UserError, match=r"cifar-10-batches-bin looks like CIFAR-10 \(binary\) but has no "
+                                        r"batches.meta.txt \(the class names\): unpack the whole archive again$"):
+        build_datasets(tmp_path / "bin", train_transform=None, eval_transform=None)
+    (binary / "batches.meta.txt").write_text("cat\ndog\nfrog\nbird\n")
+    with pytest.raises(UserError, match=r"has no training images of 1 of its 4 classes \(bird\): unpack the whole"):
+        build_datasets(binary, train_transform=None, eval_transform=None)
+    # class folders beside a CIFAR folder are named, not read
+    image_folder(tmp_path / "py", {"x": 1})
+    assert "ignored: x/" in build_datasets(tmp_path / "py", train_transform=None, eval_transform=None).source
+
+
 # ---------------------------------------------------------------- transforms
 
 def test_eval_transform_resizes_shorter_side_then_centre_crops():
@@ -710,7 +752,7 @@ def test_a_files_side_of_the_split_depends_on_its_own_class_alone(tmp_path):
     # one random stream for all classes: `eval --run R --data SOME_CLASSES` scored images R trained on
     from inceptionlab.data import build_datasets
 
-    for folder, classes in (("all", ("airplane", "cat", "dog")), ("some", ("cat", "dog"))):
+    for folder, classes in (("all", ("airplane", "cat", "dog")), ("some", ("cat", "dog")), ("one", ("cat",))):
         for cls in classes:
             (tmp_path / folder / cls).mkdir(parents=True)
             for i in range(10 if cls != "airplane" else 7):
@@ -718,10 +760,12 @@ def test_a_files_side_of_the_split_depends_on_its_own_class_alone(tmp_path):
 
     def val_of(folder):
         splits = build_datasets(str(tmp_path / folder), train_transform=None, eval_transform=None,
-                                val_split=0.3, seed=0)
+                                val_split=0.3, seed=0, min_classes=1)
         return {path.relative_to(tmp_path / folder).as_posix() for path, _ in splits.val.samples}
     every, some = val_of("all"), val_of("some")
     assert some == {key for key in every if not key.startswith("airplane/")} and len(some) == 6
+    # a folder of one class (eval of new cat photos) had keys without the class: 3 of its 4 "val" were trained on
+    assert val_of("one") == {key for key in every if key.startswith("cat/")}
     # and another seed draws another split
     other = build_datasets(str(tmp_path / "some"), train_transform=None, eval_transform=None, val_split=0.3, seed=1)
     assert {p.relative_to(tmp_path / "some").as_posix() for p, _ in other.val.samples} != some
@@ -738,3 +782,84 @@ def test_folders_that_are_not_class_folders_say_what_they_are(tmp_path):
     image_folder(tmp_path / "ones", {f"c{i}": 1 for i in range(5)})
     with pytest.raises(UserError, match=r"no class has 2 images \(the most is 1, 5 images in all\)"):
         build_datasets(str(tmp_path / "ones"), train_transform=None, eval_transform=None)
+
+
+def test_one_file_under_two_classes_or_in_train_and_val_is_refused(tmp_path):
+    # a file link (or a hard link) into another class trained one picture under two labels
+    from inceptionlab.data import build_datasets
+
+    data = image_folder(tmp_path / "links", {"a": 3, "b": 3})
+    os.symlink(data / "b" / "0.png", data / "a" / "from_b.png")
+    with pytest.raises(UserError, match=r"^\S+/a/from_b.png is a link to \S+/b/0.png: one picture in two classes "
+                                        r"\(a and b\) would train under both labels; remove the one in the wrong class$"):
+        build_datasets(str(data), train_transform=None, eval_transform=None)
+    (data / "a" / "from_b.png").unlink()
+    os.link(data / "a" / "1.png", data / "b" / "hard.png")
+    with pytest.raises(UserError, match=r"hard.png is the same file as \(a hard link\) \S+/a/1.png: one picture"):
+        build_datasets(str(data), train_transform=None, eval_transform=None)
+    (data / "b" / "hard.png").unlink()
+    os.link(data / "a" / "1.png", data / "a" / "again.png")  # within a class: counted once, as a symlink is
+    splits = build_datasets(str(data), train_transform=None, eval_transform=None)
+    assert len(splits.train) + len(splits.val) == 6
+    # val/ linked to train/ (whole or one class): validation equalled training data
+    layout = tmp_path / "layout"
+    image_folder(layout / "train", {"a": 4, "b": 4})
+    (layout / "val").mkdir()
+    os.symlink(layout / "train" / "a", layout / "val" / "a")
+    image_folder(layout / "val", {"b": 2})
+    with pytest.raises(UserError, match=r"^4 of the 6 images in val/ are files of train/ under another name "
+                                        r"\(\S+/val/a/0.png is \S+/train/a/0.png, a link\): validation would score "
+                                        r"images the network trains on; put other images in val/, or remove it"):
+        build_datasets(str(layout), train_transform=None, eval_transform=None)
+
+
+def test_limit_per_class_keeps_a_class_whatever_the_others_hold(tmp_path):
+    # one random stream for all classes: adding 5 cats changed which dogs a limited run trained on
+    from inceptionlab.data import build_datasets
+
+    image_folder(tmp_path / "few", {"cat": 20, "dog": 20})
+    image_folder(tmp_path / "more", {"cat": 25, "dog": 20})
+
+    def kept(folder, seed=0):
+        splits = build_datasets(str(tmp_path / folder), train_transform=None, eval_transform=None,
+                                limit_per_class=4, val_limit_per_class=2, seed=seed)
+        return ({p.name for p, label in splits.train.samples if label == 1},
+                {p.name for p, label in splits.val.samples if label == 1})
+    assert kept("few") == kept("more") and [len(part) for part in kept("few")] == [4, 2]
+    assert kept("few", seed=1) != kept("few")
+
+
+def test_data_layout_notes_and_messages(tmp_path):
+    from inceptionlab.data import build_datasets
+
+    def source(folder):
+        return build_datasets(str(folder), train_transform=None, eval_transform=None).source
+    # test/ beside the val/ in use was not mentioned
+    both = tmp_path / "both"
+    for split in ("train", "val", "test"):
+        image_folder(both / split, {"a": 2, "b": 2})
+    assert "ignored: test/ (val/ is used)" in source(both)
+    # an empty class folder in val/: "or remove the folder" led straight to "val/ classes differ"
+    (both / "val" / "c").mkdir()
+    image_folder(both / "train", {"c": 2})
+    with pytest.raises(UserError, match=r"val/c has no images \(.*\): add images of c to it \(every class of train/ "
+                                        r"needs some in val/\), or remove the class from both folders$"):
+        source(both)
+    # a class folder linked to a folder that is gone dropped the class and renumbered the rest
+    broken = image_folder(tmp_path / "broken", {"a": 2, "b": 2})
+    os.symlink(tmp_path / "nowhere", broken / "c")
+    with pytest.raises(UserError, match=r"^\S+/broken/c is a link to \S+/nowhere, which does not exist: fix the "
+                                        r"link or remove it$"):
+        source(broken)
+    # .jfif is a JPEG's common extension
+    jfif = image_folder(tmp_path / "jfif", {"a": 2, "b": 2})
+    noise_image((8, 8)).save(jfif / "a" / "x.jfif", format="JPEG")
+    assert "(3 train / 2 val images)" in source(jfif)  # 2 + 1 .jfif in a, 2 in b
+    # class names that look alike (NFC against NFD, as macOS and zip tools write them)
+    accents = tmp_path / "accents"
+    image_folder(accents / "train", {"caf\u00e9": 2, "tea": 2})
+    image_folder(accents / "val", {"cafe\u0301": 1, "tea": 1})
+    with pytest.raises(UserError, match=r"missing from val/: 'caf\\xe9'; not in train/: 'cafe\\u0301'\) in \S+: "
+                                        r"names that look alike differ in their characters \('caf\\xe9' in train/, "
+                                        r"'cafe\\u0301' in val/\): rename one to match the other$"):
+        source(accents)

@@ -8,8 +8,9 @@
 | folder with train/ and val/ (or test/) | train/<class>/*           | val/<class>/*                |
 | folder with train/ only                | train/<class>/*           | stratified `val_split` (0.2) |
 | folder of <class>/*                    | <class>/*                 | stratified `val_split` (0.2) |
-| CIFAR pickle folder (or its parent)    | data batches              | test batch                   |
+| CIFAR folder (or its parent)           | data batches              | test batch                   |
 
+CIFAR folders are read as their authors distribute them, pickles or binary (see `cifar.py`).
 An explicit `val_split` always holds out that fraction of the train data (a val/ or test
 folder, or CIFAR's test batch, is then left untouched for a final test). Splits and
 `limit_per_class` are stratified and seeded: the same seed gives the same files.
@@ -31,9 +32,9 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from inceptionlab.data.cifar import CIFAR_SIDE, find_cifar, read_cifar
+from inceptionlab.data.cifar import CIFAR_SIDE, find_cifar, missing_files, read_cifar
 from inceptionlab.data.digits import embedded_digits, load_digits
-from inceptionlab.data.folders import is_image_file, scan_class_folders, split_folders
+from inceptionlab.data.folders import is_image_file, scan_class_folders, shared_files, split_folders
 from inceptionlab.data.images import UnreadableImage, load_image
 from inceptionlab.data.skipped import SkippedFiles
 from inceptionlab.errors import UserError, listed
@@ -75,7 +76,7 @@ class DatasetSplits:
         train, val = self.train, self.val
         if isinstance(train, ImageFileDataset):
             return ImageFileDataset(sorted(train.samples + val.samples, key=lambda s: str(s[0])),
-                                    self.classes, val.transform, strict=val.strict)
+                                    self.classes, val.transform, strict=val.strict, root=train.root)
         if train.images is val.images:  # a hold-out of one array
             return ArrayImageDataset(train.images, train.labels, self.classes, val.transform,
                                      indices=np.sort(np.concatenate([train.indices, val.indices])))
@@ -88,11 +89,12 @@ class ImageFileDataset(Dataset):
     """Image files with labels, decoded on access with `load_image` then `transform`."""
 
     def __init__(self, samples: list[tuple[Path, int]], classes: list[str],
-                 transform: Transform | None = None, *, strict: bool = False) -> None:
+                 transform: Transform | None = None, *, strict: bool = False, root: Path | None = None) -> None:
         self.samples = samples
         self.classes = classes
         self.transform = transform
         self.strict = strict
+        self.root = root  # the folder of the class folders: split keys are paths below it
         self.skipped = SkippedFiles()
 
     @property
@@ -100,16 +102,17 @@ class ImageFileDataset(Dataset):
         return [label for _, label in self.samples]
 
     def split_keys(self) -> list[str]:
-        """Each file's path below the data folder (``cat/0002.png``): what the split is drawn by."""
-        import os
-
-        root = os.path.commonpath([str(path) for path, _ in self.samples]) if self.samples else ""
-        return [os.path.relpath(path, root) for path, _ in self.samples]
+        """Each file's path below the data folder (``cat/0002.png``): what the split is drawn by.
+        Below `root`, not below the files' common folder: a folder of one class had keys without the
+        class (``0002.png``), so `eval --run` on it scored images the run had trained on."""
+        samples = [str(path) for path, _ in self.samples]
+        root = self.root if self.root is not None else (os.path.commonpath(samples) if samples else "")
+        return [os.path.relpath(path, root) for path in samples]
 
     def subset(self, indices, transform: Transform | None = None) -> "ImageFileDataset":
         """A dataset of the samples at `indices`, with its own transform and skip record."""
         chosen = [self.samples[i] for i in indices]
-        return ImageFileDataset(chosen, self.classes, transform, strict=self.strict)
+        return ImageFileDataset(chosen, self.classes, transform, strict=self.strict, root=self.root)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -200,7 +203,7 @@ def build_datasets(
         cifar = find_cifar(root)
         folders = split_folders(root)
         if cifar is not None:
-            splits = _cifar_splits(*cifar, train_transform, eval_transform, val_split, seed)
+            splits = _cifar_splits(root, *cifar, train_transform, eval_transform, val_split, seed)
         elif folders is not None:
             splits = _split_folder_splits(*folders, train_transform, eval_transform,
                                           val_split, seed, strict, min_classes)
@@ -208,11 +211,11 @@ def build_datasets(
             splits = _class_folder_splits(root, train_transform, eval_transform,
                                           val_split, seed, strict, min_classes)
     if limit_per_class is not None:
-        keep = first_per_class(splits.train.targets, limit_per_class, seed)
+        keep = first_per_class(splits.train.targets, limit_per_class, seed, _keys(splits.train))
         splits.train = splits.train.subset(keep, splits.train.transform)
         splits.source += f"; train limited to {limit_per_class} per class"
     if val_limit_per_class is not None:  # a quick look at a large test folder (10,000 CIFAR-10 images)
-        keep = first_per_class(splits.val.targets, val_limit_per_class, seed)
+        keep = first_per_class(splits.val.targets, val_limit_per_class, seed, _keys(splits.val))
         splits.val = splits.val.subset(keep, splits.val.transform)
         splits.source += f"; val limited to {val_limit_per_class} per class"
     splits.source += f" ({len(splits.train):,} train / {len(splits.val):,} val images)"
@@ -233,15 +236,18 @@ def stratified_split(labels, val_fraction: float, seed: int, keys: list[str] | N
     rng = np.random.default_rng([seed, 0])
     train, val = [], []
     for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        if keys is None:
-            members = rng.permutation(members)
-        else:
-            members = np.array(sorted(members, key=lambda i: _rank(seed, keys[i])), dtype=np.int64)
+        members = _ranked(np.flatnonzero(labels == label), rng, seed, keys)
         held_out = min(max(round(len(members) * val_fraction), 1), len(members) - 1)
         val.append(members[:held_out])
         train.append(members[held_out:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _ranked(members: np.ndarray, rng, seed: int, keys: list[str] | None, salt: str = "") -> np.ndarray:
+    """`members` in a seeded order: by a hash of (seed, key) with `keys`, else drawn from `rng`."""
+    if keys is None:
+        return rng.permutation(members)
+    return np.array(sorted(members, key=lambda i: _rank(seed, salt + keys[i])), dtype=np.int64)
 
 
 def _rank(seed: int, key: str) -> bytes:
@@ -250,11 +256,18 @@ def _rank(seed: int, key: str) -> bytes:
     return hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
 
 
-def first_per_class(labels, limit: int, seed: int) -> np.ndarray:
-    """Sorted indices of at most `limit` samples per class, chosen by `seed` (all, if fewer)."""
+def _keys(dataset) -> list[str] | None:
+    return dataset.split_keys() if hasattr(dataset, "split_keys") else None
+
+
+def first_per_class(labels, limit: int, seed: int, keys: list[str] | None = None) -> np.ndarray:
+    """Sorted indices of at most `limit` samples per class, chosen by `seed` (all, if fewer).
+    With `keys` (files' paths), ranked as `stratified_split` ranks them (with its own salt), so the
+    images kept of one class do not change when another class gains images."""
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, 1])
-    kept = [rng.permutation(np.flatnonzero(labels == label))[:limit] for label in np.unique(labels)]
+    kept = [_ranked(np.flatnonzero(labels == label), rng, seed, keys, salt="limit\0")[:limit]
+            for label in np.unique(labels)]
     return np.sort(np.concatenate(kept))
 
 
@@ -267,17 +280,25 @@ def _digits_splits(train_tf, eval_tf, val_split, seed) -> DatasetSplits:
     return DatasetSplits(train, val, classes, f"{source}; {how}", native_size=images.shape[1], origin=source)
 
 
-def _cifar_splits(folder, layout, train_tf, eval_tf, val_split, seed) -> DatasetSplits:
-    """CIFAR pickles: the test batch is val, unless val_split holds out part of train."""
+def _cifar_splits(root, folder, layout, train_tf, eval_tf, val_split, seed) -> DatasetSplits:
+    """CIFAR batches in `folder` (`root` or inside it): the test batch is val, unless val_split
+    holds out part of train."""
     arrays = read_cifar(folder, layout)
     pool = ArrayImageDataset(arrays.train_images, arrays.train_labels, arrays.classes)
-    source = f"{layout.name} pickles in {folder}"
+    source = f"{layout.name} {layout.format} in {folder}"
     if arrays.test_images is not None and val_split is None:
         train = pool.subset(range(len(pool)), train_tf)
         val = ArrayImageDataset(arrays.test_images, arrays.test_labels, arrays.classes, eval_tf)
         how = f"val: {layout.test_file}"
     else:
         train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
+    missing = missing_files(folder, layout)
+    if missing:  # an interrupted download trains on part of the data: say which part
+        how += f"; missing: {listed(missing)}"
+    beside = sorted(f"{entry.name}/" for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+                    and Path(entry.path) != folder) if root != folder else []
+    if beside:  # class folders beside the CIFAR folder are not read
+        how += f"; ignored: {listed(beside)}"
     return DatasetSplits(train, val, arrays.classes, f"{source}; {how}", native_size=CIFAR_SIDE, origin=source)
 
 
@@ -288,11 +309,19 @@ def _split_folder_splits(train_dir, val_dir, ignored, train_tf, eval_tf, val_spl
     classes, samples = scan_class_folders(train_dir, min_classes=min_classes)
     # a val/ that an explicit val_split leaves unused is not read (its classes were checked, and refused)
     val_samples = scan_class_folders(val_dir, classes)[1] if val_dir is not None and val_split is None else None
-    pool = ImageFileDataset(samples, classes, strict=strict)
+    if val_samples:
+        shared = shared_files(samples, val_samples)
+        if shared:
+            val_file, train_file = shared[0]
+            raise UserError(f"{len(shared)} of the {len(val_samples)} images in {val_dir.name}/ are files of train/ "
+                            f"under another name ({val_file} is {train_file}, a link): validation would score "
+                            f"images the network trains on; put other images in {val_dir.name}/, or remove it "
+                            f"to hold out part of train/")
+    pool = ImageFileDataset(samples, classes, strict=strict, root=train_dir)
     source = f"image folder {train_dir.parent}"
     if val_samples is not None and val_split is None:
         train = pool.subset(range(len(pool)), train_tf)
-        val = ImageFileDataset(val_samples, classes, eval_tf, strict=strict)
+        val = ImageFileDataset(val_samples, classes, eval_tf, strict=strict, root=val_dir)
         how = f"train/ and {val_dir.name}/"
     else:
         train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
@@ -305,7 +334,7 @@ def _split_folder_splits(train_dir, val_dir, ignored, train_tf, eval_tf, val_spl
 def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict, min_classes=2) -> DatasetSplits:
     """root/<class>/*, split `val_split` (0.2) stratified."""
     classes, samples = scan_class_folders(root, min_classes=min_classes)
-    pool = ImageFileDataset(samples, classes, strict=strict)
+    pool = ImageFileDataset(samples, classes, strict=strict, root=root)
     train, val, how = _hold_out(pool, val_split, seed, train_tf, eval_tf)
     loose = sorted(entry.name for entry in os.scandir(root) if entry.is_file() and is_image_file(entry.name))
     if loose:  # an image beside the class folders has no class: say so rather than drop it unseen
@@ -316,8 +345,7 @@ def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict, min_c
 def _hold_out(pool, val_split, seed, train_tf, eval_tf):
     """(train, val, description): a stratified, seeded `val_split` (default 0.2) of `pool`."""
     fraction = DEFAULT_VAL_SPLIT if val_split is None else val_split
-    keys = pool.split_keys() if hasattr(pool, "split_keys") else None
-    train_idx, val_idx = stratified_split(pool.targets, fraction, seed, keys)
+    train_idx, val_idx = stratified_split(pool.targets, fraction, seed, _keys(pool))
     if len(val_idx) == 0:
         counts = np.bincount(np.asarray(pool.targets))
         raise UserError(f"too few images to hold out a validation split: no class has 2 images (the most is "
@@ -339,7 +367,7 @@ def _existing_folder(data: str | Path) -> Path:
     if not root.exists():
         raise UserError(
             f"data folder {root} does not exist: pass a folder of <class>/ subfolders, one with "
-            "train/ and val/, a CIFAR pickle folder, or no data for the embedded digits"
+            "train/ and val/, a CIFAR folder, or no data for the embedded digits"
         )
     if not root.is_dir():
         raise UserError(f"data must be a folder, {root} is a file: pass the folder that holds "

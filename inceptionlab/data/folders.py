@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from inceptionlab.errors import UserError, listed
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 VAL_FOLDER_NAMES = ("val", "test")  # the held-out split beside train/, in order of preference
 
 
@@ -24,9 +24,15 @@ def is_image_file(name: str) -> bool:
 
 
 def class_names(root: Path) -> list[str]:
-    """The visible subfolders of `root`, sorted; UserError if there are none."""
-    names = sorted(entry.name for entry in os.scandir(root)
-                   if entry.is_dir() and not entry.name.startswith("."))
+    """The visible subfolders of `root`, sorted; UserError if there are none, or for a link to a
+    folder that is gone (dropping that class would renumber the others without a word)."""
+    entries = [entry for entry in os.scandir(root) if not entry.name.startswith(".")]
+    broken = sorted(entry.name for entry in entries if entry.is_symlink() and not os.path.exists(entry.path))
+    if broken:
+        raise UserError(f"{root / broken[0]} is a link to {os.readlink(root / broken[0])}, which does not "
+                        f"exist{f' ({len(broken)} such links)' if len(broken) > 1 else ''}: "
+                        f"fix the link or remove it")
+    names = sorted(entry.name for entry in entries if entry.is_dir())
     if not names:
         loose = sum(1 for entry in os.scandir(root) if entry.is_file() and is_image_file(entry.name))
         found = f" (found {loose} images directly in it)" if loose else ""
@@ -50,7 +56,7 @@ def files_in(folder: Path, keep=lambda name: True, within: Path | None = None, *
     """Every visible file under `folder` whose name `keep` accepts, walked as `images_in` says;
     with `every_name`, a file linked in under two names is listed under both (predict answers for
     every name it is given; training must not count an image twice)."""
-    found, seen_folders, seen_files = [], set(), set()
+    found, seen_folders, seen_files = [], set(), set()  # seen files by identity: a hard link is one too
     inside = os.path.realpath(within) + os.sep if within is not None else None
     own = os.path.realpath(folder) + os.sep
     for parent, subfolders, files in os.walk(folder, followlinks=True):
@@ -63,10 +69,23 @@ def files_in(folder: Path, keep=lambda name: True, within: Path | None = None, *
                                and not _elsewhere_inside(os.path.join(parent, name), inside, own))
         for name in sorted(files):
             path = Path(parent) / name
-            if keep(name) and not name.startswith(".") and (every_name or os.path.realpath(path) not in seen_files):
-                seen_files.add(os.path.realpath(path))
+            if not keep(name) or name.startswith("."):
+                continue
+            identity = file_identity(path)
+            if every_name or identity not in seen_files:
+                seen_files.add(identity)
                 found.append(path)
     return found
+
+
+def file_identity(path: Path | str):
+    """What makes two names one file: (device, inode), so symbolic and hard links both count;
+    the resolved path where the file system has no inode numbers (or the name is dangling)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (info.st_dev, info.st_ino) if info.st_ino else os.path.realpath(path)
 
 
 def _elsewhere_inside(path: str, inside: str | None, own: str) -> bool:
@@ -101,16 +120,35 @@ def scan_class_folders(root: Path, classes: list[str] | None = None, min_classes
         other = real.setdefault(os.path.realpath(root / name), name)
         if other != name:
             raise UserError(f"class folders {other} and {name} in {root} are the same folder (a link); remove one")
-    samples = []
+    samples, owner = [], {}
     for label, name in enumerate(found):
         images = images_in(root / name, within=root)
         if not images:
-            raise UserError(
-                f"class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)}): "
-                "add images or remove the folder"
-            )
+            fix = (f"add images of {name} to it (every class of train/ needs some in {root.name}/), or remove "
+                   f"the class from both folders" if classes is not None else "add images or remove the folder")
+            raise UserError(f"class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)}): {fix}")
+        for path in images:  # one picture linked into two classes would train under both labels
+            other = owner.setdefault(file_identity(path), path)
+            if other != path:
+                raise UserError(_one_file_twice(root, other, path))
         samples += [(path, label) for path in images]
     return found, samples
+
+
+def _one_file_twice(root: Path, first: Path, second: Path) -> str:
+    """The message for one file found in two class folders: the symbolic link named as one."""
+    link, target = (first, second) if os.path.islink(first) and not os.path.islink(second) else (second, first)
+    how = "a link to" if os.path.islink(link) else "the same file as (a hard link)"
+    classes = sorted({link.relative_to(root).parts[0], target.relative_to(root).parts[0]})
+    return (f"{link} is {how} {target}: one picture in two classes ({' and '.join(classes)}) would train under "
+            f"both labels; remove the one in the wrong class")
+
+
+def shared_files(train: list[tuple[Path, int]], val: list[tuple[Path, int]]) -> list[tuple[Path, Path]]:
+    """(val file, train file) pairs that are one file under two names (a val/ linked to train/):
+    validation would score images the network trained on."""
+    in_train = {file_identity(path): path for path, _ in train}
+    return [(path, in_train[key]) for path, _ in val if (key := file_identity(path)) in in_train]
 
 
 class SplitLayout(NamedTuple):
@@ -140,6 +178,9 @@ def split_folders(root: Path) -> SplitLayout | None:
         return None
     passed_over = held_out[:held_out.index(val)] if val is not None else held_out  # before it in preference
     ignored = [f"{folder.name}/ (no images)" for folder in passed_over]
+    if val is not None:  # test/ beside the val/ in use: named, not read (it may be the final test)
+        ignored += [f"{folder.name}/ ({val.name}/ is used)" for folder in held_out[held_out.index(val) + 1:]
+                    if _holds_images(folder)]
     for folder in (train, val):
         if folder is not None:
             ignored += sorted(f"{folder.name}/{entry.name}" for entry in os.scandir(folder)
@@ -167,11 +208,26 @@ def _class_difference(root: Path, train_classes: list[str], val_classes: list[st
     """One line saying how the val/ classes differ from the train/ classes."""
     missing = sorted(set(train_classes) - set(val_classes))
     extra = sorted(set(val_classes) - set(train_classes))
+    alike = {_looks(name): name for name in missing}
+    twins = [(alike[_looks(name)], name) for name in extra if _looks(name) in alike]
+    if twins:  # 'café' in NFC against NFD (macOS, zip tools), or a trailing space: show the characters
+        missing = [ascii(name) for name in missing]
+        extra = [ascii(name) for name in extra]
     parts = []
     if missing:
         parts.append(f"missing from {root.name}/: {listed(missing)}")
     if extra:
         parts.append(f"not in train/: {listed(extra)}")
-    return (f"{root.name}/ classes differ from train/ classes ({'; '.join(parts)}) in "
-            f"{root.parent}: give both folders the same class subfolders")
+    fix = "give both folders the same class subfolders"
+    if twins:
+        fix = (f"names that look alike differ in their characters ({ascii(twins[0][0])} in train/, "
+               f"{ascii(twins[0][1])} in {root.name}/): rename one to match the other")
+    return f"{root.name}/ classes differ from train/ classes ({'; '.join(parts)}) in {root.parent}: {fix}"
+
+
+def _looks(name: str) -> str:
+    """A class name as it reads: Unicode-normalized (NFC), without surrounding spaces."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name).strip()
 
