@@ -179,7 +179,8 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
         # the API's fix for weights of another class count is a Python call; on the command line it is a model
         message = re.sub(r"pass num_classes=(\d+) \(then reset_classifier\(n\) for n new classes\)",
                          _classes_fix, message)
-        print(f"inceptionlab {args.command}: error: {message}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun, each machine's first process says it
+            print(f"inceptionlab {args.command}: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`inceptionlab predict ... | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

@@ -28,5 +28,7 @@ def set_threads(threads: int, processes: int | None = None, warn: bool = True) -
     cpus = usable_cpus()
     if warn and threads * processes > cpus:
         each = f" in each of {processes} processes" if processes > 1 else ""
-        warnings.warn(f"{threads} threads{each} on {cpus} CPUs: they take turns on the cores and run slower, "
-                      f"not faster; use --threads {max(1, cpus // processes)}", stacklevel=2)
+        fix = (f"use --threads {cpus // processes}" if cpus >= processes else  # one thread each is still too many
+               f"start at most --nproc_per_node={cpus} processes")
+        warnings.warn(f"{threads} thread{'s' if threads != 1 else ''}{each} on {cpus} CPUs: they take turns on "
+                      f"the cores and run slower, not faster; {fix}", stacklevel=2)

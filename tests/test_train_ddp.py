@@ -101,7 +101,8 @@ def test_torchrun_two_processes_match_one_and_resume_after_sigterm(tmp_path):
         time.sleep(0.005)
     process.send_signal(signal.SIGTERM)      # torchrun passes it on to both processes
     output = process.communicate(timeout=120)[0]
-    assert "interrupted" in output and "--resume" in output, output[-3000:]
+    # the hint continues it as it ran (a plain `train --resume` had made it a 1-process run)
+    assert f"continue with torchrun --nproc_per_node=2 -m inceptionlab train --resume {run}" in output, output[-3000:]
     assert not (run / "model.safetensors").exists()
 
     resumed = subprocess.run(torchrun + ["--resume", str(run)], env=env, capture_output=True, text=True,
@@ -114,6 +115,37 @@ def test_torchrun_two_processes_match_one_and_resume_after_sigterm(tmp_path):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
     assert [s["loss"] for s in steps] == pytest.approx([s["loss"] for s in read_steps(tmp_path / "single")],
                                                        abs=1e-5)
+    # extended in one process: summary.json keeps both parts (world_size alone said 1 for all 14 steps)
+    from inceptionlab.train import train
+    extended = train(resume=run, budget={"steps": 14})
+    assert extended["world_size"] == 1 and extended["processes"] == [
+        {"from_step": 1, "processes": 2}, {"from_step": 13, "processes": 1}]
+
+
+def test_a_bad_setting_under_torchrun_is_said_by_the_first_process_alone(monkeypatch, capsys, tmp_path):
+    # every process printed the same one-line error (then torchrun its report)
+    from inceptionlab.cli import main
+
+    for local_rank, said in (("1", ""), ("0", "inceptionlab train: error: lr must be")):
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+        assert main(["train", "--steps", "2", "--lr", "-1", "--out", str(tmp_path / "run")]) == 2
+        assert capsys.readouterr().err.startswith(said)
+    assert not (tmp_path / "run").exists()
+
+
+def test_more_processes_than_cpus_are_told_to_start_fewer(monkeypatch):
+    from inceptionlab import cpus
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        with pytest.warns(UserWarning, match=r"^1 thread in each of 4 processes on 2 CPUs: .*; start at most "
+                                             r"--nproc_per_node=2 processes$"):
+            cpus.set_threads(1, processes=4)  # "use --threads 1" was what it had been given
+        with pytest.warns(UserWarning, match=r"^2 threads in each of 2 processes on 2 CPUs: .*; use --threads 1$"):
+            cpus.set_threads(2, processes=2)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _buffers_worker(rank: int, port: int, results) -> None:

@@ -184,6 +184,7 @@ class Trainer:
         # data, then the model it needs, then the preprocessing the model needs: all checked before
         # the output folder is touched, so that bad input leaves what is there as it was
         self._after_last_step = 0.0  # seconds from the last step to the end (the final evaluation)
+        self.segments = [[0, dist.world_size]]  # [steps done before, processes] for each part of the run
         self.weights_notes: list[str] = []  # what fine-tuning's --weights did to the classifier
         # the weights the run started from (a resume loads the checkpoint instead, so cfg has none):
         # they decide the input preprocessing, and config.yaml keeps naming them
@@ -303,8 +304,7 @@ class Trainer:
             latest = self.checkpoints.latest() if self.main else None
             status, message = "failed", (
                 f"another process of the run stopped ({clipped(_one_line(exc), 100)}); the checkpoints are intact"
-                + (f" (latest: {latest.name})" if latest else "") + f": continue with torchrun --nproc_per_node="
-                f"{self.dist.world_size} -m inceptionlab train --resume {self.out}")
+                + (f" (latest: {latest.name})" if latest else "") + f": continue with {self._resume_command()}")
         finally:
             self.stop.uninstall()
             self.progress.close()
@@ -365,7 +365,14 @@ class Trainer:
         path = self._save_checkpoint()
         name = self.stop.signal_name or "a signal to another process"
         return "interrupted", (f"stopped by {name} after step {self.pos.step}; checkpoint {path}; "
-                               f"continue with inceptionlab train --resume {self.out}")
+                               f"continue with {self._resume_command()}")
+
+    def _resume_command(self) -> str:
+        """The command that continues this run as it ran: under torchrun with as many processes
+        (a plain `train --resume` had turned a 2-process run into a 1-process one)."""
+        launcher = (f"torchrun --nproc_per_node={self.dist.world_size} -m inceptionlab" if self.dist.world_size > 1
+                    else "inceptionlab")
+        return f"{launcher} train --resume {self.out}"
 
     def _epoch_batches(self):
         """The loader of the current epoch, past the batches already consumed (after a resume)."""
@@ -481,7 +488,8 @@ class Trainer:
             history=dataclasses.asdict(self.history), config=self.cfg.to_dict(), classes=self.classes,
             initial_weights=self.initial_weights,
             preprocessing={k: self.net.pretrained_cfg.get(k) for k in ("mean", "std", "input_space", "input_range")},
-            world_size=self.dist.world_size, images=[len(self.splits.train), len(self.splits.val)],
+            world_size=self.dist.world_size, segments=self.segments,
+            images=[len(self.splits.train), len(self.splits.val)],
             stop_signal=self.stop.signal_name,  # (a lab stops after a run that finished under a Ctrl-C)
             versions=versions())
         return self.checkpoints.save(state, self.pos.step, best=best)
@@ -502,6 +510,9 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.pos = Position(**state["position"])
         self.history = History(**state["history"])
+        saved = state.get("segments") or [[0, state.get("world_size") or self.dist.world_size]]
+        self.segments = saved + ([[self.pos.step, self.dist.world_size]] if saved[-1][1] != self.dist.world_size
+                                 else [])
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         if self.main:
@@ -637,6 +648,8 @@ class Trainer:
             skipped_files=skipped, unreadable_classes=self._classes_never_read(skipped), classes=self.classes,
             data_source=self.splits.source, seed=self.cfg.seed,
             img_size=self.img_size, batch_size=self.cfg.batch_size, world_size=self.dist.world_size,
+            # every part of a run resumed with another process count (world_size is the last part's)
+            processes=[dict(from_step=done + 1, processes=count) for done, count in self.segments],
             opt=self.cfg.opt, lr=self.cfg.lr, sched=self.cfg.sched, aux_weight=self.aux_weight,
             ema=self.ema is not None, weights=final_weights, run_dir=str(self.out),
             checkpoint=str(self.checkpoints.latest()) if self.main and self.checkpoints.latest() else None,
