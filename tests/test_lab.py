@@ -152,7 +152,9 @@ def test_cli_errors_are_one_line_and_nothing_trains(engine, tmp_path, capsys):
         (["compare", "--steps", "5"], "nothing to compare"),
         (["compare", "--models", "googlenet", "--steps", "5", "--data", str(tmp_path / "nope")], "does not exist"),
         (["study", "batchnrom"], "did you mean batchnorm"),
-        (["study", "batchnorm", "--data", str(tmp_path)], "no training budget"),
+        (["study", "batchnorm", "--data", str(tmp_path)],  # (the README's own command had no budget)
+         "a study on your own data needs a budget for each of its runs: add e.g. --minutes 5 (or --steps N, "
+         "--epochs N); on the embedded digits it is 150 steps"),
         (["compare", "--resume", str(tmp_path / "elsewhere")], "is not a lab folder"),
         # the engine's hints in the form each command takes (compare has no --warmup-steps)
         (["compare", "--models", "googlenet", "--steps", "5", "--set", "warmup_steps=-1"],
@@ -265,6 +267,21 @@ def test_resume_keeps_finished_runs_and_continues_the_interrupted_one(engine, tm
     (run_dir / "leftover.txt").write_text("x")
     run_plan(load_lab(tmp_path), tmp_path, resume=True)
     assert engine.calls[4:] == [("inception_resnet_v2", "new")] and not (run_dir / "leftover.txt").exists()
+
+
+def test_sigterm_while_a_run_sets_up_interrupts_the_lab_with_its_message(engine, tmp_path):
+    # before a run's training loop installs its handlers, SIGTERM ended the lab without a word
+    import signal
+
+    engine.fates["inception_v3"] = "sigterm"
+    said = []
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(plan_of("googlenet", "inception_v3"), tmp_path, log=said.append, resume_hint="inceptionlab demo --resume")
+    assert said[-1] == f"interrupted: the runs so far are kept in {tmp_path}; continue with: inceptionlab demo --resume"
+    assert signal.getsignal(signal.SIGTERM) is before  # and the lab's handler is gone again
+    # each run is told the lab's command, which its own "interrupted" line names
+    assert engine.continue_with == "inceptionlab demo --resume"
 
 
 def test_compare_command_end_to_end_with_the_fake_engine(engine, tmp_path, capsys):

@@ -81,6 +81,10 @@ def test_interrupted_compare_resumes_with_the_real_engine(tmp_path, capsys, monk
     assert main(argv) == 130
     printed = capsys.readouterr()
     assert f"inceptionlab compare --resume {out}" in printed.out
+    # the run's own line named `train --resume`, which finished that run and left the lab's others undone
+    assert "train --resume" not in printed.out + printed.err
+    stopped = json.loads((out / "runs" / "inception_v3" / "summary.json").read_text())["message"]
+    assert stopped.endswith(f"continue with inceptionlab compare --resume {out}")
     first = (out / "runs" / "googlenet" / "summary.json").stat().st_mtime_ns
     monkeypatch.setattr(RunLog, "step", original)
     assert main(["compare", "--resume", str(out), "--quiet"]) == 0

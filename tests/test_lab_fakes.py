@@ -69,7 +69,7 @@ def write_fake_run(run_dir, *, model="googlenet", status="finished", message="",
 class FakeEngine:
     """``train(cfg)`` / ``train(resume=dir)`` writing fake runs.
 
-    ``fates`` maps a run folder name to "raise", "diverge", "interrupt_once" (interrupted the first
+    ``fates`` maps a run folder name to "raise", "diverge", "sigterm", "interrupt_once" (interrupted the first
     time, finished on resume) or a speed (lower learns faster); default speed 20."""
 
     def __init__(self, fates: dict | None = None):
@@ -77,7 +77,8 @@ class FakeEngine:
         self.calls: list[tuple[str, str]] = []   # (run name, "new" | "resume")
         self.interrupted: set[str] = set()
 
-    def __call__(self, cfg=None, *, resume=None):
+    def __call__(self, cfg=None, *, resume=None, continue_with=None):
+        self.continue_with = continue_with
         if resume is not None:
             run_dir = Path(resume)
             self.calls.append((run_dir.name, "resume"))
@@ -94,6 +95,10 @@ class FakeEngine:
         if fate == "diverge":
             return write_fake_run(run_dir, model=cfg.model, seed=cfg.seed, status="diverged",
                                   message="loss became nan at step 30", steps=steps, nan_at=30, config=config)
+        if fate == "sigterm":  # the signal arrives while the run sets up, before its own handlers
+            import os
+            import signal
+            os.kill(os.getpid(), signal.SIGTERM)
         if fate == "interrupt_once" and run_dir.name not in self.interrupted:
             self.interrupted.add(run_dir.name)
             return write_fake_run(run_dir, model=cfg.model, seed=cfg.seed, status="interrupted",

@@ -331,3 +331,12 @@ def test_batchnorm_target_is_reached_by_the_run_that_sets_it():
                           "bn-lr_x1": dict(best_top1=38.889, metrics=rows)}, study)
     assert results["target_top1"] == 38.889 and results["target_rule"].startswith("top-1 38.889% (")
     assert [r["steps_to_target"] for r in results["runs"]] == [2, 2]
+
+
+def test_a_plan_naming_a_study_without_its_runs_says_so():
+    # a compare plan with `study: batchnorm` and one googlenet run: "no_bn-lr_x1 did not run to its end"
+    study = get_study("batchnorm")
+    v = study.verdict(results_of({"googlenet": dict(best_top1=50.0, metrics=rising(100, 50))}, study))
+    assert v["supported"] is None and v["verdict"].startswith(
+        "cannot judge: the plan has no run named no_bn-lr_x1, which this study compares (`inceptionlab study` makes "
+        "the study's own runs)")

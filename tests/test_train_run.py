@@ -968,6 +968,10 @@ def test_a_blown_up_finite_loss_is_divergence(tmp_path, monkeypatch):
     summary = train(tiny(tmp_path, steps=6))
     assert summary["status"] == "diverged" and summary["steps"] == 2
     assert summary["message"].startswith("loss became 1e+23 (over 1000x the 2.30 of a uniform guess) at step 3 ")
+    # the epoch where step 3 ends, as steps.jsonl counts them (it gave step 2's)
+    from inceptionlab.train.logs import read_steps
+    per_step = read_steps(tmp_path / "run")[0]["epoch"]
+    assert f"at step 3 (epoch {3 * per_step:.2f});" in summary["message"]
 
 
 def test_a_fine_tune_of_a_run_keeps_the_input_convention_the_run_trained_with(tmp_path):

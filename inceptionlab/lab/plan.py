@@ -15,7 +15,9 @@ hold can be written in YAML (``--plan FILE``), and a lab directory keeps its pla
       - {name: bn, model: bn_inception}
       - {name: no_bn, model: bn_inception, norm: false, lr: 0.01}   # a switch, a training setting
 
-(``models: [googlenet, inception_v3]`` is short for one run per model, named after it.)
+(``models: [googlenet, inception_v3]`` is short for one run per model, named after it. ``study:
+batchnorm``, which ``inceptionlab study`` writes into its plan.yaml, adds that study's claim and
+verdict to the report; the verdict needs the study's own runs, by name.)
 
 `check_plan` is the boundary: unknown models, switches or settings (with the closest names), a
 missing or zero budget, bad switch values and a data folder the runs cannot use are all one-line

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -119,6 +121,8 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
     budget = ", ".join(f"{k} {v:g}" for k, v in plan.budget.items()) or "per-run budgets"
     log(f"{plan.title}: {len(runs)} run(s), {budget} each, on {check.source}; {len(check.classes)} classes; "
         f"lab folder {lab_dir}")
+    continue_with = resume_hint or f"inceptionlab compare --resume {lab_dir}"
+    terminated = _sigterm_interrupts()  # SIGTERM between runs' steps (a run's set-up) ended the lab without a word
     try:
         for i, run in enumerate(runs, 1):
             run_dir = lab_dir / "runs" / run.name
@@ -128,14 +132,16 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
                 log(f"{head} - kept from before ({_status_text(run_dir)})")
             else:
                 log(f"{head}" + (" - resuming from its checkpoint" if state == "partial" else ""))
-                _train_one(run, run_dir, plan, resume=state == "partial", log=log, quiet=quiet_runs)
+                _train_one(run, run_dir, plan, resume=state == "partial", log=log, quiet=quiet_runs,
+                           continue_with=continue_with)
             _measure_one(run, run_dir, check)
             if calibrate:
                 _calibrate_one(run_dir, log)
     except KeyboardInterrupt:
-        log(f"interrupted: the runs so far are kept in {lab_dir}; continue with: "
-            f"{resume_hint or f'inceptionlab compare --resume {lab_dir}'}")
+        log(f"interrupted: the runs so far are kept in {lab_dir}; continue with: {continue_with}")
         raise
+    finally:
+        terminated.restore()
     return make_report(plan, lab_dir, data_source=check.source, val_images=check.val_images,
                        classes=len(check.classes))
 
@@ -146,13 +152,33 @@ def describe_run(run: RunSpec) -> str:
     return run.model + (f" ({switches})" if switches else "")
 
 
-def _train_one(run: RunSpec, run_dir: Path, plan: Plan, *, resume: bool, log, quiet: bool) -> None:
+class _sigterm_interrupts:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, until `restore` (in the main thread only).
+    A run's training steps handle both signals themselves (a checkpoint, then the lab's message)."""
+
+    def __init__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._interrupt)
+
+    @staticmethod
+    def _interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _train_one(run: RunSpec, run_dir: Path, plan: Plan, *, resume: bool, log, quiet: bool,
+               continue_with: str | None = None) -> None:
     from inceptionlab.train import train
 
     if not resume and run_dir.exists():  # an attempt that died before its first checkpoint
         shutil.rmtree(run_dir)
-    try:
-        summary = train(resume=run_dir) if resume else train(run.config(run_dir, plan.data, quiet=quiet))
+    try:  # a run stopped by a signal names the lab's command to continue (its own had left the rest undone)
+        summary = (train(resume=run_dir, continue_with=continue_with) if resume
+                   else train(run.config(run_dir, plan.data, quiet=quiet), continue_with=continue_with))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failed run must not stop the others (OOM, a bug, bad data)

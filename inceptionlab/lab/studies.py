@@ -133,6 +133,9 @@ def _ran(results: dict, *names: str, numbers: dict | None = None) -> None:
     """_Undecided unless each arm finished or diverged: a failed or missing run is no evidence either way
     (a crashed Inception-v4 read as "never reached the target")."""
     for name in names:
+        if not any(r["variant"] == name for r in results["runs"]):  # a compare plan naming a study: not "did not run"
+            raise _Undecided(f"cannot judge: the plan has no run named {name}, which this study compares "
+                             f"(`inceptionlab study` makes the study's own runs)", numbers)
         if _status(results, name) not in ("finished", "diverged"):
             raise _Undecided(f"cannot judge: {name} did not run to its end ({_why(results, name)})", numbers)
 

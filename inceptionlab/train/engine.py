@@ -105,14 +105,17 @@ DIVERGED_LOSS_FACTOR = 1000
 
 
 def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, quiet: bool | None = None,
-          budget: dict | None = None, threads: int | None = None, data: str | Path | None = None) -> dict:
+          budget: dict | None = None, threads: int | None = None, data: str | Path | None = None,
+          continue_with: str | None = None) -> dict:
     """Trains ``cfg`` (or continues the run in ``resume``); returns the summary (also summary.json).
 
     ``budget`` (with ``resume``) replaces the run's epochs, steps and minutes together: a finished
     run is extended by giving it a larger one. ``threads`` (with ``resume``) replaces the run's CPU
     thread count (which changes only how sums are split: results differ at rounding level).
     ``data`` (with ``resume``) is where the run's image folder is now, when it moved: the classes
-    must be the same (the split follows the file names).
+    must be the same (the split follows the file names). ``continue_with`` is the command that a
+    run stopped by a signal tells the user to run (default: this run's ``train --resume``; a lab
+    names its own, which continues the other runs too).
     Bad configuration raises a one-line UserError before
     any training. Once training runs, a diverged, interrupted or failed run is reported in the
     summary's status and message.
@@ -149,6 +152,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
                                 f"outside it")
             cfg = cfg.replace(data=str(data))
         trainer = Trainer(cfg.resolved(), dist, state)
+        trainer.continue_with = continue_with
         return trainer.run()
     finally:
         dist.close()
@@ -185,6 +189,7 @@ class Trainer:
         # the output folder is touched, so that bad input leaves what is there as it was
         self._after_last_step = 0.0  # seconds from the last step to the end (the final evaluation)
         self.segments = [[0, dist.world_size]]  # [steps done before, processes] for each part of the run
+        self.continue_with: str | None = None  # the command a stopped run names (a lab's, for its runs)
         self.weights_notes: list[str] = []  # what fine-tuning's --weights did to the classifier
         # the weights the run started from (a resume loads the checkpoint instead, so cfg has none):
         # they decide the input preprocessing, and config.yaml keeps naming them
@@ -339,12 +344,13 @@ class Trainer:
             agreed = self._agree(loss, images.shape[0], started)
             guess = math.log(max(2, len(self.classes)))  # the loss of a uniform guess
             if not math.isfinite(agreed.loss) or agreed.loss > DIVERGED_LOSS_FACTOR * guess:
+                epoch = self._epoch_float()  # where the failed step ends, as steps.jsonl writes a step's epoch
                 self.pos.epoch, self.pos.batch = before  # the failed step is not counted: epochs agree with steps
                 latest = self.checkpoints.latest()
                 value = (f"{agreed.loss}" if not math.isfinite(agreed.loss) else
                          f"{agreed.loss:.3g} (over {DIVERGED_LOSS_FACTOR}x the {guess:.2f} of a uniform guess)")
                 return "diverged", (f"loss became {value} at step {self.pos.step + 1} (epoch "
-                                    f"{self._epoch_float():.2f}); last good checkpoint: {latest or 'none'}; "
+                                    f"{epoch:.2f}); last good checkpoint: {latest or 'none'}; "
                                     f"start a new run with a lower --lr or with --clip-grad")
             self._count_step(agreed, lr, time.monotonic() - step_started)
             if agreed.signalled:
@@ -370,6 +376,8 @@ class Trainer:
     def _resume_command(self) -> str:
         """The command that continues this run as it ran: under torchrun with as many processes
         (a plain `train --resume` had turned a 2-process run into a 1-process one)."""
+        if self.continue_with:
+            return self.continue_with
         launcher = (f"torchrun --nproc_per_node={self.dist.world_size} -m inceptionlab" if self.dist.world_size > 1
                     else "inceptionlab")
         return f"{launcher} train --resume {self.out}"
