@@ -627,7 +627,7 @@ def test_eval_refuses_data_of_other_classes(tmp_path):
     assert (tmp_path / "afile").read_text() == "mine"
 
 
-def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys):
+def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys, monkeypatch):
     # `eval --run R --data test/` scored the test folder's 20% hold-out, and nothing scored it all;
     # unreadable files were left out of the image count without a word
     from inceptionlab.cli import main
@@ -642,9 +642,15 @@ def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys):
     assert "(only its validation split was scored; --all-images scores every image of" in out
     part = json.loads((tmp_path / "part" / "eval.json").read_text())
     assert part["images"] + len(part["skipped_files"]) == 4  # a quarter of each class's 6 files
-    assert main(["eval", "--run", str(run), "--data", str(test), "--all-images", "--out", str(tmp_path / "all")]) == 0
-    out = capsys.readouterr().out
+    import importlib  # a long evaluation says how far it is, every 30 s (here: every batch)
+    progress = importlib.import_module("inceptionlab.train.evaluate")._Progress
+    monkeypatch.setattr(progress.__init__, "__defaults__", (0.0,))
+    assert main(["eval", "--run", str(run), "--data", str(test), "--all-images", "--out", str(tmp_path / "all"),
+                 "--batch-size", "4"]) == 0
+    out, err = capsys.readouterr()
     assert f"image folder {test}, every image: top1" in out and "validation split" not in out
+    assert err.startswith("  scoring 12 images: 1 of 3 batches in 0s, about 0s left\n"
+                          "  scoring 12 images: 2 of 3 batches in ")
     assert "  skipped 2 unreadable files: " in out and "junk0.png" in out
     report = json.loads((tmp_path / "all" / "eval.json").read_text())
     assert report["images"] == 10 and len(report["skipped_files"]) == 2
@@ -1047,3 +1053,13 @@ def test_an_epoch_budget_under_one_step_says_so(tmp_path, capsys):
     summary = train(tiny(tmp_path, steps=None, epochs=0.001, quiet=False))
     assert summary["steps"] == 1
     assert "1 steps (--epochs 0.001 is less than one step; one step is the least) (5/epoch)" in capsys.readouterr().out
+
+
+def test_images_left_out_of_every_epoch_are_named_in_the_start_line(tmp_path, capsys):
+    # 50 images at batch 32: one step an epoch, and 18 images unseen each epoch without a word
+    train(tiny(tmp_path, steps=1, limit_per_class=5, batch_size=32, val_split=0.1, quiet=False))
+    assert ("(1/epoch, 18 of the 50 images left out of each epoch: the last partial batch, other images each "
+            "epoch)") in capsys.readouterr().out
+    # a few images short of a whole batch are not worth a word
+    train(tiny(tmp_path, "run2", steps=1, limit_per_class=4, batch_size=8, val_split=0.02, quiet=False))
+    assert "left out" not in capsys.readouterr().out

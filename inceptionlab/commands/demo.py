@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from inceptionlab.lab.demo import DEMO_MINUTES, DEMO_MODELS
 
     parser.add_argument("--data", help="an image folder (<class>/ folders, or train/ and val/) instead of the "
-                                       "embedded digits")
+                                       "embedded digits; trained at 96x96 and 1/4 width, whatever the stem "
+                                       "(--set img_size=N and --model-kwargs change them)")
     parser.add_argument("--out", default="lab/demo", help="lab folder, started over each time (default "
                                                           "lab/demo); a folder holding a compare or a study is refused")
     parser.add_argument("--minutes", type=float, help=f"wall-clock minutes per run (default {DEMO_MINUTES})")

@@ -583,11 +583,16 @@ class Trainer:
         total = f"{self.total_steps} steps" if self.total_steps else f"{cfg.minutes} minutes"
         if cfg.epochs is not None and cfg.epochs * self.steps_per_epoch < 1:  # rounded up without a word
             total += f" (--epochs {cfg.epochs:g} is less than one step; one step is the least)"
+        per_epoch = f"{self.steps_per_epoch}/epoch"
+        left_out = len(self.splits.train) - self.steps_per_epoch * cfg.batch_size
+        if left_out * 10 >= len(self.splits.train):  # 18 of 50 images unseen each epoch, without a word
+            per_epoch += (f", {left_out} of the {len(self.splits.train)} images left out of each epoch: the last "
+                          f"partial batch, other images each epoch")
         self.progress.line(
             f"{cfg.model} ({params}) on {self.splits.source}; {len(self.classes)} classes, "
             f"{self.img_size}px, batch {cfg.batch_size}"
             + (f" over {self.dist.world_size} processes" if self.dist.enabled else "")
-            + f"; {cfg.opt} lr {cfg.lr:g} {cfg.sched}; {total} ({self.steps_per_epoch}/epoch); {where}; "
+            + f"; {cfg.opt} lr {cfg.lr:g} {cfg.sched}; {total} ({per_epoch}); {where}; "
             f"out {self.out}")
 
     # ------------------------------------------------------------------ budget and bookkeeping

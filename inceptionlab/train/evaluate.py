@@ -39,15 +39,19 @@ class EvalResult:
 
 @torch.no_grad()
 def run_eval(model: nn.Module, loader, device: torch.device, *, num_classes: int, amp_dtype=None,
-             memory_format=torch.contiguous_format, dist=None, label_map: torch.Tensor | None = None) -> EvalResult:
+             memory_format=torch.contiguous_format, dist=None, label_map: torch.Tensor | None = None,
+             progress=None) -> EvalResult:
     """Evaluates ``model`` over ``loader`` (this process's share; summed over ``dist``'s processes).
-    ``label_map[data label]`` is the model's output index of that class, where the two differ."""
+    ``label_map[data label]`` is the model's output index of that class, where the two differ;
+    ``progress(batches done)`` is called after each batch."""
     was_training = model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, top-k correct, images
     k = min(5, num_classes)  # top-5 is reported only above 5 classes; the top k still give top-1
-    for images, labels, _n_skipped in loader:
+    for done, (images, labels, _n_skipped) in enumerate(loader, 1):
+        if progress is not None:
+            progress(done - 1)
         if images.numel() == 0:
             continue
         images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
@@ -70,6 +74,28 @@ def run_eval(model: nn.Module, loader, device: torch.device, *, num_classes: int
     top5 = 100.0 * totals[1].item() / n if num_classes > 5 else None
     return EvalResult(loss=totals[0].item() / n, top1=top1, top5=top5,
                       count=int(totals[2].item()), confusion=confusion)
+
+
+class _Progress:
+    """A line on stderr every `every` seconds of a long evaluation (10,000 test images had printed
+    nothing for minutes): how many batches are done, of how many."""
+
+    def __init__(self, batches: int, images: int, every: float = 30.0) -> None:
+        import time
+
+        self.batches, self.images, self.every = batches, images, every
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        import sys
+        import time
+
+        now = time.monotonic()
+        if now - self.last >= self.every and done:
+            self.last = now
+            left = (now - self.started) / done * (self.batches - done)
+            print(f"  scoring {self.images:,} images: {done} of {self.batches} batches in {now - self.started:.0f}s, "
+                  f"about {left:.0f}s left", file=sys.stderr, flush=True)
 
 
 def _same_folder(data, trained_on) -> bool:
@@ -206,7 +232,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     loader = make_loader(scored, batch_size, train=False, workers=workers, seed=cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = run_eval(net.to(device), loader, device, num_classes=len(classes), amp_dtype=amp_dtype(amp, device),
-                      label_map=label_map)
+                      label_map=label_map, progress=None if quiet else _Progress(len(loader), len(scored)))
     skipped = getattr(scored, "skipped", None)
     if result.count == 0:
         raise UserError(f"no image of {splits.origin if all_images else source} could be read ({skipped.summary() if skipped else 'none'}); "
