@@ -654,6 +654,12 @@ def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys, monkeypatc
     assert "  skipped 2 unreadable files: " in out and "junk0.png" in out
     report = json.loads((tmp_path / "all" / "eval.json").read_text())
     assert report["images"] == 10 and len(report["skipped_files"]) == 2
+    # a quick look at a large test folder: at most N of each class
+    assert main(["eval", "--model", str(run), "--data", str(tmp_path / "trained"), "--all-images",
+                 "--limit-per-class", "3", "--out", str(tmp_path / "few")]) == 0
+    assert "every image; at most 3 per class: top1" in capsys.readouterr().out
+    few = json.loads((tmp_path / "few" / "eval.json").read_text())
+    assert few["images"] == 6 and few["limit_per_class"] == 3
     answers = predict(create_model(str(run)), sorted(test.rglob("[0-9].png")), top_k=1, fast=False).results
     correct = sum(p.top[0][1] == p.path.parent.name for p in answers)
     assert len(answers) == 10 and report["top1"] == pytest.approx(100 * correct / 10)

@@ -19,13 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="where to write confusion_matrix.csv/.png and eval.json")
     parser.add_argument("--model-kwargs", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="model switches")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--img-size", type=image_size)
-    parser.add_argument("--val-split", type=float)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
+    parser.add_argument("--img-size", type=image_size, help="default: the model's (a run's: its own)")
+    parser.add_argument("--val-split", type=float, help="the held-out fraction scored (default: 0.2, as training's)")
     parser.add_argument("--all-images", action="store_true",
                         help="score every image of --data (a test folder), not its validation split")
+    parser.add_argument("--limit-per-class", type=positive_int, metavar="N",
+                        help="score at most N images of each class (a quick look at a large test folder)")
     parser.add_argument("--seed", type=int, help="seed of the validation split (default 0)")
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default: 0)")
     add_threads(parser)
     parser.add_argument("--amp", nargs="?", const=True, default=False, metavar="bf16|fp16",
                         help="autocast: bf16 (alone: bf16 on the CPU), fp16 on CUDA; false or leave out for fp32")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, img_size=args.img_size,
                       model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,
                       val_split=args.val_split, seed=0 if args.seed is None else args.seed, amp=args.amp,
-                      all_images=args.all_images, quiet=False)
+                      all_images=args.all_images, limit_per_class=args.limit_per_class, quiet=False)
     width = max(len(name) for name in report["classes"])
     for name, accuracy in report["per_class"].items():
         shown = "-" if accuracy is None else f"{accuracy:6.2f}%"

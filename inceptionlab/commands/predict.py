@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a state dict file (.pth/.safetensors) for --model NAME, or a training checkpoint "
                              "(RUN/checkpoints/best.pt: the best evaluation's weights; --model RUN alone uses the "
                              "run's final weights)")
-    parser.add_argument("--top-k", type=positive_int, default=5)
-    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default: 5)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
     parser.add_argument("--size", type=image_size, default=None, help="input size (default: the model's)")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout, for machines")
     add_threads(parser)

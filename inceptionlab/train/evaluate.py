@@ -132,10 +132,12 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
              data: str | Path | None = None, out: str | Path | None = None, batch_size: int = 64,
              img_size: int | None = None, model_kwargs: dict | None = None, workers: int = 0,
              val_split: float | None = None, seed: int = 0, amp: bool | str = False,
-             all_images: bool = False, quiet: bool = True) -> dict:
+             all_images: bool = False, limit_per_class: int | None = None, quiet: bool = True) -> dict:
     """Evaluates a run (``run=``) or a model and weights (``model=``, ``weights=``) on ``data``'s
     validation split, or on every image of ``data`` with ``all_images`` (a test folder); returns
-    top1, top5, loss, per-class accuracy and where the outputs went."""
+    top1, top5, loss, per-class accuracy and where the outputs went. ``limit_per_class`` scores at
+    most that many images of each class (chosen by the seed, as training's limit chooses them): a
+    quick look at a 10,000-image test folder."""
     from inceptionlab.models.registry import is_saved_folder
     from inceptionlab.models.weights import trained_classes
     from inceptionlab.train.config import TrainConfig
@@ -229,6 +231,13 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
             raise UserError("all_images scores every image, so a val_split would not be used; drop one of them")
         scored = splits.every_image()
         source = f"{splits.origin}, every image"  # (a count here included the unreadable files)
+    if limit_per_class is not None:
+        from inceptionlab.data.datasets import _check_limit, _keys, first_per_class
+
+        _check_limit(limit_per_class)
+        scored = scored.subset(first_per_class(scored.targets, limit_per_class, cfg.seed, _keys(scored)),
+                               scored.transform)
+        source += f"; at most {limit_per_class} per class"
     loader = make_loader(scored, batch_size, train=False, workers=workers, seed=cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     result = run_eval(net.to(device), loader, device, num_classes=len(classes), amp_dtype=amp_dtype(amp, device),
@@ -246,7 +255,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                   weights=str(weights_file) if weights_file else None, weights_kind=used, img_size=size,
                   data_source=source, confusion_csv=str(csv_path), confusion_png=str(png_path),
                   skipped_files=[dict(path=path, reason=reason) for path, reason in (skipped or ())],
-                  architecture=getattr(net, "name", cfg.model), all_images=all_images, amp=amp, batch_size=batch_size)
+                  architecture=getattr(net, "name", cfg.model), all_images=all_images, amp=amp, batch_size=batch_size,
+                  limit_per_class=limit_per_class)
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     if not quiet:
         subset = (f"; {len(splits.classes)} of its {len(classes)} classes, matched by name"
