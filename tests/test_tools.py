@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import warnings
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -282,9 +283,13 @@ def test_cli_benchmark_writes_csv(tmp_path, capsys):
     assert main(["benchmark", "--models", "googlenet", "--img-size", "64", "--batch-size", "1", "2",
                  "--warmup", "0", "--iters", "1", "--out", str(out), "--model-kwargs", "depth_multiplier=0.25"]) == 0
     text = capsys.readouterr().out
-    assert "torch threads" in text and "GFLOP/s" in text and str(out) in text
+    # one thread (the fixture's) is "1 thread", not "1 threads"
+    assert ", 1 torch thread, " in text and "GFLOP/s on 1 thread\n" in text and str(out) in text
     rows = list(csv.DictReader(out.open()))
     assert [r["batch"] for r in rows] == ["1", "2"] and all(float(r["infer_samples_per_sec"]) > 0 for r in rows)
+    # the switches are in the CSV and the printed model: a quarter-width googlenet is not the standard one
+    assert [r["model_kwargs"] for r in rows] == ["depth_multiplier=0.25"] * 2
+    assert text.count("\ngooglenet (depth_multiplier=0.25)  ") == 2
     # a second benchmark adds its rows (it replaced the file, losing the first one's)
     assert main(["benchmark", "--models", "googlenet", "--img-size", "64", "--batch-size", "3", "--warmup", "0",
                  "--iters", "1", "--out", str(out), "--model-kwargs", "depth_multiplier=0.25"]) == 0
@@ -340,7 +345,176 @@ def test_cli_benchmark_bad_input(capsys):
     # a name the reference lacks fails before the peak is measured
     assert main(["benchmark", "--models", "inception_v3", "googlenet", "--reference", "timm"]) == 2
     out, err = capsys.readouterr()
-    assert "timm has no googlenet; it has inception_v3" in err and "peak" not in out
+    assert "timm has no googlenet; it has inception_v3" in err and out == ""  # (not after the machine line)
+
+
+def _no_timing(monkeypatch):
+    """The benchmark without its timing: a peak of 100 GFLOP/s, and one of these rows per configuration."""
+    def fake_row(cfg, peak, warmup, iters):
+        return {"model": cfg.model, "img_size": cfg.img_size, "batch": cfg.batch, "mode": cfg.mode,
+                "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
+                "runtime": cfg.runtime, "fast": cfg.fast, "model_kwargs": bench.switches_text(cfg.model_kwargs),
+                "infer_samples_per_sec": 10.0, "infer_step_time_ms": 100.0, "gflops_per_sec": 50.0,
+                "fraction_of_peak": 0.5}
+    monkeypatch.setattr(bench, "measure_peak", lambda precision: 100.0)
+    monkeypatch.setattr(bench, "run_config", fake_row)
+    return fake_row
+
+
+def test_cli_benchmark_checks_names_sizes_and_switches_before_any_output(tmp_path, capsys, monkeypatch):
+    def no_peak(precision):
+        raise AssertionError("the peak was measured before the check")
+    monkeypatch.setattr(bench, "measure_peak", no_peak)
+    out = tmp_path / "b.csv"
+    for argv, expected in (
+            # the fix in command-line terms, before the peak (it came after it, as stem='low_res')
+            (["--img-size", "8"], "--img-size 8 is below googlenet's smallest input, 15x15: pass --img-size 15 "
+                                  "or more, or --model-kwargs stem=low_res for small images"),
+            # a reference takes no switches: no low_res hint there
+            (["--img-size", "8", "--reference", "torchvision"],
+             "--img-size 8 is below googlenet's smallest input, 15x15: pass --img-size 15 or more"),
+            (["--img-size", "8", "--model-kwargs", "stem=low_res"], None),  # 8 px is fine at low_res: no error
+            # a switch without its value went to --models ("unknown model 'depth_multiplier'")
+            (["--model-kwargs", "depth_multiplier"],
+             "--model-kwargs takes KEY=VALUE, got 'depth_multiplier'; write depth_multiplier=VALUE"),
+            (["--model-kwargs", "stem=low_res", "depth_multiplier"],
+             "--model-kwargs takes KEY=VALUE, got 'depth_multiplier'; write depth_multiplier=VALUE"),
+            (["depth_multiplier"], "'depth_multiplier' is a model switch, not a model; pass --model-kwargs "
+                                   "depth_multiplier=VALUE"),
+            (["--model-kwargs"], "--model-kwargs takes KEY=VALUE, got nothing; e.g. --model-kwargs stem=low_res, "
+                                 "or drop it"),
+            (["--img-size", "8", "--mode", "train", "--model-kwargs", "aux_logits=true"], "smallest input"),
+    ):
+        if expected is None:
+            assert bench.check_configs([bench.Config("googlenet", 8, model_kwargs={"stem": "low_res"})]) is None
+            continue
+        assert main(["benchmark", "--out", str(out), "--models", "googlenet"] + argv) == 2, argv
+        text, err = capsys.readouterr()
+        assert text == "" and err.startswith("inceptionlab benchmark: error: ") and expected in err, (argv, err)
+        assert not out.exists()
+    # commas split --models as they do in compare and demo; each name is still checked
+    assert main(["benchmark", "--models", "googlenet,nope", "--out", str(out)]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    # a reference library that is not installed is said before any output, not after the peak
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError
+    assert main(["benchmark", "--models", "inception_v3", "--reference", "timm", "--out", str(out)]) == 2
+    text, err = capsys.readouterr()
+    assert text == "" and "error: --reference timm needs timm: pip install timm" in err and not out.exists()
+
+
+def test_cli_benchmark_models_take_commas_and_rows_say_their_switches(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "measure_peak", lambda precision: 100.0)  # the rows are timed, not the peak
+    out = tmp_path / "b.csv"
+    assert main(["benchmark", "--models", "googlenet,bn_inception", "--img-size", "32", "--batch-size", "2",
+                 "--warmup", "0", "--iters", "1", "--no-fast", "--out", str(out),
+                 "--model-kwargs", "stem=low_res", "depth_multiplier=0.125", "min_depth=8"]) == 0
+    text = capsys.readouterr().out
+    rows = bench.read_csv(out)
+    assert [r["model"] for r in rows] == ["googlenet", "bn_inception"]
+    assert [r["model_kwargs"] for r in rows] == ["stem=low_res depth_multiplier=0.125 min_depth=8"] * 2
+    assert [r["fast"] for r in rows] == ["False", "False"]
+    assert "\ngooglenet (stem=low_res depth_multiplier=0.125 min_depth=8, no-fast) infer b2 32px fp32: " in text
+    assert "\nbn_inception (stem=low_res depth_multiplier=0.125 min_depth=8, no-fast)  " in text  # the table
+    assert bench.format_rows(rows).splitlines()[2].startswith("googlenet (stem=low_res depth_multiplier=0.125 "
+                                                               "min_depth=8, no-fast)  ")
+    # a row of the defaults shows the bare name
+    assert bench._model_cell({"model": "googlenet", "model_kwargs": "", "fast": "True"}) == "googlenet"
+    assert bench.switches_text({"norm": False, "residual_scale": [0.1, 0.2], "x": None}) == \
+        "norm=false residual_scale=0.1,0.2 x=none"
+
+
+def test_cli_benchmark_writes_each_row_as_it_finishes(tmp_path, capsys, monkeypatch):
+    fake_row = _no_timing(monkeypatch)
+    argv = ["benchmark", "--models", "googlenet", "bn_inception", "--img-size", "64"]
+
+    def stop_at(model, stop=KeyboardInterrupt):
+        def run_config(cfg, *args):
+            if cfg.model == model:
+                raise stop()
+            return fake_row(cfg, *args)
+        monkeypatch.setattr(bench, "run_config", run_config)
+
+    # Ctrl-C (or a timeout) in the second row: the first is in the CSV already
+    out = tmp_path / "stopped.csv"
+    stop_at("bn_inception")
+    assert main(argv + ["--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"{out} keeps the 1 row measured before the stop" in err
+    assert [(r["model"], r["infer_samples_per_sec"]) for r in bench.read_csv(out)] == [("googlenet", "10.0")]
+    # stopped before any row: the file this run created is not left behind, and one that was there is kept
+    stop_at("googlenet")
+    fresh = tmp_path / "fresh.csv"
+    assert main(argv + ["--out", str(fresh)]) == 130 and not fresh.exists()
+    before = out.read_text()
+    assert main(argv + ["--out", str(out)]) == 130 and out.read_text() == before
+    capsys.readouterr()
+    # a write that fails in the middle (a full disk): one line, and the rows written before it stay
+    _no_timing(monkeypatch)
+    write_csv, calls = bench.write_csv, []
+
+    def full_disk(rows, path, append=False):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return write_csv(rows, path, append)
+    monkeypatch.setattr(bench, "write_csv", full_disk)
+    full = tmp_path / "full.csv"
+    assert main(argv + ["--out", str(full)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"inceptionlab benchmark: error: cannot write {full}: No space left on device; " \
+                                   f"pass another --out"
+    assert calls == [1, 1] and [r["model"] for r in bench.read_csv(full)] == ["googlenet"]
+
+
+def test_cli_benchmark_out_that_cannot_be_written_is_refused_before_timing(tmp_path, capsys, monkeypatch):
+    """/proc passes os.access as root, and the file could not be made: said after the whole run, as
+    "[Errno 2] ...", and every row lost. The file is opened before the timing now."""
+    _no_timing(monkeypatch)
+    assert main(["benchmark", "--models", "googlenet", "--out", "/proc/inceptionlab-bench.csv"]) == 2
+    text, err = capsys.readouterr()
+    assert text == "" and err.startswith("inceptionlab benchmark: error: cannot write /proc/inceptionlab-bench.csv: ")
+    assert err.rstrip().endswith("; pass another --out") and "Errno" not in err
+    # a new file is made at once (and filled a row at a time)
+    assert bench.check_csv_target(tmp_path / "new.csv") is True and (tmp_path / "new.csv").read_text() == ""
+    assert bench.check_csv_target(tmp_path / "new.csv") is False
+
+
+def test_benchmark_csv_of_the_older_columns(tmp_path):
+    """benchmarks/results/*.csv have no model_kwargs column: they are read as they are, rows of the
+    defaults are added in their columns, and rows with switches (which would lose them) are refused."""
+    committed = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu_targets.csv"
+    old = tmp_path / "old.csv"
+    old.write_text(committed.read_text())
+    header = old.read_text().splitlines()[0]
+    assert header.split(",") == bench.OLD_COLUMNS and bench.COLUMNS == bench.OLD_COLUMNS + ["model_kwargs"]
+    rows = bench.read_csv(old)
+    assert "model_kwargs" not in rows[0] and bench.format_rows(rows).splitlines()[2].startswith("inception_v3  ")
+    assert bench.check_csv_target(old) is False
+    row = {**rows[0], "batch": "99", "model_kwargs": ""}
+    bench.write_csv([row], old, append=True)
+    lines = old.read_text().splitlines()
+    assert lines[0] == header and len(lines) == len(rows) + 2 and lines[-1].split(",")[2] == "99"
+    assert len(lines[-1].split(",")) == len(bench.OLD_COLUMNS)
+    before = old.read_text()
+    message = (f"{old} is a benchmark CSV without the model_kwargs column (written before it was added), so "
+               f"these rows' --model-kwargs would be lost; pass another --out")
+    with pytest.raises(UserError) as caught:
+        bench.check_csv_target(old, {"stem": "low_res"})
+    assert str(caught.value) == message
+    with pytest.raises(UserError) as caught:
+        bench.write_csv([{**row, "model_kwargs": "stem=low_res"}], old, append=True)
+    assert str(caught.value) == message and old.read_text() == before
+
+
+def test_cli_benchmark_help_states_defaults_and_the_flop_count(capsys):
+    assert main(["benchmark", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in (("--models", "inception_v3"), ("--batch-size", "8"), ("--mode", "infer"),
+                            ("--precision", "fp32"), ("--warmup", "2"), ("--iters", "5")):
+        start = text.index(f" {option} ", text.index("options:"))
+        assert f"(default: {default})" in text[start:text.index(" --", start + len(option) + 2)], option
+    assert "GFLOP/s counts 2 FLOPs per multiply-add of the forward pass, per image; a training step counts 3x " \
+           "the forward pass" in text
 
 
 # ------------------------------------------------------------------ predict
@@ -528,8 +702,8 @@ def test_cli_unrecognized_option_names_the_command_and_the_closest(capsys):
     assert main(["predict", "--model", "googlenet", "a.jpg", "--topk", "3"]) == 2
     assert capsys.readouterr().err == ("inceptionlab predict: error: unrecognized arguments: --topk 3; did you mean "
                                        "--top-k? (options: inceptionlab predict --help)\n")
-    assert main(["eval", "--limit", "3"]) == 2
-    assert capsys.readouterr().err == ("inceptionlab eval: error: unrecognized arguments: --limit 3 "
+    assert main(["eval", "--frobnicate", "3"]) == 2
+    assert capsys.readouterr().err == ("inceptionlab eval: error: unrecognized arguments: --frobnicate 3 "
                                        "(options: inceptionlab eval --help)\n")
     assert main(["compare", "--models", "googlenet", "--seeds", "0,0"]) == 2
     assert capsys.readouterr().err == ("inceptionlab compare: error: argument --seeds: invalid int value: '0,0' "

@@ -4,27 +4,37 @@
     inceptionlab benchmark --models inception_v3 --mode train --batch-size 8 --reference timm --memory
     inceptionlab benchmark --models googlenet --img-size 224 --runtime onnxruntime
 
-Prints one row per configuration (model x batch size) and writes them as CSV (``--out``).
+Prints one row per configuration (model x batch size) and writes each to the CSV (``--out``) as it
+finishes, so that a stopped run keeps the rows it measured.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
-from inceptionlab.commands.summary import (add_model_kwargs, add_threads, apply_threads, image_size, parse_model_kwargs,
-                                          positive_int)
+from inceptionlab.commands.summary import add_threads, apply_threads, image_size, parse_model_kwargs, positive_int
 from inceptionlab.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = ("GFLOP/s counts 2 FLOPs per multiply-add of the forward pass, per image; a training step "
+                     "counts 3x the forward pass (the backward pass costs about twice the forward). 'of peak' "
+                     "divides it by this machine's peak, a large 3x3 convolution timed first in the same "
+                     "precision.")
     parser.add_argument("--models", nargs="+", default=["inception_v3"],
-                        help="registered model names, or directories written by training")
+                        help="registered model names, or directories written by training, separated by spaces "
+                             "or commas (default: inception_v3)")
     parser.add_argument("--img-size", type=image_size, default=None, help="input size (default: each model's)")
-    parser.add_argument("--batch-size", type=positive_int, nargs="+", default=[8], help="one or more batch sizes")
-    parser.add_argument("--mode", choices=("infer", "train"), default="infer")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    parser.add_argument("--batch-size", type=positive_int, nargs="+", default=[8],
+                        help="one or more batch sizes (default: 8)")
+    parser.add_argument("--mode", choices=("infer", "train"), default="infer",
+                        help="infer: forward passes; train: training steps (forward, loss, backward, SGD step) "
+                             "(default: infer)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="number format (default: fp32)")
     parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=True,
                         help="channels-last memory format (the default)")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
@@ -34,16 +44,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
                         help="run our model in PyTorch, or export it to ONNX and run it in onnxruntime")
     parser.add_argument("--no-fast", dest="fast", action="store_false",
-                        help="our plain eager model, without optimize_for_inference / the training fast path")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=5, help="timed iterations (the median is reported)")
+                        help="our plain eager model, without optimize_for_inference / the training fast path "
+                             "(the row says no-fast)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones (default: 2)")
+    parser.add_argument("--iters", type=int, default=5,
+                        help="timed iterations, the median is reported (default: 5)")
     add_threads(parser)
     parser.add_argument("--memory", action="store_true",
                         help="train mode: also the peak resident memory of a training step (fresh processes)")
     parser.add_argument("--out", default="benchmark.csv", help="the CSV file to write (default: benchmark.csv "
-                                                               "in the current folder); the rows are added to an "
-                                                               "existing benchmark CSV")
-    add_model_kwargs(parser)
+                                                               "in the current folder), a row as each finishes; "
+                                                               "the rows are added to an existing benchmark CSV")
+    # (default None, not []: given without a KEY=VALUE, its word went to --models; see _model_names)
+    parser.add_argument("--model-kwargs", nargs="*", action="extend", default=None, metavar="KEY=VALUE",
+                        help="switches passed to create_model, e.g. depth_multiplier=0.5 stem=low_res; "
+                             "the CSV's model_kwargs column and the printed model say them")
+
+
+def _model_names(args: argparse.Namespace) -> list[str]:
+    """--models split at commas too (as compare and demo take them), with a one-line error for a
+    word that is a --model-kwargs switch without its value (the command line gives a word without
+    "=" after --model-kwargs to the option before it, here --models)."""
+    from inceptionlab.models.registry import is_saved_folder, list_models, model_entry
+
+    names = []
+    for word in args.models:
+        names += [word] if is_saved_folder(word) else [n.strip() for n in word.split(",") if n.strip()]
+    if not names:
+        raise UserError("--models names no model; pass e.g. --models inception_v3 googlenet")
+    registered = list_models()
+    switches = {s for m in registered for s in model_entry(m).switches}
+    for name in names:
+        if name in registered or is_saved_folder(name) or "=" in name:
+            continue
+        if args.model_kwargs == [] or (args.model_kwargs is not None and name in switches):
+            raise UserError(f"--model-kwargs takes KEY=VALUE, got {name!r}; write {name}=VALUE")
+        if name in switches:
+            raise UserError(f"{name!r} is a model switch, not a model; pass --model-kwargs {name}=VALUE")
+    if args.model_kwargs == []:
+        raise UserError("--model-kwargs takes KEY=VALUE, got nothing; e.g. --model-kwargs stem=low_res, or drop it")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,21 +103,42 @@ def run(args: argparse.Namespace) -> int:
     if args.mode == "train" and 1 in args.batch_size:
         raise UserError("a training step with batch norm needs at least 2 images per batch (its statistics "
                         "of one image on a 1x1 grid are undefined); pass --batch-size 2 or more")
-    benchmark.check_csv_target(args.out)  # before the minutes of timing, not after
+    names = _model_names(args)
     kwargs = parse_model_kwargs(args.model_kwargs)
     configs = []
-    for name in args.models:
+    for name in names:
         size = args.img_size or benchmark.architecture(name, kwargs)[2].get("input_size", (3, 299, 299))[-1]
         for batch in args.batch_size:
             configs.append(benchmark.Config(name, size, batch, args.mode, args.precision, args.channels_last,
                                             args.compile, args.runtime, args.reference, args.fast, kwargs))
+    # before the minutes of timing, not after: every model, size and reference, then the CSV
+    benchmark.check_configs(configs)
+    out = Path(args.out)
+    created = benchmark.check_csv_target(out, kwargs)
+    before = len(benchmark.read_csv(out)) if out.stat().st_size else 0
+    written = 0
+
+    def save(rows: list[dict], _info: dict) -> None:  # each row as it finishes: a stopped run keeps its rows
+        nonlocal written
+        try:
+            benchmark.write_csv(rows[written:], out, append=True)
+        except OSError as exc:
+            raise UserError(f"cannot write {out}: {exc.strerror or exc}; pass another --out") from None
+        written = len(rows)
+
     info = benchmark.machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['threads']} torch threads, torch {info['torch']}"
+    threads = f"{info['threads']} torch thread" + "s" * (info["threads"] != 1)  # (1 thread, not 1 threads)
+    print(f"machine: {info['cpu']}, {info['cores']} cores, {threads}, torch {info['torch']}"
           + (f", load average {info['load_average']}" if "load_average" in info else ""))
-    rows, _ = benchmark.benchmark(configs, args.warmup, args.iters, memory=args.memory)
+    try:
+        rows, _ = benchmark.benchmark(configs, args.warmup, args.iters, memory=args.memory, on_row=save)
+    except BaseException:
+        if created and written == 0:  # nothing measured: no empty file left behind
+            out.unlink(missing_ok=True)
+        elif written:
+            print(f"\n{out} keeps the {written} row{'s' * (written != 1)} measured before the stop", file=sys.stderr)
+        raise
     print()
     print(benchmark.format_rows(rows))
-    before = len(benchmark.read_csv(args.out)) if Path(args.out).is_file() else 0
-    path = benchmark.write_csv(rows, args.out, append=True)
-    print(f"\nwrote {path}" + (f" ({len(rows)} rows added to its {before})" if before else ""))
+    print(f"\nwrote {out}" + (f" ({len(rows)} rows added to its {before})" if before else ""))
     return 0

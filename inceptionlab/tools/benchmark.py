@@ -293,6 +293,58 @@ def train_step(model: nn.Module, cfg: Config, ours: bool, device: torch.device) 
     return step
 
 
+def check_configs(configs: list[Config]) -> None:
+    """A one-line error, before the peak and any timing, for a configuration that would fail in the
+    middle of a run: an unknown model, a reference library that lacks it (or is not installed), an
+    image size below the model's smallest input (or one its branches disagree at)."""
+    checked: set = set()
+    for cfg in configs:
+        arch, switches, _ = architecture(cfg.model, cfg.model_kwargs)
+        if cfg.reference:
+            check_reference(cfg.reference, arch, switches)
+            _check_reference_library(cfg.reference)
+        key = (arch, repr(sorted(switches.items(), key=str)), cfg.img_size, cfg.mode)
+        if key not in checked:
+            _check_size(cfg, arch, switches)
+            checked.add(key)
+
+
+def _check_reference_library(library: str) -> None:
+    try:
+        __import__(library)
+    except ImportError:
+        raise UserError(f"--reference {library} needs {library}: pip install {library}") from None
+
+
+def _check_size(cfg: Config, arch: str, switches: dict) -> None:
+    """``cfg.img_size`` against the smallest input of ``arch`` built with ``switches`` (on the meta
+    device: no memory, no weights), in the mode the row runs (train mode runs the aux heads). The
+    references' standard architectures take the same smallest sizes as ours (15 px for googlenet,
+    75 for the others), and a reference row has no switches that would change ours."""
+    from inceptionlab.models.registry import create_model
+
+    with torch.device("meta"):
+        model = create_model(arch, **switches)
+    model.train(cfg.mode == "train")
+    aux = cfg.mode == "train" and getattr(model, "_aux_in_use", lambda: False)()
+    smallest = getattr(model, "min_train_size" if aux else "min_input_size", 1)
+    size = cfg.img_size
+    if size < smallest:
+        low_res = None
+        if getattr(model.switches, "stem", None) == "imagenet" and not cfg.reference:  # (which takes no switches)
+            with torch.device("meta"):
+                low_res = create_model(arch, **{**switches, "stem": "low_res"}).min_input_size
+        hint = ", or --model-kwargs stem=low_res for small images" if low_res and size >= low_res else ""
+        raise UserError(f"--img-size {size} is below {cfg.model}'s smallest input, {smallest}x{smallest}: "
+                        f"pass --img-size {smallest} or more{hint}")
+    if not hasattr(model, "check_input"):
+        return
+    try:
+        model.check_input(torch.empty(1, getattr(model, "in_chans", 3), size, size, device="meta"))
+    except UserError as exc:  # branches that disagree at this size: its message names the sizes that work
+        raise UserError(str(exc).replace("use a size such as", "pass --img-size, e.g.")) from None
+
+
 # ------------------------------------------------------------------ timing
 def time_alternating(steps: dict[str, Callable[[], None]], warmup: int, iters: int,
                      device: torch.device) -> dict[str, list[float]]:
@@ -351,6 +403,7 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
         "fraction_of_peak": round(gflops / peak, 3) if peak else None,
         "reference": cfg.reference, "ref_samples_per_sec": None, "ratio": None,
         "iters": iters, "step_times_ms": " ".join(f"{t * 1e3:.0f}" for t in times["ours"]),
+        "model_kwargs": switches_text(cfg.model_kwargs),
     }
     row[f"{cfg.mode}_samples_per_sec"] = round(cfg.batch / step_s, 2)
     row[f"{cfg.mode}_step_time_ms"] = round(step_s * 1e3, 1)
@@ -414,12 +467,48 @@ COLUMNS = ["model", "img_size", "batch", "mode", "precision", "channels_last", "
            "infer_samples_per_sec", "infer_step_time_ms", "train_samples_per_sec", "train_step_time_ms",
            "param_count", "gmacs", "gflops_per_sec", "peak_gflops_per_sec", "fraction_of_peak",
            "reference", "ref_samples_per_sec", "ratio", "peak_rss_mb", "ref_peak_rss_mb", "iters",
-           "step_times_ms", "ref_step_times_ms", "fast"]
+           "step_times_ms", "ref_step_times_ms", "fast", "model_kwargs"]
+# the columns before model_kwargs was added (benchmarks/results/*.csv): read as they are, and appended
+# to while the rows have no switches (an empty model_kwargs is what those rows mean)
+OLD_COLUMNS = COLUMNS[:-1]
 
 
-def check_csv_target(path) -> None:
+def switches_text(model_kwargs: dict | None) -> str:
+    """``{"stem": "low_res", "depth_multiplier": 0.125}`` -> ``stem=low_res depth_multiplier=0.125``,
+    as --model-kwargs takes them ("" for the defaults)."""
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if v is None:
+            return "none"
+        if isinstance(v, (list, tuple)):
+            return ",".join(value(x) for x in v)
+        return str(v)
+    return " ".join(f"{k}={value(v)}" for k, v in (model_kwargs or {}).items())
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(newline="", errors="replace") as f:
+        return next(csv.reader(f), [])
+
+
+def _header_fits(path: Path, header: list[str], with_switches: bool) -> None:
+    if header == COLUMNS or (header == OLD_COLUMNS and not with_switches):
+        return
+    if header == OLD_COLUMNS:
+        raise UserError(f"{path} is a benchmark CSV without the model_kwargs column (written before it was added), "
+                        f"so these rows' --model-kwargs would be lost; pass another --out")
+    raise UserError(f"{path} exists and is not a benchmark CSV of these columns; pass another --out "
+                    f"(the rows are added to an existing benchmark CSV)")
+
+
+def check_csv_target(path, model_kwargs: dict | None = None) -> bool:
     """A one-line error, before any timing, when ``path`` cannot take the benchmark's rows: a folder,
-    an unwritable place, or a file that is not a benchmark CSV (which appending would spoil)."""
+    an unwritable place, or a file that is not a benchmark CSV (which appending would spoil), or one
+    of the older columns when the rows have ``model_kwargs``. The file is opened for appending (so
+    that a place the permission bits allow but the file system refuses, /proc as root, fails now,
+    not after the timing), and created if it did not exist: returns whether it was created (the
+    caller removes it if the run ends before its first row)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path} is a folder; pass --out a CSV file, e.g. {path / 'benchmark.csv'}")
@@ -428,27 +517,35 @@ def check_csv_target(path) -> None:
     except OSError as exc:
         raise UserError(f"cannot write in {path.parent}: {why_not_writable(path.parent, exc)}; "
                         f"pass an --out in a writable folder") from None
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
         raise UserError(f"cannot write {path}: permission denied; pass another --out")
     if path.is_file() and path.stat().st_size:
-        with path.open(newline="", errors="replace") as f:
-            header = next(csv.reader(f), [])
-        if header != COLUMNS:
-            raise UserError(f"{path} exists and is not a benchmark CSV of these columns; pass another --out "
-                            f"(the rows are added to an existing benchmark CSV)")
+        _header_fits(path, _csv_header(path), bool(model_kwargs))
+    existed = path.exists()
+    try:
+        with path.open("a", newline=""):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}; pass another --out") from None
+    return not existed
 
 
 def write_csv(rows: list[dict], path, append: bool = False) -> Path:
-    """The rows as CSV; with ``append``, added to an existing file of the same columns."""
+    """The rows as CSV; with ``append``, added to an existing file of the same columns (or of the
+    older columns, without model_kwargs, while the rows have none)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     adding = append and path.is_file() and path.stat().st_size > 0
+    columns = COLUMNS
+    if adding:
+        columns = _csv_header(path)
+        _header_fits(path, columns, any(row.get("model_kwargs") for row in rows))
     with path.open("a" if adding else "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if not adding:
             writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     return path
 
 
@@ -465,7 +562,7 @@ def format_rows(rows: list[dict], markdown: bool = False) -> str:
     for r in rows:
         mode = r["mode"]
         ips = r.get(f"{mode}_samples_per_sec")
-        body.append([r["model"], str(r["img_size"]), str(r["batch"]), mode, r["precision"],
+        body.append([_model_cell(r), str(r["img_size"]), str(r["batch"]), mode, r["precision"],
                      _yes(r["channels_last"]), _yes(r["compile"]), r["runtime"], _num(ips, 2),
                      _num(r.get(f"{mode}_step_time_ms"), 1), _num(r["gflops_per_sec"], 1),
                      _pct(r["fraction_of_peak"]), r.get("reference") or "-", _num(r.get("ref_samples_per_sec"), 2),
@@ -478,6 +575,18 @@ def format_rows(rows: list[dict], markdown: bool = False) -> str:
     fmt = lambda cells: "  ".join(c.rjust(w) if i not in (0, 3, 4, 7, 12) else c.ljust(w)  # noqa: E731
                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     return "\n".join([fmt(head), "-" * (sum(widths) + 2 * len(widths))] + [fmt(b) for b in body])
+
+
+def _model_cell(row: dict) -> str:
+    """The model, with its switches and ``no-fast`` where the row has them: a 1/8-width low-res
+    googlenet is not the standard one."""
+    fast = row.get("fast")
+    notes = [n for n in (row.get("model_kwargs"), "" if fast in (None, "") or _yes(fast) == "yes" else "no-fast") if n]
+    return f"{row['model']} ({', '.join(notes)})" if notes else str(row["model"])
+
+
+def _threads(n) -> str:
+    return f"{n} thread" + ("" if n == 1 else "s")
 
 
 def _yes(v) -> str:
@@ -499,10 +608,7 @@ def benchmark(configs: list[Config], warmup: int = 2, iters: int = 5, memory: bo
               on_row: Callable[[list, dict], None] | None = None) -> tuple[list[dict], dict]:
     """Measures the peak once per precision, then every configuration; returns (rows, machine).
     ``on_row(rows, machine)`` runs after each row (to save partial results of a long run)."""
-    for cfg in configs:  # a wrong name fails now, not after the peak and the rows before it
-        arch, switches, _ = architecture(cfg.model, cfg.model_kwargs)
-        if cfg.reference:
-            check_reference(cfg.reference, arch, switches)
+    check_configs(configs)  # a wrong name or size fails now, not after the peak and the rows before it
     info = machine()
     peaks: dict[str, float] = {}
     rows = []
@@ -512,7 +618,7 @@ def benchmark(configs: list[Config], warmup: int = 2, iters: int = 5, memory: bo
             info[f"peak_gflops_{cfg.precision}"] = round(peaks[cfg.precision], 1)
             if log:
                 log(f"peak ({cfg.precision}, 3x3 convolution 8x256x56x56): {peaks[cfg.precision]:.1f} GFLOP/s "
-                    f"on {info['threads']} threads{_peak_note(cfg.precision)}")
+                    f"on {_threads(info['threads'])}{_peak_note(cfg.precision)}")
         row = run_config(cfg, peaks[cfg.precision], warmup, iters)
         if memory and cfg.mode == "train" and _device().type == "cpu":
             row["peak_rss_mb"] = round(training_peak_rss(replace(cfg, reference=None))["peak_rss_mb"], 1)
@@ -525,7 +631,7 @@ def benchmark(configs: list[Config], warmup: int = 2, iters: int = 5, memory: bo
                    if cfg.reference else "")
             mem = f", peak RSS {row['peak_rss_mb']} MiB" if row.get("peak_rss_mb") else ""
             mem += f" (reference {row['ref_peak_rss_mb']} MiB)" if row.get("ref_peak_rss_mb") else ""
-            log(f"{cfg.model} {mode} b{cfg.batch} {cfg.img_size}px {cfg.precision}: "
+            log(f"{_model_cell(row)} {mode} b{cfg.batch} {cfg.img_size}px {cfg.precision}: "
                 f"{row[f'{mode}_samples_per_sec']} img/s, {row['fraction_of_peak']:.0%} of peak{ref}{mem}")
         if on_row:
             on_row(rows, info)
