@@ -95,13 +95,16 @@ def _interrupt_when(path, lines: int, sig=signal.SIGINT) -> threading.Thread:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_saves_a_checkpoint_and_resume_is_exact(tmp_path, sig):
+def test_a_signal_saves_a_checkpoint_and_resume_is_exact(tmp_path, sig, capsys):
     cfg = dict(steps=7, eval_every=4, model_kwargs=dict(TINY, aux_logits=True), ema_decay=0.9)
     straight = train(tiny(tmp_path, "straight", **cfg))
     watcher = _interrupt_when(tmp_path / "stopped" / "steps.jsonl", 2, sig)
     stopped = train(tiny(tmp_path, "stopped", **cfg))
     watcher.join()
     assert stopped["status"] == "interrupted", stopped
+    # said when it comes (a --compile first step can take minutes before the stop)
+    assert (f"{signal.Signals(sig).name}: stopping after this step, with a checkpoint (Ctrl-C again stops at once, "
+            f"without one)") in capsys.readouterr().err
     assert signal.Signals(sig).name in stopped["message"] and "; continue with inceptionlab train --resume " in stopped["message"]
     assert 2 <= stopped["steps"] < 7 and (tmp_path / "stopped" / "checkpoints").is_dir()
     resumed = train(resume=tmp_path / "stopped")
@@ -187,13 +190,17 @@ def test_a_full_disk_fails_clearly_and_keeps_the_earlier_checkpoint(tmp_path, mo
 
     def fill_disk(obj, path):
         calls.append(path)
-        if len(calls) >= 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if len(calls) >= 2:  # as torch's zip writer reports it: a RuntimeError raised while handling the OSError
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3387072") from None
         real(obj, path)
 
     monkeypatch.setattr(checkpoint_module, "atomic_save", fill_disk)
     summary = train(tiny(tmp_path, steps=6, checkpoint_every=2, eval_every=100))
     assert summary["status"] == "failed"
+    assert summary["message"].startswith("cannot write checkpoint ") and "unexpected pos" not in summary["message"]
     assert "No space left on device" in summary["message"] and "step_00000002.pt is intact" in summary["message"]
     state = checkpoint_module.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002.pt")
     assert state["position"]["step"] == 2
@@ -1069,3 +1076,49 @@ def test_images_left_out_of_every_epoch_are_named_in_the_start_line(tmp_path, ca
     # a few images short of a whole batch are not worth a word
     train(tiny(tmp_path, "run2", steps=1, limit_per_class=4, batch_size=8, val_split=0.02, quiet=False))
     assert "left out" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_of_another_run_is_refused_and_nothing_is_touched(tmp_path):
+    # one dropped into checkpoints/ was resumed as this run: another model, and this run's later
+    # checkpoints and metrics deleted
+    import shutil
+
+    train(tiny(tmp_path, "mine", steps=4, eval_every=2))
+    train(tiny(tmp_path, "other", steps=4, eval_every=2, model_kwargs=dict(TINY, depth_multiplier=0.2)))
+    mine, other = tmp_path / "mine" / "checkpoints", tmp_path / "other" / "checkpoints"
+    before = sorted(p.name for p in mine.iterdir()), (tmp_path / "mine" / "metrics.csv").read_text()
+    shutil.copy(other / "step_00000004.pt", mine / "step_00000009.pt")
+    with pytest.raises(UserError, match=r"step_00000009.pt holds step 4, not step 9: it is not this run's checkpoint; "
+                                        r"move it out of \S+, then --resume again$"):
+        train(resume=tmp_path / "mine", budget={"steps": 12})
+    (mine / "step_00000009.pt").unlink()
+    (mine / "step_00000004.pt").replace(tmp_path / "own4.pt")
+    shutil.copy(other / "step_00000004.pt", mine / "step_00000004.pt")  # named as this run's would be
+    with pytest.raises(UserError, match=r"step_00000004.pt was written by another run \(model_kwargs .*'depth_multiplier': "
+                                        r"0.2.*; this run's config.yaml says .*\); move it out of"):
+        train(resume=tmp_path / "mine", budget={"steps": 12})
+    (tmp_path / "own4.pt").replace(mine / "step_00000004.pt")
+    assert (sorted(p.name for p in mine.iterdir()), (tmp_path / "mine" / "metrics.csv").read_text()) == before
+    # best.pt gone: linked again to the best step's file (it would be pruned next without a word)
+    (mine / "best.pt").unlink()
+    summary = train(resume=tmp_path / "mine", budget={"steps": 6}, quiet=False)
+    best = summary["best_step"]
+    assert (mine / "best.pt").is_file() and torch.load(mine / "best.pt", weights_only=True)["position"]["step"] == best
+    # checkpoints/ removed from a finished run: not "it ended before its first one", and not "delete the run"
+    shutil.rmtree(mine)
+    with pytest.raises(UserError, match=r"checkpoints holds no checkpoint \(it was emptied or removed\), so the run "
+                                        r"cannot go on exactly; its final weights are in \S+model.safetensors: train "
+                                        r"on from them in a new run, inceptionlab train --weights \S+mine --out NEW_DIR"):
+        train(resume=tmp_path / "mine", budget={"steps": 8})
+
+
+def test_model_kwargs_of_a_config_file_that_are_no_mapping_beside_the_flag(tmp_path, capsys):
+    # `model_kwargs: [stem=low_res]` with --model-kwargs on the command line raised a TypeError traceback
+    from inceptionlab.cli import main
+
+    (tmp_path / "listed.yaml").write_text("steps: 2\nmodel_kwargs: [stem=low_res]\n")
+    assert main(["train", "--config", str(tmp_path / "listed.yaml"), "--model-kwargs", "min_depth=8",
+                 "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (f"inceptionlab train: error: model_kwargs in {tmp_path / 'listed.yaml'} must "
+                                       f"be a mapping of switch: value, got ['stem=low_res']; e.g. model_kwargs: "
+                                       f"{{stem: low_res}}\n")

@@ -99,7 +99,11 @@ def config_from_args(args: argparse.Namespace):
     values = read_yaml(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "resume")}
     if "model_kwargs" in flags:
-        flags["model_kwargs"] = {**(values.get("model_kwargs") or {}), **parse_model_kwargs(flags["model_kwargs"])}
+        in_file = values.get("model_kwargs") or {}
+        if not isinstance(in_file, dict):  # (merging it with the flag's raised a TypeError traceback)
+            raise UserError(f"model_kwargs in {args.config} must be a mapping of switch: value, got {in_file!r}; "
+                            f"e.g. model_kwargs: {{stem: low_res}}")
+        flags["model_kwargs"] = {**in_file, **parse_model_kwargs(flags["model_kwargs"])}
     if "crop_scale" in flags:
         flags["crop_scale"] = tuple(flags["crop_scale"])
     return TrainConfig.from_dict({**values, **flags}, where=args.config or "command line")

@@ -103,6 +103,11 @@ class CheckpointDir:
             except UserError as exc:
                 problems.append(str(exc))
                 continue
+            held = (state.get("position") or {}).get("step") if isinstance(state, dict) else None
+            if held is not None and held != step:  # another run's file dropped in: it had replaced this run's model and deleted
+                raise UserError(  # its later checkpoints and metrics
+                    f"{self.path(step)} holds step {held}, not step {step}: it is not this run's checkpoint; "
+                    f"move it out of {self.folder}, then --resume again")
             newer = [s for s in reversed(self.steps()) if s > step]
             for later, problem in zip(newer, problems):
                 kept = self.path(later).with_name(self.path(later).name + ".unreadable")
@@ -111,6 +116,10 @@ class CheckpointDir:
             return state, self.path(step)
         reason = f": {problems[0]}" if problems else ""
         run = self.folder.parent
+        if not problems and (run / "model.safetensors").is_file():  # a finished run whose checkpoints are gone
+            raise UserError(f"{self.folder} holds no checkpoint (it was emptied or removed), so the run cannot go on "
+                            f"exactly; its final weights are in {run / 'model.safetensors'}: train on from them in a "
+                            f"new run, inceptionlab train --weights {run} --out NEW_DIR ...")
         if not problems and (run / "summary.json").is_file():  # it ended before its first checkpoint
             raise UserError(f"no checkpoint in {self.folder}: the run there ended before its first one, so there is "
                             f"nothing to continue (summary.json says why); start it again in another --out, or "
@@ -126,14 +135,25 @@ class CheckpointDir:
             atomic_save(state, path)
             if best:
                 self._link_best(path)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:  # torch's zip writer turns a full disk into a RuntimeError
+            if isinstance(exc, RuntimeError) and _os_error(exc) is None:
+                raise
+            cause = _os_error(exc)
             previous = [s for s in self.steps() if s != step]
             intact = f"the previous checkpoint {self.path(previous[-1])} is intact" if previous else \
                 "no earlier checkpoint existed"
-            raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}; {intact}; "
+            raise CheckpointError(f"cannot write checkpoint {path}: {cause.strerror or cause}; {intact}; "
                                   f"free disk space or fix permissions, then --resume") from None
         self._prune(step)
         return path
+
+    def relink_best(self, step: int) -> bool:
+        """Points best.pt at ``step``'s checkpoint again, where best.pt went missing and that file is
+        still there (it would have been pruned with best.pt gone); whether it did."""
+        if self.best.exists() or not self.path(step).is_file():
+            return False
+        self._link_best(self.path(step))
+        return True
 
     def _link_best(self, path: Path) -> None:
         tmp = self.folder / f".best.pt.{os.getpid()}.tmp"
@@ -158,6 +178,16 @@ class CheckpointDir:
         for later in self.steps():
             if later > step:
                 self.path(later).unlink(missing_ok=True)
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` (itself, or what it was raised while handling), if any."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 # ------------------------------------------------------------------ random state

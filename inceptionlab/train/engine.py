@@ -18,6 +18,7 @@ import math
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ class StopRequest:
     """Set by SIGINT/SIGTERM; the loop stops at the end of the current step."""
     signal_name: str | None = None
     handlers: dict = field(default_factory=dict)
+    announce: bool = False  # say on stderr that the signal came (a --compile first step takes minutes)
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -91,6 +93,9 @@ class StopRequest:
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
         self.signal_name = signal.Signals(signum).name
+        if self.announce:
+            print(f"{self.signal_name}: stopping after this step, with a checkpoint (Ctrl-C again stops at once, "
+                  f"without one)", file=sys.stderr, flush=True)
 
     def uninstall(self) -> None:
         for sig, handler in self.handlers.items():
@@ -164,9 +169,30 @@ def _resume_state(run_dir: Path, dist: Distributed) -> tuple[dict, TrainConfig]:
         raise UserError(f"cannot resume: {run_dir} does not exist; pass the --out folder of an earlier run")
     path = dist.on_main(lambda: str(folder.load_latest()[1]))
     state = load_checkpoint(path)
+    _check_same_run(run_dir, state, path)
     state["passed_over"] = dist.broadcast_object(getattr(folder, "passed_over", []))  # (process 0 looked)
     cfg = TrainConfig.from_dict(state["config"], where=path).replace(out=str(run_dir))
     return state, cfg
+
+
+def _check_same_run(run_dir: Path, state: dict, path) -> None:
+    """A checkpoint of another network in this run's folder is refused before anything is touched
+    (one dropped in had replaced the run's model, and its later checkpoints were deleted)."""
+    from inceptionlab.train.config import read_yaml
+
+    if not (run_dir / "config.yaml").is_file():
+        return
+    try:
+        recorded = read_yaml(run_dir / "config.yaml")
+    except UserError:
+        return  # a damaged config.yaml: the checkpoint's own configuration is what resumes
+    held = state.get("config") or {}
+    same = lambda a, b: json.dumps(a, sort_keys=True, default=list) == json.dumps(b, sort_keys=True, default=list)  # noqa: E731
+    for key in ("model", "model_kwargs"):
+        if not same(recorded.get(key), held.get(key)):
+            raise UserError(f"{path} was written by another run ({key} {held.get(key)!r}; this run's config.yaml "
+                            f"says {recorded.get(key)!r}); move it out of {run_dir / 'checkpoints'}, then --resume "
+                            f"again")
 
 
 class Trainer:
@@ -253,7 +279,7 @@ class Trainer:
                             f"fix permissions") from None
         self.progress = Progress(total_steps=self.total_steps, budget_seconds=_budget_seconds(cfg),
                                  enabled=self.main, quiet=cfg.quiet, log_every=cfg.log_every)
-        self.stop = StopRequest()
+        self.stop = StopRequest(announce=self.main)
 
     # ------------------------------------------------------------------ the step
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
@@ -745,6 +771,11 @@ def _resume_notes(state: dict, trainer: "Trainer") -> list[str]:
     """What differs from the run as it was checkpointed: another budget (refused when already
     spent), the learning rate a stretched cosine schedule jumps to, another process count."""
     notes = [f"{problem}: passed over, kept as {name}" for name, problem in state.get("passed_over", [])]
+    best = trainer.history.best_step
+    if best is not None and trainer.main and not trainer.checkpoints.best.exists():  # pruned next, without a word
+        notes.append(f"best.pt was missing: linked again to step {best}'s checkpoint"
+                     if trainer.checkpoints.relink_best(best) else
+                     f"best.pt is missing and step {best}'s checkpoint is gone: no best checkpoint from before")
     saved = TrainConfig.from_dict(state["config"], where="the checkpoint")
     cfg, pos = trainer.cfg, trainer.pos
     if any(getattr(saved, key) != getattr(cfg, key) for key in BUDGET_KEYS):
