@@ -7,13 +7,13 @@ CLI's handler instead of printing a traceback.
 from inceptionlab.errors import UserError
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "from_pretrained", "list_models", "model_card", "InceptionOutput", "UserError",
-           "optimize_for_inference", "__version__"]
+__all__ = ["create_model", "from_pretrained", "list_models", "model_card", "save_pretrained", "InceptionOutput",
+           "UserError", "optimize_for_inference", "__version__"]
 
 # public name -> the module that defines it
 _LAZY = {"create_model": "inceptionlab.models", "list_models": "inceptionlab.models",
          "model_card": "inceptionlab.models", "InceptionOutput": "inceptionlab.models",
-         "from_pretrained": "inceptionlab.models.weights",
+         "from_pretrained": "inceptionlab.models.weights", "save_pretrained": "inceptionlab.models.weights",
          "optimize_for_inference": "inceptionlab.tools.fast"}  # the inference fast path
 
 

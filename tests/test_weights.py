@@ -423,3 +423,76 @@ def test_rgb_weights_load_into_a_model_of_other_input_channels(tmp_path):
                                         r"the model's 3: pass in_chans=1$"):
         create_model("inception_v3", num_classes=5, depth_multiplier=0.125, min_depth=8, stem="low_res",
                      weights=tmp_path / "gray.pth")
+
+
+# ------------------------------------------------------------------ state dicts in memory
+def test_a_state_dict_in_memory_loads_as_its_file_would():
+    # weights=<state dict> put the whole dict's repr (352,090 characters) in its error, and advised
+    # model.load_state_dict, which a torchvision state dict does not fit
+    import torchvision
+    torch.manual_seed(0)
+    ref = randomize_bn(torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True,
+                                                    transform_input=False))
+    ours = create_model("googlenet", weights=ref.state_dict()).eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        close(ours(x), ref(x))
+    # a checkpoint around it, and DDP's prefixes, as from a file
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}
+    again = create_model("googlenet", weights=wrapped).eval()
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values()))
+    # our own layout, and the same checks as a file's
+    small = dict(depth_multiplier=0.125, min_depth=8, stem="low_res", num_classes=3)
+    src = create_model("googlenet", **small)
+    dst = create_model("googlenet", **small, weights=src.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(dst.state_dict().values(), src.state_dict().values()))
+    with pytest.raises(UserError, match=r"^the state dict passed as weights= has a 3-class classifier, the model 4 "
+                                        r"classes; pass num_classes=3 \(then reset_classifier"):
+        create_model("googlenet", **{**small, "num_classes": 4}, weights=src.state_dict())
+
+
+def test_weights_of_the_wrong_kind_are_described_not_printed():
+    small = dict(depth_multiplier=0.125, min_depth=8, stem="low_res")
+    takes = r"^weights= takes the path of a weights file or a state dict \(a dict of tensors, as model.state_dict\(\) gives\), got "
+    for value, described in (([1, 2, 3], "a list of 3 items"), (3.5, "float 3.5"),
+                              (torch.zeros(2, 5), r"a tensor of shape \(2, 5\)"),
+                              (object(), "object <object object at 0x[0-9a-f]+>")):
+        with pytest.raises(UserError, match=takes + described + "$"):
+            create_model("googlenet", **small, weights=value)
+    state = {**create_model("googlenet", **small).state_dict(), "epoch": 3}
+    with pytest.raises(UserError) as err:
+        create_model("googlenet", **small, weights=state)
+    n = len(state) - 1
+    assert _one_line(err) == (f"the state dict passed as weights= is not a state dict of tensors (got a dict of {n} "
+                              f"tensors and 1 other entry (the first: 'epoch', int)); save model.state_dict() instead")
+
+
+def test_a_file_that_lacks_tensors_is_called_incomplete(tmp_path):
+    # a file missing fc.weight got "its head has 1 tensors, the model's 0 ... check the model name
+    # and switches": a wrong count and a misleading fix
+    import torchvision
+    state = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).state_dict()
+    no_fc = save({k: v for k, v in state.items() if k != "fc.weight"}, tmp_path / "no_fc.pth")
+    with pytest.raises(UserError) as err:
+        create_model("googlenet", weights=no_fc)
+    assert _one_line(err) == (f"{no_fc} lacks 1 tensor the model needs (fc.weight): the file is incomplete "
+                              f"(truncated, or saved from part of a model); save or copy it again")
+    cut = {k: v for k, v in state.items() if not k.startswith("inception5b.")}
+    with pytest.raises(UserError) as err:
+        create_model("googlenet", weights=cut)
+    assert _one_line(err) == ("the state dict passed as weights= lacks 30 tensors the model needs, from inception5b "
+                              "on (inception5b.branch1.conv.weight, ...): the state dict is incomplete (taken from "
+                              "part of a model?); pass the whole model.state_dict()")
+    # our own layout (safetensors sorts the keys: named in the model's order)
+    small = dict(depth_multiplier=0.125, min_depth=8, stem="low_res", num_classes=3)
+    ours = create_model("googlenet", **small).state_dict()
+    partial = save({k: v for k, v in ours.items() if k != "head.fc.weight"}, tmp_path / "p.safetensors")
+    with pytest.raises(UserError, match=r"p\.safetensors lacks 1 tensor the model needs \(head\.fc\.weight\): the "
+                                        r"file is incomplete"):
+        create_model("googlenet", **small, weights=partial)
+    # a head without its classifier's weight and something else: no strict part; counted whole
+    odd = {**{k: v for k, v in state.items() if k != "fc.weight"}, "fc.scale": torch.ones(1000)}
+    with pytest.raises(UserError) as err:
+        create_model("googlenet", weights=odd)
+    assert ": its head differs from the model's; first difference at tensor 0: its fc.bias (1000,) vs the model's " \
+           "head.fc.weight (1000, 1024); " in _one_line(err)

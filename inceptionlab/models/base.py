@@ -94,6 +94,8 @@ class InceptionNet(nn.Module):
             raise UserError(f"{self.name} expects a N x {self.in_chans} x H x W batch, got shape "
                             f"{shape}; pass in_chans={shape[1]} to create_model or convert the images")
         h, w = shape[2:]
+        if isinstance(h, torch.SymInt) or isinstance(w, torch.SymInt):  # dynamic shapes
+            self._check_dynamic_size()
         with_aux = self._aux_in_use() and self.min_train_size > self.min_input_size
         m = self.min_train_size if with_aux else self.min_input_size
         if h < m or w < m:
@@ -101,8 +103,9 @@ class InceptionNet(nn.Module):
                     else "resize the images up")
             aux = " with aux_logits=True in train mode" if with_aux else ""
             raise UserError(f"{self.name}{aux} needs at least {m}x{m} input, got {h}x{w}; {hint}")
-        if (h, w) not in self._sizes_checked and not torch.compiler.is_compiling():
-            # (skipped while torch.compile/export traces: a cached set is a side effect it cannot keep)
+        if not torch.compiler.is_compiling() and (h, w) not in self._sizes_checked:
+            # (skipped while torch.compile/export traces: a cached set is a side effect it cannot keep,
+            # and a symbolic H or W (dynamic shapes) cannot be hashed; checked first for that reason)
             if not _fits(self, (h, w), with_aux, branches_agree=True):
                 near = [n for n in range(max(m, min(h, w) - 16), max(h, w) + 17)
                         if _fits(self, (n, n), with_aux, branches_agree=True)]
@@ -110,6 +113,15 @@ class InceptionNet(nn.Module):
                                 f"would disagree in size (as in the reference weights' layout); use a size "
                                 f"such as {', '.join(map(str, near[:4])) or self.pretrained_cfg['input_size'][-1]}")
             self._sizes_checked.add((h, w))
+
+    def _check_dynamic_size(self) -> None:
+        """torch.export with a dynamic H or W: ceil-mode pools (GoogLeNet's and BN-Inception's, as in
+        the reference weights) give output sizes whose guards torch's shape solver cannot prove
+        (it failed deep inside sympy); say so in one line. torch.compile(dynamic=True) handles them."""
+        if torch.compiler.is_exporting() and any(getattr(m, "ceil_mode", False) for m in self.blocks.modules()):
+            raise UserError(f"{self.name} exports with a static H and W only (its ceil-mode pools give sizes "
+                            f"torch.export cannot solve for); make only the batch dimension dynamic, and export "
+                            f"once per input size")
 
     def forward_endpoints(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The output of every named block in ``names`` (all blocks when None)."""

@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -104,7 +105,8 @@ def register_model(name: str, **card):
 
 
 def list_models(pattern: str | None = "*") -> list[str]:
-    """Registered names matching a shell-style pattern (None: all), sorted."""
+    """The registered model names matching a shell-style ``pattern``, sorted: all of them by default
+    ('*', or None), ``list_models("inception_v*")`` for the Inception-v3/v4 names."""
     _load_families()
     if pattern is not None and not isinstance(pattern, str):
         raise UserError(f"list_models takes a name pattern such as 'inception_*', got {pattern!r}")
@@ -132,20 +134,37 @@ def is_saved_folder(name) -> bool:
 
 
 def model_card(name: str) -> dict:
+    """A copy of the documentation card of the registered model ``name`` (its default switches).
+
+    Keys: ``name``; ``paper`` (authors, year, title, arXiv id); ``reference`` (the implementation
+    whose weights load with ``weights=``, or the paper's figure for a model without public weights);
+    ``input_size`` (C, H, W), ``crop_pct``, ``interpolation``, ``mean`` and ``std`` (on 0-1 pixels):
+    the preprocessing the reference weights expect, with ``input_space`` and ``input_range`` where
+    they are not RGB on 0-1 (BN-Inception's Caffe weights: BGR, 0-255); and, for a model with public
+    weights, ``top1`` (their ImageNet top-1, in %) and ``weights_top1_source`` (where that figure
+    comes from). A built model's ``pretrained_cfg`` holds the same, adjusted to its switches.
+    """
     return dict(model_entry(name).card)
 
 
-def create_model(name: str, pretrained: bool = False, weights: str | Path | None = None,
+def create_model(name: str, pretrained: bool = False, weights=None,
                  features_only: bool = False, out_indices=None, **switches):
     """Builds a model of the zoo.
 
     ``name`` is a registered name, or a directory written by ``save_pretrained`` (config.json +
-    model.safetensors). ``weights`` is a state dict file (.pth/.pt/.bin or .safetensors) in our
-    layout or a reference layout (torchvision, timm), detected by itself; the model.safetensors of
+    model.safetensors). ``weights`` is a state dict file (.pth/.pt/.bin or .safetensors), or a state
+    dict in memory (e.g. a torchvision or timm model's ``state_dict()``), in our layout or a reference
+    layout (torchvision, timm), detected by itself and checked tensor by tensor; the model.safetensors of
     a directory that training or ``save_pretrained`` wrote for this architecture brings its
     config.json along (class count and names, stem, width; ``switches`` still win), as if the
     directory were ``name``. ``pretrained=True`` is refused: inceptionlab never downloads; pass
     ``weights=FILE``.
+
+    ``features_only=True`` returns a `FeatureExtractor` instead of a classifier: calling it gives a
+    list of feature maps, one per level of ``model.feature_info`` (the last block at each
+    resolution); ``out_indices`` (e.g. ``(1, 3)``, or -1 for the last) chooses which levels, all by
+    default. Other keyword arguments are the model's switches (``inceptionlab.model_card`` and each
+    family's factory document them).
     """
     if pretrained:
         raise UserError("inceptionlab does not download weights; pass weights=FILE (a torchvision or "
@@ -153,9 +172,10 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
     if not isinstance(name, (str, Path)):
         raise UserError(f"create_model takes a model name (see inceptionlab.list_models()) or a saved folder, "
                         f"got {type(name).__name__} {name!r}")
-    if weights is not None and not isinstance(weights, (str, Path)):
-        raise UserError(f"weights= takes the path of a weights file, got {type(weights).__name__} {weights!r}; "
-                        f"to use a state dict in memory, call model.load_state_dict")
+    if weights is not None and not isinstance(weights, (str, Path, Mapping)):
+        from inceptionlab.models.weights import describe
+        raise UserError(f"weights= takes the path of a weights file or a state dict (a dict of tensors, as "
+                        f"model.state_dict() gives), got {describe(weights)}")
     if not isinstance(features_only, bool):
         raise UserError(f"features_only takes True or False, got {features_only!r}")
     if out_indices is not None and not features_only:
@@ -196,7 +216,7 @@ def create_model(name: str, pretrained: bool = False, weights: str | Path | None
 def _saved_directory(name: str, weights) -> Path | None:
     """The directory ``weights`` is (or is the model.safetensors of), when ``save_pretrained`` wrote
     it (its config.json says for which architecture: another one than ``name``'s is an error); else None."""
-    if weights is None:
+    if weights is None or isinstance(weights, Mapping):
         return None
     path = Path(str(weights))
     if path.is_dir():  # the folder itself, as the file inside it (the two loaded differently)

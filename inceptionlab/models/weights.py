@@ -34,6 +34,7 @@ import functools
 import json
 import warnings
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -156,16 +157,49 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
             raise UserError(f"weights file {path} is empty (0 bytes): copy or save it again") from None
         raise UserError(f"cannot read weights file {path}: truncated or corrupt ({clipped(reason)}); copy or save it "
                         f"again (a download or copy that stopped early leaves such a file)") from None
-    if isinstance(state, dict) and "optimizer" in state and "config" in state and isinstance(state.get("ema"), dict):
+    return unwrap_state_dict(state, path)
+
+
+IN_MEMORY = "the state dict passed as weights="  # what messages call a state dict given in memory
+
+
+def unwrap_state_dict(state, source=IN_MEMORY) -> "OrderedDict[str, torch.Tensor]":
+    """The network's tensors in what a file held or a caller passed: a state dict, or a checkpoint
+    around one (``state_dict`` / ``model`` / ``ema`` entries), without DDP's and torch.compile's
+    key prefixes. ``source`` names it in the error for anything else."""
+    if isinstance(state, Mapping) and "optimizer" in state and "config" in state and isinstance(state.get("ema"), Mapping):
         state = state["ema"]  # a checkpoint of our training that kept an average: its weights, as eval takes
     for key in ("state_dict", "model", "model_state_dict", "module"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path} is not a state dict of tensors; save model.state_dict() instead")
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        what = "" if source != IN_MEMORY else f" (got {describe(state)})"
+        raise UserError(f"{source} is not a state dict of tensors{what}; save model.state_dict() instead")
     # DDP's module. and torch.compile's _orig_mod. wrappers: the keys of the network inside
-    return OrderedDict((k.removeprefix("module.").removeprefix("_orig_mod.").removeprefix("module."), v)
+    return OrderedDict((str(k).removeprefix("module.").removeprefix("_orig_mod.").removeprefix("module."), v)
                        for k, v in state.items())
+
+
+def describe(value) -> str:
+    """A short description of ``value`` for an error message: its type and size, never the repr of
+    a large object (a state dict's repr is 350,000 characters)."""
+    kind = type(value).__name__
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
+    if isinstance(value, Mapping):
+        tensors = sum(isinstance(v, torch.Tensor) for v in value.values())
+        others = [(k, v) for k, v in value.items() if not isinstance(v, torch.Tensor)]
+        text = f"{article} {kind} of {tensors} tensor{'s' * (tensors != 1)}"
+        if others:
+            key, other = others[0]
+            text += (f" and {len(others)} other entr{'ies' if len(others) != 1 else 'y'} (the first: "
+                     f"{clipped(repr(key), 40)}, {type(other).__name__})")
+        return text
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple, set)):
+        return f"{article} {kind} of {len(value)} item{'s' * (len(value) != 1)}"
+    text = repr(value)
+    return f"{kind} {text}" if len(text) <= 60 else f"{article} {kind}"
 
 
 def _first_line(exc: Exception) -> str:
@@ -274,7 +308,8 @@ def _match(theirs: list, ours: list, what: str, path, model, fix: str | None = N
         where.append(f"its {theirs[first][0]} {tuple(theirs[first][1].shape)}")
     if first < len(ours):
         where.append(f"the model's {ours[first][0]} {tuple(ours[first][1].shape)}")
-    count = (f"its {what} has {len(theirs)} tensors, the model's {len(ours)}" if len(theirs) != len(ours)
+    count = (f"its {what} has {len(theirs)} tensor{'s' * (len(theirs) != 1)}, the model's {len(ours)}"
+             if len(theirs) != len(ours)
              else f"its {what} differs from the model's")
     if first == 0 and min(len(theirs), len(ours)) > 0:
         t_shape, o_shape = tuple(theirs[0][1].shape), tuple(ours[0][1].shape)
@@ -372,6 +407,8 @@ def _map_head(theirs: list, ours: list, what: str, path, model, layout: str = "r
                f"num_classes={_classes(t_cls)}, weights=...)")
     elif o_pre and not t_pre:
         fix = "the model has an embedding head the file lacks: drop embedding_dim"
+    if bool(t_cls) != bool(o_cls) and len(t_pre) != len(o_pre):
+        return _match(theirs, ours, what, path, model, fix=fix)  # a broken classifier: count it whole
     mapped = _match(t_pre, o_pre, what, path, model, fix=fix)
     mapped.update(map_classifier(t_cls, o_cls, "classifier" if what == "head" else what, path, model))
     return mapped
@@ -431,23 +468,80 @@ def _map_ours(model, state: dict, path) -> dict:
 def load_weights(model, path) -> None:
     """Loads ``path`` into ``model``: our layout, or a reference layout detected by its content.
 
+    ``path`` is a weights file (or a folder ``save_pretrained`` wrote), or a state dict in memory
+    (a torchvision/timm model's ``state_dict()``, say), which goes through the same mapping and checks.
     Every failure is one line naming the file, the mismatch and the fix (a model name, a switch or
     ``num_classes``); nothing is loaded unless everything fits.
     """
-    path = Path(path)
-    if path.is_dir() and (path / "model.safetensors").is_file():
-        path = path / "model.safetensors"  # a directory written by save_pretrained
-    if is_keras_file(path):
-        from inceptionlab.models.layouts.keras import map_keras_state, read_keras
-        mapped, convention = map_keras_state(model, read_keras(path), path)
-        model.load_state_dict(mapped, strict=False)
-        apply_convention(model, convention, path)
-        return
-    state = adapt_input_conv(read_state_dict(path), getattr(model, "in_chans", 3), path)
+    if isinstance(path, Mapping):
+        state, path = unwrap_state_dict(path), IN_MEMORY
+    else:
+        path = Path(path)
+        if path.is_dir() and (path / "model.safetensors").is_file():
+            path = path / "model.safetensors"  # a directory written by save_pretrained
+        if is_keras_file(path):
+            from inceptionlab.models.layouts.keras import map_keras_state, read_keras
+            mapped, convention = map_keras_state(model, read_keras(path), path)
+            model.load_state_dict(mapped, strict=False)
+            apply_convention(model, convention, path)
+            return
+        state = read_state_dict(path)
+    state = adapt_input_conv(state, getattr(model, "in_chans", 3), path)
     layout = detect_layout(state)
-    mapped = _map_ours(model, state, path) if layout == "ours" else map_reference_state(model, state, path)
+    try:
+        mapped = _map_ours(model, state, path) if layout == "ours" else map_reference_state(model, state, path)
+    except UserError:
+        lacking = _lacking(model, state, layout == "ours")
+        if not lacking:
+            raise
+        n = len(lacking)
+        if n <= 2:
+            which = f" ({', '.join(lacking)})"
+        else:
+            which = f", from {lacking[0].split('.')[0]} on ({lacking[0]}, ...)"
+        fix = ("the state dict is incomplete (taken from part of a model?); pass the whole model.state_dict()"
+               if path == IN_MEMORY else
+               "the file is incomplete (truncated, or saved from part of a model); save or copy it again")
+        raise UserError(f"{path} lacks {n} tensor{'s' * (n != 1)} the model needs{which}: {fix}") from None
     model.load_state_dict(mapped, strict=False)
     apply_convention(model, CONVENTIONS.get(layout, {}), path)
+
+
+def _lacking(model, state: dict, ours: bool) -> list[str]:
+    """The tensors, named as ``state`` names them, that the model needs and ``state`` lacks, when
+    ``state`` is a strict part of a whole layout (ours, or a reference's, in its own order): nothing
+    unknown, only tensors missing. [] when ``state`` is not such a part. Auxiliary heads are optional
+    (their absence is a warning), so they are only counted when ``state`` has some of them."""
+    skip = lambda k: k.endswith("num_batches_tracked")  # noqa: E731
+    keys = {k for k in state if not skip(k)}
+    if ours:
+        layouts = [[k for k in model.state_dict() if not skip(k)]]
+        aux = ("aux_heads.",)
+    else:
+        layouts = list(_reference_layouts().values())
+        aux = AUX_PREFIXES
+    has_aux = any(k.startswith(aux) for k in keys) and len(getattr(model, "aux_heads", ())) > 0
+    optional = () if has_aux else aux
+    if getattr(model, "num_classes", 1) == 0:  # no classifier: the file's is not needed
+        optional += ("head.fc.",) if ours else HEAD_PREFIXES
+    model_state = model.state_dict()
+    if ours and any(state[k].shape != model_state[k].shape for k in keys if k in model_state):
+        return []  # tensors of other shapes: other switches, not a part of this model's file
+    own = (("aux_heads.",) if not has_aux else ()) + (("head.fc.",) if getattr(model, "num_classes", 1) == 0 else ())
+    needed = sum(1 for k in model_state if not skip(k) and not k.startswith(own))
+    best: list[str] = []
+    for order in layouts:
+        whole = [k for k in order if not k.startswith(optional)]
+        if not keys < set(order) or len(whole) != needed:
+            continue  # not a part of this layout, or the whole layout would not fit the model either
+        missing = [k for k in order if k not in keys and not k.startswith(optional)]
+        if missing and (not best or len(missing) < len(best)):
+            best = missing
+    heads = ("head.fc.",) if ours else HEAD_PREFIXES
+    whole = next((p for p in heads if best and all(k.startswith(p) for k in best)), None)
+    if whole is not None and not any(k.startswith(whole) for k in keys):
+        return []  # no classifier at all (an embedding or include_top=False file): its own message
+    return best
 
 
 def adapt_input_conv(state: dict, in_chans: int, path="weights") -> dict:
@@ -524,8 +618,9 @@ PREPROCESSING = ("input_size", "mean", "std", "crop_pct", "interpolation", "inpu
 
 
 def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
-    """Writes ``config.json`` (architecture, switches, classes, preprocessing) and
-    ``model.safetensors``; ``create_model(directory)`` restores exactly that model."""
+    """Writes ``model``'s ``config.json`` (architecture, switches, classes, preprocessing) and
+    ``model.safetensors`` into the folder ``directory`` (made if needed), with ``classes``, the
+    optional class names (one per output); ``create_model(directory)`` restores exactly that model."""
     from safetensors.torch import save_file
 
     from inceptionlab.models.registry import model_entry
@@ -648,15 +743,17 @@ def trained_preprocessing(weights) -> dict | None:
 
 def from_pretrained(directory, weights=None, **overrides):
     """The model saved by ``save_pretrained`` in ``directory`` (switches in ``overrides`` win),
-    with the weights of the file ``weights`` instead of the directory's own when given (another
-    checkpoint of the same run, say)."""
+    with the weights of the file ``weights`` (or a state dict in memory) instead of the directory's own
+    when given (another checkpoint of the same run, say)."""
     from inceptionlab.models.registry import create_model
 
     directory = Path(directory)
     config = saved_config(directory)
     arch, preprocessing = config["architecture"], config["preprocessing"]
     switches = {**config["switches"], **overrides}
-    if weights is not None:
+    if isinstance(weights, Mapping):
+        pass  # a state dict in memory: load_weights checks it
+    elif weights is not None:
         weights = Path(weights)
         if not weights.exists():
             raise UserError(f"weights file {weights} does not exist; pass a .safetensors/.pth/.pt file")
@@ -664,7 +761,7 @@ def from_pretrained(directory, weights=None, **overrides):
             weights = weights / "model.safetensors"
     else:
         weights = directory / "model.safetensors"
-    if not weights.is_file():
+    if not isinstance(weights, Mapping) and not weights.is_file():
         checkpoints = directory / "checkpoints"
         hint = (f"; a run's checkpoints are in {checkpoints}: pass one as --weights (e.g. "
                 f"{checkpoints / 'best.pt'})" if checkpoints.is_dir() else "; save_pretrained writes both")
