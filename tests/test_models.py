@@ -434,6 +434,27 @@ def test_grid_reduction_variants_keep_shapes_and_order_costs():
     assert outs["efficient"]["mixed_6a"] == (1, 384, 17, 17)
     # Figure 9: pooling first is cheapest, convolving at full resolution first is the most expensive
     assert costs["pool_then_conv"] < costs["efficient"] < costs["conv_then_pool"]
+    # only the order of pooling and convolution changes: the pass-through branch is the identity
+    # (a 3x3/1 pool left in it had pooled those channels twice)
+    pool_first = create_model("inception_v3", grid_reduction="pool_then_conv", depth_multiplier=0.5).blocks.mixed_6a
+    assert [type(m).__name__ for m in pool_first.modules() if isinstance(m, nn.MaxPool2d)] == ["MaxPool2d"]
+    passed = torch.randn(1, 144, 17, 17)
+    assert torch.equal(pool_first[1].branches[2](passed), passed)
+
+
+@pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v1", "inception_resnet_v2_paper"])
+def test_factorize_5x5_false_puts_back_the_5x5_of_every_double_3x3(name):
+    # v4's Inception-A, the Inception-ResNet-A blocks and Reduction-A draw "Rethinking" Fig. 5's two
+    # 3x3; written as plain 3x3s, factorize_5x5=False had built the same network again
+    kernels = lambda m: [tuple(c.kernel_size) for c in m.modules() if isinstance(c, nn.Conv2d)]  # noqa: E731
+    small = dict(depth_multiplier=0.25, min_depth=8)
+    ref, unfactorized = create_model(name, **small).eval(), create_model(name, factorize_5x5=False, **small).eval()
+    fives = kernels(unfactorized).count((5, 5))
+    # v4: 4 Inception-A + Reduction-A; the Inception-ResNets: 5 A blocks + Reduction-A + Reduction-B
+    assert fives == {"inception_v4": 5}.get(name, 7) and (5, 5) not in kernels(ref)
+    assert len(kernels(ref)) - len(kernels(unfactorized)) == fives  # each 5x5 stands for two 3x3
+    x = torch.randn(1, 3, 299, 299)
+    assert ref.forward_features(x).shape == unfactorized.forward_features(x).shape
 
 
 def test_residual_scale_one_number_or_one_per_stage():
@@ -577,7 +598,8 @@ def test_tracing_reset_classifier_and_feature_extractors_as_timm_users_expect():
     for name, message in ((None, "create_model takes a model name"), (123, "create_model takes a model name")):
         with pytest.raises(UserError, match=message):
             create_model(name)
-    with pytest.raises(UserError, match="weights= takes the path of a weights file, got int"):
+    with pytest.raises(UserError, match=r"^weights= takes the path of a weights file or a state dict \(a dict of tensors, as "
+                                        r"model.state_dict\(\) gives\), got int 123$"):
         create_model("googlenet", weights=123)
     with pytest.raises(UserError, match="takes normalized float images, got torch.uint8"):
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
@@ -615,6 +637,24 @@ def test_torch_export_with_dynamic_batch():
     program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
     y = torch.randn(5, 3, 32, 32)
     torch.testing.assert_close(program.module()(y), model(y))
+
+
+def test_torch_export_with_dynamic_height_and_width():
+    # a symbolic H/W was hashed by the input check ("unhashable type: non-nested SymInt")
+    torch.set_num_threads(1)
+    h, w = torch.export.Dim("h", min=16, max=512), torch.export.Dim("w", min=16, max=512)
+    model = create_model("inception_resnet_v1", num_classes=4, stem="low_res", depth_multiplier=0.1,
+                         min_depth=8).eval()
+    program = torch.export.export(model, (torch.randn(1, 3, 40, 40),), dynamic_shapes=({2: h, 3: w},))
+    for size in ((16, 22), (57, 33)):
+        x = torch.randn(1, 3, *size)
+        torch.testing.assert_close(program.module()(x), model(x))
+    # GoogLeNet's ceil-mode pools (torchvision's layout): torch's shape solver failed deep in sympy
+    googlenet = create_model("googlenet", num_classes=4, stem="low_res", depth_multiplier=0.125, min_depth=8).eval()
+    with pytest.raises(UserError, match=r"^googlenet exports with a static H and W only \(its ceil-mode pools give "
+                                        r"sizes torch.export cannot solve for\); make only the batch dimension "
+                                        r"dynamic, and export once per input size$"):
+        torch.export.export(googlenet, (torch.randn(1, 3, 40, 40),), dynamic_shapes=({2: h, 3: w},))
 
 
 # ------------------------------------------------------------------ bad input
@@ -835,3 +875,20 @@ def test_api_edges_list_models_save_pretrained_and_a_switch_the_weights_lack(tmp
     with pytest.raises(UserError, match=r"the file holds googlenet_paper weights of the default switches, and this "
                                         r"model has factorize_5x5=True: leave those out$"):
         create_model("googlenet_paper", factorize_5x5=True, weights=tmp_path / "g.pth")
+
+
+def test_public_names_and_docstrings():
+    import inceptionlab
+    from inceptionlab.models.weights import save_pretrained
+    assert inceptionlab.save_pretrained is save_pretrained
+    names = inceptionlab.__all__
+    assert "save_pretrained" in names and len(set(names)) == len(names) and set(names) <= set(dir(inceptionlab))
+    for name in names:
+        if name != "__version__":
+            assert getattr(inceptionlab, name).__doc__, name  # model_card had none
+    card = il.model_card("googlenet")
+    for key in ("paper", "reference", "input_size", "crop_pct", "interpolation", "mean", "std", "top1",
+                "weights_top1_source", "name"):
+        assert key in card and f"``{key}``" in il.model_card.__doc__, key
+    assert "'*', or None" in il.list_models.__doc__ and "None: all" not in il.list_models.__doc__
+    assert "features_only" in il.create_model.__doc__ and "out_indices" in il.create_model.__doc__

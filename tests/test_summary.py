@@ -105,6 +105,9 @@ def test_explain_factorization_reports_the_papers_savings():
     by_switch = {}
     for f in ex.found:
         by_switch.setdefault(f.switch, []).append(f)
+        if f.block == "mixed_6a":  # a stride-2 stack: its first 3x3 runs on the full grid, so it costs more
+            assert f.factorized == "3x3 64->96 + 3x3 96->96" and f.macs > f.macs_unfactorized
+            continue
         assert f.macs < f.macs_unfactorized
         assert f.block_macs < f.block_macs_unfactorized
     assert {f.unfactorized.split()[0] for f in by_switch["factorize_5x5"]} == {"5x5"}

@@ -75,8 +75,9 @@ def inception_resnet_v1(num_classes=1000, in_chans=3, drop_rate=0.2, aux_logits=
                         norm=True, residual_scale=(0.17, 0.10, 0.20), factorize_5x5=None, factorize_nxn=None,
                         grid_reduction="efficient", stem="imagenet", depth_multiplier=1.0, min_depth=16,
                         embedding_dim=None):
-    """Inception-ResNet-v1 (the paper's network, in facenet-pytorch's block layout); ``embedding_dim``
-    gives facenet's embedding head (512 for its weights)."""
+    """Inception-ResNet-v1 in facenet-pytorch's block layout: the paper's network plus facenet's sixth,
+    unscaled C block (Figure 15 draws five); ``embedding_dim`` gives facenet's embedding head (512 for
+    its weights)."""
     check_aux(aux_logits, aux_norm)
     if embedding_dim is not None and int(embedding_dim) < 1:
         raise UserError(f"embedding_dim must be >= 1 (512 for facenet's weights) or None, got {embedding_dim}")

@@ -29,14 +29,14 @@ from inceptionlab.models.family import build, check_aux, classic_aux_head
 from inceptionlab.models.inception_v3 import STEM as V3_STEM
 from inceptionlab.models.inception_v4 import STEM as V4_STEM, reduction_a
 from inceptionlab.models.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
-from inceptionlab.models.spec import Conv, FactorizedNxN, Mixed, Pool, Reduction, Residual, Switches
+from inceptionlab.models.spec import Conv, Factorized5x5, FactorizedNxN, Mixed, Pool, Reduction, Residual, Switches
 
 
 def block35(b0: int, b1: tuple, b2: tuple) -> Residual:
     """Inception-ResNet-A (35x35): 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3, then the 1x1 up-projection."""
     return Residual(([Conv(b0, 1)],
                      [Conv(b1[0], 1), Conv(b1[1], 3)],
-                     [Conv(b2[0], 1), Conv(b2[1], 3), Conv(b2[2], 3)]), stage=0)
+                     [Conv(b2[0], 1), Factorized5x5(b2[2], mid=b2[1])]), stage=0)
 
 
 def block17(b0: int, b1: tuple) -> Residual:
@@ -55,7 +55,7 @@ def reduction_b(b0: int, b1: int, b2: tuple) -> Reduction:
     """Reduction-B of the Inception-ResNets (Figures 12 and 18)."""
     return Reduction([Conv(256, 1), Conv(b0, 3, stride=2)],
                      [Conv(256, 1), Conv(b1, 3, stride=2)],
-                     [Conv(256, 1), Conv(b2[0], 3), Conv(b2[1], 3, stride=2)],
+                     [Conv(256, 1), Factorized5x5(b2[1], mid=b2[0], stride=2, pad=0)],
                      [Pool("max", 3, stride=2)])
 
 
@@ -72,7 +72,7 @@ def residual_body(blocks: tuple, a, red_a, b, red_b, c, last_c=None, top=None) -
 
 MIXED_5B = Mixed([Conv(96, 1)],
                  [Conv(48, 1), Conv(64, 5)],
-                 [Conv(64, 1), Conv(96, 3), Conv(96, 3)],
+                 [Conv(64, 1), Factorized5x5(96, mid=96)],
                  [Pool("avg"), Conv(64, 1)])
 C_BLOCK = block8(192, (192, 224, 256))
 TF_BODY = [("mixed_5b", MIXED_5B)] + residual_body(

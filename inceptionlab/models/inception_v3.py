@@ -85,7 +85,7 @@ BODY = [
     ("mixed_5c", inception_35x35(64)),                          # N x 288 x 35 x 35
     ("mixed_5d", inception_35x35(64)),                          # N x 288 x 35 x 35
     ("mixed_6a", Reduction([Conv(384, 3, stride=2)],            # Figure 10: N x 768 x 17 x 17
-                           [Conv(64, 1), Conv(96, 3), Conv(96, 3, stride=2)],
+                           [Conv(64, 1), Factorized5x5(96, mid=96, stride=2, pad=0)],
                            [Pool("max", 3, stride=2)])),
     ("mixed_6b", inception_17x17(128)),                         # N x 768 x 17 x 17
     ("mixed_6c", inception_17x17(160)),

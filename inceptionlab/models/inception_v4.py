@@ -15,14 +15,17 @@ of Residual Connections on Learning", AAAI 2017 (arXiv:1602.07261), Sec. 3.1.
     mixed_7b..7d     3 x Inception-C, Figure 6               8 x 8 x 1536
 
 The layout is timm's ``inception_v4`` (a port of the TF-slim weights): BN eps 1e-3, average pools
-that exclude padding. The paper leaves both unspecified, so there is one variant. The optional
+that exclude padding, and the asymmetric pairs in TF-slim's order (mixed_4a and Inception-B's first
+branch 1x7 then 7x1, Inception-B's long branch and Inception-C's 448/512 branch starting with the
+nx1), which may differ from the figures' drawing but not in widths or cost. The paper leaves the
+first two unspecified, so there is one variant. The optional
 auxiliary classifier (TF-slim's, on mixed_6h) is the v3 one.
 """
 from __future__ import annotations
 
 from inceptionlab.models.family import build, check_aux, classic_aux_head
 from inceptionlab.models.registry import INCEPTION_MEAN, INCEPTION_STD, register_model
-from inceptionlab.models.spec import Conv, FactorizedNxN, Mixed, Pool, Reduction, Split, Switches
+from inceptionlab.models.spec import Conv, Factorized5x5, FactorizedNxN, Mixed, Pool, Reduction, Split, Switches
 
 STEM = [                                                           # Figure 3
     ("conv2d_1a_3x3", Conv(32, 3, stride=2)),                      # N x 32 x 149 x 149
@@ -40,13 +43,13 @@ STEM = [                                                           # Figure 3
 def reduction_a(k: int, l: int, m: int, n: int) -> Reduction:
     """Figure 7, shared by Inception-v4 and both Inception-ResNets (Table 1 gives k, l, m, n)."""
     return Reduction([Conv(n, 3, stride=2)],
-                     [Conv(k, 1), Conv(l, 3), Conv(m, 3, stride=2)],
+                     [Conv(k, 1), Factorized5x5(m, mid=l, stride=2, pad=0)],  # 3x3 -> 3x3/2 ("Rethinking" Fig. 5)
                      [Pool("max", 3, stride=2)])
 
 
 INCEPTION_A = Mixed([Conv(96, 1)],                                 # Figure 4: 4 x 96 = 384
                     [Conv(64, 1), Conv(96, 3)],
-                    [Conv(64, 1), Conv(96, 3), Conv(96, 3)],
+                    [Conv(64, 1), Factorized5x5(96, mid=96)],
                     [Pool("avg"), Conv(96, 1)])
 INCEPTION_B = Mixed([Conv(384, 1)],                                # Figure 5: 384 + 256 + 256 + 128
                     [Conv(192, 1), FactorizedNxN(256, 7, mid=224)],

@@ -58,10 +58,17 @@ class Conv:
 
 @dataclass(frozen=True)
 class Factorized5x5:
-    """A 5x5 receptive field drawn as two stacked 3x3 (first to ``mid``, then to ``out``)."""
+    """A 5x5 receptive field drawn as two stacked 3x3 (first to ``mid``, then to ``out``). At
+    stride 2 the second 3x3 has padding ``pad`` (None: 1, BN-Inception's; 0: 'valid', TF-slim's
+    reductions); the one 5x5 it stands for pads one more, so both give the same grid."""
     out: int
     mid: int
     stride: int = 1
+    pad: Union[int, None] = None
+
+    @property
+    def last_pad(self) -> int:
+        return 1 if self.stride == 1 or self.pad is None else self.pad
 
 
 @dataclass(frozen=True)
@@ -209,8 +216,8 @@ class Builder:
         s = self.s
         if isinstance(op, Factorized5x5):
             if s.factorize_5x5 is False:
-                return [Conv(op.out, 5, op.stride, 2)]
-            return [Conv(op.mid, 3), Conv(op.out, 3, op.stride, None if op.stride == 1 else 1)]
+                return [Conv(op.out, 5, op.stride, op.last_pad + 1)]
+            return [Conv(op.mid, 3), Conv(op.out, 3, op.stride, None if op.stride == 1 else op.last_pad)]
         if isinstance(op, FactorizedNxN):
             if s.factorize_nxn is False:
                 return [Conv(op.out, op.n)]
@@ -278,15 +285,17 @@ class Builder:
 
 
 def _at_stride_one(ops: Sequence[Op]) -> list[Op]:
-    """A branch with its stride-2 ops at stride 1 and 'same' padding."""
+    """A branch with its stride-2 convolutions at stride 1 and 'same' padding. Its stride-2 pool is
+    dropped (the pass-through branch becomes the identity): the module's own pool, before or after,
+    does that pooling; a 3x3/1 pool left in its place pooled those channels twice."""
     out = []
     for op in ops:
         if isinstance(op, Conv) and op.stride == 2:
             op = replace(op, stride=1, pad=None)
         elif isinstance(op, Factorized5x5) and op.stride == 2:
-            op = replace(op, stride=1)
+            op = replace(op, stride=1, pad=None)
         elif isinstance(op, Pool) and op.stride == 2:
-            op = Pool(op.kind, op.kernel, 1, None)
+            continue
         out.append(op)
     return out
 
