@@ -281,7 +281,7 @@ def _factor_refuse(train: dict, options: dict) -> str | None:
         return None
     if sum(p.numel() for p in arms[0].parameters()) == sum(p.numel() for p in arms[1].parameters()):
         return (f"{model} has no 5x5 convolution, so its 5x5_as_two_3x3 arm would be the unfactorized "
-                f"network; pick a model with one (inception_v3, inception_resnet_v2, googlenet_paper)")
+                f"network; pick a model with one (inception_v3, inception_v4, the Inception-ResNets, googlenet_paper)")
     return None
 
 
