@@ -448,12 +448,13 @@ def test_factorize_5x5_false_puts_back_the_5x5_of_every_double_3x3(name):
     # 3x3; written as plain 3x3s, factorize_5x5=False had built the same network again
     kernels = lambda m: [tuple(c.kernel_size) for c in m.modules() if isinstance(c, nn.Conv2d)]  # noqa: E731
     small = dict(depth_multiplier=0.25, min_depth=8)
-    ref, unfactorized = create_model(name, **small).eval(), create_model(name, factorize_5x5=False, **small).eval()
+    with torch.device("meta"):  # shapes only: no weights to initialize, no arithmetic
+        ref, unfactorized = create_model(name, **small).eval(), create_model(name, factorize_5x5=False, **small).eval()
     fives = kernels(unfactorized).count((5, 5))
     # v4: 4 Inception-A + Reduction-A; the Inception-ResNets: 5 A blocks + Reduction-A + Reduction-B
     assert fives == {"inception_v4": 5}.get(name, 7) and (5, 5) not in kernels(ref)
     assert len(kernels(ref)) - len(kernels(unfactorized)) == fives  # each 5x5 stands for two 3x3
-    x = torch.randn(1, 3, 299, 299)
+    x = torch.randn(1, 3, 299, 299, device="meta")
     assert ref.forward_features(x).shape == unfactorized.forward_features(x).shape
 
 
