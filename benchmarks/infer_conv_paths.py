@@ -5,7 +5,7 @@
 
 `optimize_for_inference` runs every convolution as one oneDNN primitive (direct convolution,
 ReLU fused, weights prepacked). Issue 5's hardest target, Inception-v4 at batch 8 at 1.25x timm's
-images/s, is the one left unmet on the CPU (1.10x on the AVX2 EPYC, 1.17-1.23x on the AVX-512 Xeon).
+images/s, is the one left unmet on the CPU (1.08-1.17x on the AVX2 EPYC, 1.17-1.23x on the AVX-512 Xeon).
 This script measures the two paths that do less work or move less memory than that, and what
 is left besides the convolutions (the profiler's share of them in our forward pass).
 
