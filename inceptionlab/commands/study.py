@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from inceptionlab.errors import UserError
     from inceptionlab.lab import STUDIES, get_study, load_lab, run_plan
-    from inceptionlab.lab.demo import STUDY_STEPS, study_plan
+    from inceptionlab.lab.demo import study_plan
 
     if args.list:
         for study in STUDIES.values():
@@ -44,10 +44,6 @@ def run(args) -> int:
         if plan.study != study.name:
             raise UserError(f"{out} holds {plan.study or 'a compare'}, not the {study.name} study")
         return finish(run_plan(plan, out, resume=True, quiet_runs=args.quiet, resume_hint=hint), out)
-    values = plan_values(args)
-    if values.get("data") is not None and not any(values.get(k) is not None for k in ("epochs", "steps", "minutes")):
-        raise UserError(f"a study on your own data needs a budget for each of its runs: add e.g. --minutes 5 "
-                        f"(or --steps N, --epochs N); on the embedded digits it is {STUDY_STEPS} steps")
-    plan = study_plan(study, values, model=args.model)
+    plan = study_plan(study, plan_values(args), model=args.model)
     print(f"claim ({study.paper}): {study.claim}")
     return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet, resume_hint=hint), out)

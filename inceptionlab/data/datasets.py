@@ -48,6 +48,7 @@ __all__ = [
     "ArrayImageDataset",
     "stratified_split",
     "first_per_class",
+    "limited",
 ]
 
 DEFAULT_VAL_SPLIT = 0.2
@@ -211,12 +212,10 @@ def build_datasets(
             splits = _class_folder_splits(root, train_transform, eval_transform,
                                           val_split, seed, strict, min_classes)
     if limit_per_class is not None:
-        keep = first_per_class(splits.train.targets, limit_per_class, seed, _keys(splits.train))
-        splits.train = splits.train.subset(keep, splits.train.transform)
+        splits.train = limited(splits.train, limit_per_class, seed)
         splits.source += f"; train limited to {limit_per_class} per class"
     if val_limit_per_class is not None:  # a quick look at a large test folder (10,000 CIFAR-10 images)
-        keep = first_per_class(splits.val.targets, val_limit_per_class, seed, _keys(splits.val))
-        splits.val = splits.val.subset(keep, splits.val.transform)
+        splits.val = limited(splits.val, val_limit_per_class, seed, "val_limit_per_class")
         splits.source += f"; val limited to {val_limit_per_class} per class"
     splits.source += f" ({len(splits.train):,} train / {len(splits.val):,} val images)"
     return splits
@@ -258,6 +257,13 @@ def _rank(seed: int, key: str) -> bytes:
 
 def _keys(dataset) -> list[str] | None:
     return dataset.split_keys() if hasattr(dataset, "split_keys") else None
+
+
+def limited(dataset, limit: int, seed: int, name: str = "limit_per_class"):
+    """``dataset`` with at most ``limit`` samples of each class, chosen as `first_per_class` chooses
+    them (UserError naming ``name`` for a limit below 1)."""
+    _check_limit(limit, name)
+    return dataset.subset(first_per_class(dataset.targets, limit, seed, _keys(dataset)), dataset.transform)
 
 
 def first_per_class(labels, limit: int, seed: int, keys: list[str] | None = None) -> np.ndarray:
@@ -306,11 +312,13 @@ def _split_folder_splits(train_dir, val_dir, ignored, train_tf, eval_tf, val_spl
                          strict, min_classes=2) -> DatasetSplits:
     """root/train/<class> with root/val/<class> (or test/) as val, or split from train; what lies
     outside that layout (``ignored``) is named in the description."""
-    classes, samples = scan_class_folders(train_dir, min_classes=min_classes)
+    train_ids, val_ids = {}, {}
+    classes, samples = scan_class_folders(train_dir, min_classes=min_classes, identities=train_ids)
     # a val/ that an explicit val_split leaves unused is not read (its classes were checked, and refused)
-    val_samples = scan_class_folders(val_dir, classes)[1] if val_dir is not None and val_split is None else None
+    val_samples = (scan_class_folders(val_dir, classes, identities=val_ids)[1]
+                   if val_dir is not None and val_split is None else None)
     if val_samples:
-        shared = shared_files(samples, val_samples)
+        shared = shared_files(train_ids, val_ids)
         if shared:
             val_file, train_file = shared[0]
             raise UserError(f"{len(shared)} of the {len(val_samples)} images in {val_dir.name}/ are files of train/ "

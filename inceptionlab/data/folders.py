@@ -42,17 +42,18 @@ def class_names(root: Path) -> list[str]:
     return names
 
 
-def images_in(folder: Path, within: Path | None = None) -> list[Path]:
+def images_in(folder: Path, within: Path | None = None, identities: dict | None = None) -> list[Path]:
     """Every image file under `folder`, at any depth, in sorted order; hidden entries skipped.
     Linked folders are followed, each real folder once and each real file once: a link back up
     (`cat/again -> .`) multiplied 6 images into 246, with copies on both sides of the split.
     With `within` (the data folder), a link inside `folder` to anywhere else in it is not
-    followed: `a/up -> ..` had given class a the images of class b, under a's label."""
-    return files_in(folder, is_image_file, within)
+    followed: `a/up -> ..` had given class a the images of class b, under a's label. `identities`,
+    when given, receives each image's `file_identity` (found while walking: no second stat)."""
+    return files_in(folder, is_image_file, within, identities=identities)
 
 
-def files_in(folder: Path, keep=lambda name: True, within: Path | None = None, *, every_name: bool = False
-             ) -> list[Path]:
+def files_in(folder: Path, keep=lambda name: True, within: Path | None = None, *, every_name: bool = False,
+             identities: dict | None = None) -> list[Path]:
     """Every visible file under `folder` whose name `keep` accepts, walked as `images_in` says;
     with `every_name`, a file linked in under two names is listed under both (predict answers for
     every name it is given; training must not count an image twice)."""
@@ -75,6 +76,8 @@ def files_in(folder: Path, keep=lambda name: True, within: Path | None = None, *
             if every_name or identity not in seen_files:
                 seen_files.add(identity)
                 found.append(path)
+                if identities is not None:
+                    identities[path] = identity
     return found
 
 
@@ -97,13 +100,14 @@ def _elsewhere_inside(path: str, inside: str | None, own: str) -> bool:
     return (target.startswith(inside) and not target.startswith(own)) or inside.startswith(target)
 
 
-def scan_class_folders(root: Path, classes: list[str] | None = None, min_classes: int = 2
-                       ) -> tuple[list[str], list[tuple[Path, int]]]:
+def scan_class_folders(root: Path, classes: list[str] | None = None, min_classes: int = 2,
+                       identities: dict | None = None) -> tuple[list[str], list[tuple[Path, int]]]:
     """(classes, [(image path, label), ...]) for `root/<class>/...`.
 
     With `classes` given (the train split's), `root` must hold exactly those class folders.
     Raises UserError for no class folders, an empty class folder (named), or fewer than
     `min_classes` classes (2 to train; evaluation of named classes can score a folder of one).
+    `identities` receives each image's `file_identity`, for `shared_files`.
     """
     found = class_names(root)
     if classes is not None and found != classes:
@@ -121,14 +125,15 @@ def scan_class_folders(root: Path, classes: list[str] | None = None, min_classes
         if other != name:
             raise UserError(f"class folders {other} and {name} in {root} are the same folder (a link); remove one")
     samples, owner = [], {}
+    identities = {} if identities is None else identities
     for label, name in enumerate(found):
-        images = images_in(root / name, within=root)
+        images = images_in(root / name, within=root, identities=identities)
         if not images:
             fix = (f"add images of {name} to it (every class of train/ needs some in {root.name}/), or remove "
                    f"the class from both folders" if classes is not None else "add images or remove the folder")
             raise UserError(f"class folder {root / name} has no images ({', '.join(IMAGE_EXTENSIONS)}): {fix}")
         for path in images:  # one picture linked into two classes would train under both labels
-            other = owner.setdefault(file_identity(path), path)
+            other = owner.setdefault(identities[path], path)
             if other != path:
                 raise UserError(_one_file_twice(root, other, path))
         samples += [(path, label) for path in images]
@@ -144,11 +149,12 @@ def _one_file_twice(root: Path, first: Path, second: Path) -> str:
             f"both labels; remove the one in the wrong class")
 
 
-def shared_files(train: list[tuple[Path, int]], val: list[tuple[Path, int]]) -> list[tuple[Path, Path]]:
+def shared_files(train: dict, val: dict) -> list[tuple[Path, Path]]:
     """(val file, train file) pairs that are one file under two names (a val/ linked to train/):
-    validation would score images the network trained on."""
-    in_train = {file_identity(path): path for path, _ in train}
-    return [(path, in_train[key]) for path, _ in val if (key := file_identity(path)) in in_train]
+    validation would score images the network trained on. ``train`` and ``val`` map each file to
+    its identity, as `scan_class_folders` gives them."""
+    in_train = {identity: path for path, identity in train.items()}
+    return [(path, in_train[identity]) for path, identity in val.items() if identity in in_train]
 
 
 class SplitLayout(NamedTuple):

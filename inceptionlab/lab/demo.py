@@ -7,6 +7,7 @@ wall-clock budget, so the whole compare ends in about four minutes on a 2-core C
 """
 from __future__ import annotations
 
+from inceptionlab.errors import UserError
 from inceptionlab.lab.plan import Plan, Variant
 
 # four families, four ideas: the original module, batch norm, factorization, residual connections
@@ -51,7 +52,6 @@ def holds_other_lab(lab_dir) -> bool:
     time, must not delete), rather than nothing or an earlier demo."""
     from pathlib import Path
 
-    from inceptionlab.errors import UserError
     from inceptionlab.lab.runner import PLAN_FILE
     from inceptionlab.train.config import read_yaml
 
@@ -76,6 +76,9 @@ def study_plan(study, values: dict, model: str | None = None) -> Plan:
     budget = {k: values[k] for k in BUDGET_KEYS if values.get(k) is not None}
     if not budget and on_digits:
         budget = {"steps": STUDY_STEPS}
+    elif not budget:  # (the README's own command had none: "no training budget", after a minute)
+        raise UserError(f"a study on your own data needs a budget for each of its runs: add e.g. --minutes 5 "
+                        f"(or --steps N, --epochs N); on the embedded digits it is {STUDY_STEPS} steps")
     user_train = values.get("train", {})
     small = {k: v for k, v in SMALL_TRAIN.items() if k not in study.train} if on_digits else {}
     train = {**small, **user_train}         # the study's own settings sit between the two (Study.plan)

@@ -122,7 +122,7 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
     log(f"{plan.title}: {len(runs)} run(s), {budget} each, on {check.source}; {len(check.classes)} classes; "
         f"lab folder {lab_dir}")
     continue_with = resume_hint or f"inceptionlab compare --resume {lab_dir}"
-    terminated = _sigterm_interrupts()  # SIGTERM between runs' steps (a run's set-up) ended the lab without a word
+    terminated = _SigtermInterrupts()  # SIGTERM between runs' steps (a run's set-up) ended the lab without a word
     try:
         for i, run in enumerate(runs, 1):
             run_dir = lab_dir / "runs" / run.name
@@ -152,7 +152,7 @@ def describe_run(run: RunSpec) -> str:
     return run.model + (f" ({switches})" if switches else "")
 
 
-class _sigterm_interrupts:
+class _SigtermInterrupts:
     """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, until `restore` (in the main thread only).
     A run's training steps handle both signals themselves (a checkpoint, then the lab's message)."""
 

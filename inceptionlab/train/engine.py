@@ -156,9 +156,7 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
                 raise UserError(f"the output folder {cfg.out} is inside the data folder {cfg.data}; pass an --out "
                                 f"outside it")
             cfg = cfg.replace(data=str(data))
-        trainer = Trainer(cfg.resolved(), dist, state)
-        trainer.continue_with = continue_with
-        return trainer.run()
+        return Trainer(cfg.resolved(), dist, state, continue_with=continue_with).run()
     finally:
         dist.close()
 
@@ -196,7 +194,8 @@ def _check_same_run(run_dir: Path, state: dict, path) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, dist: Distributed, state: dict | None = None):
+    def __init__(self, cfg: TrainConfig, dist: Distributed, state: dict | None = None,
+                 continue_with: str | None = None):
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         self.main = dist.is_main
         self.out = Path(cfg.out)
@@ -215,7 +214,7 @@ class Trainer:
         # the output folder is touched, so that bad input leaves what is there as it was
         self._after_last_step = 0.0  # seconds from the last step to the end (the final evaluation)
         self.segments = [[0, dist.world_size]]  # [steps done before, processes] for each part of the run
-        self.continue_with: str | None = None  # the command a stopped run names (a lab's, for its runs)
+        self.continue_with = continue_with  # the command a stopped run names (a lab's, for its runs)
         self.weights_notes: list[str] = []  # what fine-tuning's --weights did to the classifier
         # the weights the run started from (a resume loads the checkpoint instead, so cfg has none):
         # they decide the input preprocessing, and config.yaml keeps naming them

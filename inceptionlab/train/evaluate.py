@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,15 +83,10 @@ class _Progress:
     nothing for minutes): how many batches are done, of how many."""
 
     def __init__(self, batches: int, images: int, every: float = 30.0) -> None:
-        import time
-
         self.batches, self.images, self.every = batches, images, every
         self.started = self.last = time.monotonic()
 
     def __call__(self, done: int) -> None:
-        import sys
-        import time
-
         now = time.monotonic()
         if now - self.last >= self.every and done:
             self.last = now
@@ -232,11 +229,9 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         scored = splits.every_image()
         source = f"{splits.origin}, every image"  # (a count here included the unreadable files)
     if limit_per_class is not None:
-        from inceptionlab.data.datasets import _check_limit, _keys, first_per_class
+        from inceptionlab.data.datasets import limited
 
-        _check_limit(limit_per_class)
-        scored = scored.subset(first_per_class(scored.targets, limit_per_class, cfg.seed, _keys(scored)),
-                               scored.transform)
+        scored = limited(scored, limit_per_class, cfg.seed)
         source += f"; at most {limit_per_class} per class"
     loader = make_loader(scored, batch_size, train=False, workers=workers, seed=cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
