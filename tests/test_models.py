@@ -281,6 +281,40 @@ def test_gradients_keep_their_weights_strides(name, channels_last_weights):
     assert [n for n, p in pointwise if p.grad.stride() != p.stride()] == []
 
 
+@pytest.mark.parametrize("name", ["googlenet", "inception_resnet_v2"])  # (the same wrapper around every block)
+def test_grad_checkpointing_recomputes_blocks_with_the_same_gradients_and_statistics(name):
+    """Each block runs again in the backward pass; gradients, loss and batch norm's running
+    statistics (which a recomputation in training mode would move twice) equal the plain step's."""
+    torch.manual_seed(0)
+    kwargs = dict(aux_logits=True) if name in ("googlenet", "inception_v3") else {}
+    plain = create_model(name, num_classes=5, stem="low_res", depth_multiplier=0.125, min_depth=8, drop_rate=0.5,
+                         **kwargs).train().to(memory_format=torch.channels_last)
+    recomputed = copy.deepcopy(plain)
+    recomputed.set_grad_checkpointing()
+    calls = []
+    first = next(iter(recomputed.blocks.values()))
+    first.register_forward_pre_hook(lambda *_: calls.append(torch.is_grad_enabled()))
+    x = torch.randn(4, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    losses = []
+    for model in (plain, recomputed):
+        torch.manual_seed(1)  # the head's dropout
+        out = model(x)
+        logits, aux = out if isinstance(out, tuple) else (out, ())
+        loss = logits.square().sum() + sum(a.square().sum() for a in aux)
+        loss.backward()
+        losses.append(loss.item())
+    assert calls == [True, True]  # the forward (its maps let go), then the recomputation in backward
+    assert losses[0] == losses[1]
+    for (key, p), q in zip(plain.named_parameters(), recomputed.parameters()):
+        assert torch.equal(p.grad, q.grad), key
+    for (key, b), c in zip(plain.named_buffers(), recomputed.buffers()):
+        assert torch.equal(b, c), key
+    with torch.no_grad():  # nothing to recompute: the plain forward
+        calls.clear()
+        recomputed(x)
+    assert calls == [False]
+
+
 def test_residual_up_projection_trains_as_one_matmul_with_the_reference_gradients(monkeypatch):
     import inceptionlab.models.layers as layers
     torch.manual_seed(0)

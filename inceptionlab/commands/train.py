@@ -80,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
                        help="channels-last memory format; default: on for the CPU")
     speed.add_argument("--compile", action="store_true", default=S)
+    speed.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=S,
+                       help="recompute each block's maps in the backward pass: less memory, slower steps")
     speed.add_argument("--threads", type=int, default=S, help="CPU threads per process (default: one per core; 1 on a busy machine)")
     speed.add_argument("--sync-bn", action="store_true", default=S, help="multi-process: global BN statistics")
     book = parser.add_argument_group("bookkeeping")
@@ -115,15 +117,17 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         budget = {k: getattr(args, k) for k in ("epochs", "steps", "minutes") if k in vars(args)}
         extra = sorted(k for k in vars(args)
-                       if k not in ("command", "config", "resume", "quiet", "threads", "data", *budget))
+                       if k not in ("command", "config", "resume", "quiet", "threads", "data", "grad_checkpointing",
+                                    *budget))
         if extra or args.config:
             given = "--" + (extra[0].replace("_", "-") if extra else "config")
             raise UserError(f"--resume continues with the run's saved configuration; drop {given} "
                             f"(only --epochs, --steps and --minutes may change: a larger budget extends the run; "
-                            f"--data, where the run's data folder moved; and --threads, which changes results at "
-                            f"rounding level only)")
+                            f"--data, where the run's data folder moved; --threads, which changes results at "
+                            f"rounding level only; and --grad-checkpointing, which changes memory, not results)")
         summary = train(resume=args.resume, quiet=True if getattr(args, "quiet", False) else None,
-                        budget=budget or None, threads=getattr(args, "threads", None), data=getattr(args, "data", None))
+                        budget=budget or None, threads=getattr(args, "threads", None), data=getattr(args, "data", None),
+                        grad_checkpointing=getattr(args, "grad_checkpointing", None))
     else:
         summary = train(config_from_args(args))
     status = summary["status"]

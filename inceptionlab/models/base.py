@@ -61,6 +61,7 @@ class InceptionNet(nn.Module):
         self.num_features = chs
         self.feature_info = _feature_info(self.blocks, block_chs)
         self._sizes_checked: set = set()  # input sizes whose geometry was checked
+        self.grad_checkpointing = False
         self.min_input_size = _min_input_size(self, with_aux=False)
         self.min_train_size = _min_input_size(self, with_aux=True)  # the aux heads run in train mode
         # the input configuration; the registry adds the model card (input size, mean/std, ...)
@@ -143,10 +144,17 @@ class InceptionNet(nn.Module):
                     break
         return out
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's API. With it on, a forward pass that records gradients keeps only each block's
+        input and recomputes the block's maps in the backward pass: less memory for about one more
+        forward pass of time. Batch norm's running statistics still move once per step."""
+        self.grad_checkpointing = bool(enable)
+
     def _forward_blocks(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, list]:
         aux = []
+        recompute = self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_tracing()
         for name, block in self.blocks.items():
-            x = block(x)
+            x = _checkpointed(block, x) if recompute else block(x)
             if with_aux and name in self.aux_heads:
                 aux.append(self.aux_heads[name](x))
         return x, aux
@@ -259,6 +267,30 @@ class FeatureExtractor(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         ends = self.model.forward_endpoints(x, self.out_names)
         return [ends[name] for name in self.out_names]
+
+
+def _checkpointed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``block(x)``, its maps recomputed in the backward pass (the random state of dropout too)."""
+    from torch.utils.checkpoint import checkpoint
+    return checkpoint(block, x, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), _statistics_kept(block)))
+
+
+@contextlib.contextmanager
+def _statistics_kept(block: nn.Module):
+    """The recomputation runs batch norm in training mode again, which would move its running
+    statistics a second time (and count a second batch); they are put back as they were."""
+    norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.training
+             and m.track_running_stats]
+    kept = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, mean, var, count in kept:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
 
 
 # ------------------------------------------------------------------ geometry

@@ -83,6 +83,7 @@ class TrainConfig:
     amp: bool | str = False              # True: bf16 on the CPU; fp16 or bf16 on CUDA
     channels_last: bool | None = None    # None: on for the CPU (training steps 1.3-1.9x faster: BENCHMARKS.md)
     compile: bool = False
+    grad_checkpointing: bool = False     # recompute each block's maps in the backward pass: less memory
     sync_bn: bool = False                # multi-process: batch statistics over all processes
     threads: int | None = None           # CPU threads per process (torch.set_num_threads); None: torch's
     # run bookkeeping
@@ -194,7 +195,8 @@ class TrainConfig:
             raise UserError(f"amp must be true, false, {' or '.join(AMP_MODES)}, got {self.amp!r}")
         if not isinstance(self.model_kwargs, dict):
             raise UserError(f"model_kwargs must be a mapping of switch: value, got {self.model_kwargs!r}")
-        for flag in ("strict", "augment", "hflip", "distort", "freeze_bn", "compile", "sync_bn", "quiet"):
+        for flag in ("strict", "augment", "hflip", "distort", "freeze_bn", "compile", "grad_checkpointing", "sync_bn",
+                     "quiet"):
             if not isinstance(getattr(self, flag), bool):
                 raise UserError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         if self.channels_last is not None and not isinstance(self.channels_last, bool):

@@ -111,14 +111,15 @@ DIVERGED_LOSS_FACTOR = 1000
 
 def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, quiet: bool | None = None,
           budget: dict | None = None, threads: int | None = None, data: str | Path | None = None,
-          continue_with: str | None = None) -> dict:
+          grad_checkpointing: bool | None = None, continue_with: str | None = None) -> dict:
     """Trains ``cfg`` (or continues the run in ``resume``); returns the summary (also summary.json).
 
     ``budget`` (with ``resume``) replaces the run's epochs, steps and minutes together: a finished
     run is extended by giving it a larger one. ``threads`` (with ``resume``) replaces the run's CPU
     thread count (which changes only how sums are split: results differ at rounding level).
     ``data`` (with ``resume``) is where the run's image folder is now, when it moved: the classes
-    must be the same (the split follows the file names). ``continue_with`` is the command that a
+    must be the same (the split follows the file names). ``grad_checkpointing`` (with ``resume``)
+    turns recomputation on or off, which changes memory and time, not results. ``continue_with`` is the command that a
     run stopped by a signal tells the user to run (default: this run's ``train --resume``; a lab
     names its own, which continues the other runs too).
     Bad configuration raises a one-line UserError before
@@ -128,8 +129,9 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
     dist = Distributed.from_env()
     try:
         state = None
-        if (budget or threads is not None or data is not None) and resume is None:
-            raise UserError("budget=, threads= and data= change a resumed run; put them in the TrainConfig instead")
+        if (budget or threads is not None or data is not None or grad_checkpointing is not None) and resume is None:
+            raise UserError("budget=, threads=, data= and grad_checkpointing= change a resumed run; put them in the "
+                            "TrainConfig instead")
         if resume is not None:
             if cfg is not None:
                 raise UserError("pass either a config or resume=RUN_DIR, not both")
@@ -137,6 +139,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
             cfg = cfg.replace(weights=None)  # the checkpoint holds the weights
             cfg = cfg if quiet is None else cfg.replace(quiet=quiet)
             cfg = cfg if threads is None else cfg.replace(threads=threads)
+            if grad_checkpointing is not None:
+                cfg = cfg.replace(grad_checkpointing=grad_checkpointing)
             if budget:
                 unknown = sorted(set(budget) - set(BUDGET_KEYS))
                 if unknown:
@@ -246,6 +250,7 @@ class Trainer:
         if cfg.sync_bn and dist.enabled:
             self.net = convert_sync_batchnorm(self.net, self.device)
         freeze(self.net, cfg)  # --freeze-bn, --freeze-until
+        self.net.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model = self.net
         if dist.enabled:
             self.model = nn.parallel.DistributedDataParallel(
@@ -804,6 +809,9 @@ def _resume_notes(state: dict, trainer: "Trainer") -> list[str]:
     if saved_world and saved_world != trainer.dist.world_size:
         notes.append(f"checkpointed by {saved_world} process(es), resumed by {trainer.dist.world_size}: the same "
                      f"global batch, but the images' order from here is not the uninterrupted run's")
+    if saved.grad_checkpointing != cfg.grad_checkpointing:
+        notes.append(f"gradient checkpointing {'on' if cfg.grad_checkpointing else 'off'}: the same results, "
+                     f"{'less memory and slower steps' if cfg.grad_checkpointing else 'faster steps, more memory'}")
     return notes
 
 
