@@ -121,20 +121,26 @@ def _switches_last(argv: list[str]) -> list[str]:
     argparse gives an option with ``nargs="+"`` every word up to the next option, so in
     ``predict --model-kwargs stem=low_res photo.jpg`` the image became a (broken) switch and
     argparse said the images were missing. A switch always holds "=", so the group ends at the
-    first word without one, and the words after it stay where they are.
+    first word without one, and the words after it stay where they are. Also returns each word
+    that ended a group: a switch given without its value when argparse finds no place for it.
     """
-    head, groups, i = [], [], 0
+    head, groups, enders, i = [], [], set(), 0
     while i < len(argv):
         if argv[i] == "--model-kwargs":
             j = i + 1
             while j < len(argv) and "=" in argv[j] and not argv[j].startswith("-"):
                 j += 1
+            if j < len(argv) and not argv[j].startswith("-"):
+                enders.add(argv[j])
+                if j == i + 1:  # no switch before it: the option alone would lack its values
+                    i = j
+                    continue
             groups += argv[i:j]
             i = j
         else:
             head.append(argv[i])
             i += 1
-    return head + groups
+    return head + groups, enders
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +168,13 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
 
     parser = build_parser(command)
     try:
-        args, unknown = parser.parse_known_args(_switches_last(argv))
+        ordered, enders = _switches_last(argv)
+        args, unknown = parser.parse_known_args(ordered)
+        valueless = next((w for w in unknown if w in enders), None)
+        if valueless is not None and args.command is not None:  # "--model-kwargs depth_multiplier" (argparse: unrecognized)
+            parser.command_parsers[args.command].error(
+                f"--model-kwargs takes KEY=VALUE switches, and {valueless!r} has no value; give it one "
+                f"({valueless}=VALUE, e.g. depth_multiplier=0.5 or aux_logits=true)")
         if unknown:
             _refuse_unknown(parser, args.command, unknown)
     except SystemExit as exc:  # argparse has printed its one-line error (or --help)

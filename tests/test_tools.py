@@ -715,6 +715,18 @@ def test_cli_unrecognized_option_names_the_command_and_the_closest(capsys):
     assert "unknown command 'unknown-command'" in capsys.readouterr().err
 
 
+def test_a_model_switch_without_its_value_is_named(capsys):
+    # argparse said "unrecognized arguments: stem": the group of switches ends at a word without "="
+    for argv, key in ((["summary", "inception_v3", "--model-kwargs", "depth_multiplier"], "depth_multiplier"),
+                      (["train", "--out", "x", "--model-kwargs", "depth_multiplier=0.1", "stem", "--steps", "1"], "stem"),
+                      (["train", "--model-kwargs", "stem", "--out", "x"], "stem")):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (
+            f"inceptionlab {argv[0]}: error: --model-kwargs takes KEY=VALUE switches, and '{key}' has no value; give "
+            f"it one ({key}=VALUE, e.g. depth_multiplier=0.5 or aux_logits=true) (options: inceptionlab {argv[0]} "
+            f"--help)\n")
+
+
 def test_ctrl_c_while_a_command_loads_is_one_line(capsys, monkeypatch):
     # importing torch takes the first seconds of every command; a Ctrl-C then printed a traceback
     import subprocess
