@@ -117,6 +117,35 @@ def test_a_signal_saves_a_checkpoint_and_resume_is_exact(tmp_path, sig, capsys):
     assert resumed["final_top1"] == straight["final_top1"]
 
 
+def test_compile_compiles_before_the_clock_starts_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    """torch.compile compiles at the first call, which took minutes of a --minutes budget; a
+    forward and backward pass on a batch of the training shape does it first, and leaves no trace."""
+    cfg = dict(steps=3, eval_every=3, model_kwargs=dict(TINY, aux_logits=True, drop_rate=0.5), ema_decay=0.9)
+    plain = train(tiny(tmp_path, "plain", **cfg))
+    calls = []
+
+    class Compiled(torch.nn.Module):  # stands in for the compiled module: counts the calls and their shapes
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            calls.append((tuple(x.shape), torch.is_grad_enabled()))
+            return self.module(x)
+
+    monkeypatch.setattr(torch, "compile", Compiled)
+    compiled = train(tiny(tmp_path, "compiled", compile=True, quiet=False, **cfg))
+    assert calls == [((8, 3, 12, 12), True)] * 4  # the warm-up, then three steps
+    assert "compiling (torch.compile) on a batch of the training shape, before the budget's clock starts" in \
+        capsys.readouterr().out
+    losses = lambda name: [s["loss"] for s in read_steps(tmp_path / name)]  # noqa: E731
+    assert losses("compiled") == losses("plain")
+    a = load_file(tmp_path / "plain" / "model.safetensors")
+    b = load_file(tmp_path / "compiled" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # batch norm's statistics too
+    assert compiled["final_top1"] == plain["final_top1"]
+
+
 def test_a_finished_run_is_extended_by_a_larger_budget(tmp_path, capsys):
     # `train --resume R --steps 40` was refused: a finished run could not be trained further
     from inceptionlab.cli import main
