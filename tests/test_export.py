@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -253,6 +254,10 @@ def test_benchmark_times_onnxruntime(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     cfg = bench.Config("googlenet", 64, 2, "infer", runtime="onnxruntime", model_kwargs=dict(TINY))
-    row = bench.run_config(cfg, peak=100.0, warmup=1, iters=1)
+    row = bench.run_config(cfg, peak=100.0, warmup=1, iters=2)
     assert row["runtime"] == "onnxruntime" and row["infer_samples_per_sec"] > 0
+    assert row["channels_last"] is False  # onnxruntime is given NCHW input (the row said channels-last)
+    times = [float(t) for t in row["step_times_ms"].split()]
+    assert len(times) == 2 and all("." in t for t in row["step_times_ms"].split() if float(t) < 100)  # (said "14 1")
+    assert statistics.median(times) == pytest.approx(row["infer_step_time_ms"], abs=0.051)
     assert list(tmp_path.glob("inceptionlab-bench-*")) == []  # the exported copy is not left behind

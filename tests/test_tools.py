@@ -781,6 +781,13 @@ def test_find_images_walks_folders_and_skips_hidden(tmp_path):
     (tmp_path / "a" / "z_same.jpg").symlink_to("x.jpg")  # a file under a second name: answered under both
     assert [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])] == ["a/x.jpg", "a/z_same.jpg",
                                                                                     "b.png"]
+    (tmp_path / "_link").symlink_to(tmp_path / "a")  # sorts first: a folder reached both ways keeps its own path
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "w.jpg").write_bytes(b"")
+    (tmp_path / "0_only_linked").symlink_to(tmp_path / "c" / ".", target_is_directory=True)
+    (tmp_path / "c" / ".hide").mkdir()
+    assert [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])] == [
+        "a/x.jpg", "a/z_same.jpg", "b.png", "c/w.jpg"]  # (they were _link/x.jpg, _link/z_same.jpg ...)
 
 
 @pytest.mark.slow

@@ -56,28 +56,41 @@ def files_in(folder: Path, keep=lambda name: True, within: Path | None = None, *
              identities: dict | None = None) -> list[Path]:
     """Every visible file under `folder` whose name `keep` accepts, walked as `images_in` says;
     with `every_name`, a file linked in under two names is listed under both (predict answers for
-    every name it is given; training must not count an image twice)."""
+    every name it is given; training must not count an image twice). Linked folders are walked
+    after every folder reached without a link, so that a folder that is both is named by its own
+    path (`link -> nested` had named nested's images link/..., as "link" sorts first)."""
     found, seen_folders, seen_files = [], set(), set()  # seen files by identity: a hard link is one too
     inside = os.path.realpath(within) + os.sep if within is not None else None
     own = os.path.realpath(folder) + os.sep
-    for parent, subfolders, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(parent)
-        if real in seen_folders:
-            subfolders[:] = []
-            continue
-        seen_folders.add(real)
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")
-                               and not _elsewhere_inside(os.path.join(parent, name), inside, own))
-        for name in sorted(files):
-            path = Path(parent) / name
-            if not keep(name) or name.startswith("."):
+    linked: list[str] = []
+
+    def walk(top, through_links: bool) -> None:
+        for parent, subfolders, files in os.walk(top, followlinks=through_links):
+            real = os.path.realpath(parent)
+            if real in seen_folders:
+                subfolders[:] = []
                 continue
-            identity = file_identity(path)
-            if every_name or identity not in seen_files:
-                seen_files.add(identity)
-                found.append(path)
-                if identities is not None:
-                    identities[path] = identity
+            seen_folders.add(real)
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")
+                                   and not _elsewhere_inside(os.path.join(parent, name), inside, own))
+            if not through_links:
+                links = [name for name in subfolders if os.path.islink(os.path.join(parent, name))]
+                linked.extend(os.path.join(parent, name) for name in links)
+                subfolders[:] = [name for name in subfolders if name not in links]
+            for name in sorted(files):
+                path = Path(parent) / name
+                if not keep(name) or name.startswith("."):
+                    continue
+                identity = file_identity(path)
+                if every_name or identity not in seen_files:
+                    seen_files.add(identity)
+                    found.append(path)
+                    if identities is not None:
+                        identities[path] = identity
+
+    walk(folder, through_links=False)
+    for link in linked:
+        walk(link, through_links=True)
     return found
 
 

@@ -394,7 +394,8 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
     gflops = per_image_flops * cfg.batch / step_s / 1e9
     row = {
         "model": cfg.model, "img_size": cfg.img_size, "batch": cfg.batch, "mode": cfg.mode,
-        "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
+        "precision": cfg.precision, "compile": cfg.compile,
+        "channels_last": cfg.channels_last and cfg.runtime == "torch",  # (onnxruntime is given NCHW input)
         "runtime": cfg.runtime, "fast": cfg.fast, "threads": torch.get_num_threads(),
         "infer_samples_per_sec": None, "infer_step_time_ms": None,
         "train_samples_per_sec": None, "train_step_time_ms": None,
@@ -402,7 +403,7 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
         "gflops_per_sec": round(gflops, 1), "peak_gflops_per_sec": round(peak, 1),
         "fraction_of_peak": round(gflops / peak, 3) if peak else None,
         "reference": cfg.reference, "ref_samples_per_sec": None, "ratio": None,
-        "iters": iters, "step_times_ms": " ".join(f"{t * 1e3:.0f}" for t in times["ours"]),
+        "iters": iters, "step_times_ms": _milliseconds(times["ours"]),
         "model_kwargs": switches_text(cfg.model_kwargs),
     }
     row[f"{cfg.mode}_samples_per_sec"] = round(cfg.batch / step_s, 2)
@@ -411,8 +412,15 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
         ref_s = statistics.median(times["reference"])
         row["ref_samples_per_sec"] = round(cfg.batch / ref_s, 2)
         row["ratio"] = round(ref_s / step_s, 3)
-        row["ref_step_times_ms"] = " ".join(f"{t * 1e3:.0f}" for t in times["reference"])
+        row["ref_step_times_ms"] = _milliseconds(times["reference"])
     return row
+
+
+def _milliseconds(seconds: list[float]) -> str:
+    """Each timed step in ms, to three significant digits at least (whole ms said "14 1" of a
+    7.5 ms median)."""
+    places = lambda ms: 2 if ms < 10 else 1 if ms < 100 else 0  # noqa: E731
+    return " ".join(f"{t * 1e3:.{places(t * 1e3)}f}" for t in seconds)
 
 
 # ------------------------------------------------------------------ memory
