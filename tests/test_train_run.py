@@ -117,6 +117,31 @@ def test_a_signal_saves_a_checkpoint_and_resume_is_exact(tmp_path, sig, capsys):
     assert resumed["final_top1"] == straight["final_top1"]
 
 
+def test_a_signal_at_a_step_due_for_evaluation_is_evaluated_on_resume(tmp_path, monkeypatch):
+    # the stop came before the step's evaluation, and resume went on from the next step: a lab's run
+    # had no row at that step (its curve lacked a point, its earliest "steps to target" moved)
+    from inceptionlab.train.engine import Trainer
+
+    cfg = dict(steps=4, eval_every=2)
+    straight = train(tiny(tmp_path, "straight", **cfg))
+    take_step = Trainer.train_step
+
+    def signal_in_the_second_step(self, *args):
+        loss = take_step(self, *args)
+        if self.pos.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", signal_in_the_second_step)
+    stopped = train(tiny(tmp_path, "stopped", **cfg))
+    assert (stopped["status"], stopped["steps"], read_metrics(tmp_path / "stopped")) == ("interrupted", 2, [])
+    monkeypatch.undo()
+    assert train(resume=tmp_path / "stopped")["final_top1"] == straight["final_top1"]
+    rows = lambda name: [{k: v for k, v in row.items() if k not in ("seconds", "images_per_sec")}  # noqa: E731
+                         for row in read_metrics(tmp_path / name)]
+    assert [int(row["step"]) for row in rows("stopped")] == [2, 4] and rows("stopped") == rows("straight")
+
+
 def test_compile_compiles_before_the_clock_starts_and_changes_nothing(tmp_path, monkeypatch, capsys):
     """torch.compile compiles at the first call, which took minutes of a --minutes budget; a
     forward and backward pass on a batch of the training shape does it first, and leaves no trace."""
@@ -397,6 +422,34 @@ def test_resuming_a_run_that_failed_before_its_first_checkpoint_says_so(tmp_path
     with pytest.raises(UserError, match=r"the run there ended before its first one, so there is nothing to continue "
                                          r"\(summary.json says why\); start it again in another --out, or delete"):
         train(resume=tmp_path / "run")
+
+
+def test_a_run_stopped_before_its_first_step_is_started_again_in_its_folder(tmp_path, monkeypatch, capsys):
+    # killed while compiling: its config.yaml and empty logs refused the same command again ("already
+    # holds config.yaml, ...") and --resume said only "no usable checkpoint"
+    from inceptionlab.train.engine import Trainer
+
+    def killed(self, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, steps=2))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml", "metrics.csv", "steps.jsonl"]
+    monkeypatch.undo()
+    with pytest.raises(UserError, match=r"the run there stopped before its first step, so there is nothing to "
+                                        r"continue; start it again with the command that started it \(the folder is "
+                                        r"reused\)$"):
+        train(resume=tmp_path / "run")
+    assert train(tiny(tmp_path, steps=2, quiet=False))["status"] == "finished"
+    assert ("; new run (the run in that folder had stopped before its first step: its files are replaced); "
+            in capsys.readouterr().out)
+    assert len(read_steps(tmp_path / "run")) == 2
+    (tmp_path / "mine").mkdir()  # a folder of the user's own that happens to hold a config.yaml stays refused
+    (tmp_path / "mine" / "config.yaml").write_text("model: googlenet\n")
+    with pytest.raises(UserError, match=r"mine already holds config.yaml \(a run without checkpoints, or other files\)"):
+        train(tiny(tmp_path, "mine", steps=1))
+    assert (tmp_path / "mine" / "config.yaml").read_text() == "model: googlenet\n"
 
 
 def test_a_run_without_final_weights_as_a_model_names_its_checkpoint(tmp_path):

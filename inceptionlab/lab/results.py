@@ -19,6 +19,7 @@ FAILURE_FILE = "lab_failure.json"   # written by the lab when the engine raised 
 CALIBRATION_FILE = "lab_calibration.json"
 MAX_CURVE_POINTS = 1500              # training-loss points kept per run (evenly thinned)
 DEFAULT_TARGET_SHARE = 0.9           # target accuracy: this share of the best run's best top-1
+LEARNED_POINTS = 5.0                 # a top-1 beats chance (100 / classes) by at least this much, whatever the images
 OK_STATUSES = ("finished",)
 DONE_STATUSES = ("finished", "diverged", "failed")
 
@@ -101,25 +102,51 @@ def best_top1(record: dict):
     return max(values) if values else None
 
 
-def choose_target(records: list[dict], target: float | None, target_fn=None) -> tuple[float | None, str]:
-    """(target top-1 in %, how it was chosen): the plan's, else the study's, else 90% of the best."""
+def learned_bar(classes: int, val_images: int | None = None) -> float:
+    """The top-1 (in %) beyond which an accuracy is no guess: chance plus the larger of LEARNED_POINTS and twice
+    the binomial standard error of guessing on ``val_images`` images (8.5 points on 50 images of 10 classes)."""
+    chance = 1 / classes
+    error = 2 * math.sqrt(chance * (1 - chance) / val_images) if val_images else 0.0
+    return 100 * (chance + max(LEARNED_POINTS / 100, error))
+
+
+def chance_text(classes: int, val_images: int | None = None) -> str:
+    """``chance 10% for 10 classes + 8.5 points on 50 validation images``: what ``learned_bar`` asks."""
+    on = f" on {val_images} validation images" if val_images else ""
+    return (f"chance {100 / classes:.3g}% for {classes} classes + "
+            f"{learned_bar(classes, val_images) - 100 / classes:.1f} points{on}")
+
+
+def choose_target(records: list[dict], target: float | None, target_fn=None,
+                  val_images: int | None = None) -> tuple[float | None, str]:
+    """(target top-1 in %, how it was chosen): the plan's, else the study's, else 90% of the best; none (with
+    the reason) when a chosen one is within the noise of chance: guessing would "reach" it and steps to it would
+    mean nothing."""
     if target is not None:
         return float(target), f"top-1 {target:g}% (set by the plan)"
+    classes = next((len(r["classes"]) for r in records if r.get("classes")), 0)
+    guess = (f"within the noise of chance ({chance_text(classes, val_images)}); train longer or set --target"
+             if classes else "")
     if target_fn is not None:
         value = target_fn(records)
         if value is not None:
             rule = target_fn.__doc__.strip().rstrip(".")
-            return float(value), f"top-1 {value:g}% ({rule[:1].lower() + rule[1:]})"
+            rule = rule[:1].lower() + rule[1:]
+            if classes and value < learned_bar(classes, val_images):
+                return None, f"none: {rule} is top-1 {value:g}%, {guess}"
+            return float(value), f"top-1 {value:g}% ({rule})"
     bests = [(best_top1(r), r["name"]) for r in records if r.get("status") in OK_STATUSES and best_top1(r) is not None]
     if not bests:
         return None, "no finished run has a top-1"
     best, name = max(bests, key=lambda b: b[0])  # the first of equals, in the plan's order
     value = round(DEFAULT_TARGET_SHARE * best, 2)
-    classes = next((len(r["classes"]) for r in records if r.get("classes")), 0)
-    if classes and value <= 100 / classes:  # guessing would "reach" it: steps to it would mean nothing
-        return None, (f"none: {DEFAULT_TARGET_SHARE:.0%} of the best run's best ({name}: {best:.2f}%) is at or "
-                      f"below chance ({100 / classes:.3g}% for {classes} classes); train longer or set --target")
-    return value, f"top-1 {value:g}% = {DEFAULT_TARGET_SHARE:.0%} of the best run's best ({name}: {best:.2f}%)"
+    share = f"{DEFAULT_TARGET_SHARE:.0%} of the best run's best ({name}: {best:.2f}%)"
+    if classes and value <= 100 / classes:
+        return None, (f"none: {share} is at or below chance ({100 / classes:.3g}% for {classes} classes); "
+                      f"train longer or set --target")
+    if classes and value < learned_bar(classes, val_images):
+        return None, f"none: {share} is top-1 {value:g}%, {guess}"
+    return value, f"top-1 {value:g}% = {share}"
 
 
 def time_to_target(record: dict, target: float | None) -> tuple:
@@ -159,8 +186,10 @@ def aggregate(records: list[dict]) -> list[dict]:
     return rows
 
 
-def collect(plan: Plan, lab_dir: Path, data_source: str | None = None, target_fn=None) -> dict:
-    """The results of a lab directory: every run's record, the target, and the per-variant rows."""
+def collect(plan: Plan, lab_dir: Path, data_source: str | None = None, target_fn=None,
+            val_images: int | None = None) -> dict:
+    """The results of a lab directory: every run's record, the target (judged against the noise of
+    ``val_images`` validation images), and the per-variant rows."""
     from inceptionlab.lab.plots import run_colors
 
     lab_dir = Path(lab_dir)
@@ -176,7 +205,7 @@ def collect(plan: Plan, lab_dir: Path, data_source: str | None = None, target_fn
     colors = run_colors([v.name for v in plan.variants])
     for record in records:
         record["color"] = colors[record["variant"]]
-    target, rule = choose_target(records, plan.target, target_fn)
+    target, rule = choose_target(records, plan.target, target_fn, val_images)
     for record in records:
         record["steps_to_target"], record["seconds_to_target"] = time_to_target(record, target)
     sources = [r.get("data_source") for r in records if r.get("data_source")]

@@ -13,14 +13,16 @@ numbers behind the sentence go to the report and ``results.json``.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
 from inceptionlab.errors import UserError, closest
 from inceptionlab.lab.plan import Plan, Variant
+from inceptionlab.lab.results import chance_text, learned_bar
 
 NOISE_POINTS = 0.5   # accuracy differences smaller than this (top-1 points) are read as no difference
-LEARNED_POINTS = 5.0  # a run "learned" when its best top-1 beats chance (100 / classes) by this much
+BLOWUP_FACTOR = 3.0  # a validation loss above this many times that of guessing (ln classes) is a blow-up
 
 
 @dataclass
@@ -69,14 +71,13 @@ class Study:
             out = self.judge(results)
         except _Undecided as exc:
             out = dict(verdict=str(exc), supported=None, numbers=exc.numbers)
-        chance = _chance(results)
-        if chance is not None and out.get("supported") is not None:
+        bar = _bar(results)
+        if bar is not None and out.get("supported") is not None:
             bests = [r["best_top1"] for r in results["runs"]
                      if r.get("status") == "finished" and r.get("best_top1") is not None]
-            if not bests or max(bests) < chance + LEARNED_POINTS:
-                out["verdict"] += (f" But no run learned beyond chance ({chance:.0f}% top-1 for "
-                                   f"{results['classes']} classes), so these runs cannot judge the claim; "
-                                   f"give them a larger budget.")
+            if not bests or max(bests) < bar:
+                out["verdict"] += (f" But no run learned beyond chance ({_chance_text(results)}), so these runs "
+                                   f"cannot judge the claim; give them a larger budget.")
                 out["supported"] = None
         if failed and out.get("supported") is not None:
             out["verdict"] += f" ({len(failed)} run(s) did not finish: {', '.join(failed)}.)"
@@ -153,10 +154,10 @@ def _steps(results: dict, name: str) -> tuple[float | None, str]:
 
 
 def _learned(results: dict, name: str, key: str = "best_top1") -> bool:
-    """Whether an arm's accuracy beats chance by LEARNED_POINTS (True when chance is unknown)."""
-    chance = _chance(results)
+    """Whether an arm's accuracy beats chance beyond the noise of guessing (True when chance is unknown)."""
+    bar = _bar(results)
     value = (_variant(results, name).get(key) or {}).get("mean")
-    return chance is None or (value is not None and value >= chance + LEARNED_POINTS)
+    return bar is None or (value is not None and value >= bar)
 
 
 def _chance(results: dict) -> float | None:
@@ -164,19 +165,63 @@ def _chance(results: dict) -> float | None:
     return 100.0 / classes if classes else None
 
 
+def _bar(results: dict) -> float | None:
+    """The top-1 that beats chance beyond the noise of guessing on these validation images (None: classes unknown)."""
+    classes = results.get("classes")
+    return learned_bar(classes, results.get("val_images")) if classes else None
+
+
+def _chance_text(results: dict) -> str:
+    return chance_text(results["classes"], results.get("val_images")) if results.get("classes") else "chance unknown"
+
+
 def _tolerance(results: dict, *names: str, key: str = "best_top1") -> float:
-    """Top-1 points below which a difference of ``key`` is noise: the largest of NOISE_POINTS, twice
-    the seed spread, and twice the binomial standard error of a difference on this many validation
-    images."""
-    tol = max(NOISE_POINTS, 2 * _spread(results, *names, key=key))
+    """Top-1 points below which a difference of ``key`` between ``names`` is noise (see ``_noise``)."""
+    means = [(_variant(results, name).get(key) or {}).get("mean") for name in names]
+    return _noise(results, means, _spread(results, *names, key=key))
+
+
+def _noise(results: dict, means: list, spread: float = 0.0) -> float:
+    """Top-1 points below which a difference between accuracies ``means`` (their larger seed spread ``spread``)
+    is noise: the largest of NOISE_POINTS, twice the seed spread, and twice the binomial standard error of a
+    difference on this many validation images."""
+    tol = max(NOISE_POINTS, 2 * spread)
     n = results.get("val_images")
-    if n:
-        ps = [(_variant(results, name).get(key) or {}).get("mean") for name in names]
-        ps = [p / 100 for p in ps if p is not None][:2]
-        if ps:
-            se = math.sqrt(sum(p * (1 - p) / n for p in ps) * (2 / len(ps)))
-            tol = max(tol, 200 * se)
+    ps = [p / 100 for p in means if p is not None][:2]
+    if n and ps:
+        se = math.sqrt(sum(p * (1 - p) / n for p in ps) * (2 / len(ps)))
+        tol = max(tol, 200 * se)
     return tol
+
+
+def _top1_at(results: dict, name: str, step: float) -> list[float]:
+    """Each finished seed's top-1 at its last evaluation at or before ``step`` (seeds without one left out)."""
+    values = []
+    for r in results["runs"]:
+        if r["variant"] == name and r.get("status") == "finished":
+            rows = [m for m in r.get("metrics") or [] if m.get("top1") is not None and m.get("step") is not None
+                    and m["step"] <= step]
+            if rows:
+                values.append(rows[-1]["top1"])
+    return values
+
+
+def _ahead(results: dict, fast: str, slow: str, step: float) -> tuple[bool | None, str, dict]:
+    """Whether ``fast`` trained faster than ``slow``, read as its lead in top-1 at ``step`` (where the first of
+    them reached the target) against the noise: steps to a target are known only at evaluations, and one
+    evaluation's lead on a few images is no evidence. (True / False / None, the sentence, the numbers)."""
+    a, b = _top1_at(results, fast, step), _top1_at(results, slow, step)
+    if not a or not b:
+        return None, f"{slow if a else fast} has no evaluation at or before step {step:.0f} to compare", {}
+    means = (statistics.fmean(a), statistics.fmean(b))
+    spread = max(statistics.stdev(x) if len(x) > 1 else 0.0 for x in (a, b))
+    tol = _noise(results, list(means), spread)
+    diff = means[0] - means[1]
+    lead = True if diff > tol else (False if diff < -tol else None)
+    how = "within" if lead is None else "beyond"
+    text = (f"at step {step:.0f} top-1 was {_f(means[0])}% against {_f(means[1])}% ({diff:+.2f} points, "
+            f"{how} the noise +-{tol:.1f})")
+    return lead, text, dict(step=step, top1={fast: means[0], slow: means[1]}, difference=diff, noise=tol)
 
 
 def _pct(a, b):
@@ -190,6 +235,27 @@ def _judged(verdict: str, diff: float, tol: float, numbers: dict) -> dict:
     if supported is None:
         verdict += " The difference is within the noise of this budget."
     return dict(verdict=verdict, supported=supported, numbers=numbers)
+
+
+def _sped_up(verdict: str, faster: bool | None, race: dict, rest: str | None, numbers: dict) -> dict:
+    """A claim of a speed-up and more: yes only when the speed-up is beyond the noise and ``rest`` (why the rest
+    of the claim is not borne out, or None) is None; no when the other arm was faster beyond the noise."""
+    if faster is None:
+        if race:  # (without numbers the sentence names the missing evaluation)
+            verdict += " The difference is within the noise of this budget."
+        return dict(verdict=verdict, supported=None, numbers=numbers)
+    if faster and rest:
+        return dict(verdict=f"{verdict} The speed-up is beyond the noise, but {rest}.", supported=None, numbers=numbers)
+    return dict(verdict=verdict, supported=faster, numbers=numbers)
+
+
+def _target(results: dict, numbers: dict) -> float:
+    """The target top-1 the runs are timed by; _Undecided with the reason when there is none."""
+    target = results.get("target_top1")
+    if target is None:
+        why = (results.get("target_rule") or "").removeprefix("none: ") or "none was set"
+        raise _Undecided(f"cannot judge: there is no target accuracy to time the runs by: {why}", numbers)
+    return target
 
 
 def _f(value, digits: int = 2) -> str:
@@ -224,8 +290,10 @@ def _bn_judge(results: dict) -> dict:
     _ran(results, "no_bn-lr_x1", numbers=numbers)
     if not _learned(results, "no_bn-lr_x1"):  # its best is the target: a chance-level one says nothing
         raise _Undecided(f"cannot judge: the network without BN did not learn beyond chance (best top-1 "
-                         f"{_f(target)}%), so its best is no target to reach; give the runs a larger budget",
-                         numbers)
+                         f"{_f(_mean(results, 'no_bn-lr_x1', 'best_top1', required=False))}% against "
+                         f"{_chance_text(results)}), so its best is no target to reach; give the runs a larger "
+                         f"budget", numbers)
+    target = _target(results, numbers)
     bn_arms = [f"bn-lr_x{m}" for m in (1, 5, 30)]
     if not any(_status(results, n) in ("finished", "diverged") for n in bn_arms):
         raise _Undecided(f"cannot judge: no run with BN ran to its end ({_why(results, bn_arms[0])})", numbers)
@@ -233,6 +301,27 @@ def _bn_judge(results: dict) -> dict:
     no_bn_steps = _mean(results, "no_bn-lr_x1", "steps_to_target")
     reached = {n: steps for n in bn_arms if (steps := _steps(results, n)[0]) is not None}
     numbers.update(steps_no_bn=no_bn_steps, steps_with_bn=reached)
+    div_text, diverged = _bn_high_rates(high)
+    if not reached:
+        return _bn_never_reached(results, target, bn_arms, div_text, numbers)
+    best_name, best_steps = min(reached.items(), key=lambda kv: kv[1])
+    ratio = no_bn_steps / best_steps if best_steps else None
+    numbers["speedup"] = ratio
+    fewer = f"{_f(ratio, 1)}x fewer steps" if not ratio or ratio >= 1 else f"{_f(1 / ratio, 1)}x more steps"
+    verdict = (f"With BN ({best_name}) the network reached the no-BN run's best top-1 ({_f(target)}%) in "
+               f"{best_steps:.0f} steps against {no_bn_steps:.0f} without: {fewer} (the paper: 14x)")
+    if ratio == 1.0:  # the same evaluation: steps are known only at evaluations
+        return dict(verdict=f"{verdict}; {div_text}. Both reached it at the same evaluation.", supported=None,
+                    numbers=numbers)
+    faster, race, numbers["first_to_reach"] = _ahead(results, best_name, "no_bn-lr_x1", min(best_steps, no_bn_steps))
+    rest = (None if diverged else "without BN the higher rates did not diverge, as the claim says they would"
+            if diverged is False else "no high-rate run without BN ran to its end to show whether they diverge")
+    return _sped_up(f"{verdict}; {race}; {div_text}.", faster, numbers["first_to_reach"], rest, numbers)
+
+
+def _bn_high_rates(high: dict) -> tuple[str, bool | None]:
+    """What became of the high-rate runs without BN ("without BN, the 5x and 30x rates diverged"), and whether
+    that bears out "such rates make training diverge": no when one trained, unknown when none ran to its end."""
     fates = {"diverged": [], "finished": [], "other": []}
     for name, status in high.items():
         fates[status if status in fates else "other"].append(name.split("_x")[1] + "x")
@@ -244,19 +333,26 @@ def _bn_judge(results: dict) -> dict:
                     f"trained without diverging")
     if fates["other"]:
         said.append(f"the {' and '.join(fates['other'])} rate run{'s' * (len(fates['other']) > 1)} did not finish")
-    div_text = "without BN, " + " and ".join(said)
-    if not reached:
-        return dict(verdict=f"No BN run reached the no-BN run's best top-1 ({_f(target)}%) within the budget; "
-                            f"{div_text}.", supported=False, numbers=numbers)
-    best_name, best_steps = min(reached.items(), key=lambda kv: kv[1])
-    ratio = no_bn_steps / best_steps if best_steps else None
-    numbers["speedup"] = ratio
-    verdict = (f"With BN ({best_name}) the network reached the no-BN run's best top-1 ({_f(target)}%) in "
-               f"{best_steps:.0f} steps against {no_bn_steps:.0f} without: {_f(ratio, 1)}x fewer steps "
-               f"(the paper: 14x); {div_text}.")
-    if ratio == 1.0:  # the same evaluation: steps are known only at evaluations
-        return dict(verdict=verdict + " Both reached it at the same evaluation.", supported=None, numbers=numbers)
-    return dict(verdict=verdict, supported=bool(ratio and ratio > 1.0), numbers=numbers)
+    diverged = False if fates["finished"] else (True if fates["diverged"] else None)
+    return "without BN, " + " and ".join(said), diverged
+
+
+def _bn_never_reached(results: dict, target: float, bn_arms: list, div_text: str, numbers: dict) -> dict:
+    """No BN run reached the target: a no when the best with BN fell short of it beyond the noise."""
+    bests = {n: b for n in bn_arms if (b := _mean(results, n, "best_top1", required=False)) is not None}
+    if not bests:
+        return dict(verdict=f"No BN run reached the no-BN run's best top-1 ({_f(target)}%): none finished "
+                            f"({_why(results, bn_arms[0])}); {div_text}.", supported=False, numbers=numbers)
+    name = max(bests, key=bests.get)
+    tol, diff = _tolerance(results, "no_bn-lr_x1", name), bests[name] - target
+    numbers.update(best_with_bn={name: bests[name]}, noise=tol)
+    verdict = (f"No BN run reached the no-BN run's best top-1 ({_f(target)}%) within the budget (the best with BN: "
+               f"{name} at {_f(bests[name])}%{_steps(results, name)[1]}, {diff:+.2f} points, noise +-{tol:.1f}); "
+               f"{div_text}.")
+    if diff < -tol:
+        return dict(verdict=verdict, supported=False, numbers=numbers)
+    return dict(verdict=verdict + " The shortfall is not beyond the noise of this budget.", supported=None,
+                numbers=numbers)
 
 
 # ------------------------------------------------------------------ factorization
@@ -405,31 +501,63 @@ def _residual_variants(options: dict) -> list[Variant]:
 def _residual_judge(results: dict) -> dict:
     v4, v4_note = _steps(results, "inception_v4")
     rn, rn_note = _steps(results, "inception_resnet_v2")
-    loss = {n: _mean(results, n, "final_train_loss", required=False) for n, _, _ in RESIDUAL_ARMS}
     status = {n: _status(results, n) for n, _, _ in RESIDUAL_ARMS}
     macs = {n: _mean(results, n, "macs", required=False) for n, _, _ in RESIDUAL_ARMS}
-    numbers = dict(steps_to_target=dict(inception_v4=v4, inception_resnet_v2=rn), final_train_loss=loss,
-                   status=status, macs=macs, target_top1=results.get("target_top1"))
+    scaled = {n: _stability(results, n) for n in ("irv2_scale_1.0", "irv2_scale_0.1")}
+    numbers = dict(steps_to_target=dict(inception_v4=v4, inception_resnet_v2=rn), status=status, macs=macs,
+                   target_top1=results.get("target_top1"), scale={n: nums for n, (_, _, nums) in scaled.items()})
     _ran(results, "inception_v4", "inception_resnet_v2", numbers=numbers)
+    target = _target(results, numbers)
     if rn is None and v4 is None:
-        raise _Undecided("Neither Inception-v4 nor Inception-ResNet-v2 reached the target accuracy in every "
-                         "seed; give the runs a larger budget", numbers)
+        raise _Undecided(f"cannot judge: neither Inception-v4{v4_note} nor Inception-ResNet-v2{rn_note} reached the "
+                         f"target ({_f(target)}% top-1); give the runs a larger budget", numbers)
     if v4 is None:
-        first = f"Inception-ResNet-v2 reached the target in {rn:.0f} steps; Inception-v4 never did{v4_note}"
-        supported = True
+        first = f"Inception-ResNet-v2 reached the target ({_f(target)}% top-1) in {rn:.0f} steps; Inception-v4 " \
+                f"never did{v4_note}"
     elif rn is None:
-        first = f"Inception-v4 reached the target in {v4:.0f} steps; Inception-ResNet-v2 never did{rn_note}"
-        supported = False
+        first = f"Inception-v4 reached the target ({_f(target)}% top-1) in {v4:.0f} steps; Inception-ResNet-v2 " \
+                f"never did{rn_note}"
     else:
-        first = (f"Inception-ResNet-v2 reached the target ({_f(results.get('target_top1'))}% top-1) in {rn:.0f} "
-                 f"steps against {v4:.0f} for Inception-v4")
-        supported = None if rn == v4 else rn < v4  # the same evaluation: no order between them
-    scale = (f"with residual scale 1.0 the run {status['irv2_scale_1.0']} (final training loss "
-             f"{_f(loss['irv2_scale_1.0'], 3)}), with 0.1 it {status['irv2_scale_0.1']} "
-             f"({_f(loss['irv2_scale_0.1'], 3)})")
-    verdict = (f"{first}; {scale} (the paper: residual connections train faster; scaling by 0.1-0.3 keeps "
-               f"very wide networks from dying, which a narrow network may not show).")
-    return dict(verdict=verdict, supported=supported, numbers=numbers)
+        first = (f"Inception-ResNet-v2 reached the target ({_f(target)}% top-1) in {rn:.0f} steps against {v4:.0f} "
+                 f"for Inception-v4")
+    (wide, wide_text, _), (scaled_down, scaled_text, _) = scaled.values()
+    scale = f"with residual scale 1.0 the run {wide_text}, with 0.1 it {scaled_text}"
+    if scaled_down:
+        scale += ": scaling by 0.1 did not keep training stable"
+    elif scaled_down is False and wide:
+        scale += ": scaling by 0.1 kept training stable"
+    elif scaled_down is False and wide is False:
+        scale += ": neither ran unstable"
+    paper = (" (the paper: residual connections train faster; scaling by 0.1-0.3 keeps very wide networks from "
+             "dying, which a narrow network may not show).")
+    if rn == v4:  # the same evaluation: no order between them
+        return dict(verdict=f"{first}; {scale}{paper} Both reached it at the same evaluation.", supported=None,
+                    numbers=numbers)
+    faster, race, numbers["first_to_reach"] = _ahead(results, "inception_resnet_v2", "inception_v4",
+                                                     min(s for s in (rn, v4) if s is not None))
+    rest = "scaling by 0.1 did not keep training stable, as the claim says it would" if scaled_down else None
+    return _sped_up(f"{first}; {race}; {scale}{paper}", faster, numbers["first_to_reach"], rest, numbers)
+
+
+def _stability(results: dict, name: str) -> tuple[bool | None, str, dict]:
+    """Whether an arm ran unstable: it diverged, or its validation loss blew up (above BLOWUP_FACTOR times that of
+    guessing, ln classes), which its final training loss hides (None: it did not run to its end); the words
+    ("finished (final training loss 0.512; validation loss worst 2.31, final 2.29)") and the numbers."""
+    status = _status(results, name)
+    losses = [m["val_loss"] for r in results["runs"] if r["variant"] == name and r.get("status") in ("finished", "diverged")
+              for m in r.get("metrics") or [] if m.get("val_loss") is not None]
+    worst = max((v if math.isfinite(v) else math.inf for v in losses), default=None)
+    numbers = dict(final_train_loss=_mean(results, name, "final_train_loss", required=False), worst_val_loss=worst,
+                   final_val_loss=_mean(results, name, "final_val_loss", required=False))
+    classes = results.get("classes")
+    limit = BLOWUP_FACTOR * math.log(classes) if classes and classes > 1 else None
+    blew_up = worst is not None and limit is not None and worst > limit
+    above = f" (above {limit:.2f}, {BLOWUP_FACTOR:g}x that of guessing)" if blew_up else ""
+    text = (f"{status}{' but its validation loss blew up' if blew_up else ''} (final training loss "
+            f"{_f(numbers['final_train_loss'], 3)}; validation loss worst {_f(worst)}{above}, final "
+            f"{_f(numbers['final_val_loss'])})")
+    unstable = True if status == "diverged" or blew_up else (False if status == "finished" else None)
+    return unstable, text, numbers
 
 
 # ------------------------------------------------------------------ aux

@@ -22,6 +22,7 @@ import torch
 
 from inceptionlab.errors import UserError, clipped
 from inceptionlab.files import atomic_write_text  # noqa: F401 (imported from here)
+from inceptionlab.train.logs import stopped_before_its_first_step
 
 STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
@@ -120,6 +121,10 @@ class CheckpointDir:
             raise UserError(f"{self.folder} holds no checkpoint (it was emptied or removed), so the run cannot go on "
                             f"exactly; its final weights are in {run / 'model.safetensors'}: train on from them in a "
                             f"new run, inceptionlab train --weights {run} --out NEW_DIR ...")
+        if not problems and stopped_before_its_first_step(run):
+            raise UserError(f"no checkpoint in {self.folder}: the run there stopped before its first step, so there is "
+                            f"nothing to continue; start it again with the command that started it (the folder is "
+                            f"reused)")
         if not problems and (run / "summary.json").is_file():  # it ended before its first checkpoint
             raise UserError(f"no checkpoint in {self.folder}: the run there ended before its first one, so there is "
                             f"nothing to continue (summary.json says why); start it again in another --out, or "

@@ -38,7 +38,7 @@ from inceptionlab.train.checkpoint import (CheckpointDir, CheckpointError, atomi
 from inceptionlab.train.config import TrainConfig, write_yaml
 from inceptionlab.train.distributed import Distributed, ShardedEpochSampler, convert_sync_batchnorm, lost_a_process
 from inceptionlab.train.evaluate import EvalResult, run_eval
-from inceptionlab.train.logs import Progress, RunLog
+from inceptionlab.train.logs import Progress, RunLog, stopped_before_its_first_step
 from inceptionlab.train.loss import InceptionLoss, default_aux_weight
 from inceptionlab.train.optim import LRSchedule, ModelEMA, build_optimizer
 from inceptionlab.train.setup import amp_dtype, build_model, check_model_switches, freeze, preprocessing
@@ -231,6 +231,7 @@ class Trainer:
         if cfg.freeze_until:  # a typo found after config.yaml was written blocked every retry in that --out
             from inceptionlab.models.finetune import blocks_until
             blocks_until(self.net, cfg.freeze_until)
+        self.started_over = False  # the --out of a run that had stopped before its first step, reused
         dist.on_main(lambda: self._prepare_out_dir(resuming=state is not None))  # an error: in every process
         self.classes = self.splits.classes
         self.per_process_batch = cfg.batch_size // dist.world_size
@@ -316,6 +317,9 @@ class Trainer:
         started = time.monotonic() - self.pos.seconds
         try:
             ended = None
+            if (self.resumed_from is not None and self._eval_due(self.pos.step)
+                    and self._last_eval_step() != self.pos.step):
+                self._evaluate_and_checkpoint()  # a signal at a step due for evaluation stopped the run before it
             while ended is None and not self._budget_reached(self.pos.seconds):
                 ended = self._run_epoch(started)
             status, message = ended or ("finished", "")
@@ -488,13 +492,15 @@ class Trainer:
                              step_seconds=self.pos.train_seconds / max(self.pos.step, 1))
 
     def _after_step(self, final: bool) -> None:
-        step = self.pos.step
-        eval_due = final or (step % self.cfg.eval_every == 0 if self.cfg.eval_every
-                             else self.pos.batch == 0)  # None: at the end of every epoch
-        if eval_due:
+        if final or self._eval_due(self.pos.step):
             self._evaluate_and_checkpoint(final=final)
-        elif self.cfg.checkpoint_every and step % self.cfg.checkpoint_every == 0:
+        elif self.cfg.checkpoint_every and self.pos.step % self.cfg.checkpoint_every == 0:
             self._save_checkpoint()
+
+    def _eval_due(self, step: int) -> bool:
+        """Whether ``step`` (just taken) is one to evaluate after: every ``eval_every`` steps, or
+        (None) at the end of every epoch."""
+        return step > 0 and (step % self.cfg.eval_every == 0 if self.cfg.eval_every else self.pos.batch == 0)
 
     def _evaluate_and_checkpoint(self, final: bool = False) -> None:
         result = self.evaluate()
@@ -591,6 +597,10 @@ class Trainer:
             raise UserError(f"{self.out} already holds a run with checkpoints; continue it with --resume "
                             f"{self.out}, or pass another --out")
         left = [name for name in RUN_FILES if (self.out / name).exists()] if not resuming else []
+        if left and stopped_before_its_first_step(self.out):  # (a signal while compiling; a failed start)
+            for name in left:
+                (self.out / name).unlink()
+            self.started_over, left = True, []
         if left:  # a run that ended before its first checkpoint, or someone's files: not to append to
             raise UserError(f"{self.out} already holds {', '.join(left)} (a run without checkpoints, or other "
                             f"files); pass another --out, or delete them to start over there")
@@ -634,6 +644,8 @@ class Trainer:
                                   + (["batch norm"] if cfg.freeze_bn else []))
             params += f", {trained / 1e6:.2f}M trained: {frozen} frozen"
         where = f"resumed at step {self.resumed_from}" if self.resumed_from is not None else "new run"
+        if self.started_over:
+            where += " (the run in that folder had stopped before its first step: its files are replaced)"
         where += "".join(f" ({note})" for note in self.resume_notes)
         if cfg.weights is not None:
             where += f"; from {cfg.weights}" + "".join(f" ({note})" for note in self.weights_notes)

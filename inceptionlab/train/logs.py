@@ -77,6 +77,15 @@ def read_metrics(run_dir) -> list[dict]:
     return list(csv.DictReader(io.StringIO(path.read_text())))
 
 
+def stopped_before_its_first_step(run_dir) -> bool:
+    """Whether ``run_dir`` holds a run that logged no step: its steps.jsonl and metrics.csv are
+    there and empty (a user's own folder has no empty steps.jsonl), and no checkpoint or weights."""
+    run = Path(run_dir)
+    return ((run / "steps.jsonl").is_file() and (run / "metrics.csv").is_file() and not read_steps(run)
+            and not read_metrics(run) and not (run / "model.safetensors").exists()
+            and not any((run / "checkpoints").glob("*.pt")))
+
+
 def _keep_lines(path: Path, keep) -> None:
     """Rewrites ``path`` with the complete lines for which ``keep(line)`` holds."""
     if not path.exists():
