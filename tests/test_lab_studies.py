@@ -158,7 +158,7 @@ def test_verdicts_are_undecided_at_chance_and_within_sampling_noise():
     chance = results_of({"no_aux": dict(final_top1=10.0, best_top1=10.0), "aux": dict(final_top1=14.0, best_top1=14.0)})
     chance["classes"] = 10
     v = aux.verdict(chance)
-    assert v["supported"] is None and "no run learned beyond chance (10% top-1 for 10 classes)" in v["verdict"]
+    assert v["supported"] is None and "no run learned beyond chance (chance 10% for 10 classes + 5.0 points)" in v["verdict"]
     ls = get_study("label_smoothing")
     runs = {"no_smoothing": dict(best_top1=90.0, best_top5=99.0), "smoothing_0.1": dict(best_top1=92.0, best_top5=99.0)}
     assert ls.verdict(results_of(runs))["supported"] is True            # no sample size known: 0.5 points
@@ -276,8 +276,8 @@ def test_family_order_leaves_out_chance_and_marks_ties_within_the_noise():
     results.update(classes=10, val_images=100)
     v = family.verdict(results)
     assert v["supported"] is None and v["verdict"].startswith(
-        "cannot judge: 2 of the 6 finished families learned beyond chance (10.0% + 5 points), so there is no order "
-        "to compare (inception_resnet_v1 (25.0%) ~ bn_inception (18.0%) ~ googlenet (11.0%) ~ inception_v3 (10.0%) "
+        "cannot judge: 2 of the 6 finished families learned beyond chance (chance 10% for 10 classes + 6.0 points "
+        "on 100 validation images), so there is no order to compare (inception_resnet_v1 (25.0%) ~ bn_inception (18.0%) ~ googlenet (11.0%) ~ inception_v3 (10.0%) "
         "~ inception_v4 (10.0%) ~ inception_resnet_v2 (10.0%))")
     # learned, in the ImageNet order, far apart: supported; the same within the noise: undecided
     apart = dict(googlenet=40.0, bn_inception=55.0, inception_v3=70.0, inception_v4=85.0, inception_resnet_v1=60.0,

@@ -515,6 +515,11 @@ def test_depth_multiplier_and_min_depth_scale_every_width():
     assert model.num_features == 1024
     with pytest.raises(UserError, match="depth_multiplier must be > 0"):
         create_model("inception_v3", depth_multiplier=0)
+    # the aux heads' widths too: GoogLeNet's hidden fc kept 1024 at 1/8 width (two heads, 5.6x the network)
+    for name in ("googlenet", "googlenet_paper"):
+        small = create_model(name, aux_logits=True, depth_multiplier=0.125, min_depth=8, num_classes=10, stem="low_res")
+        assert [head.hidden.out_features for head in small.aux_heads.values()] == [128, 128]
+        assert sum(n_params(head) for head in small.aux_heads.values()) < n_params(small) // 2
 
 
 def test_the_imagenet_top1_describes_only_the_reference_network():

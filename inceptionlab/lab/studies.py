@@ -314,8 +314,9 @@ def _bn_judge(results: dict) -> dict:
         return dict(verdict=f"{verdict}; {div_text}. Both reached it at the same evaluation.", supported=None,
                     numbers=numbers)
     faster, race, numbers["first_to_reach"] = _ahead(results, best_name, "no_bn-lr_x1", min(best_steps, no_bn_steps))
-    rest = (None if diverged else "without BN the higher rates did not diverge, as the claim says they would"
-            if diverged is False else "no high-rate run without BN ran to its end to show whether they diverge")
+    rest = (None if diverged else "the claim's second half does not hold here: without BN, a higher rate trained "
+            "without diverging" if diverged is False else "no high-rate run without BN ran to its end to show whether "
+            "such rates diverge")
     return _sped_up(f"{verdict}; {race}; {div_text}.", faster, numbers["first_to_reach"], rest, numbers)
 
 
@@ -535,7 +536,8 @@ def _residual_judge(results: dict) -> dict:
                     numbers=numbers)
     faster, race, numbers["first_to_reach"] = _ahead(results, "inception_resnet_v2", "inception_v4",
                                                      min(s for s in (rn, v4) if s is not None))
-    rest = "scaling by 0.1 did not keep training stable, as the claim says it would" if scaled_down else None
+    rest = "the claim's second half does not hold here: scaling by 0.1 did not keep training stable" \
+        if scaled_down else None
     return _sped_up(f"{first}; {race}; {scale}{paper}", faster, numbers["first_to_reach"], rest, numbers)
 
 
@@ -638,10 +640,9 @@ def _family_judge(results: dict) -> dict:
     ranked = "".join(f"{' ~ ' if i and measured[order[i - 1]] - measured[n] <= tol else ' > ' if i else ''}"
                      f"{n} ({measured[n]:.1f}%)" for i, n in enumerate(order))
     if len(learned) < 3:
-        chance = _chance(results)
         raise _Undecided(f"cannot judge: {len(learned)} of the {len(order)} finished families learned beyond chance "
-                         f"({_f(chance, 1) if chance else '?'}% + {LEARNED_POINTS:g} points), so there is no order to "
-                         f"compare ({ranked}); give the runs a larger budget", numbers)
+                         f"({_chance_text(results)}), so there is no order to compare ({ranked}); give the runs a "
+                         f"larger budget", numbers)
     if rho is None:
         raise _Undecided(f"cannot judge: the families that learned reached the same best top-1 "
                          f"({_f(pairs[0][1]) if pairs else '?'}%), so there is no order to compare; give the runs a "
