@@ -11,21 +11,24 @@ from inceptionlab.lab.results import aggregate, choose_target, time_to_target
 from inceptionlab.lab.studies import spearman
 
 
-def results_of(runs: dict, study=None, target=None) -> dict:
-    """Results as `collect` makes them, from {variant: {field: value}} (one seed each)."""
+def results_of(runs: dict, study=None, target=None, classes=None, val_images=None) -> dict:
+    """Results as `collect` and `make_report` make them, from {variant: {field: value}} (one seed each)."""
     records = []
     for name, fields in runs.items():
         fields = dict(fields)
         record = dict(name=name, variant=name, model=fields.pop("model", "m"), seed=0, status="finished",
                       message="", metrics=fields.pop("metrics", []))
+        if classes:
+            record["classes"] = [str(i) for i in range(classes)]
         record.update(fields)
         records.append(record)
     target_fn = study.target if study is not None else None
-    value, rule = choose_target(records, target, target_fn)
+    value, rule = choose_target(records, target, target_fn, val_images)
     for r in records:
         if r.get("metrics"):
             r["steps_to_target"], r["seconds_to_target"] = time_to_target(r, value)
-    return dict(runs=records, variants=aggregate(records), target_top1=value, target_rule=rule)
+    return dict(runs=records, variants=aggregate(records), target_top1=value, target_rule=rule, classes=classes,
+                val_images=val_images)
 
 
 def rising(steps_to_reach: int, top: float = 90.0, step: int = 100, last: int = 1500) -> list:

@@ -704,6 +704,11 @@ def test_small_input_names_the_minimum_and_the_fix():
                                          r"use stem='low_res' for small images$"):
         model(torch.randn(1, 3, 32, 32))
     model(torch.randn(1, 3, 75, 75))  # the minimum itself works
+    with_aux = create_model("inception_v3", depth_multiplier=0.125, min_depth=8, aux_logits=True).train()
+    with pytest.raises(ValueError, match=r"^inception_v3 with aux_logits=True in train mode needs at least 299x299 "
+                                         r"input, got 298x298; resize the images up, or build the model without "
+                                         r"aux_logits \(eval mode takes 298x298\)$"):  # (it said: use stem='low_res')
+        with_aux(torch.randn(2, 3, 298, 298))
 
 
 def test_wrong_channel_count():

@@ -452,6 +452,14 @@ def test_a_run_stopped_before_its_first_step_is_started_again_in_its_folder(tmp_
     assert (tmp_path / "mine" / "config.yaml").read_text() == "model: googlenet\n"
 
 
+def test_an_input_too_small_for_the_aux_heads_is_refused_before_the_folder_is_touched(tmp_path):
+    # it failed in the first step, after config.yaml and the logs were written
+    with pytest.raises(UserError, match=r"^img_size 75 is below the 299x299 that inception_v3's aux heads need in "
+                                        r"training: pass --img-size 299 or more, or leave out aux_logits=true$"):
+        train(tiny(tmp_path, img_size=75, model_kwargs=dict(depth_multiplier=0.1, min_depth=8, aux_logits=True)))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_without_final_weights_as_a_model_names_its_checkpoint(tmp_path):
     # predict --model RUN said only "no config.json; not a directory written by save_pretrained"
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)

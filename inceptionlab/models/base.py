@@ -102,6 +102,8 @@ class InceptionNet(nn.Module):
         if h < m or w < m:
             hint = ("use stem='low_res' for small images" if self.switches.stem == "imagenet"
                     else "resize the images up")
+            if with_aux and h >= self.min_input_size and w >= self.min_input_size:  # only the aux heads need more
+                hint = f"resize the images up, or build the model without aux_logits (eval mode takes {h}x{w})"
             aux = " with aux_logits=True in train mode" if with_aux else ""
             raise UserError(f"{self.name}{aux} needs at least {m}x{m} input, got {h}x{w}; {hint}")
         if not torch.compiler.is_compiling() and (h, w) not in self._sizes_checked:

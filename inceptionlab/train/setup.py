@@ -146,11 +146,15 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
         from inceptionlab.models.registry import IMAGENET_MEAN, IMAGENET_STD
         card = {**card, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "input_space": "RGB", "input_range": (0, 1)}
     low_res = getattr(getattr(model, "switches", None), "stem", None) == "low_res"
-    minimum = getattr(model, "min_input_size", 1)
+    with_aux = getattr(model, "has_aux", False) and getattr(model, "num_classes", 0) > 0  # (they run in training)
+    minimum = getattr(model, "min_train_size" if with_aux else "min_input_size", 1)
     img_size = cfg.img_size
     if img_size is None:
         trained_at = card["input_size"][-1] if card.get("saved_from") else None  # a saved run's own size
         img_size = max(trained_at or (native_size if low_res and native_size else card["input_size"][-1]), minimum)
+    elif with_aux and model.min_input_size <= img_size < minimum:  # (it failed in the first step, files written)
+        raise UserError(f"img_size {img_size} is below the {minimum}x{minimum} that {cfg.model}'s aux heads need in "
+                        f"training: pass --img-size {minimum} or more, or leave out aux_logits=true")
     elif img_size < minimum:
         hint = "; or use the switch stem=low_res for small images" if not low_res else ""
         raise UserError(f"img_size {img_size} is below {cfg.model}'s minimum input of {minimum}x{minimum}: "
