@@ -240,6 +240,24 @@ def test_a_non_finite_loss_stops_with_the_step_and_last_checkpoint(tmp_path):
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_a_first_step_that_diverges_blames_the_starting_weights(tmp_path, capsys):
+    # it said "lower --lr or --clip-grad" of a loss computed before any update, and "then 2s for
+    # the final evaluation" of the failed step's time
+    from safetensors.torch import save_file
+
+    net = create_model("inception_v3", num_classes=10, **TINY)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    state["head.fc.weight"] = state["head.fc.weight"] * 1e9
+    save_file(state, tmp_path / "huge.safetensors")
+    summary = train(tiny(tmp_path, weights=str(tmp_path / "huge.safetensors"), freeze_bn=True, quiet=False))
+    assert summary["status"] == "diverged" and summary["steps"] == 0
+    assert re.fullmatch(rf"the first step's loss, before any update, was \S+ \(over 1000x the 2.30 of a uniform guess\): "
+                        rf"the weights from {re.escape(str(tmp_path / 'huge.safetensors'))} do not suit this data or "
+                        rf"its preprocessing; --freeze-bn keeps their batch norm statistics: try without it",
+                        summary["message"]), summary["message"]
+    assert "final evaluation" not in capsys.readouterr().out
+
+
 def test_a_full_disk_fails_clearly_and_keeps_the_earlier_checkpoint(tmp_path, monkeypatch):
     real = checkpoint_module.atomic_save
     calls = []

@@ -33,7 +33,8 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
 def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     """Data, seeds, shared switches and training settings: what compare, study and demo share."""
     parser.add_argument("--data", help="image folder (<class>/ folders, or train/ and val/); default: the "
-                                       "embedded 5,000 MNIST digits")
+                                       "embedded 5,000 MNIST digits, trained with the demo's small-data settings "
+                                       "(AdamW, mild crops, no flips, 100 images per class; flags override them)")
     parser.add_argument("--seeds", type=int, help="train every variant with seeds 0..K-1 (default 1)")
     parser.add_argument("--target", type=float, help="top-1 %% whose steps and seconds to reach are reported "
                                                      "(default: 90%% of the best run's best)")
@@ -134,6 +135,7 @@ def run(args) -> int:
 
     from inceptionlab.errors import UserError
     from inceptionlab.lab import Plan, load_lab, parse_variant, run_plan
+    from inceptionlab.lab.demo import SMALL_TRAIN
 
     if args.resume:
         from pathlib import Path
@@ -152,6 +154,8 @@ def run(args) -> int:
         Plan.from_dict(copy.deepcopy(values), where=f"plan file {args.plan}")
     where = "the command line" + (f" (with plan file {args.plan})" if args.plan else "")
     values = merge(values, plan_values(args))
+    if values.get("data") is None:  # the embedded digits: the demo's and the studies' small-data settings
+        values = merge({"train": dict(SMALL_TRAIN)}, values)  # (no flips: digits are not mirror-symmetric)
     if args.models:
         values["models"] = args.models
     if args.title:

@@ -282,6 +282,7 @@ class PlanCheck:
 def check_plan(plan: Plan) -> PlanCheck:
     """Every check that can be made before training; raises a one-line UserError."""
     from inceptionlab.models.registry import model_entry
+    from inceptionlab.train.setup import amp_dtype
 
     if not plan.variants:
         raise UserError("the plan has no runs; pass --models NAME,NAME or --variant name:model:...")
@@ -320,15 +321,24 @@ def check_plan(plan: Plan) -> PlanCheck:
             hint = _hint(key, sorted(all_switches)) or f" (switches: {', '.join(sorted(all_switches))})"
             raise UserError(f"no model of the plan has a switch {key!r}" + hint)
     data = check_data(plan)
+    device = _training_device()
     # every run's config, and every model built on the meta device: bad values fail here
     for run in plan.runs():
         cfg = run.config("unused", plan.data)
         try:
             cfg = cfg.resolved()
+            amp_dtype(cfg.amp, device)  # fp16 on a CPU failed each run once the lab had started
         except UserError as exc:
             raise UserError(f"run {run.name}: {exc}") from None
         _check_model(run, len(data.classes), cfg.img_size)
     return data
+
+
+def _training_device():
+    """The device the engine trains on here (as `Distributed.from_env` picks it, without setting it)."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def check_data(plan: Plan) -> PlanCheck:

@@ -125,7 +125,7 @@ def choose_target(records: list[dict], target: float | None, target_fn=None,
     if target is not None:
         return float(target), f"top-1 {target:g}% (set by the plan)"
     classes = next((len(r["classes"]) for r in records if r.get("classes")), 0)
-    guess = (f"within the noise of chance ({chance_text(classes, val_images)}); train longer or set --target"
+    guess = (f"is within the noise of chance ({chance_text(classes, val_images)}); train longer or set --target"
              if classes else "")
     if target_fn is not None:
         value = target_fn(records)
@@ -133,7 +133,7 @@ def choose_target(records: list[dict], target: float | None, target_fn=None,
             rule = target_fn.__doc__.strip().rstrip(".")
             rule = rule[:1].lower() + rule[1:]
             if classes and value < learned_bar(classes, val_images):
-                return None, f"none: {rule} is top-1 {value:g}%, {guess}"
+                return None, f"none: top-1 {value:g}% ({rule}) {guess}"
             return float(value), f"top-1 {value:g}% ({rule})"
     bests = [(best_top1(r), r["name"]) for r in records if r.get("status") in OK_STATUSES and best_top1(r) is not None]
     if not bests:
@@ -145,7 +145,7 @@ def choose_target(records: list[dict], target: float | None, target_fn=None,
         return None, (f"none: {share} is at or below chance ({100 / classes:.3g}% for {classes} classes); "
                       f"train longer or set --target")
     if classes and value < learned_bar(classes, val_images):
-        return None, f"none: {share} is top-1 {value:g}%, {guess}"
+        return None, f"none: top-1 {value:g}% = {share} {guess}"
     return value, f"top-1 {value:g}% = {share}"
 
 

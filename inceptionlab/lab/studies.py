@@ -314,9 +314,8 @@ def _bn_judge(results: dict) -> dict:
         return dict(verdict=f"{verdict}; {div_text}. Both reached it at the same evaluation.", supported=None,
                     numbers=numbers)
     faster, race, numbers["first_to_reach"] = _ahead(results, best_name, "no_bn-lr_x1", min(best_steps, no_bn_steps))
-    rest = (None if diverged else "the claim's second half does not hold here: without BN, a higher rate trained "
-            "without diverging" if diverged is False else "no high-rate run without BN ran to its end to show whether "
-            "such rates diverge")
+    rest = (None if diverged else "the claim's second half does not hold here" if diverged is False
+            else "no high-rate run without BN ran to its end to show whether such rates diverge")
     return _sped_up(f"{verdict}; {race}; {div_text}.", faster, numbers["first_to_reach"], rest, numbers)
 
 
@@ -536,8 +535,7 @@ def _residual_judge(results: dict) -> dict:
                     numbers=numbers)
     faster, race, numbers["first_to_reach"] = _ahead(results, "inception_resnet_v2", "inception_v4",
                                                      min(s for s in (rn, v4) if s is not None))
-    rest = "the claim's second half does not hold here: scaling by 0.1 did not keep training stable" \
-        if scaled_down else None
+    rest = "the claim's second half does not hold here" if scaled_down else None
     return _sped_up(f"{first}; {race}; {scale}{paper}", faster, numbers["first_to_reach"], rest, numbers)
 
 

@@ -330,7 +330,8 @@ class Trainer:
                            f"stops after it")
             # the budget's clock stops at the last step; the final evaluation after it can take
             # longer than the whole run (10,000 test images after 2 steps): said in the last line
-            self._after_last_step = time.monotonic() - started - self.pos.seconds
+            if status == "finished":  # (a diverged step's time is not the final evaluation's)
+                self._after_last_step = time.monotonic() - started - self.pos.seconds
         except Diverged as exc:
             status, message = "diverged", str(exc)
         except (CheckpointError, UserError, OSError) as exc:
@@ -410,6 +411,11 @@ class Trainer:
                 latest = self.checkpoints.latest()
                 value = (f"{agreed.loss}" if not math.isfinite(agreed.loss) else
                          f"{agreed.loss:.3g} (over {DIVERGED_LOSS_FACTOR}x the {guess:.2f} of a uniform guess)")
+                if self.pos.step == 0:  # computed before any update: no learning rate or clipping changes it
+                    frozen = "; --freeze-bn keeps their batch norm statistics: try without it" if self.cfg.freeze_bn else ""
+                    start = f"the weights from {self.cfg.weights}" if self.cfg.weights else "the initial weights"
+                    return "diverged", (f"the first step's loss, before any update, was {value}: {start} do not "
+                                        f"suit this data or its preprocessing{frozen}")
                 return "diverged", (f"loss became {value} at step {self.pos.step + 1} (epoch "
                                     f"{epoch:.2f}); last good checkpoint: {latest or 'none'}; "
                                     f"start a new run with a lower --lr or with --clip-grad")
