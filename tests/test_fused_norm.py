@@ -261,6 +261,20 @@ def test_without_batch_norm_training_keeps_the_merged_openers(monkeypatch):
     torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-6)
 
 
+def test_frozen_batch_norm_never_builds_the_kernel(monkeypatch):
+    """--freeze-bn's batch norms are not the kernel's to run; asking for it had built it (minutes on
+    a busy machine) inside the first timed training step, and then left it unused."""
+    from inceptionlab import create_model
+    from inceptionlab.models.finetune import freeze_bn
+    model = create_model("inception_v3", num_classes=10, stem="low_res", depth_multiplier=0.125, min_depth=8).train()
+    freeze_bn(model)
+    model.to(memory_format=torch.channels_last)
+    asked = []
+    monkeypatch.setattr(fused_norm, "kernel", lambda: asked.append(1))
+    model(torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)).sum().backward()
+    assert asked == []
+
+
 def il_model(name: str) -> nn.Module:
     from inceptionlab import create_model
     kwargs = {"aux_logits": False} if name in ("googlenet", "inception_v3") else {}

@@ -214,9 +214,11 @@ class Concat(nn.Module):
 
 
 def _has_batch_norm(module: nn.Module) -> bool:
-    """Whether any `ConvBN` in ``module`` normalizes: without one there is nothing for the fused
-    kernel to write, and the merged-opener path is the faster one."""
-    return any(isinstance(m, ConvBN) and m.bn is not None for m in module.modules())
+    """Whether any `ConvBN` in ``module`` has a batch norm the fused kernel can run (a plain one, in
+    training): without one there is nothing for the kernel to write, and the merged-opener path is
+    the faster one. (Frozen ones, `--freeze-bn`, had the kernel built inside the first timed step,
+    then never used.)"""
+    return any(isinstance(m, ConvBN) and type(m.bn) is nn.BatchNorm2d and m.bn.training for m in module.modules())
 
 
 def _layers(branch: nn.Module) -> list[nn.Module]:
