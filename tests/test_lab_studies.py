@@ -345,3 +345,146 @@ def test_a_plan_naming_a_study_without_its_runs_says_so():
     assert v["supported"] is None and v["verdict"].startswith(
         "cannot judge: the plan has no run named no_bn-lr_x1, which this study compares (`inceptionlab study` makes "
         "the study's own runs)")
+
+
+def evaluated(*pairs, val_loss=None) -> list:
+    """Metrics rows from (step, top-1) pairs; validation loss 2.3 unless `val_loss` gives it {step: loss}."""
+    return [dict(step=s, seconds=s / 10, top1=t, val_loss=(val_loss or {}).get(s, 2.3)) for s, t in pairs]
+
+
+def test_choose_target_refuses_a_target_within_the_noise_of_chance():
+    # 7 of 50 images against 5 by chance made a target of 12.6%, and "steps to target 3" in the table
+    ten = [str(i) for i in range(10)]
+    best = [dict(name="googlenet-seed0", status="finished", best_top1=14.0, classes=ten, metrics=[])]
+    assert choose_target(best, None, val_images=50) == (None, (
+        "none: top-1 12.6% = 90% of the best run's best (googlenet-seed0: 14.00%) is within the noise of chance "
+        "(chance 10% for 10 classes + 8.5 points on 50 validation images); train longer or set --target"))
+    assert choose_target(best, None)[1].endswith("(chance 10% for 10 classes + 5.0 points); train longer or set "
+                                                 "--target")  # the number of images unknown: 5 points at least
+    assert choose_target(best, 12.0, val_images=50) == (12.0, "top-1 12% (set by the plan)")  # the user's own
+    best[0]["best_top1"] = 20.0  # 18% is 9 of 50: still a guess's luck (the bar: 18.49%)
+    assert choose_target(best, None, val_images=50)[0] is None
+    best[0]["best_top1"] = 25.0
+    assert choose_target(best, None, val_images=50) == (22.5, "top-1 22.5% = 90% of the best run's best "
+                                                              "(googlenet-seed0: 25.00%)")
+    assert choose_target(best, None, val_images=5000)[0] == 22.5
+
+
+BN_ARMS_AT_CHANCE = {"no_bn-lr_x1": dict(best_top1=16.0, metrics=evaluated((3, 10), (6, 16))),
+                     "no_bn-lr_x5": dict(best_top1=10.0, metrics=evaluated((3, 10), (6, 10))),
+                     "no_bn-lr_x30": dict(best_top1=10.0, metrics=evaluated((3, 10), (6, 10))),
+                     "bn-lr_x1": dict(best_top1=16.0, metrics=evaluated((3, 16), (6, 12))),
+                     "bn-lr_x5": dict(best_top1=10.0, metrics=evaluated((3, 10), (6, 10))),
+                     "bn-lr_x30": dict(best_top1=10.0, metrics=evaluated((3, 10), (6, 10)))}
+BN_ARMS_LEARNED = {"no_bn-lr_x1": dict(best_top1=60.0, metrics=evaluated((10, 40), (20, 50), (30, 60))),
+                   "no_bn-lr_x5": dict(best_top1=62.0, metrics=evaluated((10, 40), (20, 50), (30, 62))),
+                   "no_bn-lr_x30": dict(best_top1=61.0, metrics=evaluated((10, 40), (20, 50), (30, 61))),
+                   "bn-lr_x1": dict(best_top1=61.0, metrics=evaluated((10, 40), (20, 61), (30, 58))),
+                   "bn-lr_x5": dict(best_top1=59.0, metrics=evaluated((10, 40), (20, 50), (30, 59))),
+                   "bn-lr_x30": dict(best_top1=55.0, metrics=evaluated((10, 40), (20, 50), (30, 55)))}
+
+
+def test_batchnorm_says_yes_only_beyond_the_noise_and_when_high_rates_diverge():
+    bn = get_study("batchnorm")
+    # 16% of 50 images (8 right, 5 by chance) was a "learned" baseline and BN "2.0x fewer steps": yes
+    results = results_of(BN_ARMS_AT_CHANCE, bn, classes=10, val_images=50)
+    assert results["target_top1"] is None and "is within the noise of chance" in results["target_rule"]
+    v = bn.verdict(results)
+    assert v["supported"] is None and v["verdict"] == (
+        "cannot judge: the network without BN did not learn beyond chance (best top-1 16.00% against chance 10% for "
+        "10 classes + 8.5 points on 50 validation images), so its best is no target to reach; give the runs a larger "
+        "budget")
+    # faster beyond the noise, but both high rates trained without BN: the claim's second half fails (was yes)
+    v = bn.verdict(results_of(BN_ARMS_LEARNED, bn, classes=10, val_images=300))
+    assert v["supported"] is None and v["verdict"] == (
+        "With BN (bn-lr_x1) the network reached the no-BN run's best top-1 (60.00%) in 20 steps against 30 without: "
+        "1.5x fewer steps (the paper: 14x); at step 20 top-1 was 61.00% against 50.00% (+11.00 points, beyond the "
+        "noise +-8.1); without BN, the 5x and 30x rates trained without diverging. The speed-up is beyond the noise, "
+        "but the claim's second half does not hold here.")
+    diverged = {**BN_ARMS_LEARNED, **{f"no_bn-lr_x{m}": dict(status="diverged", message="nan", best_top1=None,
+                                                               metrics=[]) for m in (5, 30)}}
+    v = bn.verdict(results_of(diverged, bn, classes=10, val_images=300))
+    assert v["supported"] is True and v["numbers"]["first_to_reach"]["difference"] == pytest.approx(11.0)
+    # the same one-evaluation lead on 100 images is noise (+-14.0)
+    v = bn.verdict(results_of(diverged, bn, classes=10, val_images=100))
+    assert v["supported"] is None and v["verdict"].endswith(
+        "at step 20 top-1 was 61.00% against 50.00% (+11.00 points, within the noise +-14.0); without BN, the 5x and "
+        "30x rates diverged. The difference is within the noise of this budget.")
+    # slower with BN beyond the noise: no; and a BN best short of the target only within the noise: undecided
+    slower = {**diverged, "no_bn-lr_x1": dict(best_top1=60.0, metrics=evaluated((10, 60), (20, 60), (30, 60))),
+              "bn-lr_x1": dict(best_top1=61.0, metrics=evaluated((10, 20), (20, 61), (30, 58)))}
+    v = bn.verdict(results_of(slower, bn, classes=10, val_images=300))
+    assert v["supported"] is False and "in 20 steps against 10 without: 2.0x more steps" in v["verdict"]
+    short = {**diverged, **{f"bn-lr_x{m}": dict(best_top1=57.0, metrics=evaluated((10, 40), (30, 57)))
+                            for m in (1, 5, 30)}}
+    v = bn.verdict(results_of(short, bn, classes=10, val_images=300))
+    assert v["supported"] is None and v["verdict"].startswith(
+        "No BN run reached the no-BN run's best top-1 (60.00%) within the budget (the best with BN: bn-lr_x1 at "
+        "57.00%, -3.00 points, noise +-8.0)") and v["verdict"].endswith("not beyond the noise of this budget.")
+
+
+RESIDUAL_ARMS_LEARNED = {
+    "inception_v4": dict(best_top1=60.0, final_train_loss=1.0, final_val_loss=1.1,
+                         metrics=evaluated((10, 30), (20, 45), (30, 60))),
+    "inception_resnet_v2": dict(best_top1=70.0, final_train_loss=0.9, final_val_loss=1.0,
+                                metrics=evaluated((10, 40), (20, 65), (30, 70))),
+    # the lowest final training loss, and a validation loss of 117 on the way
+    "irv2_scale_1.0": dict(best_top1=30.0, final_train_loss=0.5, final_val_loss=11.46,
+                           metrics=evaluated((10, 20), (20, 25), (30, 30), val_loss={20: 117.49, 30: 11.46})),
+    "irv2_scale_0.1": dict(best_top1=68.0, final_train_loss=0.95, final_val_loss=1.05,
+                           metrics=evaluated((10, 40), (20, 60), (30, 68), val_loss={20: 1.5, 30: 1.05}))}
+
+
+def test_residual_verdict_weighs_noise_validation_blowups_and_a_missing_target():
+    residual = get_study("residual")
+    # 16% against 10% on 50 images, one seed: "Inception-v4 never did" had said yes
+    at_chance = {"inception_v4": dict(best_top1=10.0, final_train_loss=2.3, metrics=evaluated((3, 10), (6, 10))),
+                 "inception_resnet_v2": dict(best_top1=16.0, final_train_loss=2.2,
+                                             metrics=evaluated((3, 12), (6, 16))),
+                 "irv2_scale_1.0": dict(best_top1=10.0, final_train_loss=2.3, metrics=evaluated((3, 10))),
+                 "irv2_scale_0.1": dict(best_top1=10.0, final_train_loss=2.3, metrics=evaluated((3, 10)))}
+    v = residual.verdict(results_of(at_chance, target=14.4, classes=10, val_images=50))
+    assert v["supported"] is None and v["verdict"].startswith(
+        "Inception-ResNet-v2 reached the target (14.40% top-1) in 6 steps; Inception-v4 never did; at step 6 top-1 "
+        "was 16.00% against 10.00% (+6.00 points, within the noise +-13.4); ")
+    assert v["verdict"].endswith(" The difference is within the noise of this budget.")
+    # no target: say so (it said "neither ... reached the target accuracy in every seed", with one seed)
+    v = residual.verdict(results_of(at_chance, classes=10, val_images=50))
+    assert v["supported"] is None and v["verdict"] == (
+        "cannot judge: there is no target accuracy to time the runs by: top-1 14.4% = 90% of the best run's best "
+        "(inception_resnet_v2: 16.00%) is within the noise of chance (chance 10% for 10 classes + 8.5 points on 50 "
+        "validation images); train longer or set --target")
+    v = residual.verdict(results_of(RESIDUAL_ARMS_LEARNED, target=80.0, classes=10, val_images=500))
+    assert v["verdict"] == ("cannot judge: neither Inception-v4 nor Inception-ResNet-v2 reached the target (80.00% "
+                            "top-1); give the runs a larger budget")
+    # the scale-1.0 blow-up shows in the sentence (its final training loss was the lowest)
+    v = residual.verdict(results_of(RESIDUAL_ARMS_LEARNED, classes=10, val_images=500))
+    assert v["supported"] is True and (
+        "; with residual scale 1.0 the run finished but its validation loss blew up (final training loss 0.500; "
+        "validation loss worst 117.49 (above 6.91, 3x that of guessing), final 11.46), with 0.1 it finished (final "
+        "training loss 0.950; validation loss worst 2.30, final 1.05): scaling by 0.1 kept training stable (the "
+        "paper:") in v["verdict"]
+    assert v["numbers"]["scale"]["irv2_scale_1.0"]["worst_val_loss"] == 117.49
+    # scaled by 0.1 and still blowing up: the claim's second half fails, so no yes
+    unstable = {**RESIDUAL_ARMS_LEARNED, "irv2_scale_0.1": RESIDUAL_ARMS_LEARNED["irv2_scale_1.0"]}
+    v = residual.verdict(results_of(unstable, classes=10, val_images=500))
+    assert v["supported"] is None and ": scaling by 0.1 did not keep training stable (the paper:" in v["verdict"]
+    assert v["verdict"].endswith("The speed-up is beyond the noise, but the claim's second half does not hold here.")
+    # Inception-v4 first, beyond the noise: no
+    slower = {**RESIDUAL_ARMS_LEARNED, "inception_v4": dict(best_top1=80.0, final_train_loss=1.0,
+                                                            metrics=evaluated((10, 72), (20, 75), (30, 80)))}
+    v = residual.verdict(results_of(slower, classes=10, val_images=500))
+    assert v["supported"] is False and "Inception-v4 reached the target (72.00% top-1) in 10 steps; " \
+        "Inception-ResNet-v2 never did; at step 10 top-1 was 40.00% against 72.00% (-32.00 points, beyond the " \
+        "noise +-5.9)" in v["verdict"]
+
+
+def test_learned_beyond_chance_scales_with_the_validation_images():
+    # 17% of 50 images is 8.5 right against 5 by chance: no learning (the bar was chance + 5 points, whatever the images)
+    grid = get_study("grid_reduction")
+    runs = {"efficient": dict(macs=100, best_top1=17.0), "pool_then_conv": dict(macs=80, best_top1=10.0),
+            "conv_then_pool": dict(macs=300, best_top1=17.0)}
+    v = grid.verdict(results_of(runs, classes=10, val_images=50))
+    assert v["supported"] is None and "; the efficient arm did not learn beyond chance, so its accuracy says nothing" \
+        in v["verdict"]
+    assert grid.verdict(results_of(runs, classes=10, val_images=5000))["supported"] is True

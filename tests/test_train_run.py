@@ -478,6 +478,14 @@ def test_an_input_too_small_for_the_aux_heads_is_refused_before_the_folder_is_to
     assert not (tmp_path / "run").exists()
 
 
+def test_an_aux_weight_without_aux_heads_is_refused(tmp_path):
+    # it was taken without a word, and summary.json said aux_weight 0.5
+    with pytest.raises(UserError, match=r"^aux_weight 0.5 has no effect: inception_v3 has no aux heads here; add "
+                                        r"--model-kwargs aux_logits=true, or leave aux_weight out$"):
+        train(tiny(tmp_path, aux_weight=0.5))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_without_final_weights_as_a_model_names_its_checkpoint(tmp_path):
     # predict --model RUN said only "no config.json; not a directory written by save_pretrained"
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)

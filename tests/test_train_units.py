@@ -222,6 +222,12 @@ def test_random_state_round_trips_through_a_safe_checkpoint(tmp_path):
     (dict(model_kwargs=[1, 2]), r"model_kwargs must be a mapping of switch: value, got \[1, 2\]"),
     (dict(freeze_until=5), "freeze_until must be a non-empty string, got 5"),
     (dict(weights=5), "weights must be a non-empty string, got 5"),
+    # settings that do nothing with the others given: each was taken and written to config.yaml
+    (dict(sched="cosine", decay_epochs=3.0), r"^decay_epochs applies to the staircase schedules \(exp_staircase, "
+                                             r"step\), not cosine; leave it out, or pass --sched exp_staircase or step$"),
+    (dict(opt="sgd", decay_rate=0.5), r"^decay_rate applies to the staircase schedules .*, not cosine;"),
+    (dict(opt="adamw", momentum=0.5), r"^momentum 0.5 does not apply to adamw \(its betas are 0.9 and 0.999\); "
+                                      r"leave it out, or use --opt sgd or rmsprop_tf$"),
 ])
 def test_bad_config_values_are_one_line_errors(changes, message):
     with pytest.raises(UserError, match=message) as info:

@@ -1,12 +1,14 @@
 """The report's plots, drawn from the results records (so every plotted number is in results.json).
 
-One colour per variant, the same in every plot; several seeds of a variant share its colour.
+One colour per variant, the same in every plot; several seeds of a variant share its colour, and
+each seed has its own marker and line style (`SEED_MARKERS`, `SEED_LINES`), named in the legend.
 Each function writes one PNG and returns ``{"file", "title", "caption"}``, or None when there is
 nothing to draw.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from inceptionlab.files import write_whole
@@ -52,16 +54,43 @@ def _smooth(values: list, weight: float = 0.9) -> list:
     return out
 
 
-def _loss_limits(runs: list[dict]):
-    """y-limits that keep a diverged run from flattening the others."""
-    values = [p["loss"] for r in runs for p in r["train_curve"] if p.get("loss")]
-    values += [m["val_loss"] for r in runs for m in r["metrics"] if m.get("val_loss") is not None]
-    values = sorted(v for v in values if v is not None and math.isfinite(v) and v > 0)
-    if not values:
+# a loss this many times the runs' typical starting loss is a blow-up (a diverging run), drawn off the
+# chart so that it does not flatten the others; the plot names the runs it leaves off
+OFF_CHART_FACTOR = 10
+LOG_RANGE = 8           # losses spanning more than this factor are drawn on a log scale
+MARGIN = 0.05           # of the drawn range, above and below
+
+
+@dataclass
+class LossAxis:
+    low: float
+    high: float
+    log: bool
+    off_chart: dict     # run name -> its largest loss above `high` (inf for an infinite one)
+
+
+def _loss_axis(lines: list[tuple[str, list]]) -> LossAxis | None:
+    """y-limits fitted to the drawn losses (``(run name, [loss, ...])`` per line) with a margin.
+
+    Values above OFF_CHART_FACTOR times the median of the lines' first losses are left off the chart
+    (in a short lab every loss sits near ln(classes), and an axis from 0 drew the runs as one line)."""
+    firsts = sorted(next(v for v in ys if math.isfinite(v)) for _, ys in lines if any(map(math.isfinite, ys)))
+    if not firsts:
         return None
-    low = values[max(0, int(0.01 * len(values)))]
-    high = values[min(len(values) - 1, int(0.99 * len(values)))]
-    return max(low * 0.8, 1e-4), max(high * 1.25, low * 2)
+    start = firsts[len(firsts) // 2]
+    ceiling = OFF_CHART_FACTOR * start if start > 0 else math.inf
+    kept = [v for _, ys in lines for v in ys if math.isfinite(v) and v <= ceiling]
+    off_chart: dict = {}
+    for name, ys in lines:
+        above = [v for v in ys if v > ceiling]  # (nan is not above anything: a diverged run's end is left out)
+        if above:
+            off_chart[name] = max(off_chart.get(name, -math.inf), *above)
+    low, high = min(kept), max(kept)
+    if low > 0 and high / low > LOG_RANGE:  # a wide range: losses near zero stay readable
+        pad = (high / low) ** MARGIN
+        return LossAxis(low / pad, high * pad, True, off_chart)
+    pad = MARGIN * (high - low) or MARGIN * abs(high) or MARGIN
+    return LossAxis(max(low - pad, 0.0) if low >= 0 else low - pad, high + pad, False, off_chart)
 
 
 def _legend_once(seen: set, run: dict) -> str | None:
@@ -71,6 +100,28 @@ def _legend_once(seen: set, run: dict) -> str | None:
     return run["variant"]
 
 
+def _seed_index(results: dict, runs: list[dict]) -> dict[str, int]:
+    """Each run's place among the plan's seeds: the seeds of a variant share its colour, so each seed
+    has its own marker (and line style), the same in every plot."""
+    seeds = list(results.get("seeds") or [])
+    seeds += [s for s in dict.fromkeys(r.get("seed") for r in runs) if s not in seeds]
+    return {r["name"]: seeds.index(r.get("seed")) for r in runs}
+
+
+def _legend(ax, runs: list[dict], seed_index: dict, *, seed_lines: bool, extra=(), **kwargs) -> None:
+    """One entry per variant (its colour), then, with several seeds, one per seed (its style)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=r["color"], lw=1.4, label=r["variant"])
+               for r in {r["variant"]: r for r in reversed(runs)}.values()][::-1]
+    seeds = {seed_index[r["name"]]: r.get("seed") for r in runs}
+    if len(seeds) > 1:
+        handles += [Line2D([], [], color="#555", lw=1.2, marker=SEED_MARKERS[k % len(SEED_MARKERS)], ms=4,
+                           ls=SEED_LINES[k % len(SEED_LINES)] if seed_lines else "-", label=f"seed {seed}")
+                    for k, seed in sorted(seeds.items())]
+    ax.legend(handles=handles + list(extra), fontsize=8, **kwargs)
+
+
 def plot_loss(results: dict, out_dir: Path, x: str) -> dict | None:
     """Training (smoothed) and validation loss against ``x`` = "step" or "seconds"."""
     runs = [r for r in results["runs"] if r["train_curve"] or r["metrics"]]
@@ -78,33 +129,40 @@ def plot_loss(results: dict, out_dir: Path, x: str) -> dict | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    seen: set = set()
+    seed_index = _seed_index(results, runs)
+    several_seeds = len(set(seed_index.values())) > 1
+    lines = []
     for r in runs:
+        marker = SEED_MARKERS[seed_index[r["name"]] % len(SEED_MARKERS)]
         xs = [p[x] for p in r["train_curve"]]
         ys = _smooth([p["loss"] for p in r["train_curve"]])
         pts = [(a, b) for a, b in zip(xs, ys) if a is not None and b is not None]
-        label = _legend_once(seen, r)
         if pts:  # one point (a run that ended at its first step) gets a marker, or nothing shows
-            ax.plot(*zip(*pts), color=r["color"], lw=1.4, alpha=0.9, label=label,
-                    marker="o" if len(pts) == 1 else None, ms=4)
-            label = None
+            ax.plot(*zip(*pts), color=r["color"], lw=1.4, alpha=0.9, ms=4,
+                    marker=marker if several_seeds or len(pts) == 1 else None, markevery=max(1, len(pts) // 8))
+            lines.append((r["name"], [b for _, b in pts]))
         val = [(m[x], m["val_loss"]) for m in r["metrics"] if m.get(x) is not None and m.get("val_loss") is not None]
         if val:
-            ax.plot(*zip(*val), color=r["color"], lw=1.2, ls="--", marker="o", ms=3.5, label=label)
-    limits = _loss_limits(runs)
-    log_scale = limits is not None and limits[1] / limits[0] > 8  # a wide range: losses near zero stay readable
-    if log_scale:
-        ax.set_yscale("log")
-    if limits:
-        ax.set_ylim(*limits if log_scale else (0, limits[1]))
+            ax.plot(*zip(*val), color=r["color"], lw=1.2, ls="--", marker=marker, ms=3.5)
+            lines.append((r["name"], [b for _, b in val]))
+    axis = _loss_axis(lines)
+    if axis:
+        if axis.log:
+            ax.set_yscale("log")
+        ax.set_ylim(axis.low, axis.high)
+        if axis.off_chart:
+            ax.text(0.01, 0.98, "off the chart: " + ", ".join(f"{name} (up to {value:.3g})"
+                                                               for name, value in axis.off_chart.items()),
+                    transform=ax.transAxes, ha="left", va="top", fontsize=8, color="#a00")
     ax.set_xlabel("training step" if x == "step" else "wall-clock seconds of the run (evaluations included)")
-    ax.set_ylabel("loss (log scale)" if log_scale else "loss")
-    ax.set_title("Loss: training (solid, smoothed) and validation (dashed, dots)")
+    ax.set_ylabel("loss (log scale)" if axis and axis.log else "loss")
+    ax.set_title("Loss: training (solid, smoothed) and validation (dashed" + (")" if several_seeds else ", dots)"))
     ax.grid(True, alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper right")
+    _legend(ax, runs, seed_index, seed_lines=False, loc="upper right")
     name = "loss_vs_step.png" if x == "step" else "loss_vs_time.png"
     return _save(fig, plt, out_dir / name, "Loss against " + ("step" if x == "step" else "wall-clock time"),
-                 "Training loss per step (exponential moving average, 0.9) and validation loss at each evaluation.")
+                 "Training loss per step (exponential moving average, 0.9) and validation loss at each evaluation"
+                 + ("; each seed has its own marker." if several_seeds else "."))
 
 
 def plot_accuracy(results: dict, out_dir: Path) -> dict | None:
@@ -114,16 +172,18 @@ def plot_accuracy(results: dict, out_dir: Path) -> dict | None:
         return None
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.0), sharex=True)
-    seen: set = set()
+    seed_index = _seed_index(results, runs)
     for r in runs:
-        label = _legend_once(seen, r)
+        k = seed_index[r["name"]]
         for ax, key in zip(axes, ("top1", "top5")):
             pts = [(m["epoch"], m[key]) for m in r["metrics"] if m.get("epoch") is not None and m.get(key) is not None]
             if pts:
-                ax.plot(*zip(*pts), color=r["color"], marker="o", ms=3.5, lw=1.4, label=label if key == "top1" else None)
+                ax.plot(*zip(*pts), color=r["color"], marker=SEED_MARKERS[k % len(SEED_MARKERS)], ms=3.5, lw=1.4,
+                        ls=SEED_LINES[k % len(SEED_LINES)])
     target = results.get("target_top1")
+    extra = []
     if target is not None:
-        axes[0].axhline(target, color="#444", lw=0.8, ls=":", label=f"target {target:g}%")
+        extra.append(axes[0].axhline(target, color="#444", lw=0.8, ls=":", label=f"target {target:g}%"))
     for ax, title in zip(axes, ("top-1 accuracy (%)", "top-5 accuracy (%)")):
         ax.set_xlabel("epoch")
         ax.set_title(title)
@@ -131,7 +191,7 @@ def plot_accuracy(results: dict, out_dir: Path) -> dict | None:
     if not any(m.get("top5") is not None for r in runs for m in r["metrics"]):
         axes[1].text(0.5, 0.5, "not measured:\n5 classes or fewer", transform=axes[1].transAxes,
                      ha="center", va="center", color="#666")
-    axes[0].legend(fontsize=8, loc="lower right")
+    _legend(axes[0], runs, seed_index, seed_lines=True, extra=extra, loc="lower right")
     fig.tight_layout()
     return _save(fig, plt, out_dir / "accuracy_vs_epoch.png", "Validation accuracy against epoch",
                  "Top-1 and top-5 on the validation split at each evaluation; the dotted line is the target.")
@@ -183,11 +243,11 @@ def plot_calibration(results: dict, out_dir: Path) -> dict | None:
     fig, (ax, hist) = plt.subplots(1, 2, figsize=(9.5, 4.0))
     ax.plot([0, 100], [0, 100], color="#888", lw=0.8, ls=":")
     width = 100.0 / len(runs[0]["calibration"]["bins"]) / (len(runs) + 1)
-    seed_of: dict = {}
+    seed_index = _seed_index(results, runs)
     for i, r in enumerate(runs):
         bins = r["calibration"]["bins"]
         # the seeds of a variant share its colour: each its own marker, line and hatch to tell them apart
-        k = seed_of[r["variant"]] = seed_of.get(r["variant"], -1) + 1
+        k = seed_index[r["name"]]
         pts = [(100 * b["confidence"], 100 * b["accuracy"]) for b in bins if b["count"]]
         label = f"{r['name']} (ECE {r['calibration']['ece']:.2f}%)"
         if pts:

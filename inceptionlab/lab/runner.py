@@ -10,8 +10,8 @@ A lab directory::
 
 A run that fails (diverges, runs out of memory, raises) is recorded with its reason and the
 others still run. An interrupted compare continues with ``run_plan(load_lab(d), d, resume=True)``:
-finished runs are kept, an interrupted run resumes from its latest checkpoint, and runs that
-never started start.
+finished and diverged runs are kept, an interrupted run resumes from its latest checkpoint, and
+failed runs and runs that never started start (again).
 """
 from __future__ import annotations
 
@@ -68,8 +68,9 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
                            else f"inceptionlab compare --resume {lab_dir}")
         raise UserError(f"{lab_dir} already holds {what}; continue {'them' if what == 'runs' else 'it'} with "
                         f"{resume_hint}, start over with --overwrite, or pass another --out")
-    else:  # the lab's own files only: other files in the folder stay
-        shutil.rmtree(lab_dir / "runs", ignore_errors=True)
+    else:  # the lab's own files only: other files in the folder, and in its runs/, stay
+        for name in _lab_run_names(lab_dir, plan):
+            shutil.rmtree(lab_dir / "runs" / name, ignore_errors=True)
         for name in (*REPORT_FILES, *PLOT_FILES):
             (lab_dir / name).unlink(missing_ok=True)
     if plan.data is not None:  # absolute, so that --resume works from any folder
@@ -82,20 +83,26 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
     return check
 
 
+def _lab_run_names(lab_dir: Path, plan: Plan) -> list[str]:
+    """The run folders a lab in ``lab_dir`` wrote (its saved plan's runs) or is about to write."""
+    try:
+        held = [run.name for run in Plan.from_yaml(lab_dir / PLAN_FILE).runs()]
+    except UserError:  # an unreadable plan: its runs cannot be told from a user's folders, so they stay
+        held = []
+    return list(dict.fromkeys(held + [run.name for run in plan.runs()]))
+
+
 def run_state(run_dir: Path) -> str:
-    """"done" (finished, diverged or failed), "partial" (has a checkpoint to resume) or "new"."""
+    """"done" (finished or diverged: a result), "failed" (raised: started again on resume), "partial"
+    (has a checkpoint to resume) or "new"."""
     from inceptionlab.train.checkpoint import CheckpointDir
 
     run_dir = Path(run_dir)
     if (run_dir / FAILURE_FILE).exists():
-        return "done"
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        try:
-            if json.loads(summary.read_text()).get("status") in DONE_STATUSES:
-                return "done"
-        except json.JSONDecodeError:
-            pass
+        return "failed"
+    status = _summary(run_dir).get("status")
+    if status in DONE_STATUSES:
+        return "failed" if status == "failed" else "done"
     if (run_dir / "checkpoints").is_dir() and CheckpointDir(run_dir / "checkpoints").latest() is not None:
         return "partial"
     return "new"
@@ -115,6 +122,8 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
     lab_dir = Path(lab_dir)
     check = prepare_lab(plan, lab_dir, resume=resume, overwrite=overwrite, resume_hint=resume_hint)
     study = get_study(plan.study) if plan.study else None
+    if study:  # (after the checks: a refused study said its claim first)
+        log(f"claim ({study.paper}): {study.claim}")
     if calibrate is None:
         calibrate = bool(study and study.calibrate)
     runs = plan.runs()
@@ -131,7 +140,8 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
             if state == "done":
                 log(f"{head} - kept from before ({_status_text(run_dir)})")
             else:
-                log(f"{head}" + (" - resuming from its checkpoint" if state == "partial" else ""))
+                log(f"{head}" + {"partial": " - resuming from its checkpoint", "new": "",
+                                 "failed": f" - failed before ({_failure_message(run_dir)}); starting it again"}[state])
                 _train_one(run, run_dir, plan, resume=state == "partial", log=log, quiet=quiet_runs,
                            continue_with=continue_with)
             _measure_one(run, run_dir, check)
@@ -174,7 +184,7 @@ def _train_one(run: RunSpec, run_dir: Path, plan: Plan, *, resume: bool, log, qu
                continue_with: str | None = None) -> None:
     from inceptionlab.train import train
 
-    if not resume and run_dir.exists():  # an attempt that died before its first checkpoint
+    if not resume and run_dir.exists():  # an attempt that failed, or died before its first checkpoint
         shutil.rmtree(run_dir)
     try:  # a run stopped by a signal names the lab's command to continue (its own had left the rest undone)
         summary = (train(resume=run_dir, continue_with=continue_with) if resume
@@ -236,6 +246,15 @@ def _summary(run_dir: Path) -> dict:
         return json.loads((Path(run_dir) / "summary.json").read_text())
     except (OSError, json.JSONDecodeError):
         return {}
+
+
+def _failure_message(run_dir: Path) -> str:
+    """Why a failed run failed: the lab's record of what the engine raised, or the engine's summary."""
+    try:
+        message = json.loads((run_dir / FAILURE_FILE).read_text()).get("message")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        message = None
+    return message or _summary(run_dir).get("message") or "no message"
 
 
 def _status_text(run_dir: Path) -> str:

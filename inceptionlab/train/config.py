@@ -147,6 +147,13 @@ class TrainConfig:
         if sched not in SCHEDULES:
             raise UserError(_choice("sched", sched, SCHEDULES))
         decay_epochs, decay_rate = DECAY.get(sched, (None, None))
+        given = [name for name in ("decay_epochs", "decay_rate") if getattr(self, name) is not None]
+        if given and sched not in DECAY:  # (it was taken without a word, and written to config.yaml)
+            raise UserError(f"{given[0]} applies to the staircase schedules ({', '.join(DECAY)}), not {sched}; leave it "
+                            f"out, or pass --sched exp_staircase or step")
+        if self.opt == "adamw" and self.momentum != TrainConfig.momentum:
+            raise UserError(f"momentum {self.momentum:g} does not apply to adamw (its betas are 0.9 and 0.999); leave "
+                            f"it out, or use --opt sgd or rmsprop_tf")
         cfg = self.replace(
             lr=recipe["lr"] if self.lr is None else self.lr,
             sched=sched,

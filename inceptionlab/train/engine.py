@@ -231,6 +231,9 @@ class Trainer:
         if cfg.freeze_until:  # a typo found after config.yaml was written blocked every retry in that --out
             from inceptionlab.models.finetune import blocks_until
             blocks_until(self.net, cfg.freeze_until)
+        if cfg.aux_weight is not None and not self.net.has_aux:  # (it was taken, and written to summary.json)
+            raise UserError(f"aux_weight {cfg.aux_weight:g} has no effect: {cfg.model} has no aux heads here; add "
+                            f"--model-kwargs aux_logits=true, or leave aux_weight out")
         self.started_over = False  # the --out of a run that had stopped before its first step, reused
         dist.on_main(lambda: self._prepare_out_dir(resuming=state is not None))  # an error: in every process
         self.classes = self.splits.classes
