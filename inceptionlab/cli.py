@@ -122,7 +122,8 @@ def _switches_last(argv: list[str]) -> list[str]:
     ``predict --model-kwargs stem=low_res photo.jpg`` the image became a (broken) switch and
     argparse said the images were missing. A switch always holds "=", so the group ends at the
     first word without one, and the words after it stay where they are. Also returns each word
-    that ended a group: a switch given without its value when argparse finds no place for it.
+    that ended a group: a switch without its value, when argparse finds no place for it or the
+    option took it (a group of no switch takes its next word).
     """
     head, groups, enders, i = [], [], set(), 0
     while i < len(argv):
@@ -132,9 +133,8 @@ def _switches_last(argv: list[str]) -> list[str]:
                 j += 1
             if j < len(argv) and not argv[j].startswith("-"):
                 enders.add(argv[j])
-                if j == i + 1:  # no switch before it: the option alone would lack its values
-                    i = j
-                    continue
+                if j == i + 1:  # no switch before it: the option takes it (it is one, without its "=")
+                    j += 1
             groups += argv[i:j]
             i = j
         else:
@@ -170,11 +170,11 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
     try:
         ordered, enders = _switches_last(argv)
         args, unknown = parser.parse_known_args(ordered)
-        valueless = next((w for w in unknown if w in enders), None)
+        taken = getattr(args, "model_kwargs", None) or []
+        valueless = next((w for w in [*unknown, *taken] if w in enders), None)
         if valueless is not None and args.command is not None:  # "--model-kwargs depth_multiplier" (argparse: unrecognized)
             parser.command_parsers[args.command].error(
-                f"--model-kwargs takes KEY=VALUE switches, and {valueless!r} has no value; give it one "
-                f"({valueless}=VALUE, e.g. depth_multiplier=0.5 or aux_logits=true)")
+                f"--model-kwargs takes KEY=VALUE, got {valueless!r}; write {valueless}=VALUE")
         if unknown:
             _refuse_unknown(parser, args.command, unknown)
     except SystemExit as exc:  # argparse has printed its one-line error (or --help)

@@ -211,8 +211,14 @@ def test_summary_json_holds_the_table(capsys):
     assert doc["rows"][-1]["name"] == "head" and [r["macs"] for r in doc["rows"]] == [r.macs for r in rows]
     assert doc["rows"][-1]["kind"] == "avg pool + embedding 1792->512 + fc 512->1000"  # it said fc 1792->1000
     assert doc["totals"] == totals(rows) and doc["size"] == 160 and doc["switches"] == {"embedding_dim": 512}
-    assert main(["summary", "inception_v3", "--explain-factorization", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["unfactorized_macs"]["factorize_nxn=False"] > 5.7e9
+    assert main(["summary", "inception_v3", "--explain-factorization", "--json", "--model-kwargs",
+                 "depth_multiplier=0.5"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["unfactorized_macs"]["factorize_nxn=False"] > 1.4e9 and doc["switches"] == {"depth_multiplier": 0.5}
+    # the savings the text table shows (properties, which the JSON had left out)
+    assert all(f["saving"] == 1 - f["macs"] / f["macs_unfactorized"]
+               and f["block_saving"] == 1 - f["block_macs"] / f["block_macs_unfactorized"] for f in doc["found"])
+    assert len(doc["found"]) > 5
     assert main(["summary", "--all", "--json", "--markdown"]) == 2
 
 

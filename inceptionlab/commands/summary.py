@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     switches = parse_model_kwargs(args.model_kwargs)
     if args.explain_factorization:
         explained = summary.explain_factorization(args.model, args.size, **switches)
-        print(json.dumps(dataclasses.asdict(explained), indent=1) if args.json
+        print(json.dumps(dict(explained.as_dict(), switches=switches), indent=1) if args.json
               else summary.format_factorization(explained))
         return 0
     model = summary.build_on_meta(args.model, **switches)

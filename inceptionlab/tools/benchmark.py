@@ -14,7 +14,9 @@ users run it: eval + ``torch.inference_mode`` for inference, the default (foreac
 training, channels-last and autocast as the row says.
 
 FLOPs: 2 x multiply-adds of the forward pass (`count_macs`) per image; a training step is
-counted as 3 x the forward pass (forward, and a backward pass of twice its cost).
+counted as 3 x the forward pass (forward, and a backward pass of twice its cost), the aux heads'
+included when the model has them. ``param_count`` likewise counts the aux heads in training rows
+only (they do not run in inference).
 """
 from __future__ import annotations
 
@@ -368,7 +370,7 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
                device: torch.device | None = None) -> dict:
     """Times one configuration (and its reference) on ``device`` (default: the GPU if there is
     one, else the CPU) and returns its row."""
-    from inceptionlab.tools.summary import count_macs
+    from inceptionlab.tools.summary import count_macs, count_training_macs
 
     if cfg.mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
@@ -379,8 +381,9 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
     device = device or _device()
     torch.manual_seed(0)
     ours = _our_model(cfg)
-    params = sum(p.numel() for p in ours.parameters())
-    macs = count_macs(ours, cfg.img_size)
+    # what the step runs: the aux heads in training only (inference rows counted their parameters, not their MACs)
+    params = sum(p.numel() for name, p in ours.named_parameters() if cfg.mode == "train" or not name.startswith("aux_heads."))
+    macs = (count_training_macs if cfg.mode == "train" else count_macs)(ours, cfg.img_size)
     make = infer_step if cfg.mode == "infer" else train_step
     steps = {"ours": make(ours, cfg, True, device)}
     if cfg.reference:
@@ -399,7 +402,7 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
         "runtime": cfg.runtime, "fast": cfg.fast, "threads": torch.get_num_threads(),
         "infer_samples_per_sec": None, "infer_step_time_ms": None,
         "train_samples_per_sec": None, "train_step_time_ms": None,
-        "param_count": params, "gmacs": round(macs / 1e9, 3),
+        "param_count": params, "gmacs": round(macs / 1e9, 6),  # (3 places said 0.027 of 26.614 MMACs)
         "gflops_per_sec": round(gflops, 1), "peak_gflops_per_sec": round(peak, 1),
         "fraction_of_peak": round(gflops / peak, 3) if peak else None,
         "reference": cfg.reference, "ref_samples_per_sec": None, "ratio": None,

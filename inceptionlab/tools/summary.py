@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -78,6 +78,16 @@ def count_macs(model: nn.Module, size: int | None = None) -> int:
     with FlopCounterMode(display=False) as counter:
         meta(x)
     return int(counter.get_total_flops()) // 2
+
+
+def count_training_macs(model: nn.Module, size: int | None = None) -> int:
+    """`count_macs` and the aux heads' multiply-adds, which run in training (where ``size`` lets them)."""
+    size = _input_size(model, size)
+    macs = count_macs(model, size)
+    if aux_rows_fit(model, size):
+        counts, _ = _trace(model, size)
+        macs += sum(n for path, n in counts.items() if path.startswith("aux_heads."))
+    return macs
 
 
 def _trace(model: nn.Module, size: int, with_aux: bool = True) -> tuple[dict, dict]:
@@ -312,6 +322,13 @@ class Explanation:
     macs: int
     unfactorized_macs: dict  # "factorize_nxn=False" (and later ", factorize_5x5=False") -> MACs of that model
     found: list
+
+    def as_dict(self) -> dict:
+        """The fields, and each factorization's savings (properties, which ``asdict`` leaves out)."""
+        doc = asdict(self)
+        for entry, factorization in zip(doc["found"], self.found):
+            entry.update(saving=factorization.saving, block_saving=factorization.block_saving)
+        return doc
 
 
 def explain_factorization(name: str, size: int | None = None, **switches) -> Explanation:
