@@ -610,3 +610,209 @@ def test_report_flags_unscored_and_unfinished_runs_and_escapes_markdown(engine, 
         ("1.041e+23", "2.5000", "5.71G")
     assert [number(v) for v in (20.0, -0.7826, 1.2345e7, 0.000123, 0.0)] == ["20.00", "-0.78", "1.23e+07",
                                                                                "0.000123", "0.00"]
+
+
+# ------------------------------------------------------------------ found by a tester
+SMALL_ARGS = ["--model-kwargs", "stem=low_res", "depth_multiplier=0.125", "min_depth=8"]
+
+
+@pytest.fixture
+def configs(engine, monkeypatch):
+    """The TrainConfig of every run the fake engine starts."""
+    started = []
+
+    def recording(cfg=None, **kwargs):
+        if cfg is not None:
+            started.append(cfg)
+        return engine(cfg, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", recording)
+    return started
+
+
+def test_compare_on_the_digits_trains_with_the_small_data_settings(configs, tmp_path):
+    # compare without --data flipped the digits and cropped them to 8% (TrainConfig's ImageNet
+    # defaults), where the demo and the studies use SMALL_TRAIN (no flips: digits are not mirror-symmetric)
+    from helpers import image_folder
+
+    from inceptionlab.lab.demo import SMALL_TRAIN
+
+    argv = ["compare", "--models", "googlenet", "--steps", "3", *SMALL_ARGS]
+    assert main(argv + ["--out", str(tmp_path / "digits")]) == 0
+    cfg = configs[-1]
+    assert (cfg.hflip, list(cfg.crop_scale), cfg.opt, cfg.lr, cfg.batch_size, cfg.limit_per_class, cfg.val_split) == \
+        (False, [0.6, 1.0], "adamw", 0.002, 32, 100, 0.06) == tuple(SMALL_TRAIN[k] for k in (
+            "hflip", "crop_scale", "opt", "lr", "batch_size", "limit_per_class", "val_split"))
+    # the user's values win: flags, --set, and a plan file's own (at its top level or under train:)
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text("steps: 3\nmodels: [googlenet]\nbatch_size: 16\ntrain: {opt: sgd}\n")
+    assert main(["compare", "--plan", str(plan_file), *SMALL_ARGS, "--lr", "0.01", "--limit-per-class", "10",
+                 "--set", "hflip=true", "--out", str(tmp_path / "mine")]) == 0
+    cfg = configs[-1]
+    assert (cfg.hflip, list(cfg.crop_scale), cfg.opt, cfg.lr, cfg.batch_size, cfg.limit_per_class) == \
+        (True, [0.6, 1.0], "sgd", 0.01, 16, 10)
+    # on one's own folder, the engine's defaults as before
+    photos = image_folder(tmp_path / "photos", ["a", "b"], 5)
+    assert main(argv + ["--data", str(photos), "--val-split", "0.4", "--img-size", "32",
+                        "--out", str(tmp_path / "photos_lab")]) == 0
+    assert (configs[-1].hflip, list(configs[-1].crop_scale), configs[-1].limit_per_class) == (True, [0.08, 1.0], None)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="fp16 autocast works on CUDA")
+def test_fp16_on_a_cpu_is_refused_before_the_lab_starts(engine, tmp_path, capsys):
+    # train --amp fp16 refused it up front; the lab started, failed the run, wrote a report and exited 1
+    for argv in (["compare", "--models", "googlenet", "--steps", "3", *SMALL_ARGS, "--set", "amp=fp16"],
+                 ["demo", "--steps", "3", "--models", "googlenet", "--set", "amp=fp16"],
+                 ["study", "aux", "--steps", "3", "--set", "amp=fp16"],
+                 ["compare", "--variant", "half:googlenet:amp=fp16", "--steps", "3", *SMALL_ARGS]):
+        name = "half" if "--variant" in argv else "googlenet" if argv[0] != "study" else "aux"
+        assert main(argv + ["--out", str(tmp_path / "lab")]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"inceptionlab {argv[0]}: error: run ") and len(err.splitlines()) == 1, err
+        assert ": fp16 autocast needs a CUDA device; use --set amp=" in err, err
+        assert name in err or argv[0] == "study"
+    assert engine.calls == [] and not (tmp_path / "lab").exists()
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plots would save, kept open for their axes until the test ends."""
+    import matplotlib.pyplot as plt
+
+    from inceptionlab.lab import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, plt, path, title, caption: drawn.append(fig)
+                        or dict(file=path.name, title=title, caption=caption))
+    yield drawn
+    for fig in drawn:
+        plt.close(fig)
+
+
+def _record(name, losses, val_losses, *, variant=None, seed=0, color="#1f77b4", top1=None):
+    top1 = top1 or [10.0 + i for i in range(len(val_losses))]
+    return dict(name=name, variant=variant or name, seed=seed, color=color, status="finished",
+                train_curve=[dict(step=i + 1, seconds=0.5 * (i + 1), loss=v) for i, v in enumerate(losses)],
+                metrics=[dict(step=2.0 * (i + 1), seconds=1.0 * (i + 1), epoch=0.5 * (i + 1), val_loss=v,
+                              top1=t, top5=None) for i, (v, t) in enumerate(zip(val_losses, top1))])
+
+
+def test_loss_plots_fit_the_axis_to_the_losses(figures, tmp_path):
+    # with every loss near 2.3 the axis ran from 0 to 4.6 and the runs drew as one flat line
+    from inceptionlab.lab import plots
+
+    near = [_record("a", [2.31, 2.30, 2.29, 2.28], [2.30, 2.27]),
+            _record("b", [2.32, 2.31, 2.31, 2.30], [2.31, 2.29], color="#ff7f0e")]
+    plots.plot_loss(dict(runs=near, seeds=[0]), tmp_path, "step")
+    ax = figures[-1].axes[0]
+    low, high = ax.get_ylim()
+    span = 2.32 - 2.27  # of the drawn values (the training curve is smoothed: its first value is the raw one)
+    assert ax.get_yscale() == "linear" and low == pytest.approx(2.27 - 0.05 * span) and \
+        high == pytest.approx(2.32 + 0.05 * span)
+    assert not ax.texts
+    # a run that blew up: its losses are off the chart, which says so, and the others keep their range
+    blown = _record("c", [2.3, 2.4, 5e3, 1e23], [2.3, 1e20], color="#2ca02c")
+    plots.plot_loss(dict(runs=near + [blown], seeds=[0]), tmp_path, "step")
+    ax = figures[-1].axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[1] < 2.5
+    assert [t.get_text() for t in ax.texts] == ["off the chart: c (up to 1e+22)"]  # (the smoothed curve's)
+    # losses over a wide range: a log scale, fitted with the same margin
+    wide = [_record("a", [2.3, 1.0, 0.3, 0.05], [1.5, 0.04])]
+    plots.plot_loss(dict(runs=wide, seeds=[0]), tmp_path, "seconds")
+    ax = figures[-1].axes[0]
+    smoothed_low = min(plots._smooth([2.3, 1.0, 0.3, 0.05]))
+    pad = (2.3 / 0.04) ** 0.05
+    assert ax.get_yscale() == "log" and smoothed_low > 0.04
+    assert ax.get_ylim() == pytest.approx((0.04 / pad, 2.3 * pad))
+
+
+def test_seeds_of_a_variant_have_their_own_style_in_the_plots(figures, tmp_path):
+    # the seeds of a variant shared colour, line and marker, and the legend had one entry per variant
+    from inceptionlab.lab import plots
+
+    runs = [_record(f"{v}-seed{s}", [2.3, 2.0, 1.8], [2.1, 1.7], variant=v, seed=s, color=c)
+            for s in (0, 7) for v, c in (("googlenet", "#1f77b4"), ("v3", "#ff7f0e"))]
+    results = dict(runs=runs, seeds=[0, 7], target_top1=11.0)
+    plots.plot_loss(results, tmp_path, "step")
+    ax = figures[-1].axes[0]
+    styles = [(line.get_color(), line.get_marker(), line.get_linestyle()) for line in ax.lines]
+    # per run: the training curve (solid) and the validation points (dashed), marked by seed
+    assert styles == [("#1f77b4", "o", "-"), ("#1f77b4", "o", "--"), ("#ff7f0e", "o", "-"), ("#ff7f0e", "o", "--"),
+                      ("#1f77b4", "s", "-"), ("#1f77b4", "s", "--"), ("#ff7f0e", "s", "-"), ("#ff7f0e", "s", "--")]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["googlenet", "v3", "seed 0", "seed 7"]
+    assert [h.get_marker() for h in legend.legend_handles][2:] == ["o", "s"]
+    plots.plot_accuracy(results, tmp_path)
+    top1 = figures[-1].axes[0]
+    styles = [(line.get_color(), line.get_marker(), line.get_linestyle()) for line in top1.lines[:4]]
+    assert styles == [("#1f77b4", "o", "-"), ("#ff7f0e", "o", "-"), ("#1f77b4", "s", "--"), ("#ff7f0e", "s", "--")]
+    legend = top1.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["googlenet", "v3", "seed 0", "seed 7", "target 11%"]
+    assert [(h.get_marker(), h.get_linestyle()) for h in legend.legend_handles][2:4] == [("o", "-"), ("s", "--")]
+    # one seed: one entry per variant, as before
+    plots.plot_accuracy(dict(runs=runs[:2], seeds=[0]), tmp_path)
+    assert [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()] == ["googlenet", "v3"]
+
+
+def test_resume_starts_failed_runs_again(engine, tmp_path, capsys):
+    # a failed run (out of memory) was "kept from before (failed)" on every --resume, exit 1, and
+    # nothing said how to run it again
+    out = tmp_path / "lab"
+    engine.fates.update({"inception_v3": "raise", "bn_inception": "diverge"})
+    argv = ["compare", "--models", "googlenet,inception_v3,bn_inception", "--steps", "40", *SMALL_ARGS,
+            "--out", str(out)]
+    assert main(argv) == 1
+    assert f"1 of 3 run(s) failed (inception_v3); their reasons are in the report; start them again with " \
+           f"inceptionlab compare --resume {out}; exit status 1" in capsys.readouterr().out
+    assert run_state(out / "runs" / "inception_v3") == "failed" and run_state(out / "runs" / "bn_inception") == "done"
+    del engine.fates["inception_v3"]
+    assert main(["compare", "--resume", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "inception_v3 (stem=low_res, depth_multiplier=0.125, min_depth=8) - failed before (RuntimeError: CUDA " \
+           "out of memory (fake)); starting it again" in printed
+    assert "bn_inception (stem=low_res, depth_multiplier=0.125, min_depth=8) - kept from before (diverged" in printed
+    assert engine.calls[3:] == [("inception_v3", "new")]  # the diverged run is a result, kept
+    results = json.loads((out / "results.json").read_text())
+    assert [r["status"] for r in results["runs"]] == ["finished", "finished", "diverged"]
+    # a run whose engine wrote the failure itself (summary.json status "failed") starts again too
+    write_fake_run(out / "runs" / "googlenet", status="failed", message="RuntimeError: bad image")
+    assert run_state(out / "runs" / "googlenet") == "failed"
+    assert main(["compare", "--resume", str(out)]) == 0
+    assert "googlenet (stem=low_res, depth_multiplier=0.125, min_depth=8) - failed before (RuntimeError: bad " \
+           "image); starting it again" in capsys.readouterr().out
+    assert engine.calls[4:] == [("googlenet", "new")]
+
+
+def test_overwrite_keeps_a_users_files_in_runs(engine, tmp_path, capsys):
+    # --overwrite deleted the whole runs/ folder, runs/mystuff/keep.txt with it
+    lab = tmp_path / "lab"
+    argv = ["compare", "--steps", "5", *SMALL_ARGS, "--out", str(lab)]
+    assert main(argv + ["--models", "googlenet,inception_v3"]) == 0
+    (lab / "runs" / "mystuff").mkdir()
+    (lab / "runs" / "mystuff" / "keep.txt").write_text("mine")
+    (lab / "runs" / "notes.txt").write_text("mine too")
+    assert main(argv + ["--models", "bn_inception", "--overwrite"]) == 0
+    assert sorted(p.name for p in (lab / "runs").iterdir()) == ["bn_inception", "mystuff", "notes.txt"]
+    assert (lab / "runs" / "mystuff" / "keep.txt").read_text() == "mine"
+    # the demo starts its folder over the same way
+    demo = tmp_path / "demo"
+    assert main(["demo", "--steps", "1", "--models", "googlenet", "--out", str(demo)]) == 0
+    (demo / "runs" / "keep.txt").write_text("mine")
+    assert main(["demo", "--steps", "1", "--models", "inception_v3", "--out", str(demo)]) == 0
+    assert sorted(p.name for p in (demo / "runs").iterdir()) == ["inception_v3", "keep.txt"]
+
+
+def test_a_refused_study_says_only_why(engine, tmp_path, capsys):
+    # study aux --out <a compare> printed the study's claim, then refused
+    from inceptionlab.lab import get_study
+
+    lab = tmp_path / "lab"
+    run_plan(plan_of("googlenet"), lab, log=lambda line: None)
+    assert main(["study", "aux", "--out", str(lab), "--steps", "2"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"inceptionlab study: error: {lab} already holds a compare")
+    assert main(["study", "aux", "--out", str(tmp_path / "aux"), "--steps", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    study = get_study("aux")
+    assert lines[0] == f"claim ({study.paper}): {study.claim}" and " run(s), steps 2 each, on " in lines[1]
+    assert sum(line.startswith("claim (") for line in lines) == 1

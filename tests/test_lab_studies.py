@@ -480,7 +480,7 @@ def test_residual_verdict_weighs_noise_validation_blowups_and_a_missing_target()
 
 
 def test_learned_beyond_chance_scales_with_the_validation_images():
-    # 17% of 50 images is 8.5 right against 5 by chance: no learning (the bar was chance + 5 points, whatever the images)
+    # 17% of 50 images is 8.5 right against 5 by chance: no learning (the bar was chance + 5 points on any number)
     grid = get_study("grid_reduction")
     runs = {"efficient": dict(macs=100, best_top1=17.0), "pool_then_conv": dict(macs=80, best_top1=10.0),
             "conv_then_pool": dict(macs=300, best_top1=17.0)}

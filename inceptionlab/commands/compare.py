@@ -4,7 +4,7 @@
         --model-kwargs stem=low_res depth_multiplier=0.25
     inceptionlab compare --variant bn:bn_inception --variant no_bn:bn_inception:norm=false,lr=0.01 ...
     inceptionlab compare --plan plan.yaml --out lab/mine
-    inceptionlab compare --resume lab/mine          # after an interruption
+    inceptionlab compare --resume lab/mine          # after an interruption, or to start failed runs again
 """
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", help="a YAML plan file (command-line options override its shared values; "
                                        "a run's own values in the file still win for that run)")
     parser.add_argument("--out", help="lab folder for the runs and the report (default: lab/compare)")
-    parser.add_argument("--resume", metavar="LAB_DIR", help="continue an interrupted compare")
+    parser.add_argument("--resume", metavar="LAB_DIR", help="continue an interrupted compare (failed runs start "
+                                                           "again; finished ones are kept)")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a compare")
     parser.add_argument("--title", help="the report's title")
     add_budget_arguments(parser)
@@ -114,7 +115,9 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def finish(results: dict, lab_dir) -> int:
+def finish(results: dict, lab_dir, retry_with: str | None = None) -> int:
+    """Prints the table and where the report is; 1 when a run failed (``retry_with``: the command that
+    starts the failed runs again), else 0."""
     from pathlib import Path
 
     from inceptionlab.lab.report import terminal_table
@@ -125,7 +128,7 @@ def finish(results: dict, lab_dir) -> int:
     failed = [r["name"] for r in results["runs"] if r.get("status") == "failed"]
     if failed:  # a diverged run is a result; a run that raised is not, and scripts must see it
         print(f"{len(failed)} of {len(results['runs'])} run(s) failed ({', '.join(failed)}); their reasons are "
-              f"in the report; exit status 1")
+              f"in the report" + (f"; start them again with {retry_with}" if retry_with else "") + "; exit status 1")
         return 1
     return 0
 
@@ -145,8 +148,9 @@ def run(args) -> int:
         refuse_with_resume(args, models=args.models, variant=args.variant, plan=args.plan, title=args.title,
                            overwrite=args.overwrite)
         plan = load_lab(args.resume)
-        return finish(run_plan(plan, args.resume, resume=True, quiet_runs=args.quiet,
-                               resume_hint=f"inceptionlab compare --resume {args.resume}"), args.resume)
+        hint = f"inceptionlab compare --resume {args.resume}"
+        return finish(run_plan(plan, args.resume, resume=True, quiet_runs=args.quiet, resume_hint=hint),
+                      args.resume, retry_with=hint)
     from inceptionlab.train.config import read_yaml
 
     values = read_yaml(args.plan, "plan file") if args.plan else {}
@@ -166,5 +170,6 @@ def run(args) -> int:
     plan = Plan.from_dict(values, where=where, train_where="--set")
     plan.variants += [parse_variant(text) for text in args.variant]
     out = args.out or "lab/compare"
-    return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet,
-                           resume_hint=f"inceptionlab compare --resume {out}"), out)
+    hint = f"inceptionlab compare --resume {out}"
+    return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet, resume_hint=hint), out,
+                  retry_with=hint)

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="switches for every model, e.g. depth_multiplier=0.25")
     parser.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", dest="settings",
                         help="training settings, e.g. --set img_size=96 limit_per_class=50")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out (failed runs "
+                                                              "start again)")
     parser.add_argument("--quiet", action="store_true", help="print only evaluations and the end of each run")
 
 
@@ -48,7 +49,7 @@ def run(args) -> int:
             raise UserError(f"--resume continues the demo saved in {args.out}; drop {given[0]} (to change it, "
                             f"run the demo again without --resume)")
         return finish(run_plan(load_lab(args.out), args.out, resume=True, quiet_runs=args.quiet,
-                               resume_hint=hint), args.out)
+                               resume_hint=hint), args.out, retry_with=hint)
     if holds_other_lab(args.out):
         raise UserError(f"{args.out} holds a compare or a study, which the demo (it starts its folder over) "
                         f"would delete; pass another --out")
@@ -59,4 +60,5 @@ def run(args) -> int:
                      seeds=parse_seeds(args.seeds if args.seeds is not None else 1),
                      model_kwargs=parse_assignments(args.model_kwargs, "model switch"),
                      train=parse_assignments(args.settings, "setting"))
-    return finish(run_plan(plan, args.out, overwrite=True, quiet_runs=args.quiet, resume_hint=hint), args.out)
+    return finish(run_plan(plan, args.out, overwrite=True, quiet_runs=args.quiet, resume_hint=hint), args.out,
+                  retry_with=hint)

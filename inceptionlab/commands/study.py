@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the studies and their claims")
     parser.add_argument("--model", help="the model a one-model study varies (default inception_v3)")
     parser.add_argument("--out", help="lab folder (default: lab/<study>)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted study in --out")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted study in --out (failed runs "
+                                                              "start again)")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a study")
     add_budget_arguments(parser)
     add_shared_arguments(parser)
@@ -43,7 +44,7 @@ def run(args) -> int:
         plan = load_lab(out)
         if plan.study != study.name:
             raise UserError(f"{out} holds {plan.study or 'a compare'}, not the {study.name} study")
-        return finish(run_plan(plan, out, resume=True, quiet_runs=args.quiet, resume_hint=hint), out)
-    plan = study_plan(study, plan_values(args), model=args.model)
-    print(f"claim ({study.paper}): {study.claim}")
-    return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet, resume_hint=hint), out)
+        return finish(run_plan(plan, out, resume=True, quiet_runs=args.quiet, resume_hint=hint), out, retry_with=hint)
+    plan = study_plan(study, plan_values(args), model=args.model)  # (run_plan says the claim, once it is checked)
+    return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet, resume_hint=hint), out,
+                  retry_with=hint)

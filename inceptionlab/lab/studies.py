@@ -237,11 +237,11 @@ def _judged(verdict: str, diff: float, tol: float, numbers: dict) -> dict:
     return dict(verdict=verdict, supported=supported, numbers=numbers)
 
 
-def _sped_up(verdict: str, faster: bool | None, race: dict, rest: str | None, numbers: dict) -> dict:
+def _sped_up(verdict: str, faster: bool | None, compared: dict, rest: str | None, numbers: dict) -> dict:
     """A claim of a speed-up and more: yes only when the speed-up is beyond the noise and ``rest`` (why the rest
     of the claim is not borne out, or None) is None; no when the other arm was faster beyond the noise."""
     if faster is None:
-        if race:  # (without numbers the sentence names the missing evaluation)
+        if compared:  # (no numbers compared: the sentence names the missing evaluation)
             verdict += " The difference is within the noise of this budget."
         return dict(verdict=verdict, supported=None, numbers=numbers)
     if faster and rest:
@@ -544,7 +544,8 @@ def _stability(results: dict, name: str) -> tuple[bool | None, str, dict]:
     guessing, ln classes), which its final training loss hides (None: it did not run to its end); the words
     ("finished (final training loss 0.512; validation loss worst 2.31, final 2.29)") and the numbers."""
     status = _status(results, name)
-    losses = [m["val_loss"] for r in results["runs"] if r["variant"] == name and r.get("status") in ("finished", "diverged")
+    losses = [m["val_loss"] for r in results["runs"]
+              if r["variant"] == name and r.get("status") in ("finished", "diverged")
               for m in r.get("metrics") or [] if m.get("val_loss") is not None]
     worst = max((v if math.isfinite(v) else math.inf for v in losses), default=None)
     numbers = dict(final_train_loss=_mean(results, name, "final_train_loss", required=False), worst_val_loss=worst,

@@ -105,9 +105,7 @@ class TrainConfig:
         for key, value in values.items():
             name = str(key).replace("-", "_")
             if name not in known:
-                hint = closest(name, known)
-                raise UserError(f"{where} has an unknown key {key!r}" + (f"; did you mean {hint}?" if hint
-                                else f"; keys are {', '.join(sorted(known))}"))
+                raise UserError(f"{where} has an unknown key {key!r}" + setting_hint(name, known))
             clean[name] = value
         if isinstance(clean.get("crop_scale"), list):
             clean["crop_scale"] = tuple(clean["crop_scale"])
@@ -316,6 +314,24 @@ def parse_value(text: str) -> Any:
         return load_yaml(text) if text else None
     except yaml.YAMLError:
         return text
+
+
+# the names other trainers give these settings (closest() took learning_rate for decay_rate)
+SETTING_ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "label_smoothing": "smoothing",
+                   "optimizer": "opt", "scheduler": "sched", "schedule": "sched", "lr_schedule": "sched",
+                   "bs": "batch_size", "batch": "batch_size", "num_workers": "workers", "warmup": "warmup_steps",
+                   "warmup_epochs": "warmup_steps", "ema": "ema_decay", "model_ema_decay": "ema_decay",
+                   "clip": "clip_grad", "grad_clip": "clip_grad", "max_grad_norm": "clip_grad",
+                   "image_size": "img_size", "input_size": "img_size", "epoch": "epochs", "max_steps": "steps",
+                   "channels_last_memory": "channels_last", "mixed_precision": "amp", "precision": "amp"}
+
+
+def setting_hint(name: str, known) -> str:
+    """"; did you mean lr?" for an unknown training setting: the usual other name for it first,
+    then the closest spellings, else the list of settings."""
+    alias = SETTING_ALIASES.get(str(name).lower().replace("-", "_"))
+    hint = alias if alias in known else closest(str(name), known)
+    return f"; did you mean {hint}?" if hint else f"; settings are {', '.join(sorted(known))}"
 
 
 def parse_assignments(items, what: str = "model switch") -> dict:
