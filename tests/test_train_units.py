@@ -248,8 +248,8 @@ def test_yaml_unknown_key_and_value_parsing(tmp_path):
     path.write_text("model: inception_v3\nbatch-size: 16\nlearning_rate: 0.1\n")
     with pytest.raises(UserError, match=r"unknown key 'learning_rate'; did you mean lr\?$"):  # (it said decay_rate)
         TrainConfig.from_yaml(path)
-    path.write_text("frobnicate: 1\n")  # nothing close: the settings are listed
-    with pytest.raises(UserError, match=r"unknown key 'frobnicate'; settings are amp, augment, aux_weight, "):
+    path.write_text("qqqq: 1\n")  # nothing close: the settings are listed
+    with pytest.raises(UserError, match=r"unknown key 'qqqq'; settings are amp, augment, aux_weight, "):
         TrainConfig.from_yaml(path)
     path.write_text("model: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):

@@ -5,6 +5,7 @@
     inceptionlab compare --variant bn:bn_inception --variant no_bn:bn_inception:norm=false,lr=0.01 ...
     inceptionlab compare --plan plan.yaml --out lab/mine
     inceptionlab compare --resume lab/mine          # after an interruption, or to start failed runs again
+    inceptionlab compare --resume lab/mine --steps 1000   # every run extended to a larger budget
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "a run's own values in the file still win for that run)")
     parser.add_argument("--out", help="lab folder for the runs and the report (default: lab/compare)")
     parser.add_argument("--resume", metavar="LAB_DIR", help="continue an interrupted compare (failed runs start "
-                                                           "again; finished ones are kept)")
+                                                           "again; finished ones are kept, or extended to a larger "
+                                                           "--steps/--epochs/--minutes)")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a compare")
     parser.add_argument("--title", help="the report's title")
     add_budget_arguments(parser)
@@ -80,19 +82,21 @@ def plan_values(args) -> dict:
     return values
 
 
-def refuse_with_resume(args, **more) -> None:
+def refuse_with_resume(args, extends: bool = False, **more) -> None:
     """--resume continues the plan saved in the lab folder: any option that would change it is an
-    error rather than silently ignored."""
+    error rather than silently ignored (``extends``: but for a new budget, which extends the runs)."""
     from inceptionlab.errors import UserError
+    from inceptionlab.lab.plan import BUDGET_KEYS
 
     values = plan_values(args)
     flagged = {name for name, _, _ in SETTING_FLAGS}
-    given = [f"--{k}" for k in values if k not in ("train", "model_kwargs")]
+    given = [f"--{k}" for k in values if k not in ("train", "model_kwargs") and not (extends and k in BUDGET_KEYS)]
     given += [f"--{k.replace('_', '-')}" if k in flagged else f"--set {k}=" for k in values.get("train", {})]
     given += ["--model-kwargs"] * ("model_kwargs" in values) + [f"--{k}" for k, v in more.items() if v]
     if given:
         raise UserError(f"--resume continues the plan saved in the lab folder; drop {given[0]} "
-                        f"(to change the plan, start over with --overwrite)")
+                        + ("(only --epochs, --steps and --minutes may change: a larger budget extends every run; "
+                           if extends else "(") + "to change the plan, start over with --overwrite)")
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -139,15 +143,19 @@ def run(args) -> int:
     from inceptionlab.errors import UserError
     from inceptionlab.lab import Plan, load_lab, parse_variant, run_plan
     from inceptionlab.lab.demo import SMALL_TRAIN
+    from inceptionlab.lab.plan import BUDGET_KEYS
 
     if args.resume:
         from pathlib import Path
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():  # it was ignored
             raise UserError(f"--resume {args.resume} continues the lab in that folder; drop --out {args.out} "
                             f"(copy the lab folder first to continue it elsewhere)")
-        refuse_with_resume(args, models=args.models, variant=args.variant, plan=args.plan, title=args.title,
-                           overwrite=args.overwrite)
+        refuse_with_resume(args, extends=True, models=args.models, variant=args.variant, plan=args.plan,
+                           title=args.title, overwrite=args.overwrite)
         plan = load_lab(args.resume)
+        budget = {k: v for k, v in plan_values(args).items() if k in BUDGET_KEYS}
+        if budget:  # a finished lab extended: every run that shares the budget goes on to the new one
+            plan.budget = budget
         hint = f"inceptionlab compare --resume {args.resume}"
         return finish(run_plan(plan, args.resume, resume=True, quiet_runs=args.quiet, resume_hint=hint),
                       args.resume, retry_with=hint)

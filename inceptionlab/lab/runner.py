@@ -11,7 +11,8 @@ A lab directory::
 A run that fails (diverges, runs out of memory, raises) is recorded with its reason and the
 others still run. An interrupted compare continues with ``run_plan(load_lab(d), d, resume=True)``:
 finished and diverged runs are kept, an interrupted run resumes from its latest checkpoint, and
-failed runs and runs that never started start (again).
+failed runs and runs that never started start (again). A plan whose budget was raised (``compare
+--resume LAB --steps N``) extends its finished and interrupted runs from their checkpoints.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from typing import Callable
 
 from inceptionlab.errors import UserError
 from inceptionlab.files import why_not_writable
-from inceptionlab.lab.plan import Plan, PlanCheck, RunSpec, check_plan
+from inceptionlab.lab.plan import BUDGET_KEYS, Plan, PlanCheck, RunSpec, check_plan
 from inceptionlab.lab.results import CALIBRATION_FILE, DONE_STATUSES, FAILURE_FILE
 
 PLAN_FILE = "plan.yaml"
@@ -48,6 +49,12 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
     lab_dir = Path(lab_dir)
     check = check_plan(plan)
     if resume:
+        _check_extensions(plan, lab_dir)
+        if plan.to_dict() != load_lab(lab_dir).to_dict():  # a new budget: later resumes continue with it
+            try:
+                plan.write_yaml(lab_dir / PLAN_FILE)
+            except OSError as exc:
+                raise UserError(f"cannot write to {lab_dir}: {why_not_writable(lab_dir, exc)}") from None
         return check
     is_lab = (lab_dir / PLAN_FILE).is_file()
     if not is_lab:  # someone's folder: --overwrite must not delete what a lab did not write
@@ -90,6 +97,54 @@ def _lab_run_names(lab_dir: Path, plan: Plan) -> list[str]:
     except UserError:  # an unreadable plan: its runs cannot be told from a user's folders, so they stay
         held = []
     return list(dict.fromkeys(held + [run.name for run in plan.runs()]))
+
+
+def run_budget(run: RunSpec) -> dict:
+    """The run's budget as the plan gives it (the shared one, or the run's own)."""
+    return {key: run.train[key] for key in BUDGET_KEYS if run.train.get(key) is not None}
+
+
+def _saved_budget(run_dir: Path) -> dict | None:
+    """The budget the run was last trained under (its config.yaml), or None where that is not recorded."""
+    from inceptionlab.train.config import read_yaml
+
+    try:
+        saved = read_yaml(run_dir / "config.yaml")
+    except (UserError, OSError):
+        return None
+    if not isinstance(saved, dict) or not any(key in saved for key in BUDGET_KEYS):
+        return None
+    return {key: saved[key] for key in BUDGET_KEYS if saved.get(key) is not None}
+
+
+def _to_extend(run: RunSpec, run_dir: Path) -> dict | None:
+    """The run's new budget where the plan's differs from the one it trained under and it finished or
+    was interrupted (a diverged run is a result; a failed one starts again under the plan's)."""
+    saved = _saved_budget(run_dir)
+    if (saved is None or saved == run_budget(run) or run_state(run_dir) not in ("done", "partial")
+            or _summary(run_dir).get("status") == "diverged"):
+        return None
+    return run_budget(run)
+
+
+def _check_extensions(plan: Plan, lab_dir: Path) -> None:
+    """A new budget must lie beyond what every run it extends has done (UserError before anything runs)."""
+    for run in plan.runs():
+        run_dir = lab_dir / "runs" / run.name
+        budget = _to_extend(run, run_dir)
+        summary = _summary(run_dir)
+        if budget is None or summary.get("steps") is None:  # (killed before its summary: the engine checks)
+            continue
+        done = {"steps": summary.get("steps"), "epochs": summary.get("epochs"),
+                "minutes": (summary.get("seconds") or 0) / 60}
+        if any(done[key] is not None and done[key] >= value for key, value in budget.items()):
+            raise UserError(f"run {run.name} is already at step {done['steps']} (epoch {done['epochs']:g}, "
+                            f"{done['minutes']:.2f} minutes), which {_budget_text(budget)} does not extend; pass a "
+                            f"budget beyond that")
+
+
+def _budget_text(budget: dict) -> str:
+    return ", ".join(f"{key} {value:g}" for key, value in budget.items())
 
 
 def run_state(run_dir: Path) -> str:
@@ -137,13 +192,16 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
             run_dir = lab_dir / "runs" / run.name
             state = run_state(run_dir)
             head = f"[{i}/{len(runs)}] {run.name}: {describe_run(run)}"
-            if state == "done":
+            extend = _to_extend(run, run_dir) if resume else None
+            if state == "done" and extend is None:
                 log(f"{head} - kept from before ({_status_text(run_dir)})")
             else:
-                log(f"{head}" + {"partial": " - resuming from its checkpoint", "new": "",
-                                 "failed": f" - failed before ({_failure_message(run_dir)}); starting it again"}[state])
-                _train_one(run, run_dir, plan, resume=state == "partial", log=log, quiet=quiet_runs,
-                           continue_with=continue_with)
+                log(f"{head}" + {"partial": " - resuming from its checkpoint", "new": "", "done": "",
+                                 "failed": f" - failed before ({_failure_message(run_dir)}); starting it again"}[state]
+                    + (f" - extending its budget: {_budget_text(_saved_budget(run_dir))} -> {_budget_text(extend)}"
+                       if extend else ""))
+                _train_one(run, run_dir, plan, resume=state in ("partial", "done"), budget=extend, log=log,
+                           quiet=quiet_runs, continue_with=continue_with)
             _measure_one(run, run_dir, check)
             if calibrate:
                 _calibrate_one(run_dir, log)
@@ -181,13 +239,15 @@ class _SigtermInterrupts:
 
 
 def _train_one(run: RunSpec, run_dir: Path, plan: Plan, *, resume: bool, log, quiet: bool,
-               continue_with: str | None = None) -> None:
+               continue_with: str | None = None, budget: dict | None = None) -> None:
+    """Trains (or resumes, under ``budget`` when it is a new one) one run; a failure is recorded, not raised."""
     from inceptionlab.train import train
 
     if not resume and run_dir.exists():  # an attempt that failed, or died before its first checkpoint
         shutil.rmtree(run_dir)
+    new_budget = {"budget": budget} if budget else {}
     try:  # a run stopped by a signal names the lab's command to continue (its own had left the rest undone)
-        summary = (train(resume=run_dir, continue_with=continue_with) if resume
+        summary = (train(resume=run_dir, continue_with=continue_with, **new_budget) if resume
                    else train(run.config(run_dir, plan.data, quiet=quiet), continue_with=continue_with))
     except KeyboardInterrupt:
         raise
