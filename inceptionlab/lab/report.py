@@ -31,7 +31,8 @@ def make_report(plan: Plan, lab_dir, data_source: str | None = None, val_images:
 
     lab_dir = Path(lab_dir)
     study = get_study(plan.study) if plan.study else None
-    results = collect(plan, lab_dir, data_source=data_source, target_fn=study.target if study else None)
+    results = collect(plan, lab_dir, data_source=data_source, target_fn=study.target if study else None,
+                      val_images=val_images)
     results.update(val_images=val_images, classes=classes)
     results["created"] = datetime.datetime.now().isoformat(timespec="seconds")
     if study is not None:
