@@ -284,6 +284,20 @@ def test_1001_class_files_of_our_layout(tmp_path):
 
 
 # ------------------------------------------------------------------ our own format
+def test_weights_of_a_run_name_the_switch_they_were_trained_with(tmp_path):
+    # config.json holds the switches given; a changed factorize_nxn, factorize_5x5 or norm was
+    # "0 missing keys (-), 65 unexpected (...); check the model name and switches (...)"
+    small = dict(num_classes=3, stem="low_res", depth_multiplier=0.125, min_depth=8)
+    create_model("inception_v3", **small).save_pretrained(tmp_path / "run", classes=["a", "b", "c"])
+    weights, config = tmp_path / "run" / "model.safetensors", tmp_path / "run" / "config.json"
+    for switch, fix in (("factorize_nxn", "the default factorize_nxn .*: leave factorize_nxn out"),
+                        ("factorize_5x5", "the default factorize_5x5 .*: leave factorize_5x5 out"),
+                        ("norm", "norm=True .*: pass --model-kwargs norm=True")):
+        with pytest.raises(UserError, match=rf"does not fit inception_v3: .*; the weights were trained with {fix}$") as info:
+            create_model("inception_v3", weights=weights, **small, **{switch: False})
+        assert f"({config})" in str(info.value)
+
+
 def test_save_pretrained_restores_exactly(tmp_path):
     model = create_model("inception_resnet_v1", num_classes=4, depth_multiplier=0.2, min_depth=8,
                          stem="low_res", embedding_dim=32, residual_scale=0.3)

@@ -317,9 +317,41 @@ def _match(theirs: list, ours: list, what: str, path, model, fix: str | None = N
             # weights of a gray (or other-channel) model: the hint had listed every switch but this one
             fix = (f"the file's first convolution takes {t_shape[1]} input channel{'s' * (t_shape[1] != 1)}, "
                    f"the model's {o_shape[1]}: pass in_chans={t_shape[1]}")
-    fix = fix or _fix_for(theirs if what == "body" else None, model)
+    fix = fix or _switches_of_the_run(path, model) or _fix_for(theirs if what == "body" else None, model)
     raise UserError(f"{path} does not fit {model_name}: {count}; first difference at tensor {first}: "
                     f"{' vs '.join(where)}; {fix}")
+
+
+def _switches_of_the_run(path, model) -> str:
+    """For weights that training or save_pretrained wrote (a config.json beside them): the switches
+    they were trained with that this model differs in, as the fix. config.json holds only the
+    switches given, so both sides are compared in full (factorize_nxn=false into a run of the
+    default said only "check the model name and switches")."""
+    folder = _saved_folder(path) if path != IN_MEMORY and Path(path).exists() else None
+    if folder is None or not hasattr(model, "switches"):
+        return ""
+    import dataclasses
+
+    from inceptionlab.models.registry import create_model, model_entry
+    try:
+        config = saved_config(folder)
+        with torch.device("meta"):
+            trained = create_model(config["architecture"], **config["switches"])
+        names = set(model_entry(config["architecture"]).switches) - {"num_classes", "drop_rate", "in_chans"}
+    except (UserError, TypeError, ValueError):
+        return ""
+    if _arch(trained) != _arch(model):
+        return ""
+    theirs, ours = dataclasses.asdict(trained.switches), dataclasses.asdict(model.switches)
+    differ = [k for k in sorted(names & set(theirs)) if theirs[k] != ours.get(k)]
+    given = [f"{k}={theirs[k]}" for k in differ if theirs[k] is not None]
+    default = [k for k in differ if theirs[k] is None]  # (None: the family's own choice)
+    if not differ:
+        return ""
+    fixes = ([f"pass --model-kwargs {' '.join(given)}"] if given else []) + (
+        [f"leave {' and '.join(default)} out"] if default else [])
+    return (f"the weights were trained with {', '.join(given + [f'the default {k}' for k in default])} "
+            f"({folder / 'config.json'}): {' and '.join(fixes)}")
 
 
 def _fix_for(body: list | None, model, ours: bool = False) -> str:
@@ -448,7 +480,8 @@ def _map_ours(model, state: dict, path) -> dict:
     if missing or unexpected:
         raise UserError(f"{path} does not fit {model.name}: {len(missing)} missing keys "
                         f"({', '.join(missing[:2]) or '-'}), {len(unexpected)} unexpected "
-                        f"({', '.join(unexpected[:2]) or '-'}); {_fix_for(t_body, model, ours=True)}")
+                        f"({', '.join(unexpected[:2]) or '-'}); "
+                        f"{_switches_of_the_run(path, model) or _fix_for(t_body, model, ours=True)}")
     mapped = {k: v for k, v in state.items() if k in ours and not skip(k) and k.startswith("blocks.")}
     shapes_fit = all(theirs_body[k].shape == v.shape for k, v in o_body)
     _match([(k, theirs_body[k]) for k, _ in o_body], o_body, "body", path, model,
