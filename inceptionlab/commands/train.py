@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--val-limit-per-class", type=int, default=S,
                       help="at most this many validation images per class (a quick look at a large test folder)")
     data.add_argument("--strict", action="store_true", default=S, help="an unreadable image is an error")
-    data.add_argument("--workers", type=int, default=S, help="data-loading processes (default: 0, decode in the training process)")
+    data.add_argument("--workers", type=int, default=S, help="data-loading processes (default: 0, decode in the training process); each "
+                      "draws its own random crops, so another count gives other crops (the same order)")
     data.add_argument("--no-augment", dest="augment", action="store_false", default=S,
                       help="train on the evaluation crop (no random crop or flip)")
     data.add_argument("--crop-scale", type=float, nargs=2, default=S, metavar=("LOW", "HIGH"),
