@@ -72,7 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--clip-grad", type=float, default=S, help="max gradient norm (2.0 with rmsprop_tf; 0 = off)")
     opt.add_argument("--ema-decay", type=float, default=S, help="e.g. 0.9999: evaluate the averaged weights")
     opt.add_argument("--freeze-bn", action="store_true", default=S,
-                     help="keep BN statistics fixed (fine-tuning with small batches)")
+                     help="keep every batch norm fixed, its statistics and its scale and shift (fine-tuning "
+                          "with small batches)")
     opt.add_argument("--freeze-until", default=S, metavar="BLOCK",
                      help="fine-tuning: keep every block up to and including BLOCK fixed (e.g. mixed_6e)")
     speed = parser.add_argument_group("speed")
