@@ -298,6 +298,26 @@ def test_weights_of_a_run_name_the_switch_they_were_trained_with(tmp_path):
         assert f"({config})" in str(info.value)
 
 
+def test_reference_weights_in_a_network_that_uses_them_otherwise_warn(tmp_path):
+    # grid_reduction, avg_pool_count_pad and residual_scale keep every tensor's shape: torchvision's
+    # weights loaded without a word into a network whose logits were 1e5 away from torchvision's
+    import warnings
+
+    import torchvision
+    torch.save(torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False).state_dict(),
+               tmp_path / "tv.pth")
+    for switches, warned in (({}, None), ({"stem": "low_res"}, None),
+                             ({"grid_reduction": "pool_then_conv"}, "grid_reduction=pool_then_conv"),
+                             ({"avg_pool_count_pad": False}, "avg_pool_count_pad=False")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            create_model("inception_v3", weights=tmp_path / "tv.pth", **switches)
+        messages = [str(w.message) for w in caught if "reference network" in str(w.message)]
+        assert messages == ([] if warned is None else [
+            f"{tmp_path / 'tv.pth'} holds the reference network's weights, and this model has {warned}, which uses "
+            f"them in another network: its outputs are not the reference's until it is trained"]), switches
+
+
 def test_save_pretrained_restores_exactly(tmp_path):
     model = create_model("inception_resnet_v1", num_classes=4, depth_multiplier=0.2, min_depth=8,
                          stem="low_res", embedding_dim=32, residual_scale=0.3)

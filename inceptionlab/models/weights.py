@@ -538,6 +538,34 @@ def load_weights(model, path) -> None:
         raise UserError(f"{path} lacks {n} tensor{'s' * (n != 1)} the model needs{which}: {fix}") from None
     model.load_state_dict(mapped, strict=False)
     apply_convention(model, CONVENTIONS.get(layout, {}), path)
+    if layout != "ours":
+        _warn_of_other_computation(model, path)
+
+
+# switches that change what a network computes with the same tensors
+SAME_TENSORS_OTHER_NETWORK = ("grid_reduction", "avg_pool_count_pad", "residual_scale")
+
+
+def _warn_of_other_computation(model, path) -> None:
+    """A reference's weights fit a model whose grid reduction, padded-average pooling or residual
+    scale differs from the reference's, and it computes something else with them: said once (it
+    loaded without a word, and its logits were 1e5 away from the reference's)."""
+    if not hasattr(model, "switches"):
+        return
+    import dataclasses
+
+    from inceptionlab.models.registry import create_model
+    try:
+        with torch.device("meta"):
+            reference = create_model(_arch(model))
+    except (UserError, TypeError, ValueError):
+        return
+    theirs, ours = dataclasses.asdict(reference.switches), dataclasses.asdict(model.switches)
+    changed = [f"{k}={ours[k]}" for k in SAME_TENSORS_OTHER_NETWORK if k in ours and ours[k] != theirs.get(k)]
+    if changed:
+        warnings.warn(f"{path} holds the reference network's weights, and this model has {' '.join(changed)}, which "
+                      f"uses them in another network: its outputs are not the reference's until it is trained",
+                      stacklevel=3)
 
 
 def _lacking(model, state: dict, ours: bool) -> list[str]:
