@@ -10,6 +10,7 @@ import csv
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -480,7 +481,7 @@ def test_demo_settings_are_checked_and_a_compare_is_not_deleted(engine, tmp_path
 def test_resume_refuses_options_it_would_ignore(engine, tmp_path, capsys):
     lab = tmp_path / "lab"
     run_plan(plan_of("googlenet"), lab, log=lambda line: None)
-    for extra, flag in [(["--steps", "10"], "--steps"), (["--lr", "0.5"], "--lr"), (["--title", "x"], "--title"),
+    for extra, flag in [(["--lr", "0.5"], "--lr"), (["--title", "x"], "--title"),
                         (["--set", "warmup_steps=3"], "--set warmup_steps=")]:
         assert main(["compare", "--resume", str(lab)] + extra) == 2
         assert f"--resume continues the plan saved in the lab folder; drop {flag} " in capsys.readouterr().err
@@ -669,7 +670,7 @@ def test_fp16_on_a_cpu_is_refused_before_the_lab_starts(engine, tmp_path, capsys
         assert main(argv + ["--out", str(tmp_path / "lab")]) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"inceptionlab {argv[0]}: error: run ") and len(err.splitlines()) == 1, err
-        assert ": fp16 autocast needs a CUDA device; use --set amp=" in err, err
+        assert err.endswith(": fp16 autocast needs a CUDA device; use --set amp=bf16 on the CPU"), err
         assert name in err or argv[0] == "study"
     assert engine.calls == [] and not (tmp_path / "lab").exists()
 
@@ -816,3 +817,50 @@ def test_a_refused_study_says_only_why(engine, tmp_path, capsys):
     study = get_study("aux")
     assert lines[0] == f"claim ({study.paper}): {study.claim}" and " run(s), steps 2 each, on " in lines[1]
     assert sum(line.startswith("claim (") for line in lines) == 1
+
+
+def test_compare_resume_extends_the_budget_of_every_run(engine, tmp_path, capsys, monkeypatch):
+    # compare --resume LAB --steps N said "drop --steps", where train --resume RUN --steps N extends a run
+    import yaml
+
+    resumed = []
+
+    def with_budget(cfg=None, *, resume=None, budget=None, **kwargs):  # the engine's budget= on resume
+        run_dir = Path(cfg.out if cfg is not None else resume)
+        if cfg is not None:
+            summary = engine(cfg, **kwargs)
+            budget = {"epochs": cfg.epochs, "steps": cfg.steps, "minutes": cfg.minutes}
+        else:
+            resumed.append((run_dir.name, budget))
+            summary = engine(resume=resume, **kwargs)
+            budget = {key: (budget or {}).get(key) for key in ("epochs", "steps", "minutes")}
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({**saved, **budget}))  # as the engine records it
+        return summary
+
+    monkeypatch.setattr(train_module, "train", with_budget)
+    out = tmp_path / "lab"
+    engine.fates["bn_inception"] = "diverge"
+    assert main(["compare", "--models", "googlenet,bn_inception", "--steps", "40", *SMALL_ARGS,
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["compare", "--resume", str(out), "--steps", "30"]) == 2  # no extension: refused, nothing changed
+    assert capsys.readouterr().err.strip() == (
+        "inceptionlab compare: error: run googlenet is already at step 40 (epoch 4, 0.33 minutes), which steps 30 "
+        "does not extend; pass a budget beyond that")
+    assert load_lab(out).budget == {"steps": 40} and resumed == []
+    assert main(["compare", "--resume", str(out), "--steps", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "googlenet (stem=low_res, depth_multiplier=0.125, min_depth=8) - extending its budget: steps 40 -> " \
+           "steps 100" in printed
+    assert "bn_inception (stem=low_res, depth_multiplier=0.125, min_depth=8) - kept from before (diverged" in printed
+    assert resumed == [("googlenet", {"steps": 100})]  # a diverged run is a result: not extended
+    assert load_lab(out).budget == {"steps": 100}  # what a later --resume continues, and the report says
+    results = json.loads((out / "results.json").read_text())
+    assert results["budget"] == {"steps": 100} and results["runs"][0]["steps"] == 100
+    assert main(["compare", "--resume", str(out)]) == 0 and len(resumed) == 1  # nothing left to extend
+    assert "googlenet (stem=low_res, depth_multiplier=0.125, min_depth=8) - kept from before (finished" in \
+        capsys.readouterr().out
+    assert main(["compare", "--resume", str(out), "--steps", "200", "--lr", "0.1"]) == 2
+    assert "drop --lr (only --epochs, --steps and --minutes may change: a larger budget extends every run; to " \
+           "change the plan, start over with --overwrite)" in capsys.readouterr().err

@@ -204,7 +204,7 @@ def amp_dtype(amp, device: torch.device):
         return None
     if amp == "fp16":
         if device.type != "cuda":
-            raise UserError("fp16 autocast needs a CUDA device; use --amp (bf16) on the CPU")
+            raise UserError("fp16 autocast needs a CUDA device; use --amp bf16 on the CPU")
         return torch.float16
     if amp == "bf16" or device.type != "cuda":
         return torch.bfloat16
