@@ -8,13 +8,17 @@ from inceptionlab.errors import UserError
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "from_pretrained", "list_models", "model_card", "save_pretrained", "InceptionOutput",
-           "UserError", "optimize_for_inference", "__version__"]
+           "UserError", "optimize_for_inference", "count_macs", "model_summary", "format_summary",
+           "explain_factorization", "__version__"]
 
 # public name -> the module that defines it
 _LAZY = {"create_model": "inceptionlab.models", "list_models": "inceptionlab.models",
          "model_card": "inceptionlab.models", "InceptionOutput": "inceptionlab.models",
          "from_pretrained": "inceptionlab.models.weights", "save_pretrained": "inceptionlab.models.weights",
-         "optimize_for_inference": "inceptionlab.tools.fast"}  # the inference fast path
+         "optimize_for_inference": "inceptionlab.tools.fast",  # the inference fast path
+         # what `inceptionlab summary` prints, for a model in hand
+         "count_macs": "inceptionlab.tools.summary", "model_summary": "inceptionlab.tools.summary",
+         "format_summary": "inceptionlab.tools.summary", "explain_factorization": "inceptionlab.tools.summary"}
 
 
 def __getattr__(name: str):

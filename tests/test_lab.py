@@ -175,6 +175,8 @@ def test_cli_errors_are_one_line_and_nothing_trains(engine, tmp_path, capsys):
     good_plan.write_text("steps: 5\nmodels: [googlenet]\n")
     cases.append((["compare", "--plan", str(good_plan), "--set", "lrr=0.5"],
                   "error: --set has an unknown training setting 'lrr'; did you mean lr?"))
+    cases.append((["compare", "--plan", str(good_plan), "--set", "learning_rate=0.5"],  # (it offered decay_rate)
+                  "error: --set has an unknown training setting 'learning_rate'; did you mean lr?"))
     bad_train = tmp_path / "bad_train.yaml"
     bad_train.write_text("steps: 5\nmodels: [googlenet]\ntrain: {lrr: 0.5}\n")
     cases.append((["compare", "--plan", str(bad_train), "--set", "lr=0.5"],

@@ -73,6 +73,20 @@ def test_summary_rows_add_up_to_the_model():
     assert by_name["maxpool_3a_3x3"].macs == 0 and by_name["maxpool_3a_3x3"].params == 0
 
 
+def test_the_summary_is_public_api_and_names_a_missing_classifier():
+    import inceptionlab as il
+
+    assert {"count_macs", "model_summary", "format_summary", "explain_factorization"} <= set(il.__all__)
+    assert il.model_summary is model_summary and il.count_macs is count_macs
+    features = create_model("googlenet", num_classes=0, depth_multiplier=0.25)
+    rows = il.model_summary(features, 224)
+    # (it said "avg pool + fc 256->0" of the identity that num_classes=0 leaves)
+    assert rows[-1].kind == "avg pool, no classifier (num_classes=0)" and rows[-1].params == 0
+    assert "avg pool, no classifier (num_classes=0)" in il.format_summary(rows)
+    embedding = build_on_meta("inception_resnet_v1", num_classes=0, embedding_dim=128)
+    assert model_summary(embedding, 160)[-1].kind == "avg pool + embedding 1792->128, no classifier (num_classes=0)"
+
+
 @pytest.fixture(scope="module")
 def zoo_rows() -> list[dict]:
     """`zoo_summary()` of every model, computed once for the tests below (about 10 s here)."""

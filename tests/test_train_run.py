@@ -478,6 +478,15 @@ def test_an_input_too_small_for_the_aux_heads_is_refused_before_the_folder_is_to
     assert not (tmp_path / "run").exists()
 
 
+def test_weights_from_a_folder_that_holds_none_say_so(tmp_path):
+    # it said "weights file empty/model.safetensors does not exist", with no fix
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path / 'empty'))} holds no model.safetensors: it is "
+                                        r"not a folder that training or save_pretrained wrote; pass such a folder, or "
+                                        r"a weights file \(.safetensors/.pth/.pt\)$"):
+        train(tiny(tmp_path, weights=str(tmp_path / "empty")))
+
+
 def test_an_aux_weight_without_aux_heads_is_refused(tmp_path):
     # it was taken without a word, and summary.json said aux_weight 0.5
     with pytest.raises(UserError, match=r"^aux_weight 0.5 has no effect: inception_v3 has no aux heads here; add "

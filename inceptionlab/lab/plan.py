@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from inceptionlab.errors import UserError, closest
-from inceptionlab.train.config import parse_assignments
+from inceptionlab.train.config import parse_assignments, setting_hint
 
 BUDGET_KEYS = ("epochs", "steps", "minutes")
 # TrainConfig fields the lab sets itself, per run: a plan cannot set them
@@ -251,7 +251,7 @@ def _known_setting(key, settings, where: str) -> None:
                             f"(in a plan file, {key}: N at the top level or in a run)")
         if key in LAB_OWNED:
             raise UserError(f"{where}: {key!r} is set by the lab for every run and cannot be set here")
-        raise UserError(f"{where} has an unknown training setting {key!r}" + _hint(key, settings))
+        raise UserError(f"{where} has an unknown training setting {key!r}" + setting_hint(key, settings))
 
 
 def _hint(key, choices) -> str:

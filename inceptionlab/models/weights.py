@@ -123,7 +123,11 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
             f"{path / 'model.safetensors'} or the folder itself as the model (create_model('{path}'), "
             f"--model {path})" if saved else "the file inside it"))
     if not path.is_file():
-        raise UserError(f"weights file {path} does not exist")
+        if path.name == "model.safetensors" and path.parent.is_dir():  # a folder given: it was said of the file
+            raise UserError(f"{path.parent} holds no model.safetensors: it is not a folder that training or "
+                            f"save_pretrained wrote; pass such a folder, or a weights file (.safetensors/.pth/.pt)")
+        raise UserError(f"weights file {path} does not exist; pass a .safetensors/.pth/.pt file, or a folder that "
+                        f"training or save_pretrained wrote")
     exported = {".onnx": "an ONNX file", ".pt2": "a torch.export program"}.get(path.suffix.lower())
     if exported:
         raise UserError(f"{path} is {exported} (an export), not weights: pass the state dict it was exported "

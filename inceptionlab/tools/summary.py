@@ -185,10 +185,12 @@ def model_summary(model: nn.Module, size: int | None = None) -> list[Row]:
 def describe_head(model: nn.Module) -> str:
     """'avg pool + fc 2048->1000', with an embedding between where the head has one (IRv1's facenet head)."""
     embedding = getattr(model.head, "embedding", None)
-    if isinstance(embedding, nn.Linear):
-        return (f"avg pool + embedding {embedding.in_features}->{embedding.out_features} + fc "
-                f"{embedding.out_features}->{model.num_classes}")
-    return f"avg pool + fc {model.num_features}->{model.num_classes}"
+    pooled = (f"avg pool + embedding {embedding.in_features}->{embedding.out_features}"
+              if isinstance(embedding, nn.Linear) else "avg pool")
+    if not model.num_classes:  # (it said "fc 256->0" of the identity reset_classifier(0) leaves)
+        return f"{pooled}, no classifier (num_classes=0)"
+    width = embedding.out_features if isinstance(embedding, nn.Linear) else model.num_features
+    return f"{pooled} + fc {width}->{model.num_classes}"
 
 
 def totals(rows: list[Row]) -> dict:
