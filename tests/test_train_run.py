@@ -478,6 +478,25 @@ def test_an_input_too_small_for_the_aux_heads_is_refused_before_the_folder_is_to
     assert not (tmp_path / "run").exists()
 
 
+def test_aux_weight_takes_one_weight_per_head(tmp_path):
+    # InceptionLoss took a list, the config refused one ("aux_weight must be a finite number >= 0")
+    switches = dict(TINY, aux_logits=True)
+    size = create_model("googlenet", num_classes=10, **switches).min_train_size
+    common = dict(model="googlenet", steps=2, img_size=size, model_kwargs=switches)
+    same = train(tiny(tmp_path, "one", aux_weight=0.3, **common))
+    listed = train(tiny(tmp_path, "each", aux_weight=[0.3, 0.3], **common))
+    assert listed["aux_weight"] == [0.3, 0.3] and listed["final_train_loss"] == same["final_train_loss"]
+    assert [s["loss"] for s in read_steps(tmp_path / "each")] == [s["loss"] for s in read_steps(tmp_path / "one")]
+    other = train(tiny(tmp_path, "other", aux_weight=[0.3, 0.0], **common))
+    assert other["final_train_loss"] != same["final_train_loss"]
+    with pytest.raises(UserError, match=r"^aux_weight gives 3 weights for googlenet's 2 aux head\(s\); give one "
+                                        r"number for all, or one per head$"):
+        train(tiny(tmp_path, "three", aux_weight=[0.3, 0.3, 0.3], **common))
+    assert not (tmp_path / "three").exists()
+    with pytest.raises(UserError, match=r"aux_weight must be a finite number >= 0"):
+        train(tiny(tmp_path, "negative", aux_weight=[0.3, -1.0], **common))
+
+
 def test_weights_from_a_folder_that_holds_none_say_so(tmp_path):
     # it said "weights file empty/model.safetensors does not exist", with no fix
     (tmp_path / "empty").mkdir()

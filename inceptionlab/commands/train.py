@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     opt.add_argument("--warmup-steps", type=int, default=S, help="linear warm-up of the learning rate (default: 0)")
     opt.add_argument("--weight-decay", type=float, default=S, help="not applied to BN and biases")
     opt.add_argument("--smoothing", type=float, default=S, help="label smoothing; 0.1")
-    opt.add_argument("--aux-weight", type=float, default=S, help="0.3 per GoogLeNet head, 0.4 otherwise; only with the heads on (--model-kwargs aux_logits=true)")
+    opt.add_argument("--aux-weight", type=float, default=S, help="0.3 per GoogLeNet head, 0.4 otherwise; only with the heads on (--model-kwargs aux_logits=true); "
+                          "one per head in a --config file (aux_weight: [0.3, 0.1])")
     opt.add_argument("--clip-grad", type=float, default=S, help="max gradient norm (2.0 with rmsprop_tf; 0 = off)")
     opt.add_argument("--ema-decay", type=float, default=S, help="e.g. 0.9999: evaluate the averaged weights")
     opt.add_argument("--freeze-bn", action="store_true", default=S,

@@ -74,7 +74,7 @@ class TrainConfig:
     warmup_steps: int = 0
     weight_decay: float | None = None    # never applied to BN and bias parameters
     smoothing: float = 0.1
-    aux_weight: float | None = None      # None: 0.3 per GoogLeNet head, 0.4 for the others
+    aux_weight: float | list | None = None  # None: 0.3 per GoogLeNet head, 0.4 for the others; or one per head
     clip_grad: float | None = None       # max global gradient norm; 0 turns clipping off
     ema_decay: float | None = None       # e.g. 0.9999; evaluation then uses the averaged weights
     freeze_bn: bool = False              # BN keeps its running statistics and affine weights fixed
@@ -183,7 +183,13 @@ class TrainConfig:
         _check_int("warmup_steps", self.warmup_steps, 0, "e.g. --warmup-steps 500")
         _check_number("weight_decay", self.weight_decay, low=0, fix="e.g. 4e-5, or 0 for none")
         _check_number("smoothing", self.smoothing, low=0, high=1, high_open=True, fix="0.1 is the paper's")
-        _check_number("aux_weight", self.aux_weight, low=0, fix="0.3 for GoogLeNet, 0.4 for the others")
+        if isinstance(self.aux_weight, (list, tuple)):  # one per head, in depth order (InceptionLoss takes it)
+            if not self.aux_weight:
+                raise UserError("aux_weight is an empty list; give one number for every head, or one per head")
+            for weight in self.aux_weight:
+                _check_number("aux_weight", weight, low=0, fix="e.g. [0.3, 0.3] for GoogLeNet's two heads")
+        else:
+            _check_number("aux_weight", self.aux_weight, low=0, fix="0.3 for GoogLeNet, 0.4 for the others")
         _check_number("clip_grad", self.clip_grad, low=0, fix="2.0 is the paper's; 0 turns clipping off")
         _check_number("ema_decay", self.ema_decay, low=0, high=1, low_open=True, high_open=True,
                       fix="e.g. --ema-decay 0.9999")

@@ -232,8 +232,12 @@ class Trainer:
             from inceptionlab.models.finetune import blocks_until
             blocks_until(self.net, cfg.freeze_until)
         if cfg.aux_weight is not None and not self.net.has_aux:  # (it was taken, and written to summary.json)
-            raise UserError(f"aux_weight {cfg.aux_weight:g} has no effect: {cfg.model} has no aux heads here; add "
+            raise UserError(f"aux_weight {cfg.aux_weight} has no effect: {cfg.model} has no aux heads here; add "
                             f"--model-kwargs aux_logits=true, or leave aux_weight out")
+        heads = len(getattr(self.net, "aux_heads", ()))
+        if isinstance(cfg.aux_weight, (list, tuple)) and len(cfg.aux_weight) != heads:  # (found in the first step)
+            raise UserError(f"aux_weight gives {len(cfg.aux_weight)} weights for {cfg.model}'s {heads} aux head(s); "
+                            f"give one number for all, or one per head")
         self.started_over = False  # the --out of a run that had stopped before its first step, reused
         dist.on_main(lambda: self._prepare_out_dir(resuming=state is not None))  # an error: in every process
         self.classes = self.splits.classes
