@@ -11,7 +11,6 @@ one process. Prints a table and writes benchmarks/results/grad_checkpointing.md,
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.report import write_section  # noqa: E402
+from benchmarks.report import timing_parser, write_section  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
 
 _CHILD = """
@@ -53,12 +52,8 @@ def step_memory_mb(name: str, batch: int, checkpointing: bool, threads: int) -> 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = timing_parser(__doc__, iters=3, warmup=1, batch=16)
     parser.add_argument("--models", default="inception_v3")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     info, device = bench.machine(), torch.device("cpu")

@@ -6,6 +6,7 @@ regenerates the file; the benchmark scripts call it after every run.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -21,6 +22,17 @@ from inceptionlab.tools.benchmark import format_rows, read_csv, write_csv  # noq
 # issue 5's targets on CPU, against timm with channels-last
 TARGETS = {"infer": 1.25, "train": 1.10}
 PEAK_FRACTION = 0.80
+
+
+def timing_parser(doc: str, *, iters: int, warmup: int, batch: int) -> argparse.ArgumentParser:
+    """A timing script's command line: the first paragraph of its docstring as the description, and
+    --iters, --warmup, --batch and --threads (default 1: this machine is shared)."""
+    parser = argparse.ArgumentParser(description=" ".join(doc.split("\n\n")[0].split()))
+    parser.add_argument("--iters", type=int, default=iters)
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--threads", type=int, default=1)
+    return parser
 
 
 def save_result(name: str, rows: list[dict], info: dict, command: str, folder: Path = RESULTS) -> Path:

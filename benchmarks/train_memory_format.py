@@ -11,7 +11,6 @@ puts in BENCHMARKS.md.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.report import write_section  # noqa: E402
+from benchmarks.report import timing_parser, write_section  # noqa: E402
 from inceptionlab.lab.demo import DEMO_MODELS, FOLDER_MODEL_KWARGS, SMALL_MODEL_KWARGS  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
 
@@ -29,12 +28,7 @@ SETTINGS = {"demo (28 px, 1/8 width)": (28, SMALL_MODEL_KWARGS), "folder (96 px,
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    parser.add_argument("--iters", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
+    args = timing_parser(__doc__, iters=7, warmup=2, batch=32).parse_args(argv)
     torch.set_num_threads(args.threads)
     info, device = bench.machine(), torch.device("cpu")
     lines = ["| setting | model | NCHW step (ms) | channels-last step (ms) | speedup |", "|---|---|---:|---:|---:|"]
