@@ -515,6 +515,10 @@ def test_depth_multiplier_and_min_depth_scale_every_width():
     assert model.num_features == 1024
     with pytest.raises(UserError, match="depth_multiplier must be > 0"):
         create_model("inception_v3", depth_multiplier=0)
+    with pytest.raises(UserError, match=r"^depth_multiplier must be > 0 and <= 16, got 1000000000.0$"):  # (a traceback)
+        create_model("googlenet", depth_multiplier=1e9)
+    with pytest.raises(UserError, match=r"^min_depth must be >= 1 and <= 4096, got 100000$"):
+        create_model("googlenet", min_depth=100000)
     # the aux heads' widths too: GoogLeNet's hidden fc kept 1024 at 1/8 width (two heads, 5.6x the network)
     for name in ("googlenet", "googlenet_paper"):
         small = create_model(name, aux_logits=True, depth_multiplier=0.125, min_depth=8, num_classes=10, stem="low_res")

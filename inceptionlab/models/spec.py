@@ -133,6 +133,10 @@ GRID_REDUCTIONS = ("efficient", "pool_then_conv", "conv_then_pool")
 STEMS = ("imagenet", "low_res")
 
 
+MAX_DEPTH_MULTIPLIER = 16.0  # 16x Inception-v3 is 6 G parameters: past that a width is a typo
+MAX_MIN_DEPTH = 4096
+
+
 @dataclass
 class Switches:
     """The papers' ideas, as values. Family factories fill in their references' defaults."""
@@ -154,10 +158,11 @@ class Switches:
             raise UserError(f"grid_reduction must be one of {', '.join(GRID_REDUCTIONS)}, got {self.grid_reduction!r}")
         if self.stem not in STEMS:
             raise UserError(f"stem must be one of {', '.join(STEMS)}, got {self.stem!r}")
-        if not self.depth_multiplier > 0:
-            raise UserError(f"depth_multiplier must be > 0, got {self.depth_multiplier}")
-        if int(self.min_depth) < 1:
-            raise UserError(f"min_depth must be >= 1, got {self.min_depth}")
+        # (depth_multiplier=1e9 was a 53-line traceback: a 64e9 x 64e9 weight overflowed torch's storage size)
+        if not 0 < self.depth_multiplier <= MAX_DEPTH_MULTIPLIER:
+            raise UserError(f"depth_multiplier must be > 0 and <= {MAX_DEPTH_MULTIPLIER:g}, got {self.depth_multiplier}")
+        if not 1 <= int(self.min_depth) <= MAX_MIN_DEPTH:
+            raise UserError(f"min_depth must be >= 1 and <= {MAX_MIN_DEPTH}, got {self.min_depth}")
         scale = self.residual_scale
         scale = (float(scale),) * 3 if isinstance(scale, numbers.Real) else tuple(float(v) for v in scale)
         if len(scale) != 3:
