@@ -63,6 +63,16 @@ def _refuse_unknown(parser: argparse.ArgumentParser, command: str | None, words:
     command_parser.error(f"unrecognized arguments: {' '.join(words)}" + (f"; did you mean {hint}?" if hint else ""))
 
 
+def _refuse_empty(command_parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An empty word ("") given as a value: `predict ""` walked the current folder, `--out ""` wrote
+    to the default folder, `--data ""` was "inside the data folder ''"."""
+    for action in command_parser._actions:
+        value = getattr(args, action.dest, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            name = action.option_strings[0] if action.option_strings else action.metavar or action.dest
+            command_parser.error(f"{name} is an empty string; give it a value")
+
+
 def _in_command_terms(message: str, command_parser: argparse.ArgumentParser) -> str:
     """A hint that names a training flag this command lacks, in the form it takes instead: the
     engine says ``--warmup-steps 500``, and compare, study and demo take ``--set warmup_steps=500``."""
@@ -177,6 +187,8 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
                 f"--model-kwargs takes KEY=VALUE, got {valueless!r}; write {valueless}=VALUE")
         if unknown:
             _refuse_unknown(parser, args.command, unknown)
+        if args.command is not None:
+            _refuse_empty(parser.command_parsers[args.command], args)
     except SystemExit as exc:  # argparse has printed its one-line error (or --help)
         return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:

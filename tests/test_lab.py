@@ -677,6 +677,19 @@ def test_fp16_on_a_cpu_is_refused_before_the_lab_starts(engine, tmp_path, capsys
     assert engine.calls == [] and not (tmp_path / "lab").exists()
 
 
+def test_a_lab_inside_its_data_folder_is_refused_before_anything_is_written(engine, tmp_path, capsys):
+    # each run failed with train's refusal, after plan.yaml and the report had gone among the images
+    from helpers import image_folder
+
+    photos = image_folder(tmp_path / "photos", ["a", "b"], 3)
+    before = sorted(p.relative_to(photos) for p in photos.rglob("*"))
+    assert main(["compare", "--models", "googlenet", "--steps", "1", "--data", str(photos),
+                 "--out", str(photos / "lab")]) == 2
+    assert capsys.readouterr().err == (f"inceptionlab compare: error: the output folder {photos / 'lab'} is inside "
+                                       f"the data folder {photos}; pass an --out outside it\n")
+    assert sorted(p.relative_to(photos) for p in photos.rglob("*")) == before and engine.calls == []
+
+
 @pytest.fixture
 def figures(monkeypatch):
     """The figures the plots would save, kept open for their axes until the test ends."""

@@ -743,6 +743,15 @@ def test_a_model_switch_without_its_value_is_named(capsys):
                                            f"'{key}'; write {key}=VALUE (options: inceptionlab {argv[0]} --help)\n")
 
 
+def test_an_empty_word_as_a_value_is_refused(capsys):
+    # `predict ""` walked the current folder, `compare --out ""` trained into the default folder
+    for argv, name in ((["predict", "--model", "x", ""], "IMAGE_OR_DIR"), (["compare", "--out", ""], "--out"),
+                       (["train", "--data", "", "--out", "r"], "--data")):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (f"inceptionlab {argv[0]}: error: {name} is an empty string; give it a "
+                                           f"value (options: inceptionlab {argv[0]} --help)\n")
+
+
 def test_ctrl_c_while_a_command_loads_is_one_line(capsys, monkeypatch):
     # importing torch takes the first seconds of every command; a Ctrl-C then printed a traceback
     import subprocess

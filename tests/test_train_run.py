@@ -497,6 +497,29 @@ def test_aux_weight_takes_one_weight_per_head(tmp_path):
         train(tiny(tmp_path, "negative", aux_weight=[0.3, -1.0], **common))
 
 
+def test_resume_of_something_that_is_no_run_says_what_it_is(tmp_path):
+    # an image folder was told "no usable checkpoint in DIR/checkpoints ... or delete DIR first"
+    image_folder(tmp_path / "pics", ["a", "b"], 2)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=rf"^cannot resume: {re.escape(str(tmp_path / 'pics'))} is not a training run "
+                                        r"\(no config.yaml or checkpoints/ in it\); pass the --out folder of an "
+                                        r"earlier run$"):
+        train(resume=tmp_path / "pics")
+    with pytest.raises(UserError, match=r"^cannot resume: .*notes.txt is a file; pass the --out folder"):
+        train(resume=tmp_path / "notes.txt")
+
+
+def test_eval_out_inside_the_data_folder_is_refused(tmp_path):
+    # eval.json and confusion_matrix.png went among the images (the next eval listed them as ignored)
+    pics = image_folder(tmp_path / "pics", ["a", "b"], 4)
+    train(tiny(tmp_path, steps=1, data=str(pics), limit_per_class=None, val_split=0.5, batch_size=4))
+    test = image_folder(tmp_path / "test", ["a", "b"], 2, seed=1)
+    with pytest.raises(UserError, match=rf"^the output folder {re.escape(str(test / 'scores'))} is inside the data "
+                                        rf"folder {re.escape(str(test))}; pass an --out outside it$"):
+        evaluate(run=tmp_path / "run", data=test, all_images=True, out=test / "scores")
+    assert not (test / "scores").exists()
+
+
 def test_weights_from_a_folder_that_holds_none_say_so(tmp_path):
     # it said "weights file empty/model.safetensors does not exist", with no fix
     (tmp_path / "empty").mkdir()

@@ -48,6 +48,11 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
 
     lab_dir = Path(lab_dir)
     check = check_plan(plan)
+    if plan.data is not None:  # (each run failed with train's refusal, after the lab's files went into the data)
+        data, out = Path(str(plan.data)).expanduser().resolve(), lab_dir.expanduser().resolve()
+        if out == data or data in out.parents:
+            raise UserError(f"the output folder {lab_dir} is inside the data folder {plan.data}; pass an --out "
+                            f"outside it")
     if resume:
         _check_extensions(plan, lab_dir)
         if plan.to_dict() != load_lab(lab_dir).to_dict():  # a new budget: later resumes continue with it

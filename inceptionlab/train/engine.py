@@ -168,7 +168,12 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
 def _resume_state(run_dir: Path, dist: Distributed) -> tuple[dict, TrainConfig]:
     folder = CheckpointDir(run_dir / "checkpoints")
     if not run_dir.is_dir():
-        raise UserError(f"cannot resume: {run_dir} does not exist; pass the --out folder of an earlier run")
+        what = "is a file" if run_dir.exists() else "does not exist"
+        raise UserError(f"cannot resume: {run_dir} {what}; pass the --out folder of an earlier run")
+    if not (run_dir / "config.yaml").is_file() and not (run_dir / "checkpoints").is_dir():
+        # (it said "no usable checkpoint in DIR/checkpoints ... or delete DIR first" of an image folder)
+        raise UserError(f"cannot resume: {run_dir} is not a training run (no config.yaml or checkpoints/ in it); "
+                        f"pass the --out folder of an earlier run")
     path = dist.on_main(lambda: str(folder.load_latest()[1]))
     state = load_checkpoint(path)
     _check_same_run(run_dir, state, path)

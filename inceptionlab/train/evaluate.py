@@ -193,6 +193,10 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                base / _other_data_folder(data, all_images) if data is not None else base)
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
+    if cfg.data is not None:  # (its eval.json and confusion_matrix.png went among the images)
+        folder = Path(str(cfg.data)).expanduser().resolve()
+        if out.expanduser().resolve() == folder or folder in out.expanduser().resolve().parents:
+            raise UserError(f"the output folder {out} is inside the data folder {cfg.data}; pass an --out outside it")
     # a run's own config.json records the input convention it trained with (a fine-tune of a run kept that
     # run's, not the card's); without it, whether its config.yaml names weights it started from
     pretrained = Path(run) if run is not None and (Path(run) / "config.json").is_file() else cfg.weights is not None
