@@ -479,6 +479,32 @@ def test_residual_verdict_weighs_noise_validation_blowups_and_a_missing_target()
         "noise +-5.9)" in v["verdict"]
 
 
+def test_residual_and_aux_say_yes_only_of_a_claim_tested_whole():
+    residual = get_study("residual")
+    # neither scale unstable, or the scaled run crashed: the second half was never tested (both said yes)
+    calm = {**RESIDUAL_ARMS_LEARNED, "irv2_scale_1.0": RESIDUAL_ARMS_LEARNED["irv2_scale_0.1"]}
+    v = residual.verdict(results_of(calm, classes=10, val_images=500))
+    assert v["supported"] is None and v["verdict"].endswith(
+        "The speed-up is beyond the noise, but neither scale ran unstable at this width and budget, so the claim's "
+        "second half is untested.")
+    crashed = {**RESIDUAL_ARMS_LEARNED, "irv2_scale_0.1": dict(status="failed", message="killed", best_top1=None,
+                                                                final_train_loss=None, metrics=[])}
+    v = residual.verdict(results_of(crashed, classes=10, val_images=500))
+    assert v["supported"] is None and v["verdict"].endswith(
+        "The speed-up is beyond the noise, but the scaled run did not run to its end, so the claim's second half is "
+        "untested.")
+    # aux: a better end, but 7.5x faster to the target: the claim's first half (no faster early training) fails
+    aux = get_study("aux")
+    early = {"aux": dict(final_top1=95.0, best_top1=95.0, metrics=evaluated((20, 90), (150, 95))),
+             "no_aux": dict(final_top1=85.0, best_top1=85.0, metrics=evaluated((20, 40), (150, 85)))}
+    v = aux.verdict(results_of(early, target=80.0, classes=10, val_images=300))
+    assert v["supported"] is None and v["verdict"].endswith(
+        "But at step 20 top-1 was 90.00% against 40.00% (+50.00 points, beyond the noise +-6.6): with them training "
+        "was faster early, which the paper says it is not.")
+    together = {"aux": early["aux"], "no_aux": dict(early["no_aux"], metrics=evaluated((20, 88), (150, 85)))}
+    assert aux.verdict(results_of(together, target=80.0, classes=10, val_images=300))["supported"] is True
+
+
 def test_learned_beyond_chance_scales_with_the_validation_images():
     # 17% of 50 images is 8.5 right against 5 by chance: no learning (the bar was chance + 5 points on any number)
     grid = get_study("grid_reduction")
