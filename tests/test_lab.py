@@ -487,8 +487,12 @@ def test_resume_refuses_options_it_would_ignore(engine, tmp_path, capsys):
                         (["--set", "warmup_steps=3"], "--set warmup_steps=")]:
         assert main(["compare", "--resume", str(lab)] + extra) == 2
         assert f"--resume continues the plan saved in the lab folder; drop {flag} " in capsys.readouterr().err
+    assert main(["study", "aux", "--resume", "--out", str(lab), "--lr", "0.5"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+    # a budget extends a study's runs, as compare's (its verdicts say "give the runs a larger budget"): taken,
+    # and this folder is then refused for what it holds
     assert main(["study", "aux", "--resume", "--out", str(lab), "--steps", "100"]) == 2
-    assert "drop --steps" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == f"inceptionlab study: error: {lab} holds a compare, not the aux study"
     # --out beside --resume was ignored: the lab went on in the --resume folder
     assert main(["compare", "--resume", str(lab), "--out", str(tmp_path / "elsewhere")]) == 2
     assert f"--resume {lab} continues the lab in that folder; drop --out {tmp_path / 'elsewhere'}" in \

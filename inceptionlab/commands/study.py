@@ -40,10 +40,14 @@ def run(args) -> int:
     out = args.out or f"lab/{study.name}"
     hint = f"inceptionlab study {study.name} --resume" + (f" --out {args.out}" if args.out else "")
     if args.resume:
-        refuse_with_resume(args, model=args.model, overwrite=args.overwrite)
+        refuse_with_resume(args, extends=True, model=args.model, overwrite=args.overwrite)
         plan = load_lab(out)
         if plan.study != study.name:
             raise UserError(f"{out} holds {plan.study or 'a compare'}, not the {study.name} study")
+        from inceptionlab.lab.plan import BUDGET_KEYS
+        budget = {k: v for k, v in plan_values(args).items() if k in BUDGET_KEYS}
+        if budget:  # the verdicts say "give the runs a larger budget": extend every run, as compare --resume does
+            plan.budget = budget
         return finish(run_plan(plan, out, resume=True, quiet_runs=args.quiet, resume_hint=hint), out, retry_with=hint)
     plan = study_plan(study, plan_values(args), model=args.model)  # (run_plan says the claim, once it is checked)
     return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet, resume_hint=hint), out,
