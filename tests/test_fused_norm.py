@@ -275,6 +275,18 @@ def test_frozen_batch_norm_never_builds_the_kernel(monkeypatch):
     assert asked == []
 
 
+def test_bf16_autocast_trains_bn_inception_in_channels_last():
+    # its first module gets a float32 map (batch norm, then a pool), and took the fused path with the
+    # bf16 products of autocast: "input must be a 2-d float32 CPU tensor"
+    from inceptionlab import create_model
+    model = create_model("bn_inception", num_classes=5, stem="low_res", depth_multiplier=0.125, min_depth=8).train()
+    model.to(memory_format=torch.channels_last)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = model(torch.randn(4, 3, 28, 28).contiguous(memory_format=torch.channels_last))
+    out.float().sum().backward()
+    assert out.dtype == torch.bfloat16 and all(p.grad is not None for p in model.parameters())
+
+
 def il_model(name: str) -> nn.Module:
     from inceptionlab import create_model
     kwargs = {"aux_logits": False} if name in ("googlenet", "inception_v3") else {}

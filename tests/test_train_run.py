@@ -463,11 +463,22 @@ def test_a_run_stopped_before_its_first_step_is_started_again_in_its_folder(tmp_
     assert ("; new run (the run in that folder had stopped before its first step: its files are replaced); "
             in capsys.readouterr().out)
     assert len(read_steps(tmp_path / "run")) == 2
-    (tmp_path / "mine").mkdir()  # a folder of the user's own that happens to hold a config.yaml stays refused
+    (tmp_path / "mine").mkdir()  # a folder of the user's own that happens to hold such files stays refused
     (tmp_path / "mine" / "config.yaml").write_text("model: googlenet\n")
     with pytest.raises(UserError, match=r"mine already holds config.yaml \(a run without checkpoints, or other files\)"):
         train(tiny(tmp_path, "mine", steps=1))
+    (tmp_path / "mine" / "steps.jsonl").write_text("")
+    (tmp_path / "mine" / "metrics.csv").write_text("epoch,step,train_loss\n")  # not this tool's header
+    with pytest.raises(UserError, match=r"mine already holds config.yaml, metrics.csv, steps.jsonl \(a run without"):
+        train(tiny(tmp_path, "mine", steps=1))
     assert (tmp_path / "mine" / "config.yaml").read_text() == "model: googlenet\n"
+    (tmp_path / "mine" / "steps.jsonl").write_text("my notes\n{}\n")  # no step log: named, with the fix
+    with pytest.raises(UserError, match=r"steps.jsonl line 1 is not a step record; it is not this tool's log, or it "
+                                        r"was edited: pass another --out, or move the file away$"):
+        read_steps(tmp_path / "mine")
+    # a last line cut short by a crash is left out (it was "Expecting ',' delimiter: line 1 column 24")
+    (tmp_path / "run" / "steps.jsonl").write_text((tmp_path / "run" / "steps.jsonl").read_text() + '{"step": 3, "lo')
+    assert [s["step"] for s in read_steps(tmp_path / "run")] == [1, 2]
 
 
 def test_an_input_too_small_for_the_aux_heads_is_refused_before_the_folder_is_touched(tmp_path):

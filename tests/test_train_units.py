@@ -228,6 +228,7 @@ def test_random_state_round_trips_through_a_safe_checkpoint(tmp_path):
     (dict(opt="sgd", decay_rate=0.5), r"^decay_rate applies to the staircase schedules .*, not cosine;"),
     (dict(opt="adamw", momentum=0.5), r"^momentum 0.5 does not apply to adamw \(its betas are 0.9 and 0.999\); "
                                       r"leave it out, or use --opt sgd or rmsprop_tf$"),
+    (dict(compile=True, grad_checkpointing=True), r"^compile and grad_checkpointing do not go together"),  # (dynamo)
 ])
 def test_bad_config_values_are_one_line_errors(changes, message):
     with pytest.raises(UserError, match=message) as info:

@@ -149,7 +149,8 @@ class InceptionNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """timm's API. With it on, a forward pass that records gradients keeps only each block's
         input and recomputes the block's maps in the backward pass: less memory for about one more
-        forward pass of time. Batch norm's running statistics still move once per step."""
+        forward pass of time. Batch norm's running statistics still move once per step. Not with
+        torch.compile, which cannot trace the checkpoint's guard of those statistics."""
         self.grad_checkpointing = bool(enable)
 
     def _forward_blocks(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, list]:

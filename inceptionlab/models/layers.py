@@ -163,8 +163,8 @@ class Concat(nn.Module):
         # N x C_in x H x W -> N x sum(C_branch) x H' x W'
         if self.training and x.device.type == "cpu" and is_channels_last(x):
             channels = output_channels(self, x.shape[1])
-            if (channels is not None and x.dtype == torch.float32 and _has_batch_norm(self)
-                    and fused_norm.usable()):
+            if (channels is not None and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                    and _has_batch_norm(self) and fused_norm.usable()):  # (under autocast the maps are bf16)
                 out = fused_norm.ConcatOutput(channels)
                 self.forward_into(x, out, 0)
                 return out.result()

@@ -210,6 +210,9 @@ class TrainConfig:
                      "quiet"):
             if not isinstance(getattr(self, flag), bool):
                 raise UserError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.compile and self.grad_checkpointing:  # (a 188-line traceback from dynamo, after the folder was written)
+            raise UserError("compile and grad_checkpointing do not go together: torch.compile cannot trace the "
+                            "checkpoint that keeps batch norm's statistics exact; use one of them")
         if self.channels_last is not None and not isinstance(self.channels_last, bool):
             raise UserError(f"channels_last must be true, false or null (on for the CPU), got {self.channels_last!r}")
         if self.weights is not None and not Path(self.weights).exists():

@@ -66,8 +66,20 @@ class RunLog:
 
 
 def read_steps(run_dir) -> list[dict]:
+    """The steps logged; a last line cut short by a crash is left out (it was a bare JSON error)."""
     path = Path(run_dir) / "steps.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    steps = []
+    for number, line in enumerate(lines, 1):
+        try:
+            steps.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):
+                break
+            from inceptionlab.errors import UserError
+            raise UserError(f"{path} line {number} is not a step record; it is not this tool's log, or it was "
+                            f"edited: pass another --out, or move the file away") from None
+    return steps
 
 
 def read_metrics(run_dir) -> list[dict]:
@@ -81,7 +93,10 @@ def stopped_before_its_first_step(run_dir) -> bool:
     """Whether ``run_dir`` holds a run that logged no step: its steps.jsonl and metrics.csv are
     there and empty (a user's own folder has no empty steps.jsonl), and no checkpoint or weights."""
     run = Path(run_dir)
-    return ((run / "steps.jsonl").is_file() and (run / "metrics.csv").is_file() and not read_steps(run)
+    if not ((run / "steps.jsonl").is_file() and (run / "metrics.csv").is_file()):
+        return False
+    header = (run / "metrics.csv").read_text().splitlines()[:1]  # this tool's own log, not a user's file
+    return (header == [",".join(METRIC_COLUMNS)] and not (run / "steps.jsonl").read_text().strip()
             and not read_metrics(run) and not (run / "model.safetensors").exists()
             and not any((run / "checkpoints").glob("*.pt")))
 
