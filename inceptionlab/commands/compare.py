@@ -35,7 +35,10 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     """Data, seeds, shared switches and training settings: what compare, study and demo share."""
     parser.add_argument("--data", help="image folder (<class>/ folders, or train/ and val/); default: the "
                                        "embedded 5,000 MNIST digits, trained with the demo's small-data settings "
-                                       "(AdamW, mild crops, no flips, 100 images per class; flags override them)")
+                                       "(AdamW, mild crops, no flips, 100 images per class; flags override them; "
+                                       "the models keep their own width and input size: the demo's are "
+                                       "--img-size 28 --model-kwargs stem=low_res depth_multiplier=0.125 "
+                                       "min_depth=8)")
     parser.add_argument("--seeds", type=int, help="train every variant with seeds 0..K-1 (default 1)")
     parser.add_argument("--target", type=float, help="top-1 %% whose steps and seconds to reach are reported "
                                                      "(default: 90%% of the best run's best)")

@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="lab/demo", help="lab folder, started over each time (default "
                                                           "lab/demo); a folder holding a compare or a study is refused")
     parser.add_argument("--minutes", type=float, help=f"wall-clock minutes per run (default {DEMO_MINUTES})")
-    parser.add_argument("--steps", type=int, help="steps per run instead of minutes")
-    parser.add_argument("--epochs", type=float, help="epochs per run instead of minutes")
+    parser.add_argument("--steps", type=int, help="steps per run (with --minutes too, the first reached ends a run)")
+    parser.add_argument("--epochs", type=float, help="epochs per run (with --minutes too, the first reached ends a run)")
     parser.add_argument("--models", help=f"comma-separated models (default {','.join(DEMO_MODELS)})")
     parser.add_argument("--seeds", type=int, help="seeds per model (default 1)")
     parser.add_argument("--model-kwargs", nargs="+", action="extend", metavar="KEY=VALUE",

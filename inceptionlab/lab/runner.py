@@ -37,7 +37,7 @@ def load_lab(lab_dir) -> Plan:
     path = Path(lab_dir) / PLAN_FILE
     if not path.is_file():
         raise UserError(f"{lab_dir} is not a lab folder (no {PLAN_FILE}); pass the --out folder of an "
-                        f"earlier compare or study")
+                        f"earlier demo, compare or study")
     return Plan.from_yaml(path)
 
 

@@ -136,10 +136,11 @@ class InceptionNet(nn.Module):
         if unknown:
             raise UserError(f"{self.name} has no block {sorted(unknown)[0]!r}; blocks are {', '.join(self.blocks)}")
         out = {}
+        recompute = self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_tracing()
         for name, block in self.blocks.items():
             if out and getattr(block, "writes_into_input", False):  # (optimize_for_inference's residuals)
                 x = x.clone()  # the block adds into its input: a kept endpoint was overwritten
-            x = block(x)
+            x = _checkpointed(block, x) if recompute else block(x)
             if name in wanted:
                 out[name] = x
                 if len(out) == len(wanted):
@@ -266,6 +267,10 @@ class FeatureExtractor(nn.Module):
     def pretrained_cfg(self) -> dict:
         """The network's input configuration (size, mean, std...): the preprocessing to feed it."""
         return self.model.pretrained_cfg
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """As `InceptionNet.set_grad_checkpointing`, for the blocks up to the deepest level asked for."""
+        self.model.set_grad_checkpointing(enable)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         ends = self.model.forward_endpoints(x, self.out_names)

@@ -117,7 +117,9 @@ def model_entry(name: str) -> ModelEntry:
     _load_families()
     if name not in _REGISTRY:
         if any(sep in name for sep in ("/", os.sep)) or name.startswith((".", "~")):  # a path, not a name
-            raise UserError(f"{name} does not exist: pass a folder that training or save_pretrained wrote, or a "
+            what = ("is a file, not a folder (weights files go in --weights / weights=, with a model name)"
+                    if os.path.isfile(name) else "does not exist")
+            raise UserError(f"{name} {what}: pass a folder that training or save_pretrained wrote, or a "
                             f"model name such as {sorted(_REGISTRY)[0]}")
         hint = closest(name, _REGISTRY)
         raise UserError(f"unknown model {name!r}" + (f"; did you mean {hint}?" if hint else

@@ -133,7 +133,7 @@ GRID_REDUCTIONS = ("efficient", "pool_then_conv", "conv_then_pool")
 STEMS = ("imagenet", "low_res")
 
 
-MAX_DEPTH_MULTIPLIER = 16.0  # 16x Inception-v3 is 6 G parameters: past that a width is a typo
+MAX_DEPTH_MULTIPLIER = 1000.0  # past this a width is a typo (1e9 overflowed torch's storage size even on meta)
 MAX_MIN_DEPTH = 4096
 
 

@@ -167,7 +167,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     else:
         if weights is None and not is_saved_folder(model):
             folder = f"; ./{model} is a folder here: pass ./{model} to use it" if Path(str(model)).is_dir() else ""
-            raise UserError(f"evaluating {model} needs weights=FILE (random weights would mean nothing){folder}")
+            raise UserError(f"evaluating {model} needs its weights, --weights FILE (random weights would mean "
+                            f"nothing){folder}")
         if Path(str(model)).suffix.lower() in (".onnx", ".pt2"):
             raise UserError(f"{model} is an export; eval runs PyTorch weights: pass the run folder or weights "
                             f"file it was exported from (predict runs exports)")
