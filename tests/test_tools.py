@@ -223,12 +223,12 @@ def test_benchmark_counts_what_each_mode_runs():
     from inceptionlab.tools.summary import build_on_meta, model_summary
 
     switches = dict(stem="low_res", depth_multiplier=0.125, min_depth=8, aux_logits=True, num_classes=10)
-    rows = {mode: bench.run_config(bench.Config("inception_resnet_v2", 32, 2, mode, model_kwargs=switches),
+    rows = {mode: bench.run_config(bench.Config("googlenet", 32, 2, mode, model_kwargs=switches),
                                    peak=100.0, warmup=0, iters=1) for mode in ("infer", "train")}
-    summary = model_summary(build_on_meta("inception_resnet_v2", **switches), 32)
+    summary = model_summary(build_on_meta("googlenet", **switches), 32)
     aux = [r for r in summary if r.name.startswith("aux")]
     inference = [r for r in summary if not r.name.startswith("aux")]
-    assert len(aux) == 1
+    assert len(aux) == 2
     assert rows["infer"]["param_count"] == sum(r.params for r in inference)
     assert rows["train"]["param_count"] == sum(r.params for r in summary)
     assert rows["infer"]["gmacs"] == round(sum(r.macs for r in inference) / 1e9, 6)

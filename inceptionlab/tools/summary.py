@@ -202,6 +202,8 @@ def totals(rows: list[Row]) -> dict:
 
 
 def format_summary(rows: list[Row], title: str = "") -> str:
+    """`model_summary`'s rows as the table `inceptionlab summary` prints: one line per block (what
+    it is, output shape, parameters, MMACs), then the totals of inference and of training."""
     t = totals(rows)
     lines = [title] if title else []
     lines.append(f"{'block':<18} {'what':<36} {'output':>16} {'params':>12} {'MMACs':>10}")
