@@ -136,7 +136,7 @@ class InceptionNet(nn.Module):
         if unknown:
             raise UserError(f"{self.name} has no block {sorted(unknown)[0]!r}; blocks are {', '.join(self.blocks)}")
         out = {}
-        recompute = self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_tracing()
+        recompute = self._recomputing()
         for name, block in self.blocks.items():
             if out and getattr(block, "writes_into_input", False):  # (optimize_for_inference's residuals)
                 x = x.clone()  # the block adds into its input: a kept endpoint was overwritten
@@ -154,9 +154,13 @@ class InceptionNet(nn.Module):
         torch.compile, which cannot trace the checkpoint's guard of those statistics."""
         self.grad_checkpointing = bool(enable)
 
+    def _recomputing(self) -> bool:
+        """Whether this forward pass checkpoints its blocks: switched on, and recording gradients."""
+        return self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_tracing()
+
     def _forward_blocks(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, list]:
         aux = []
-        recompute = self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_tracing()
+        recompute = self._recomputing()
         for name, block in self.blocks.items():
             x = _checkpointed(block, x) if recompute else block(x)
             if with_aux and name in self.aux_heads:

@@ -30,6 +30,7 @@ Loading never runs code: safetensors, HDF5 read as arrays, or ``torch.load(weigh
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import warnings
@@ -334,19 +335,16 @@ def _switches_of_the_run(path, model) -> str:
     folder = _saved_folder(path) if path != IN_MEMORY and Path(path).exists() else None
     if folder is None or not hasattr(model, "switches"):
         return ""
-    import dataclasses
-
-    from inceptionlab.models.registry import create_model, model_entry
+    from inceptionlab.models.registry import model_entry
     try:
         config = saved_config(folder)
-        with torch.device("meta"):
-            trained = create_model(config["architecture"], **config["switches"])
+        arch, theirs = _switch_values(config["architecture"], **config["switches"])
         names = set(model_entry(config["architecture"]).switches) - {"num_classes", "drop_rate", "in_chans"}
     except (UserError, TypeError, ValueError):
         return ""
-    if _arch(trained) != _arch(model):
+    if arch != _arch(model):
         return ""
-    theirs, ours = dataclasses.asdict(trained.switches), dataclasses.asdict(model.switches)
+    ours = dataclasses.asdict(model.switches)
     differ = [k for k in sorted(names & set(theirs)) if theirs[k] != ours.get(k)]
     given = [f"{k}={theirs[k]}" for k in differ if theirs[k] is not None]
     default = [k for k in differ if theirs[k] is None]  # (None: the family's own choice)
@@ -356,6 +354,14 @@ def _switches_of_the_run(path, model) -> str:
         [f"leave {' and '.join(default)} out"] if default else [])
     return (f"the weights were trained with {', '.join(given + [f'the default {k}' for k in default])} "
             f"({folder / 'config.json'}): {' and '.join(fixes)}")
+
+
+def _switch_values(name: str, **switches) -> tuple[str, dict]:
+    """(architecture, every switch's value) of ``create_model(name, **switches)``, built on meta."""
+    from inceptionlab.models.registry import create_model
+    with torch.device("meta"):
+        model = create_model(name, **switches)
+    return _arch(model), dataclasses.asdict(model.switches)
 
 
 def _fix_for(body: list | None, model, ours: bool = False) -> str:
@@ -554,17 +560,14 @@ def _warn_of_other_computation(model, path) -> None:
     """A reference's weights fit a model whose grid reduction, padded-average pooling or residual
     scale differs from the reference's, and it computes something else with them: said once (it
     loaded without a word, and its logits were 1e5 away from the reference's)."""
-    if not hasattr(model, "switches"):
-        return
-    import dataclasses
-
-    from inceptionlab.models.registry import create_model
+    given = (getattr(model, "pretrained_cfg", {}) or {}).get("switches", {})
+    if not hasattr(model, "switches") or not any(k in given for k in SAME_TENSORS_OTHER_NETWORK):
+        return  # (building the reference to compare with costs 0.4-1 s: only when such a switch was given)
     try:
-        with torch.device("meta"):
-            reference = create_model(_arch(model))
+        _, theirs = _switch_values(_arch(model))
     except (UserError, TypeError, ValueError):
         return
-    theirs, ours = dataclasses.asdict(reference.switches), dataclasses.asdict(model.switches)
+    ours = dataclasses.asdict(model.switches)
     changed = [f"{k}={ours[k]}" for k in SAME_TENSORS_OTHER_NETWORK if k in ours and ours[k] != theirs.get(k)]
     if changed:
         warnings.warn(f"{path} holds the reference network's weights, and this model has {' '.join(changed)}, which "

@@ -119,9 +119,9 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
     thread count (which changes only how sums are split: results differ at rounding level).
     ``data`` (with ``resume``) is where the run's image folder is now, when it moved: the classes
     must be the same (the split follows the file names). ``grad_checkpointing`` (with ``resume``)
-    turns recomputation on or off, which changes memory and time, not results. ``continue_with`` is the command that a
-    run stopped by a signal tells the user to run (default: this run's ``train --resume``; a lab
-    names its own, which continues the other runs too).
+    turns recomputation on or off, which changes memory and time, not results. ``continue_with``
+    is the command that a run stopped by a signal tells the user to run (default: this run's
+    ``train --resume``; a lab names its own, which continues the other runs too).
     Bad configuration raises a one-line UserError before
     any training. Once training runs, a diverged, interrupted or failed run is reported in the
     summary's status and message.
