@@ -769,6 +769,25 @@ def test_ctrl_c_while_a_command_loads_is_one_line(capsys, monkeypatch):
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
+def test_every_commands_help_is_parsed_without_torch():
+    """`summary --help` took 6-10 s (28 s on a busy machine): its options came from the train package,
+    whose init imported the engine and torch. Every command's parser is now built without torch,
+    and the train package still hands out its functions, not its submodules."""
+    import subprocess
+    import sys
+
+    from inceptionlab.cli import COMMANDS
+
+    code = ("import sys; from inceptionlab.cli import build_parser\n"
+            f"for name in {list(COMMANDS)!r}: build_parser(name)\n"
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n"
+            "import inceptionlab.train.engine\n"
+            "from inceptionlab.train import evaluate, train\n"
+            "print(evaluate.__module__, train.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "inceptionlab.train.evaluation inceptionlab.train.engine"]
+
+
 def test_predictions_come_batch_by_batch(tmp_path, monkeypatch):
     """The CLI prints each batch as it is done: the first answer comes before the later images are read."""
     from PIL import Image

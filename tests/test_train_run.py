@@ -830,7 +830,7 @@ def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys, monkeypatc
     part = json.loads((tmp_path / "part" / "eval.json").read_text())
     assert part["images"] + len(part["skipped_files"]) == 4  # a quarter of each class's 6 files
     import importlib  # a long evaluation says how far it is, every 30 s (here: every batch)
-    progress = importlib.import_module("inceptionlab.train.evaluate")._Progress
+    progress = importlib.import_module("inceptionlab.train.evaluation")._Progress
     monkeypatch.setattr(progress.__init__, "__defaults__", (0.0,))
     assert main(["eval", "--run", str(run), "--data", str(test), "--all-images", "--out", str(tmp_path / "all"),
                  "--batch-size", "4"]) == 0
@@ -927,7 +927,7 @@ def test_a_non_finite_validation_loss_is_divergence_not_a_finished_run(tmp_path,
     # a lab run with train loss 1e13 and val loss NaN was "finished", with a best top-1 the study
     # then judged, and summary.json held a bare NaN (not JSON)
     from inceptionlab.train import engine as engine_module
-    from inceptionlab.train.evaluate import EvalResult
+    from inceptionlab.train.evaluation import EvalResult
 
     real = engine_module.Trainer.evaluate
 

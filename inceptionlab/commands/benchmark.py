@@ -13,8 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from inceptionlab.commands.summary import add_threads, apply_threads, image_size, parse_model_kwargs, positive_int
 from inceptionlab.errors import UserError
 

@@ -8,10 +8,29 @@
 
 Modules: `config` (TrainConfig and its checks), `loss` (label smoothing + aux), `optim` (RMSpropTF,
 no-decay groups, schedules, EMA), `checkpoint` (atomic files, random state), `distributed`
-(torchrun, sharding, CPU SyncBatchNorm), `engine` (the loop), `evaluate`, `logs`.
+(torchrun, sharding, CPU SyncBatchNorm), `engine` (the loop), `evaluation`, `logs`.
+
+`train` and `evaluate` are imported on first use (PEP 562), like the package's own names:
+`inceptionlab.train.config` has no torch, and the commands that only need it to parse their
+options (`summary --help`, `eval --help`) start in a fraction of a second.
 """
 from inceptionlab.train.config import TrainConfig
-from inceptionlab.train.engine import train
-from inceptionlab.train.evaluate import evaluate
 
 __all__ = ["TrainConfig", "train", "evaluate"]
+
+# public name -> the module that defines it
+_LAZY = {"train": "inceptionlab.train.engine", "evaluate": "inceptionlab.train.evaluation"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'inceptionlab.train' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

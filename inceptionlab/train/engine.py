@@ -37,7 +37,7 @@ from inceptionlab.train.checkpoint import (CheckpointDir, CheckpointError, atomi
                                            rng_state, set_rng_state, versions)
 from inceptionlab.train.config import TrainConfig, write_yaml
 from inceptionlab.train.distributed import Distributed, ShardedEpochSampler, convert_sync_batchnorm, lost_a_process
-from inceptionlab.train.evaluate import EvalResult, run_eval
+from inceptionlab.train.evaluation import EvalResult, run_eval
 from inceptionlab.train.logs import Progress, RunLog, stopped_before_its_first_step
 from inceptionlab.train.loss import InceptionLoss, default_aux_weight
 from inceptionlab.train.optim import LRSchedule, ModelEMA, build_optimizer
