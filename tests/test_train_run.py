@@ -836,8 +836,9 @@ def test_eval_all_images_scores_a_test_folder_whole(tmp_path, capsys, monkeypatc
                  "--batch-size", "4"]) == 0
     out, err = capsys.readouterr()
     assert f"image folder {test}, every image: top1" in out and "validation split" not in out
-    assert err.startswith("  scoring 12 images: 1 of 3 batches in 0s, about 0s left\n"
-                          "  scoring 12 images: 2 of 3 batches in ")
+    # (the seconds depend on the machine's load: a busy one took 1 s for a batch)
+    assert re.fullmatch(r"  scoring 12 images: 1 of 3 batches in \d+s, about \d+s left\n"
+                        r"  scoring 12 images: 2 of 3 batches in \d+s, about \d+s left\n", err)
     assert "  skipped 2 unreadable files: " in out and "junk0.png" in out
     report = json.loads((tmp_path / "all" / "eval.json").read_text())
     assert report["images"] == 10 and len(report["skipped_files"]) == 2
@@ -1160,8 +1161,8 @@ def test_a_blown_up_finite_loss_is_divergence(tmp_path, monkeypatch):
     real = Trainer.train_step
 
     def blowing_up(self, images, labels, lr):
-        loss = real(self, images, labels, lr)
-        return loss * 0 + 1e23 if self.pos.step >= 2 else loss
+        loss, correct = real(self, images, labels, lr)
+        return (loss * 0 + 1e23 if self.pos.step >= 2 else loss), correct
 
     monkeypatch.setattr(Trainer, "train_step", blowing_up)
     summary = train(tiny(tmp_path, steps=6))
@@ -1302,3 +1303,37 @@ def test_model_kwargs_of_a_config_file_that_are_no_mapping_beside_the_flag(tmp_p
     assert capsys.readouterr().err == (f"inceptionlab train: error: model_kwargs in {tmp_path / 'listed.yaml'} must "
                                        f"be a mapping of switch: value, got ['stem=low_res']; e.g. model_kwargs: "
                                        f"{{stem: low_res}}\n")
+
+
+def test_training_accuracy_is_logged_for_the_images_since_the_last_evaluation(tmp_path, monkeypatch):
+    # metrics.csv had the training loss but not the training accuracy: overfitting was invisible
+    from inceptionlab.train.engine import Trainer
+    from inceptionlab.train.logs import OLDER_METRIC_COLUMNS, RunLog
+
+    right, seen = [], []
+    real = Trainer.train_step
+
+    def counting(self, images, labels, lr):
+        # without batch norm or dropout the forward pass is the step's own: count its right answers here
+        with torch.no_grad():
+            logits = self.model(images.contiguous(memory_format=self.memory_format))
+        right.append(int((logits.argmax(1) == labels).sum()))
+        seen.append(len(labels))
+        return real(self, images, labels, lr)
+
+    monkeypatch.setattr(Trainer, "train_step", counting)
+    train(tiny(tmp_path, steps=6, eval_every=4, lr=0.01, model_kwargs=dict(TINY, norm=False, drop_rate=0.0)))
+    rows = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == ["4", "6"]
+    assert float(rows[0]["train_top1"]) == round(100 * sum(right[:4]) / sum(seen[:4]), 3)
+    assert float(rows[1]["train_top1"]) == round(100 * sum(right[4:]) / sum(seen[4:]), 3)
+    # a run begun before the column existed goes on with its own columns when resumed
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "metrics.csv").write_text(",".join(OLDER_METRIC_COLUMNS) + "\n2,4,2.1,2.2,10.0,50.0,0.1,99.0,3.0\n")
+    log = RunLog(older, resume_step=4)
+    log.metrics(dict(epoch=3, step=6, train_loss=2.0, val_loss=2.1, top1=20.0, top5=60.0, lr=0.1,
+                     images_per_sec=98.0, seconds=5.0, train_top1=25.0))
+    log.close()
+    assert (older / "metrics.csv").read_text().splitlines()[1:] == ["2,4,2.1,2.2,10.0,50.0,0.1,99.0,3.0",
+                                                                   "3,6,2.0,2.1,20.0,60.0,0.1,98.0,5.0"]

@@ -64,6 +64,9 @@ class History:
     last_eval: dict | None = None
     window_loss: float = 0.0
     window_steps: int = 0
+    # training images the main head classified right since the last evaluation (of window_images);
+    # None in a window begun by a version that did not count them (its checkpoint lacks the key)
+    window_correct: int | None = 0
     window_images: int = 0
     window_seconds: float = 0.0
 
@@ -71,6 +74,7 @@ class History:
 class Agreed(NamedTuple):
     loss: float        # mean over the global batch
     images: int
+    correct: int       # of them, classified right by the main head (before this step's update)
     signalled: bool    # SIGINT/SIGTERM reached some process
     time_up: bool      # the wall-clock budget is spent
     seconds: float     # the main process's clock
@@ -299,8 +303,9 @@ class Trainer:
         self.stop = StopRequest(announce=self.main)
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
-        """One optimization step: forward, loss (main + aux), backward, clip, step, EMA."""
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimization step: forward, loss (main + aux), backward, clip, step, EMA. Returns the
+        loss and how many images the main head classified right (both computed before the update)."""
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         labels = labels.to(self.device, non_blocking=True)
         for group in self.optimizer.param_groups:
@@ -317,7 +322,8 @@ class Trainer:
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.net, self.pos.step + 1)
-        return loss.detach()
+        logits = output[0] if isinstance(output, tuple) else output  # InceptionOutput(logits, aux)
+        return loss.detach(), (logits.detach().argmax(1) == labels).sum()
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -414,8 +420,8 @@ class Trainer:
                 continue
             stepped = True
             lr = self.schedule(self.pos.step, self._time_progress())
-            loss = self.train_step(images, labels, lr)
-            agreed = self._agree(loss, images.shape[0], started)
+            loss, correct = self.train_step(images, labels, lr)
+            agreed = self._agree(loss, correct, images.shape[0], started)
             guess = math.log(max(2, len(self.classes)))  # the loss of a uniform guess
             if not math.isfinite(agreed.loss) or agreed.loss > DIVERGED_LOSS_FACTOR * guess:
                 epoch = self._epoch_float()  # where the failed step ends, as steps.jsonl writes a step's epoch
@@ -481,15 +487,16 @@ class Trainer:
             return empty
         return self.dist.sum(torch.tensor([float(empty)], dtype=torch.float64)).item() > 0
 
-    def _agree(self, loss: torch.Tensor, n_images: int, started: float) -> "Agreed":
-        """The step's mean loss, images, and whether to stop, agreed by all processes (one all-reduce)."""
+    def _agree(self, loss: torch.Tensor, correct: torch.Tensor, n_images: int, started: float) -> "Agreed":
+        """The step's mean loss, images, right answers, and whether to stop, agreed by all processes
+        (one all-reduce)."""
         seconds = time.monotonic() - started
         time_up = self.cfg.minutes is not None and seconds >= self.cfg.minutes * 60
-        values = torch.tensor([loss.item() * n_images, n_images, float(self.stop.signal_name is not None),
+        values = torch.tensor([loss.item() * n_images, n_images, correct.item(), float(self.stop.signal_name is not None),
                                float(time_up), seconds if self.main else 0.0], dtype=torch.float64)
-        loss_sum, n, signalled, time_up, seconds = self.dist.sum(values).tolist()
+        loss_sum, n, right, signalled, time_up, seconds = self.dist.sum(values).tolist()
         mean_loss = loss_sum / max(n, 1) if self.dist.enabled else loss.item()
-        return Agreed(mean_loss, int(n), signalled > 0, time_up > 0, seconds)
+        return Agreed(mean_loss, int(n), int(right), signalled > 0, time_up > 0, seconds)
 
     def _count_step(self, agreed: "Agreed", lr: float, step_seconds: float) -> None:
         self.pos.step += 1
@@ -501,6 +508,7 @@ class Trainer:
         h.window_loss += agreed.loss
         h.window_steps += 1
         h.window_images += agreed.images
+        h.window_correct = None if h.window_correct is None else h.window_correct + agreed.correct
         h.window_seconds += step_seconds
         self.log.step(dict(step=self.pos.step, epoch=round(self._epoch_float(), 6), loss=agreed.loss,
                            lr=float(f"{lr:.6g}"),
@@ -542,15 +550,20 @@ class Trainer:
                    val_loss=_round(result.loss), top1=round(result.top1, 3), top5=_round(result.top5, 3),
                    lr=float(f"{self.last_lr:.6g}"),  # 0.03737627999999999 was float noise
                    images_per_sec=round(h.window_images / max(h.window_seconds, 1e-9), 2),
-                   seconds=round(self.pos.seconds, 2))
+                   seconds=round(self.pos.seconds, 2),
+                   # of the images trained on since the last evaluation, by the weights of their step
+                   train_top1=(round(100.0 * h.window_correct / h.window_images, 3)
+                               if h.window_images and h.window_correct is not None else None))
         self.log.metrics(row)
         h.last_eval = row
         h.window_loss, h.window_steps, h.window_images, h.window_seconds = 0.0, 0, 0, 0.0
+        h.window_correct = 0
         top5 = f"top5 {row['top5']:.2f}% " if row["top5"] is not None else ""
+        train_top1 = f" train_top1 {row['train_top1']:.2f}%" if row["train_top1"] is not None else ""
         self.progress.line(f"eval step {row['step']} epoch {row['epoch']:.2f}: top1 {row['top1']:.2f}% "
                            f"{top5}val_loss {row['val_loss']:.4f} train_loss "
                            f"{row['train_loss'] if row['train_loss'] is not None else float('nan'):.4f}"
-                           f"{'  (best)' if improved else ''}")
+                           f"{train_top1}{'  (best)' if improved else ''}")
         every = self.cfg.checkpoint_every
         if final or improved or every is None or self.pos.step % every == 0:
             self._save_checkpoint(best=improved)
@@ -598,7 +611,10 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.scaler.load_state_dict(state["scaler"])
         self.pos = Position(**state["position"])
-        self.history = History(**state["history"])
+        history = dict(state["history"])
+        # a checkpoint of a version that did not count right answers: unknown, unless no step was counted yet
+        history.setdefault("window_correct", None if history.get("window_images") else 0)
+        self.history = History(**history)
         saved = state.get("segments") or [[0, state.get("world_size") or self.dist.world_size]]
         self.segments = saved + ([[self.pos.step, self.dist.world_size]] if saved[-1][1] != self.dist.world_size
                                  else [])

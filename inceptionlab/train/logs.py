@@ -13,7 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_sec", "seconds"]
+METRIC_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "top1", "top5", "lr", "images_per_sec", "seconds",
+                  "train_top1"]
+# the columns before train_top1 was logged: a run begun then keeps them when resumed
+OLDER_METRIC_COLUMNS = METRIC_COLUMNS[:9]
 
 
 class RunLog:
@@ -31,9 +34,12 @@ class RunLog:
             _keep_lines(self.metrics_path, lambda line: line.startswith("epoch,")
                         or int(line.split(",")[1]) <= resume_step)
         new_csv = not self.metrics_path.exists() or self.metrics_path.stat().st_size == 0
+        # a run resumed from an older version goes on with its own header's columns (a new one would
+        # misalign its rows)
+        self.columns = METRIC_COLUMNS if new_csv else _header(self.metrics_path)
         self._steps = open(self.steps_path, "a")
         self._metrics = open(self.metrics_path, "a", newline="")
-        self._csv = csv.DictWriter(self._metrics, METRIC_COLUMNS, lineterminator="\n")  # as _keep_lines writes
+        self._csv = csv.DictWriter(self._metrics, self.columns, lineterminator="\n")  # as _keep_lines writes
         if new_csv:
             self._csv.writeheader()
             self._metrics.flush()
@@ -51,10 +57,10 @@ class RunLog:
     def metrics(self, row: dict) -> None:
         if not self.enabled:
             return
-        self._csv.writerow({key: row.get(key) for key in METRIC_COLUMNS})
+        self._csv.writerow({key: row.get(key) for key in self.columns})
         self._metrics.flush()
         if self._tb is not None:
-            for key in ("train_loss", "val_loss", "top1", "top5", "images_per_sec"):
+            for key in ("train_loss", "train_top1", "val_loss", "top1", "top5", "images_per_sec"):
                 if row.get(key) is not None:
                     self._tb.add_scalar(f"eval/{key}", row[key], row["step"])
 
@@ -82,6 +88,13 @@ def read_steps(run_dir) -> list[dict]:
     return steps
 
 
+def _header(path: Path) -> list[str]:
+    """The columns of an existing metrics.csv: this version's, or an older version's (fewer)."""
+    first = path.read_text().splitlines()[:1]
+    columns = first[0].split(",") if first else []
+    return columns if columns in (METRIC_COLUMNS, OLDER_METRIC_COLUMNS) else METRIC_COLUMNS
+
+
 def read_metrics(run_dir) -> list[dict]:
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
@@ -96,7 +109,7 @@ def stopped_before_its_first_step(run_dir) -> bool:
     if not ((run / "steps.jsonl").is_file() and (run / "metrics.csv").is_file()):
         return False
     header = (run / "metrics.csv").read_text().splitlines()[:1]  # this tool's own log, not a user's file
-    return (header == [",".join(METRIC_COLUMNS)] and not (run / "steps.jsonl").read_text().strip()
+    return (header in ([",".join(METRIC_COLUMNS)], [",".join(OLDER_METRIC_COLUMNS)]) and not (run / "steps.jsonl").read_text().strip()
             and not read_metrics(run) and not (run / "model.safetensors").exists()
             and not any((run / "checkpoints").glob("*.pt")))
 
