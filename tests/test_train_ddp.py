@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
@@ -279,3 +280,25 @@ def test_a_process_that_dies_ends_the_run_as_failed_with_its_summary(tmp_path):
                             f"{tmp_path / 'run'}") and "(latest: step_0000000" in message
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["steps"] >= 3
+
+
+def test_sync_bn_leaves_frozen_layers_frozen():
+    # under torchrun --sync-bn, the CPU's SyncBatchNorm replaced the layers --freeze-bn had frozen (it
+    # was converted first, and the freezing knew only torch's classes): scale, shift and statistics trained
+    from inceptionlab.models import create_model
+    from inceptionlab.models.finetune import freeze_until, is_frozen_norm
+    from inceptionlab.train.distributed import convert_sync_batchnorm
+
+    model = create_model("googlenet", stem="low_res", depth_multiplier=0.125, min_depth=8, num_classes=3)
+    freeze_until(model, "mixed_3b")
+    frozen = {name for name, m in model.named_modules() if is_frozen_norm(m)}
+    trained = {name for name, m in model.named_modules()
+               if isinstance(m, nn.BatchNorm2d) and name not in frozen}
+    assert frozen and trained
+    converted = convert_sync_batchnorm(model, torch.device("cpu"))
+    kinds = {name: type(m) for name, m in converted.named_modules()}
+    assert all(is_frozen_norm(converted.get_submodule(name)) for name in frozen)
+    assert {kinds[name] for name in trained} == {SyncBatchNorm}
+    converted.train()
+    assert not any(converted.get_submodule(name).training for name in frozen)
+    assert not any(p.requires_grad for name in frozen for p in converted.get_submodule(name).parameters())

@@ -47,6 +47,11 @@ _FROZEN = {nn.BatchNorm1d: FrozenBatchNorm1d, nn.BatchNorm2d: FrozenBatchNorm2d,
 _UNFROZEN = {v: k for k, v in _FROZEN.items()}
 
 
+def is_frozen_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is a BN layer that `freeze_bn` or `freeze_until` froze."""
+    return type(module) in _UNFROZEN
+
+
 def _freeze_params(module: nn.Module) -> None:
     for param in module.parameters():
         param.requires_grad_(False)

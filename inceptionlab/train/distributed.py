@@ -187,23 +187,29 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     @classmethod
     def convert(cls, module: nn.Module) -> nn.Module:
-        """``module`` with every BatchNorm replaced by this class (weights and statistics kept)."""
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, cls):
-            sync = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
-            sync.to(device=module.running_mean.device if module.running_mean is not None else None,
-                    dtype=module.running_mean.dtype if module.running_mean is not None else None)
-            sync.load_state_dict(module.state_dict())
-            sync.train(module.training)
-            return sync
-        for name, child in module.named_children():
-            module.add_module(name, cls.convert(child))
-        return module
+        """``module`` with every BatchNorm that trains replaced by this class (weights and statistics kept)."""
+        return convert_sync_batchnorm(module, torch.device("cpu"))
 
 
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return SyncBatchNorm.convert(model)
+    """``model`` with every batch norm that trains replaced by one whose statistics are the global
+    batch's: torch's SyncBatchNorm on CUDA, this module's on other devices (weights and statistics
+    kept). A frozen layer (--freeze-bn, --freeze-until) normalizes with its stored statistics, so it
+    stays as it is; converting it had unfrozen it on the CPU, and its scale, shift and statistics trained."""
+    from inceptionlab.models.finetune import is_frozen_norm
+
+    sync_class = nn.SyncBatchNorm if device.type == "cuda" else SyncBatchNorm
+    if (isinstance(model, nn.modules.batchnorm._BatchNorm) and not is_frozen_norm(model)
+            and not isinstance(model, (nn.SyncBatchNorm, SyncBatchNorm))):
+        sync = sync_class(model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats)
+        sync.to(device=model.running_mean.device if model.running_mean is not None else None,
+                dtype=model.running_mean.dtype if model.running_mean is not None else None)
+        sync.load_state_dict(model.state_dict())
+        sync.train(model.training)
+        return sync
+    for name, child in model.named_children():
+        model.add_module(name, convert_sync_batchnorm(child, device))
+    return model
 
 
 def lost_a_process(exc: BaseException) -> bool:

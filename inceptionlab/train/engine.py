@@ -264,9 +264,9 @@ class Trainer:
         channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cpu"
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        freeze(self.net, cfg)  # --freeze-bn, --freeze-until (first: synchronized layers would not freeze)
         if cfg.sync_bn and dist.enabled:
-            self.net = convert_sync_batchnorm(self.net, self.device)
-        freeze(self.net, cfg)  # --freeze-bn, --freeze-until
+            self.net = convert_sync_batchnorm(self.net, self.device)  # the layers that train
         self.net.set_grad_checkpointing(cfg.grad_checkpointing)
         self.model = self.net
         if dist.enabled:
@@ -606,7 +606,12 @@ class Trainer:
                             f"{len(now)} now); resume with the same data, or fine-tune on the new classes with "
                             f"--weights {self.out}")
         self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # torch: "... parameter group that doesn't match the size of optimizer's group"
+            raise UserError(f"the checkpoint's optimizer state does not fit the parameters this run trains "
+                            f"({exc}): it was saved with other layers frozen; start a new run from its "
+                            f"weights with --weights {self.out}") from None
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         self.scaler.load_state_dict(state["scaler"])
