@@ -296,6 +296,13 @@ def test_train_folder_without_val_is_split(tmp_path):
     assert len(tiny.val) == 2 and "val: 1 image per class held out (the least; 1e-07% asked)" in tiny.source
 
 
+def test_folders_that_systems_add_are_not_classes(tmp_path):
+    # a zip made on a Mac has __MACOSX/ beside the classes: holding an image, it became a class
+    image_folder(tmp_path, {"a": 5, "b": 5, "__MACOSX": 1, "@eaDir": 1})
+    splits = build_photos(tmp_path)
+    assert splits.classes == ["a", "b"] and len(splits.train) + len(splits.val) == 10
+
+
 def test_a_class_named_train_is_a_class(tmp_path):
     # photos of trains, buses and cars: train/ holds the pictures themselves, so the folder is not a
     # train/val layout (it was read as one: "no class folders in .../train")

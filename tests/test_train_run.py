@@ -595,9 +595,13 @@ def test_a_class_of_unreadable_files_is_named(tmp_path, capsys):
         (tmp_path / "pics" / "dogs" / name).write_text("not a picture")
     summary = train(tiny(tmp_path, data=str(tmp_path / "pics"), steps=6, batch_size=2, limit_per_class=None,
                          val_split=0.3, quiet=False))
-    assert summary["status"] == "finished" and summary["unreadable_classes"] == ["dogs"]
-    assert ("warning: every training image of class dogs was unreadable: the model never saw it; fix or replace "
-            "those files") in capsys.readouterr().out
+    # then a warning at the end; now the first epoch, which tries every file, stops the run (it had "finished"
+    # with 100% top-1 on the one readable class and exit status 0)
+    assert summary["status"] == "failed" and summary["unreadable_classes"] == ["dogs"]
+    assert summary["message"] == ("every training image of class dogs is unreadable (an epoch tried them all; see "
+                                  "skipped_files in summary.json): the model would never learn it; fix or replace "
+                                  "those files, or remove the class folder")
+    assert summary["steps"] < 6 and summary["epochs"] == 1.0 and summary["weights"] is None
 
 
 def test_cli_config_file_with_flags_overriding(tmp_path, capsys):

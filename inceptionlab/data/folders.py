@@ -23,10 +23,17 @@ def is_image_file(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+# folders that systems add beside a user's own: a zip made on a Mac (__MACOSX, its ._* files), a
+# Synology NAS's thumbnails (@eaDir), Windows (its recycle bin and volume data), a file system's root
+SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information", "lost+found"})
+
+
 def class_names(root: Path) -> list[str]:
-    """The visible subfolders of `root`, sorted; UserError if there are none, or for a link to a
-    folder that is gone (dropping that class would renumber the others without a word)."""
-    entries = [entry for entry in os.scandir(root) if not entry.name.startswith(".")]
+    """The visible subfolders of `root` that are not `SYSTEM_FOLDERS`, sorted; UserError if there
+    are none, or for a link to a folder that is gone (dropping that class would renumber the others
+    without a word)."""
+    entries = [entry for entry in os.scandir(root) if not entry.name.startswith(".")
+               and entry.name not in SYSTEM_FOLDERS]
     broken = sorted(entry.name for entry in entries if entry.is_symlink() and not os.path.exists(entry.path))
     if broken:
         raise UserError(f"{root / broken[0]} is a link to {os.readlink(root / broken[0])}, which does not "

@@ -449,6 +449,13 @@ class Trainer:
             return "failed", (f"no image of a whole epoch could be read ({len(self._skipped_files())} files "
                               f"skipped as unreadable); check the data folder (Git LFS pointers? HEIC files "
                               f"named .jpg?)")
+        if whole_epoch:  # every file was tried once: a class none of whose files could be read is never learned
+            unseen = self._classes_never_read(self._skipped_files())
+            if unseen:
+                return "failed", (f"every training image of class {listed(unseen)} is unreadable (an epoch "
+                                  f"tried them all; see skipped_files in summary.json): the model would never "
+                                  f"learn {'it' if len(unseen) == 1 else 'them'}; fix or replace those files, "
+                                  f"or remove the class folder")
         return None
 
     def _interrupted(self) -> tuple[str, str]:
@@ -737,7 +744,8 @@ class Trainer:
             self.progress.line(f"{ended}: {summary['steps']} steps in {summary['seconds']:.0f}s{then}, {best}"
                                + (f"; {skipped} unreadable file(s) skipped (listed in summary.json)" if skipped else "")
                                + (f"; {message}" if message else ""))
-            if unseen:  # the model has an output for them that never saw an example
+            # (a run shorter than an epoch: the model has an output for them that never saw an example)
+            if unseen and status != "failed":
                 self.progress.line(f"warning: every training image of class {listed(unseen)} was unreadable: the "
                                    f"model never saw {'it' if len(unseen) == 1 else 'them'}; fix or replace those "
                                    f"files (see skipped_files in summary.json)")
