@@ -590,6 +590,21 @@ def test_train_transform_with_distortion():
     assert out.shape == (3, 32, 32) and torch.isfinite(out).all()
 
 
+def test_colour_distortion_adds_brightness_as_tf_slim():
+    # ColorJitter's brightness multiplies: a black picture stayed black, where TF-slim's
+    # random_brightness adds up to +-32/255 to every pixel
+    from inceptionlab.data.transforms import DistortColor
+
+    torch.manual_seed(0)
+    black = Image.new("RGB", (4, 4), (0, 0, 0))
+    values = np.array([DistortColor()(black).getpixel((0, 0)) for _ in range(100)])
+    assert values.min() == 0 and values.max() == 32  # the shift is +-32, clipped at 0
+    assert (values[:, 0] == values[:, 1]).all() and (values[:, 1] == values[:, 2]).all()  # still gray
+    assert 0.3 < (values[:, 0] > 0).mean() < 0.7
+    gray = Image.new("L", (4, 4), 100)  # a grayscale picture keeps its mode (hue and saturation do nothing)
+    assert DistortColor()(gray).mode == "L"
+
+
 @pytest.mark.parametrize("make, match", [
     (lambda: eval_transform(32, MEAN, STD, interpolation="cubic"), "unknown interpolation 'cubic'"),
     (lambda: eval_transform(0, MEAN, STD), "img_size must be a positive integer"),

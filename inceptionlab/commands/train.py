@@ -56,7 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--crop-scale", type=float, nargs=2, default=S, metavar=("LOW", "HIGH"),
                       help="area range of the random crop; 0.08 1.0")
     data.add_argument("--no-hflip", dest="hflip", action="store_false", default=S)
-    data.add_argument("--distort", action="store_true", default=S, help="the papers' colour distortions")
+    data.add_argument("--distort", action="store_true", default=S,
+                      help="the papers' colour distortions (TF-slim's distort_color: brightness +-32/255 added, "
+                           "saturation and contrast x0.5-1.5, hue +-0.2, in a random one of its four orders)")
     data.add_argument("--crop-pct", type=float, default=S, help="evaluation crop fraction (default: the model's, e.g. 0.875; 1.0 at the data's own size)")
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--opt", default=S, help="rmsprop_tf (the papers'), sgd or adamw")

@@ -50,12 +50,47 @@ INTERPOLATIONS = {
     "lanczos": T.InterpolationMode.LANCZOS,
 }
 
-# Colour distortion close to TF-slim's distort_color (brightness +-32/255, saturation and
-# contrast x[0.5, 1.5], hue +-0.2 of the colour circle), applied in a random order.
-DISTORT_BRIGHTNESS = 0.125
+# Colour distortion as TF-slim's distort_color: brightness +-32/255 (added), saturation and
+# contrast x[0.5, 1.5], hue +-0.2 of the colour circle, in one of its four orders.
+DISTORT_BRIGHTNESS = 32 / 255
 DISTORT_CONTRAST = 0.5
 DISTORT_SATURATION = 0.5
 DISTORT_HUE = 0.2
+
+
+class DistortColor:
+    """TF-slim's ``distort_color`` (Inception-v3's training colour distortion) on a PIL picture.
+
+    Brightness is *added* (``tf.image.random_brightness``: every pixel +-32/255, black included;
+    torchvision's ColorJitter multiplies, which leaves black black); saturation and contrast are
+    scaled by a factor in [0.5, 1.5] and hue turned by up to 0.2 of the colour circle; the four go in
+    one of TF-slim's four orders, drawn per picture. Randomness from torch's RNG, as the crop's.
+    Contrast follows torchvision (around the picture's mean gray, where TF uses each channel's mean).
+    """
+
+    ORDERS = (("brightness", "saturation", "hue", "contrast"), ("saturation", "brightness", "contrast", "hue"),
+              ("contrast", "hue", "brightness", "saturation"), ("hue", "saturation", "contrast", "brightness"))
+
+    def __call__(self, picture: Image.Image) -> Image.Image:
+        from torchvision.transforms import functional as F
+
+        def uniform(low: float, high: float) -> float:
+            return low + (high - low) * torch.rand(()).item()
+
+        for step in self.ORDERS[int(torch.randint(4, ()))]:
+            if step == "brightness":
+                shift = round(uniform(-DISTORT_BRIGHTNESS, DISTORT_BRIGHTNESS) * 255)
+                picture = picture.point(lambda value: min(255, max(0, value + shift)))  # a lookup table
+            elif step == "saturation":
+                picture = F.adjust_saturation(picture, uniform(1 - DISTORT_SATURATION, 1 + DISTORT_SATURATION))
+            elif step == "contrast":
+                picture = F.adjust_contrast(picture, uniform(1 - DISTORT_CONTRAST, 1 + DISTORT_CONTRAST))
+            else:
+                picture = F.adjust_hue(picture, uniform(-DISTORT_HUE, DISTORT_HUE))
+        return picture
+
+    def __repr__(self) -> str:
+        return "DistortColor(tf_slim)"
 
 
 def train_transform(
@@ -83,8 +118,7 @@ def train_transform(
     if hflip:
         steps.append(T.RandomHorizontalFlip())
     if distort:
-        steps.append(T.ColorJitter(DISTORT_BRIGHTNESS, DISTORT_CONTRAST,
-                                   DISTORT_SATURATION, DISTORT_HUE))
+        steps.append(DistortColor())
     steps += _to_normalised_tensor(mean, std, input_space)
     pipeline = T.Compose(steps)
     # the smallest crop (least area, most elongated) still gets img_size pixels across
