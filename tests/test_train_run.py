@@ -644,7 +644,9 @@ def test_every_model_of_the_zoo_trains(tmp_path, name):
     size = max(12, create_model(name, num_classes=10, **switches).min_input_size)
     summary = train(tiny(tmp_path, model=name, steps=2, img_size=size, model_kwargs=switches))
     assert summary["status"] == "finished", summary["message"]
-    assert summary["aux_weight"] == (0.3 if name.startswith("googlenet") else 0.4)
+    # (a model without aux heads has no aux weight: summary.json said 0.4 for them too)
+    assert summary["aux_weight"] == (None if "aux_logits" not in switches else 0.3 if name.startswith("googlenet")
+                                     else 0.4)
     assert 0 <= summary["final_top1"] <= 100 and math.isfinite(summary["final_train_loss"])
 
 

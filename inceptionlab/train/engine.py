@@ -283,7 +283,7 @@ class Trainer:
                                    cfg.warmup_steps, cfg.decay_epochs, cfg.decay_rate)
         aux_weight = default_aux_weight(self.net.name) if cfg.aux_weight is None else cfg.aux_weight
         self.loss_fn = InceptionLoss(cfg.smoothing, aux_weight)
-        self.aux_weight = aux_weight
+        self.aux_weight = aux_weight if self.net.has_aux else None  # (summary.json: no weight of heads not there)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         self.pos, self.history = Position(), History()
