@@ -714,7 +714,8 @@ def test_torch_export_with_dynamic_height_and_width():
     googlenet = create_model("googlenet", num_classes=4, stem="low_res", depth_multiplier=0.125, min_depth=8).eval()
     with pytest.raises(UserError, match=r"^googlenet exports with a static H and W only \(its ceil-mode pools give "
                                         r"sizes torch.export cannot solve for\); make only the batch dimension "
-                                        r"dynamic, and export once per input size$"):
+                                        r"dynamic, and export once per input size \(a tensor an earlier "
+                                        r"export with Dim.AUTO took stays marked dynamic: pass x.clone\(\)\)$"):
         torch.export.export(googlenet, (torch.randn(1, 3, 40, 40),), dynamic_shapes=({2: h, 3: w},))
 
 

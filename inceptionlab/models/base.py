@@ -124,7 +124,8 @@ class InceptionNet(nn.Module):
         if torch.compiler.is_exporting() and any(getattr(m, "ceil_mode", False) for m in self.blocks.modules()):
             raise UserError(f"{self.name} exports with a static H and W only (its ceil-mode pools give sizes "
                             f"torch.export cannot solve for); make only the batch dimension dynamic, and export "
-                            f"once per input size")
+                            f"once per input size (a tensor an earlier export with Dim.AUTO took stays marked "
+                            f"dynamic: pass x.clone())")
 
     def forward_endpoints(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The output of every named block in ``names`` (all blocks when None)."""
