@@ -96,9 +96,13 @@ def _in_command_terms(message: str, command_parser: argparse.ArgumentParser) -> 
     return re.sub(r"(--[a-z][a-z-]*)(?: ([0-9.][^\s;,)]*|bf16|fp16|true|false|[A-Z]+\b))?", in_terms, message)
 
 
-def _classes_fix(match) -> str:
+def _classes_fix(match, args: argparse.Namespace) -> str:
     """The fix for weights of N classes, in command-line terms (the API's is reset_classifier)."""
     classes = match.group(1)
+    given = next((w for w in getattr(args, "model_kwargs", None) or [] if w.startswith("num_classes=")), None)
+    if given is not None:  # (it said "use them with a model name", which the user had done)
+        return (f"drop --model-kwargs {given}" if classes == "1000" else
+                f"pass --model-kwargs num_classes={classes} instead of {given}")
     model = "a model name (not a run folder, which has its own classes)"
     if classes == "1000":
         return f"use them with {model}: its default is 1000 classes"
@@ -202,7 +206,7 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
         message = _in_command_terms(message, parser.command_parsers[args.command])
         # the API's fix for weights of another class count is a Python call; on the command line it is a model
         message = re.sub(r"pass num_classes=(\d+) \(then reset_classifier\(n\) for n new classes\)",
-                         _classes_fix, message)
+                         lambda match: _classes_fix(match, args), message)
         if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun, each machine's first process says it
             print(f"inceptionlab {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -272,6 +272,27 @@ def test_class_count_and_aux_heads(tmp_path):
     assert classifier_size(path) == 10 and classifier_size(save(features.state_dict(), tmp_path / "f.pth")) is None
 
 
+def test_the_command_line_fix_for_a_class_count_names_what_was_given(tmp_path, capsys):
+    # `predict --model googlenet --weights 1000-class.pth --model-kwargs num_classes=3` was told to "use
+    # them with a model name", which it had done; the fix is to drop the switch
+    from inceptionlab.cli import main
+    from PIL import Image
+
+    small = ["stem=low_res", "depth_multiplier=0.125", "min_depth=8"]
+    files = {n: save(create_model("googlenet", num_classes=n, stem="low_res", depth_multiplier=0.125,
+                                  min_depth=8).state_dict(), tmp_path / f"g{n}.pth") for n in (1000, 5)}
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    fixes = {}
+    for n, given in ((1000, ["num_classes=3"]), (5, ["num_classes=3"]), (5, [])):
+        assert main(["predict", "--model", "googlenet", "--weights", str(files[n]), str(tmp_path / "a.png"),
+                     "--model-kwargs", *small, *given]) == 2
+        fixes[n, bool(given)] = capsys.readouterr().err.strip().rsplit("; ", 1)[-1]
+    assert fixes == {(1000, True): "drop --model-kwargs num_classes=3",
+                     (5, True): "pass --model-kwargs num_classes=5 instead of num_classes=3",
+                     (5, False): "use them with a model name (not a run folder, which has its own classes) and "
+                                 "--model-kwargs num_classes=5"}
+
+
 def test_1001_class_files_of_our_layout(tmp_path):
     small = dict(depth_multiplier=0.25, stem="low_res")
     src = create_model("inception_v4", num_classes=1001, **small)
