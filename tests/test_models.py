@@ -922,7 +922,15 @@ def test_aux_heads_after_api_changes_and_train_mode_batch_of_one():
 
 def test_weights_that_are_a_folder_or_missing_say_so(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError, match=r"^\S+empty is a folder, not a weights file; pass the file inside it$"):
+    with pytest.raises(UserError, match=r"^\S+empty is a folder, not a weights file; it holds no weights file "
+                                        r"\(.safetensors/.pth/.pt/.bin/.h5\); pass one, or a folder that training or "
+                                        r"save_pretrained wrote$"):
+        create_model("googlenet", weights=tmp_path / "empty", depth_multiplier=0.125, min_depth=8)
+    # a run's checkpoints/ folder: "pass the file inside it" did not say which
+    for name in ("step_00000003.pt", "best.pt", "notes.txt"):
+        (tmp_path / "empty" / name).write_text("x")
+    with pytest.raises(UserError, match=r"^\S+empty is a folder, not a weights file; pass one of its files "
+                                        r"\(best.pt, step_00000003.pt\), e.g. \S+empty/best.pt$"):
         create_model("googlenet", weights=tmp_path / "empty", depth_multiplier=0.125, min_depth=8)
     with pytest.raises(UserError, match=r"^\S+nope does not exist; pass a folder written by training or save_pretrained$"):
         il.from_pretrained(tmp_path / "nope")  # it said "nope has no config.json"

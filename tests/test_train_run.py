@@ -535,8 +535,9 @@ def test_weights_from_a_folder_that_holds_none_say_so(tmp_path):
     # it said "weights file empty/model.safetensors does not exist", with no fix
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path / 'empty'))} holds no model.safetensors: it is "
-                                        r"not a folder that training or save_pretrained wrote; pass such a folder, or "
-                                        r"a weights file \(.safetensors/.pth/.pt\)$"):
+                                        r"not a folder that training or save_pretrained wrote; it holds no weights "
+                                        r"file \(.safetensors/.pth/.pt/.bin/.h5\); pass one, or a folder that "
+                                        r"training or save_pretrained wrote$"):
         train(tiny(tmp_path, weights=str(tmp_path / "empty")))
 
 

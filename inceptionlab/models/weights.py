@@ -111,6 +111,19 @@ def _other_kind(path: Path) -> str | None:
     return "a JSON/text file" if text[:1] in (b"{", b"[") else "a text file"
 
 
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".h5", ".keras")
+
+
+def _weights_files_in(folder: Path) -> str:
+    """The fix for a folder given where a weights file was expected: the files in it that could be one."""
+    found = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHTS_SUFFIXES))
+    if not found:
+        return "it holds no weights file (.safetensors/.pth/.pt/.bin/.h5); pass one, or a folder that training or " \
+               "save_pretrained wrote"
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    return f"pass one of its files ({shown}), e.g. {folder / found[0]}"
+
+
 def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
     """Reads a state dict from .safetensors, a torch file or a Keras file, without running code.
 
@@ -120,13 +133,14 @@ def read_state_dict(path) -> "OrderedDict[str, torch.Tensor]":
     path = Path(path)
     if path.is_dir():
         saved = (path / "model.safetensors").is_file()
-        raise UserError(f"{path} is a folder, not a weights file; pass " + (
-            f"{path / 'model.safetensors'} or the folder itself as the model (create_model('{path}'), "
-            f"--model {path})" if saved else "the file inside it"))
+        if saved:
+            raise UserError(f"{path} is a folder, not a weights file; pass {path / 'model.safetensors'} or the "
+                            f"folder itself as the model (create_model('{path}'), --model {path})")
+        raise UserError(f"{path} is a folder, not a weights file; " + _weights_files_in(path))
     if not path.is_file():
         if path.name == "model.safetensors" and path.parent.is_dir():  # a folder given: it was said of the file
             raise UserError(f"{path.parent} holds no model.safetensors: it is not a folder that training or "
-                            f"save_pretrained wrote; pass such a folder, or a weights file (.safetensors/.pth/.pt)")
+                            f"save_pretrained wrote; " + _weights_files_in(path.parent))
         raise UserError(f"weights file {path} does not exist; pass a .safetensors/.pth/.pt file, or a folder that "
                         f"training or save_pretrained wrote")
     exported = {".onnx": "an ONNX file", ".pt2": "a torch.export program"}.get(path.suffix.lower())
