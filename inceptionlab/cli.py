@@ -207,6 +207,7 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
         # the API's fix for weights of another class count is a Python call; on the command line it is a model
         message = re.sub(r"pass num_classes=(\d+) \(then reset_classifier\(n\) for n new classes\)",
                          lambda match: _classes_fix(match, args), message)
+        message = re.sub(r"use create_model\('([\w.]+)', weights=\.\.\.\) \(or --model \1\)", r"use --model \1", message)
         if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun, each machine's first process says it
             print(f"inceptionlab {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -228,7 +228,7 @@ def test_truncated_and_corrupt_files(tmp_path):
             load_weights(model, tmp_path / name)
 
 
-def test_another_architecture_is_named(tmp_path):
+def test_another_architecture_is_named(tmp_path, capsys):
     import torchvision
     ref = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False)
     path = save(ref.state_dict(), tmp_path / "googlenet-1378be20.pth")
@@ -239,6 +239,11 @@ def test_another_architecture_is_named(tmp_path):
                            "first difference at tensor 0: its conv1.conv.weight (64, 3, 7, 7) vs the model's "
                            "blocks.conv2d_1a_3x3.conv.weight (32, 3, 3, 3); the file holds googlenet weights: "
                            "use create_model('googlenet', weights=...)"), text
+    from inceptionlab.cli import main  # on the command line, in its terms
+    from PIL import Image
+    Image.new("RGB", (80, 80)).save(tmp_path / "a.png")
+    assert main(["predict", "--model", "inception_v3", "--weights", str(path), str(tmp_path / "a.png")]) == 2
+    assert capsys.readouterr().err.strip().endswith("the file holds googlenet weights: use --model googlenet")
     # our own layout: missing and unexpected keys, and the model they belong to
     ours = create_model("googlenet", num_classes=10)
     save(ours.state_dict(), tmp_path / "ours.safetensors")
