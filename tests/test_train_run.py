@@ -103,7 +103,8 @@ def test_a_signal_saves_a_checkpoint_and_resume_is_exact(tmp_path, sig, capsys):
     watcher.join()
     assert stopped["status"] == "interrupted", stopped
     # said when it comes (a --compile first step can take minutes before the stop)
-    assert (f"{signal.Signals(sig).name}: stopping after this step, with a checkpoint (Ctrl-C again stops at once, "
+    again = "Ctrl-C again" if sig == signal.SIGINT else "a Ctrl-C"
+    assert (f"{signal.Signals(sig).name}: stopping after this step, with a checkpoint ({again} stops at once, "
             f"without one)") in capsys.readouterr().err
     assert signal.Signals(sig).name in stopped["message"] and "; continue with inceptionlab train --resume " in stopped["message"]
     assert 2 <= stopped["steps"] < 7 and (tmp_path / "stopped" / "checkpoints").is_dir()

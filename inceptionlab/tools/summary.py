@@ -401,7 +401,8 @@ def _table(head: list[str], body: list[list[str]], left: set[int]) -> list[str]:
 def format_factorization(ex: Explanation) -> str:
     if not ex.found:
         return (f"{ex.name} has no factorized convolutions at these switches (factorize_5x5 / factorize_nxn "
-                f"change nothing); try inception_v3, inception_v3_paper or --model-kwargs factorize_nxn=true")
+                f"change nothing); try inception_v3, inception_v3_paper or --model-kwargs factorize_5x5=true "
+                f"or factorize_nxn=true")
     lines = [f"Factorized convolutions in {ex.name} at {ex.size}x{ex.size}, against the same model with the "
              f"factorization switched off (MMACs per image).",
              "'paper' is the saving with equal channel counts, as \"Rethinking\" computes it: Sec. 3.1, 28% for a "

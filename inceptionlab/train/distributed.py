@@ -5,7 +5,10 @@ WORLD_SIZE and LOCAL_RANK set; `Distributed.from_env` joins them (gloo on the CP
 CUDA). The batch size of the config is the *global* batch: each process takes
 ``batch_size / N``, and `ShardedEpochSampler` gives process r the samples r, r+N, r+2N, ... of
 the very order a single process would use, so the N processes together see exactly the global
-batches of a single-process run, and DDP's averaged gradient is the single-process gradient.
+batches of a single-process run, and DDP's averaged gradient is the single-process gradient
+when the per-image computation is the same: that holds without augmentation or dropout and with
+``--sync-bn`` (then losses agree to rounding). Otherwise each process draws its own random crops
+and dropout masks, and batch norm normalizes by each process's share of the batch.
 
 `SyncBatchNorm` on the CPU: ``torch.nn.SyncBatchNorm`` runs on GPUs only; this one reduces the
 batch sums with a differentiable all-reduce, so BN statistics (and their gradients) are those of

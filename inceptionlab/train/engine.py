@@ -98,7 +98,8 @@ class StopRequest:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
         self.signal_name = signal.Signals(signum).name
         if self.announce:
-            print(f"{self.signal_name}: stopping after this step, with a checkpoint (Ctrl-C again stops at once, "
+            again = "Ctrl-C again" if signum == signal.SIGINT else "a Ctrl-C"  # (after a SIGTERM, "again" misled)
+            print(f"{self.signal_name}: stopping after this step, with a checkpoint ({again} stops at once, "
                   f"without one)", file=sys.stderr, flush=True)
 
     def uninstall(self) -> None:
