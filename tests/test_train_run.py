@@ -1345,3 +1345,33 @@ def test_training_accuracy_is_logged_for_the_images_since_the_last_evaluation(tm
     log.close()
     assert (older / "metrics.csv").read_text().splitlines()[1:] == ["2,4,2.1,2.2,10.0,50.0,0.1,99.0,3.0",
                                                                    "3,6,2.0,2.1,20.0,60.0,0.1,98.0,5.0"]
+
+
+def test_body_lr_scale_slows_all_but_the_classifier(tmp_path):
+    # fine-tuning with a lower rate for the pretrained body than for the new classifier
+    from inceptionlab.train.optim import param_groups
+
+    model = create_model("googlenet", num_classes=10, aux_logits=True, **TINY)
+    head, body, scaled = param_groups(model, 1e-4), param_groups(model, 1e-4, 0.1), None
+    assert len(head) == 2 and [g.get("lr_scale") for g in body] == [None, None, 0.1, 0.1]
+    names = {id(p): n for n, p in model.named_parameters()}
+    scaled = {names[id(p)] for g in body[2:] for p in g["params"]}
+    assert scaled and not any(n.startswith(("head.", "aux_heads.")) for n in scaled)
+    assert {n for n in names.values() if n not in scaled} == {n for n in names.values()
+                                                           if n.startswith(("head.", "aux_heads."))}
+    # one plain SGD step from the same start: the body moves a tenth as far, the classifier as far
+    from safetensors.torch import save_file
+
+    start = {k: v.contiguous() for k, v in create_model("inception_v3", num_classes=10, **TINY).state_dict().items()}
+    save_file(start, tmp_path / "start.safetensors")
+    moved = {}
+    for scale in (1.0, 0.1):
+        summary = train(tiny(tmp_path, f"s{scale}", steps=1, opt="sgd", momentum=0.0, weight_decay=0.0, clip_grad=0.0,
+                             sched="constant", lr=0.01, body_lr_scale=scale, weights=str(tmp_path / "start.safetensors")))
+        assert summary["status"] == "finished", summary["message"]
+        end = load_file(tmp_path / f"s{scale}" / "model.safetensors")
+        moved[scale] = {k: end[k] - v for k, v in start.items() if v.is_floating_point() and "running" not in k}
+    assert all(d.abs().max() > 1e-5 for k, d in moved[1.0].items() if k.endswith(".conv.weight"))
+    for key, delta in moved[1.0].items():
+        torch.testing.assert_close(moved[0.1][key], delta if key.startswith("head.") else 0.1 * delta,
+                                   rtol=1e-4, atol=2e-7)  # (float32 rounding of w + delta)

@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "with small batches)")
     opt.add_argument("--freeze-until", default=S, metavar="BLOCK",
                      help="fine-tuning: keep every block up to and including BLOCK fixed (e.g. mixed_6e)")
+    opt.add_argument("--body-lr-scale", type=float, default=S, metavar="SCALE",
+                     help="fine-tuning: every layer but the classifier (and the aux heads) learns at the learning "
+                          "rate times SCALE, e.g. 0.1 (default: 1)")
     speed = parser.add_argument_group("speed")
     speed.add_argument("--amp", nargs="?", const=True, default=S, metavar="bf16|fp16",
                        help="mixed precision (bf16 on the CPU)")

@@ -79,6 +79,7 @@ class TrainConfig:
     ema_decay: float | None = None       # e.g. 0.9999; evaluation then uses the averaged weights
     freeze_bn: bool = False              # BN keeps its running statistics and affine weights fixed
     freeze_until: str | None = None      # fine-tuning: blocks up to and including this one stay fixed
+    body_lr_scale: float = 1.0           # fine-tuning: all but the classifier (and aux heads) learn at lr x this
     # speed
     amp: bool | str = False              # True: bf16 on the CPU; fp16 or bf16 on CUDA
     channels_last: bool | None = None    # None: on for the CPU (training steps 1.3-1.9x faster: BENCHMARKS.md)
@@ -191,6 +192,8 @@ class TrainConfig:
         else:
             _check_number("aux_weight", self.aux_weight, low=0, fix="0.3 for GoogLeNet, 0.4 for the others")
         _check_number("clip_grad", self.clip_grad, low=0, fix="2.0 is the paper's; 0 turns clipping off")
+        _check_number("body_lr_scale", self.body_lr_scale, low=0, low_open=True,
+                      fix="e.g. 0.1 (to keep the body fixed, use --freeze-until)")
         _check_number("ema_decay", self.ema_decay, low=0, high=1, low_open=True, high_open=True,
                       fix="e.g. --ema-decay 0.9999")
         _check_number("crop_pct", self.crop_pct, low=0, high=1, low_open=True, fix="e.g. 0.875")

@@ -310,7 +310,7 @@ class Trainer:
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         labels = labels.to(self.device, non_blocking=True)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # (the body's, with --body-lr-scale)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             output = self.model(images)             # logits, or (logits, aux) with aux heads
             loss = self.loss_fn(output, labels)     # smoothed CE + aux_weight * aux CE
@@ -708,7 +708,8 @@ class Trainer:
             f"{cfg.model} ({params}) on {self.splits.source}; {len(self.classes)} classes, "
             f"{self.img_size}px, batch {cfg.batch_size}"
             + (f" over {self.dist.world_size} processes" if self.dist.enabled else "")
-            + f"; {cfg.opt} lr {cfg.lr:g} {cfg.sched}; {total} ({per_epoch}); {where}; "
+            + f"; {cfg.opt} lr {cfg.lr:g}" + (f" (body x{cfg.body_lr_scale:g})" if cfg.body_lr_scale != 1 else "")
+            + f" {cfg.sched}; {total} ({per_epoch}); {where}; "
             f"out {self.out}")
 
     # ------------------------------------------------------------------ budget and bookkeeping

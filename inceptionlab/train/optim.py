@@ -11,7 +11,9 @@
 
   Weight decay is an L2 term added to the gradient (TF-slim's regularizer).
 - `param_groups`: weight decay for the weights of convolutions and linear layers only; never for
-  BN scales and shifts or biases (every parameter with one dimension or none).
+  BN scales and shifts or biases (every parameter with one dimension or none); with a
+  ``body_lr_scale``, the body (all but the classifier and the aux heads) in groups of their own
+  whose ``lr_scale`` the training step multiplies the learning rate by.
 - `LRSchedule`: the paper's exponential staircase (x0.94 every 2 epochs), step, cosine,
   constant; with linear warm-up.
 - `ModelEMA`: an exponential moving average of the weights, as the papers evaluate with.
@@ -71,20 +73,31 @@ class RMSpropTF(torch.optim.Optimizer):
         return loss
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed (conv and linear weights) and not decayed (BN, biases)."""
-    decay, no_decay = [], []
-    for param in model.parameters():
+HEAD_PREFIXES = ("head.", "aux_heads.")  # the classifier and the aux heads: what a fine-tune replaces
+
+
+def param_groups(model: nn.Module, weight_decay: float, body_lr_scale: float = 1.0) -> list[dict]:
+    """Two groups: decayed (conv and linear weights) and not decayed (BN, biases). With a
+    ``body_lr_scale`` other than 1, four: those two for the head (``lr_scale`` 1) and for the body."""
+    split = body_lr_scale != 1.0
+    groups: dict[tuple[bool, bool], list] = {(body, decayed): [] for body in (False, True) for decayed in (True, False)}
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+            body = split and not name.startswith(HEAD_PREFIXES)
+            groups[body, param.ndim > 1].append(param)
+    made = [dict(params=groups[False, True], weight_decay=weight_decay),
+            dict(params=groups[False, False], weight_decay=0.0)]
+    if split:
+        made += [dict(params=groups[True, True], weight_decay=weight_decay, lr_scale=body_lr_scale),
+                 dict(params=groups[True, False], weight_decay=0.0, lr_scale=body_lr_scale)]
+    return made
 
 
 def build_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     """The optimizer ``cfg`` names, on ``model``'s parameter groups (``cfg`` resolved first: its
     defaults per optimizer, such as the lr, are filled in there)."""
     cfg = cfg.resolved()
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.body_lr_scale)
     if cfg.opt == "rmsprop_tf":
         return RMSpropTF(groups, lr=cfg.lr, decay=0.9, momentum=cfg.momentum, eps=1.0)
     if cfg.opt == "sgd":
