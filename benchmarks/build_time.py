@@ -1,7 +1,7 @@
 """How long `create_model` takes for every registered model (issue 2: "well under a second").
 
 Prints a table and writes benchmarks/results/build_time.md, which `benchmarks/report.py` puts in
-BENCHMARKS.md. Medians of --repeats builds per model, after one warm-up build of each:
+BENCHMARKS.md (``--results-dir DIR``: DIR/build_time.md only). Medians of --repeats builds per model, after one warm-up build of each:
 
     .venv/bin/python benchmarks/build_time.py --repeats 5
 """
@@ -18,14 +18,15 @@ sys.path.insert(0, str(ROOT))
 
 
 import inceptionlab as il  # noqa: E402
-from benchmarks.report import write_section  # noqa: E402
+from benchmarks.report import add_results_dir, run_script, write_section  # noqa: E402
 from inceptionlab.tools.benchmark import machine  # noqa: E402
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    add_results_dir(parser)
+    args = parser.parse_args(argv)
     info = machine()
     rows = []
     for name in il.list_models():
@@ -42,8 +43,10 @@ def main() -> None:
     print("\n".join(lines))
     write_section("build_time", f"python benchmarks/build_time.py --repeats {args.repeats}", info,
                   "`create_model(name)` at 1000 classes, full width, random initialization (the model is built in "
-                  "one thread and its truncated-normal initialization drawn at once).", lines)
+                  "one thread and its truncated-normal initialization drawn at once).", lines,
+                  folder=args.results_dir)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

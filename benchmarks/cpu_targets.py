@@ -7,7 +7,9 @@
     python benchmarks/cpu_targets.py --runtime onnxruntime --train-batches --no-memory --name cpu_onnxruntime
 
 Prints the table, writes benchmarks/results/cpu_targets.csv (+ .json: machine, command, date) and
-regenerates BENCHMARKS.md from every result in benchmarks/results/.
+regenerates BENCHMARKS.md from every result in benchmarks/results/. ``--results-dir DIR`` writes
+DIR/cpu_targets.csv and .json instead and leaves BENCHMARKS.md alone (to measure another machine
+without overwriting the published numbers).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import save_result, write_report  # noqa: E402
+from benchmarks.report import add_results_dir, is_published, run_script, save_result, write_report  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
 
 MODELS = ["inception_v3", "inception_v4", "inception_resnet_v2"]
@@ -42,7 +44,8 @@ def main(argv=None) -> int:
                         help="onnxruntime: our model exported to ONNX, inference only (the targets are PyTorch's)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the peak-RSS measurement of a v3 training step at batch 8")
-    parser.add_argument("--name", default="cpu_targets", help="the result's file name in benchmarks/results/")
+    parser.add_argument("--name", default="cpu_targets", help="the result's file name in the results folder")
+    add_results_dir(parser)
     args = parser.parse_args(argv)
     if args.runtime == "onnxruntime" and args.train_batches:
         parser.error("--runtime onnxruntime times inference only; pass --train-batches with no sizes")
@@ -55,7 +58,8 @@ def main(argv=None) -> int:
     start = time.time()
     command = "python benchmarks/cpu_targets.py " + " ".join(argv if argv is not None else sys.argv[1:])
     # saved after every row, so that a run cut short keeps what it measured
-    partial = lambda rows, info: save_result(args.name, rows, {**info, "partial": True}, command.strip())  # noqa: E731
+    partial = lambda rows, info: save_result(args.name, rows, {**info, "partial": True}, command.strip(),  # noqa: E731
+                                             folder=args.results_dir)
     rows, info = bench.benchmark(configs, args.warmup, args.iters, on_row=partial)
     if args.memory:
         cfg = bench.Config("inception_v3", 299, 8, "train")
@@ -70,10 +74,13 @@ def main(argv=None) -> int:
     info["load_average_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     print()
     print(bench.format_rows(rows))
-    csv_path = save_result(args.name, rows, info, command.strip())
-    print(f"\nwrote {csv_path}; {write_report()} regenerated")
+    csv_path = save_result(args.name, rows, info, command.strip(), folder=args.results_dir)
+    if is_published(args.results_dir):  # BENCHMARKS.md is made from the published results only
+        print(f"\nwrote {csv_path}; {write_report()} regenerated")
+    else:
+        print(f"\nwrote {csv_path} (BENCHMARKS.md, made from benchmarks/results, is left as it was)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

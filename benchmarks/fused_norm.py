@@ -9,7 +9,7 @@ backward; and the relative error (2-norm) of each against the same step in float
 the kernel shifts its sums by the first row, PyTorch's float32 does not), with the outputs that
 land on the other side of the ReLU than in float64. Prints a table and writes
 benchmarks/results/fused_norm.md (fused_norm_threadsN.md for --threads N), which
-`benchmarks/report.py` puts in BENCHMARKS.md.
+`benchmarks/report.py` puts in BENCHMARKS.md (``--results-dir DIR``: into DIR only).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.report import write_section  # noqa: E402
+from benchmarks.report import add_results_dir, run_script, write_section  # noqa: E402
 from inceptionlab.models import fused_norm  # noqa: E402
 from inceptionlab.tools.benchmark import machine  # noqa: E402
 
@@ -67,13 +67,14 @@ def against_float64(impl, x, grad, bn) -> tuple[float, int]:
     return ((got - want).norm() / want.norm()).item(), int((got_on != want_on).sum())
 
 
-def main() -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (the kernel splits its rows over them); other than 1, the section "
                              "is fused_norm_threadsN")
-    args = parser.parse_args()
+    add_results_dir(parser)
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if fused_norm.kernel() is None:
         sys.exit("the fused kernel did not build here (a C++ compiler and ninja are needed)")
@@ -117,8 +118,9 @@ def main() -> None:
                   "(`inceptionlab.models.fused_norm`). Medians of alternating runs; the errors are the relative "
                   "error (2-norm) of the input gradient against PyTorch in float64. 'ReLU flips' counts the outputs "
                   "that fall on the other side of the ReLU than in float64 (within float32 rounding of zero): "
-                  "each adds its whole gradient to the error.", lines)
+                  "each adds its whole gradient to the error.", lines, folder=args.results_dir)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import RESULTS, save_result, write_report  # noqa: E402
+from benchmarks.report import add_results_dir, is_published, run_script, save_result, write_report  # noqa: E402
 from inceptionlab.models import create_model  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
 from inceptionlab.tools.fast import make_optimizer, optimize_for_inference, prepare_for_training  # noqa: E402
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--max-minutes", type=float, default=6.0, help="no new timed row starts after this")
     parser.add_argument("--no-timing", dest="timing", action="store_false", help="part 1 only")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    add_results_dir(parser)
     parser.add_argument("--out", type=Path, default=None, help="also copy the written files here")
     args = parser.parse_args(argv)
     start = time.time()
@@ -258,7 +258,7 @@ def main(argv=None) -> int:
             print()
             print(bench.format_rows(rows))
             written += [csv_path, csv_path.with_suffix(".json")]
-    if results.resolve() == RESULTS.resolve():
+    if is_published(results):
         written.append(write_report())
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -271,4 +271,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -7,7 +7,7 @@ For each model at 299 px: the peak resident size of a fresh process that builds 
 two training steps (forward, cross-entropy, backward, fused SGD), with and without checkpointing,
 less the size it had once the model was built; then the step time of both, timed in alternation in
 one process. Prints a table and writes benchmarks/results/grad_checkpointing.md, which
-`benchmarks/report.py` puts in BENCHMARKS.md.
+`benchmarks/report.py` puts in BENCHMARKS.md (``--results-dir DIR``: DIR/grad_checkpointing.md only).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.report import timing_parser, write_section  # noqa: E402
+from benchmarks.report import run_script, timing_parser, write_section  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
 
 _CHILD = """
@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     parser = timing_parser(__doc__, iters=3, warmup=1, batch=16)
     parser.add_argument("--models", default="inception_v3")
     args = parser.parse_args(argv)
+    # an unknown name fails now, in one line (it was a child process's traceback)
+    bench.check_configs([bench.Config(name, 299, args.batch, "train") for name in args.models.split(",")])
     torch.set_num_threads(args.threads)
     info, device = bench.machine(), torch.device("cpu")
     lines = ["| model | batch | step memory, plain (MiB) | with checkpointing (MiB) | saved | plain step (ms) | "
@@ -80,9 +82,10 @@ def main(argv=None) -> int:
                   "resident size of a fresh process, once the model is built (VmHWM). Step time: the median of "
                   f"{args.iters} steps after {args.warmup} warm-up, the two settings alternating in one process. "
                   "Checkpointing keeps each block's input and recomputes its maps in the backward pass; the "
-                  "gradients and batch norm statistics are bit-identical (tests/test_models.py).", lines)
+                  "gradients and batch norm statistics are bit-identical (tests/test_models.py).", lines,
+                  folder=args.results_dir)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -17,7 +17,8 @@ is left besides the convolutions (the profiler's share of them in our forward pa
    one per branch, then dense copies of the slices that later layers read): per module kind.
 
 Weights are random (timing only); medians of ``--repeats`` alternated rounds. Writes
-benchmarks/results/infer_conv_paths.md and regenerates BENCHMARKS.md.
+benchmarks/results/infer_conv_paths.md and regenerates BENCHMARKS.md (``--results-dir DIR``: DIR's
+file only).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import RESULTS, write_section  # noqa: E402
+from benchmarks.report import add_results_dir, run_script, write_section  # noqa: E402
 from inceptionlab import create_model  # noqa: E402
 from inceptionlab.models.layers import Concat, _mergeable_openers  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
@@ -191,8 +192,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    add_results_dir(parser)
     args = parser.parse_args(argv)
+    # a model timm lacks fails now, in one line, not after the first models' minutes of tables
+    bench.check_configs([bench.Config(name, bench.architecture(name)[2]["input_size"][-1], args.batch, "infer",
+                                      reference="timm") for name in args.models])
     torch.set_num_threads(args.threads)
     start = time.time()
     command = "python benchmarks/infer_conv_paths.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -227,4 +231,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -8,7 +8,8 @@ and copies, gradient accumulation, optimizer, the rest).
 The steps are those of the benchmark (`inceptionlab.tools.benchmark.train_step`: 299 px, fp32,
 channels-last, one thread), profiled in alternation, ours then timm's, after warm-up. The profiler
 adds a few microseconds per operation, so the totals run a little above the benchmark's step times.
-Writes benchmarks/results/train_breakdown.md and regenerates BENCHMARKS.md.
+Writes benchmarks/results/train_breakdown.md and regenerates BENCHMARKS.md (``--results-dir DIR``:
+DIR's file only).
 
 The last column answers one question: with the convolutions as they are (the same oneDNN and BLAS
 kernels on both sides), how small would everything else have to be for our step to take
@@ -28,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import RESULTS, TARGETS, write_section  # noqa: E402
+from benchmarks.report import TARGETS, add_results_dir, run_script, write_section  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
 
 # (category, the operations whose self time it sums); the first match wins, in this order
@@ -124,8 +125,11 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="profiled steps per side")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    add_results_dir(parser)
     args = parser.parse_args(argv)
+    # a model timm lacks fails now, in one line, not after the first models' minutes of profiling
+    bench.check_configs([bench.Config(model, 299, batch, "train", reference="timm")
+                         for model in args.models for batch in args.batches])
     torch.set_num_threads(args.threads)
     start = time.time()
     command = "python benchmarks/train_breakdown.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -146,4 +150,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

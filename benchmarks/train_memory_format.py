@@ -7,7 +7,7 @@ For each demo family, at the demo's setting (28 px digits, 1/8 width, low-resolu
 the image-folder setting (96 px, 1/4 width), both at batch 32: one full training step (forward,
 cross-entropy, backward, fused SGD) in each layout, the two timed in alternation in one process.
 Prints a table and writes benchmarks/results/train_memory_format.md, which `benchmarks/report.py`
-puts in BENCHMARKS.md.
+puts in BENCHMARKS.md (``--results-dir DIR``: DIR/train_memory_format.md only).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.report import timing_parser, write_section  # noqa: E402
+from benchmarks.report import run_script, timing_parser, write_section  # noqa: E402
 from inceptionlab.lab.demo import DEMO_MODELS, FOLDER_MODEL_KWARGS, SMALL_MODEL_KWARGS  # noqa: E402
 from inceptionlab.tools import benchmark as bench  # noqa: E402
 
@@ -47,9 +47,9 @@ def main(argv=None) -> int:
                   f"One training step at batch {args.batch} (median of {args.iters} after {args.warmup} warm-up steps, "
                   "the two layouts alternating in one process) at the lab's small settings. This is why "
                   "`inceptionlab train` uses channels-last by itself on the CPU (`--no-channels-last` turns it off).",
-                  lines)
+                  lines, folder=args.results_dir)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

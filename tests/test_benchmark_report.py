@@ -1,8 +1,11 @@
-"""benchmarks/report.py: the targets table and the peak it divides by."""
+"""benchmarks/report.py: the targets table and the peak it divides by; the scripts' --results-dir
+and their one-line errors."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -80,3 +83,96 @@ def test_a_script_section_names_its_command_and_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     write_section("fused_norm", "python x.py", info, "", [], folder=tmp_path)
     assert reports == [1]
+
+
+SCRIPTS = ["build_time", "cpu_targets", "fused_norm", "gpu_targets", "grad_checkpointing", "infer_conv_paths",
+           "train_breakdown", "train_memory_format"]
+
+
+def test_a_user_error_in_a_script_is_one_line_and_exit_2(capsys, monkeypatch):
+    """`infer_conv_paths.py --models googlenet` ended in a traceback (UserError: timm has no googlenet)."""
+    import os
+    import subprocess
+
+    from benchmarks.report import run_script
+    from inceptionlab.errors import UserError
+
+    def main():
+        raise UserError("timm has no googlenet; it has inception_v3")
+    monkeypatch.setattr(sys, "argv", ["benchmarks/infer_conv_paths.py"])
+    with pytest.raises(SystemExit) as stopped:
+        run_script(main)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "infer_conv_paths.py: error: timm has no googlenet; it has inception_v3\n"
+    with pytest.raises(SystemExit) as stopped:
+        run_script(lambda: 0)
+    assert stopped.value.code == 0
+    # the script itself, checked before any timing
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "infer_conv_paths.py"), "--models", "googlenet",
+                           "--results-dir", "unused"], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("infer_conv_paths.py: error: timm has no googlenet; it has inception_v3, inception_v4, "
+                           "inception_resnet_v2\n")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_takes_results_dir_and_exits_through_run_script(script, capsys):
+    import importlib
+
+    from benchmarks.report import RESULTS
+
+    module = importlib.import_module(f"benchmarks.{script}")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    assert "--results-dir DIR" in capsys.readouterr().out
+    source = Path(module.__file__).read_text()
+    assert source.rstrip().endswith('if __name__ == "__main__":\n    run_script(main)')  # one-line errors
+    import argparse
+
+    from benchmarks.report import add_results_dir
+    parser = argparse.ArgumentParser()
+    add_results_dir(parser)
+    assert parser.parse_args([]).results_dir == RESULTS  # the default: BENCHMARKS.md's commands reproduce it
+
+
+def test_a_script_run_into_another_results_dir_leaves_the_published_results(tmp_path, monkeypatch, capsys):
+    """A BENCHMARKS.md command rerun elsewhere overwrote benchmarks/results (and cpu_targets.py
+    regenerated BENCHMARKS.md from it): with --results-dir, only that folder is written."""
+    import benchmarks.report as report
+    from benchmarks import cpu_targets, train_memory_format
+    from inceptionlab.lab.demo import SMALL_MODEL_KWARGS
+
+    published = {p.name: p.read_bytes() for p in report.RESULTS.iterdir()}
+    regenerated = []
+    monkeypatch.setattr(report, "write_report", lambda: regenerated.append(1) or report.REPORT)
+    monkeypatch.setattr(cpu_targets, "write_report", lambda: regenerated.append(1) or report.REPORT)
+    # a real (tiny) run of the cheapest script: one model, one setting, one step of each layout
+    monkeypatch.setattr(train_memory_format, "DEMO_MODELS", ["googlenet"])
+    monkeypatch.setattr(train_memory_format, "SETTINGS", {"demo (28 px, 1/8 width)": (28, SMALL_MODEL_KWARGS)})
+    assert train_memory_format.main(["--batch", "2", "--iters", "1", "--warmup", "0",
+                                     "--results-dir", str(tmp_path / "mine")]) == 0
+    section = (tmp_path / "mine" / "train_memory_format.md").read_text()
+    assert "| demo (28 px, 1/8 width) | googlenet | " in section
+    assert "Command: `python benchmarks/train_memory_format.py --batch 2 --iters 1 --warmup 0 --results-dir " in section
+    # cpu_targets, its timing faked: its CSV and JSON in the folder given, BENCHMARKS.md left alone
+    from inceptionlab.tools import benchmark as bench
+
+    row = {"model": "inception_v3", "img_size": 299, "batch": 1, "mode": "infer", "precision": "fp32",
+           "channels_last": True, "compile": False, "runtime": "torch", "fast": True, "model_kwargs": "",
+           "infer_samples_per_sec": 10.0, "infer_step_time_ms": 100.0, "gflops_per_sec": 1.23, "fraction_of_peak": 0.5}
+    monkeypatch.setattr(bench, "benchmark", lambda configs, warmup, iters, on_row: ([row], bench.machine()))
+    monkeypatch.setattr(bench, "measure_peak", lambda precision: 100.0)
+    assert cpu_targets.main(["--models", "inception_v3", "--infer-batches", "1", "--train-batches", "--no-memory",
+                             "--results-dir", str(tmp_path / "mine")]) == 0
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["cpu_targets.csv", "cpu_targets.json",
+                                                                      "train_memory_format.md"]
+    assert "BENCHMARKS.md, made from benchmarks/results, is left as it was" in capsys.readouterr().out
+    assert regenerated == []
+    assert {p.name: p.read_bytes() for p in report.RESULTS.iterdir()} == published
+    # the default folder is the published one, and regenerates BENCHMARKS.md (here a stand-in for it)
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "published")
+    assert cpu_targets.main(["--models", "inception_v3", "--infer-batches", "1", "--train-batches", "--no-memory",
+                             "--results-dir", str(tmp_path / "published")]) == 0
+    assert regenerated == [1] and (tmp_path / "published" / "cpu_targets.csv").is_file()

@@ -524,6 +524,67 @@ def test_benchmark_csv_of_the_older_columns(tmp_path):
     assert str(caught.value) == message and old.read_text() == before
 
 
+def test_cli_benchmark_refuses_compile_without_warmup(tmp_path, capsys, monkeypatch):
+    """--compile --warmup 0 timed the compilation as the step (0.02 img/s into the CSV, exit 0)."""
+    with pytest.raises(UserError, match="--compile with --warmup 0"):  # the Python API too, before building
+        bench.run_config(bench.Config("googlenet", 64, 2, compile=True), peak=100.0, warmup=0)
+    _no_timing(monkeypatch)
+    out = tmp_path / "b.csv"
+    assert main(["benchmark", "--models", "googlenet", "--compile", "--warmup", "0", "--out", str(out)]) == 2
+    text, err = capsys.readouterr()
+    assert text == "" and not out.exists()
+    assert err == ("inceptionlab benchmark: error: --compile with --warmup 0 would time the compilation as the step "
+                   "(the first call compiles); pass --warmup 1 or more\n")
+
+
+def test_cli_benchmark_warmup_0_warns_that_setup_is_timed(tmp_path, capsys, monkeypatch):
+    """The first call packs our weights for oneDNN (and allocates): under --warmup 0 it is a timed
+    step (0.19x against timm where warm runs give 1.2x), which the warning says, on stderr."""
+    _no_timing(monkeypatch)
+    argv = ["benchmark", "--models", "googlenet", "--img-size", "64", "--out", str(tmp_path / "b.csv")]
+    assert main(argv + ["--warmup", "0"]) == 0
+    text, err = capsys.readouterr()
+    assert err.splitlines() == [bench.WARMUP_0_WARNING] and "warning" not in text
+    assert bench.WARMUP_0_WARNING.startswith("warning: with --warmup 0 the first timed step includes one-time setup")
+    assert main(argv + ["--warmup", "1"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_benchmark_builds_the_fused_kernel_before_any_timed_step(monkeypatch):
+    """The fused batch norm kernel's one-time build (up to 30 s) was in the first timed training step."""
+    from inceptionlab.models import fused_norm
+
+    built = []
+    monkeypatch.setattr(fused_norm, "kernel", lambda: built.append("built"))
+    cfg = bench.Config("googlenet", 32, 2, "train", model_kwargs=dict(stem="low_res", depth_multiplier=0.125,
+                                                                      min_depth=8, num_classes=10))
+    bench.train_step(bench._our_model(cfg), cfg, True, torch.device("cpu"))  # made, not run
+    assert built == ["built"]
+    bench.train_step(bench._our_model(cfg), cfg, False, torch.device("cpu"))  # a reference's step: not ours
+    bench.train_step(bench._our_model(cfg), bench.replace(cfg, precision="bf16"), True, torch.device("cpu"))
+    assert built == ["built"]
+
+
+def test_benchmark_gflops_keep_three_significant_digits(monkeypatch):
+    """gflops_per_sec was rounded to one decimal: 0.9455 was 0.9, a tiny model's 0.0."""
+    assert [bench.significant(v) for v in (0.9455, 0.001234, 12.345, 125.64, 1234.56, 0.0)] == \
+        [0.946, 0.00123, 12.3, 125.6, 1234.6, 0.0]
+    cfg = bench.Config("googlenet", 32, 2, model_kwargs=dict(stem="low_res", depth_multiplier=0.125, min_depth=8))
+    monkeypatch.setattr(bench, "time_alternating", lambda steps, warmup, iters, device: {"ours": [0.5]})
+    row = bench.run_config(cfg, peak=100.0, warmup=1, iters=1)
+    exact = 2 * row["gmacs"] * 1e9 * 2 / 0.5 / 1e9  # 2 FLOPs per MAC, batch 2, 0.5 s
+    assert exact < 1 and row["gflops_per_sec"] == pytest.approx(exact, rel=5e-3) and row["gflops_per_sec"] != round(exact, 1)
+    assert row["gflops_per_sec"] == float(f"{exact:.3g}")
+    # the printed table too (GFLOP/s showed one decimal: 0.0)
+    assert [bench._gflops(v) for v in (0.9456, "0.00123", 12.34, "125.6", None)] == ["0.946", "0.00123", "12.3",
+                                                                                  "125.6", "-"]
+    assert f"  {bench._gflops(row['gflops_per_sec'])}  " in bench.format_rows([row])
+    # the published CSVs (one decimal, all above 100 GFLOP/s) read and show as they did
+    committed = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cpu_targets.csv"
+    rows = bench.read_csv(committed)
+    assert all(f"  {r['gflops_per_sec']}  " in bench.format_rows([r]) for r in rows)
+
+
 def test_cli_benchmark_help_states_defaults_and_the_flop_count(capsys):
     assert main(["benchmark", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())

@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fast", dest="fast", action="store_false",
                         help="our plain eager model, without optimize_for_inference / the training fast path "
                              "(the row says no-fast)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones (default: 2)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="untimed steps before the timed ones (default: 2); --compile needs 1 or more (its "
+                             "first call compiles), and with 0 the first timed step includes one-time setup")
     parser.add_argument("--iters", type=int, default=5,
                         help="timed iterations, the median is reported (default: 5)")
     add_threads(parser)
@@ -111,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
                                             args.compile, args.runtime, args.reference, args.fast, kwargs))
     # before the minutes of timing, not after: every model, size and reference, then the CSV
     benchmark.check_configs(configs)
+    benchmark.check_warmup(configs, args.warmup)
     out = Path(args.out)
     created = benchmark.check_csv_target(out, kwargs)
     before = len(benchmark.read_csv(out)) if out.stat().st_size else 0
@@ -124,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"cannot write {out}: {exc.strerror or exc}; pass another --out") from None
         written = len(rows)
 
+    if args.warmup == 0:  # honest, not hidden: a warm-up step run anyway would not be --warmup 0
+        print(benchmark.WARMUP_0_WARNING, file=sys.stderr)
     info = benchmark.machine()
     threads = f"{info['threads']} torch thread" + "s" * (info["threads"] != 1)  # (1 thread, not 1 threads)
     print(f"machine: {info['cpu']}, {info['cores']} cores, {threads}, torch {info['torch']}"

@@ -3,10 +3,15 @@
     inceptionlab eval --run runs/v3                      # the run's final (EMA) weights, its val data
     inceptionlab eval --model inception_v3 --weights v3.safetensors --data photos/
     inceptionlab eval --run runs/v3 --data test_photos/ --all-images   # a test folder, every image
+    inceptionlab eval --run runs/v3 --no-ema             # the raw weights of its latest checkpoint
+    inceptionlab eval --run runs/v3 --json               # eval.json's object on stdout, for scripts
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import sys
 
 from inceptionlab.commands.summary import add_threads, apply_threads, image_size, positive_int
 
@@ -29,6 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the validation split (default 0)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes (default: 0)")
     add_threads(parser)
+    parser.add_argument("--no-ema", dest="ema", action="store_false",
+                        help="score the raw weights, not the EMA, of a run that kept one (train --ema-decay): a "
+                             "checkpoint's 'model' weights. With --run (or --model RUN_DIR) its latest checkpoint, "
+                             "the final step of a finished run (model.safetensors holds that step's EMA); for "
+                             "another, e.g. the best, pass --model RUN_DIR --weights RUN_DIR/checkpoints/best.pt "
+                             "--no-ema. Without --out its scores go to eval_raw (beside the EMA's eval.json, not over "
+                             "it); eval.json records the file scored and whether it was the EMA")
+    parser.add_argument("--json", action="store_true",
+                        help="print eval.json's object on stdout and nothing else (the summary lines go to "
+                             "stderr); eval.json is written as ever")
     parser.add_argument("--amp", nargs="?", const=True, default=False, metavar="bf16|fp16",
                         help="autocast: bf16 (alone: bf16 on the CPU), fp16 on CUDA; false or leave out for fp32")
 
@@ -51,13 +66,14 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--run evaluates the run as it was trained; drop {given[0]} (or evaluate "
                             f"--model {args.run} --data DIR with your own settings)")
     apply_threads(args)
-    report = evaluate(args.run, model=args.model, weights=args.weights, data=args.data, out=args.out,
-                      batch_size=args.batch_size, img_size=args.img_size,
-                      model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,
-                      val_split=args.val_split, seed=0 if args.seed is None else args.seed, amp=args.amp,
-                      all_images=args.all_images, limit_per_class=args.limit_per_class, quiet=False)
-    width = max(len(name) for name in report["classes"])
-    for name, accuracy in report["per_class"].items():
-        shown = "-" if accuracy is None else f"{accuracy:6.2f}%"
-        print(f"  {name:<{width}}  {shown}")
+    # with --json, stdout is the JSON document alone: what a person reads goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        report = evaluate(args.run, model=args.model, weights=args.weights, data=args.data, out=args.out,
+                          batch_size=args.batch_size, img_size=args.img_size,
+                          model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,
+                          val_split=args.val_split, seed=0 if args.seed is None else args.seed, amp=args.amp,
+                          all_images=args.all_images, limit_per_class=args.limit_per_class, ema=args.ema,
+                          quiet=False)
+    if args.json:
+        print(json.dumps(report, indent=2))
     return 0

@@ -21,6 +21,7 @@ only (they do not run in inference).
 from __future__ import annotations
 
 import csv
+import math
 import os
 import platform
 import statistics
@@ -271,6 +272,7 @@ def train_step(model: nn.Module, cfg: Config, ours: bool, device: torch.device) 
     if ours and cfg.fast:
         runner = prepare_for_training(model, channels_last=cfg.channels_last, compile=cfg.compile)
         optimizer = make_optimizer(model.parameters())
+        _build_fused_norm(model, cfg, device)
     else:
         model.train()
         if cfg.channels_last:
@@ -293,6 +295,30 @@ def train_step(model: nn.Module, cfg: Config, ours: bool, device: torch.device) 
             loss.backward()
             optimizer.step()
     return step
+
+
+def _build_fused_norm(model: nn.Module, cfg: Config, device: torch.device) -> None:
+    """Builds (or loads) the fused batch norm kernel now, before any step, where our training step
+    will take it, as training does (`Trainer`): a one-time build of up to 30 s per machine, which had
+    landed in the first timed step under --warmup 0. Not a step: nothing of the model runs."""
+    if (device.type == "cpu" and cfg.channels_last and cfg.precision == "fp32" and not cfg.compile
+            and any(type(m) is nn.BatchNorm2d for m in model.modules())):
+        from inceptionlab.models import fused_norm
+        fused_norm.kernel()
+
+
+def check_warmup(configs: list[Config], warmup: int) -> None:
+    """A one-line error for a compiled row without a warm-up step: its first call compiles (minutes
+    on a CPU), and the compilation was timed as the step (0.02 img/s, into the CSV)."""
+    if warmup < 1 and any(cfg.compile for cfg in configs):
+        raise UserError("--compile with --warmup 0 would time the compilation as the step (the first call "
+                        "compiles); pass --warmup 1 or more")
+
+
+WARMUP_0_WARNING = ("warning: with --warmup 0 the first timed step includes one-time setup (optimize_for_inference "
+                    "packs its weights on its first call; every model allocates and picks its kernels then), which "
+                    "skews the median of a few --iters and the --reference ratio; --warmup 1 or more times steady "
+                    "steps")
 
 
 def check_configs(configs: list[Config]) -> None:
@@ -378,6 +404,7 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.runtime not in RUNTIMES:
         raise UserError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {cfg.runtime!r}")
+    check_warmup([cfg], warmup)
     device = device or _device()
     torch.manual_seed(0)
     ours = _our_model(cfg)
@@ -403,7 +430,7 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
         "infer_samples_per_sec": None, "infer_step_time_ms": None,
         "train_samples_per_sec": None, "train_step_time_ms": None,
         "param_count": params, "gmacs": round(macs / 1e9, 6),  # (3 places said 0.027 of 26.614 MMACs)
-        "gflops_per_sec": round(gflops, 1), "peak_gflops_per_sec": round(peak, 1),
+        "gflops_per_sec": significant(gflops), "peak_gflops_per_sec": round(peak, 1),
         "fraction_of_peak": round(gflops / peak, 3) if peak else None,
         "reference": cfg.reference, "ref_samples_per_sec": None, "ratio": None,
         "iters": iters, "step_times_ms": _milliseconds(times["ours"]),
@@ -417,6 +444,15 @@ def run_config(cfg: Config, peak: float, warmup: int = 2, iters: int = 5,
         row["ratio"] = round(ref_s / step_s, 3)
         row["ref_step_times_ms"] = _milliseconds(times["reference"])
     return row
+
+
+def significant(value: float, digits: int = 3) -> float:
+    """``value`` rounded to at least ``digits`` significant digits and at least one decimal: one
+    decimal had written 0.9455 GFLOP/s as 0.9, and a tiny model's as 0.0 (the step times keep three
+    digits too); 1234.56 keeps its one decimal, 1234.6."""
+    if not value or not math.isfinite(value):
+        return value
+    return round(value, max(1, digits - 1 - math.floor(math.log10(abs(value)))))
 
 
 def _milliseconds(seconds: list[float]) -> str:
@@ -575,7 +611,7 @@ def format_rows(rows: list[dict], markdown: bool = False) -> str:
         ips = r.get(f"{mode}_samples_per_sec")
         body.append([_model_cell(r), str(r["img_size"]), str(r["batch"]), mode, r["precision"],
                      _yes(r["channels_last"]), _yes(r["compile"]), r["runtime"], _num(ips, 2),
-                     _num(r.get(f"{mode}_step_time_ms"), 1), _num(r["gflops_per_sec"], 1),
+                     _num(r.get(f"{mode}_step_time_ms"), 1), _gflops(r["gflops_per_sec"]),
                      _pct(r["fraction_of_peak"]), r.get("reference") or "-", _num(r.get("ref_samples_per_sec"), 2),
                      _num(r.get("ratio"), 2, suffix="x")])
     if markdown:
@@ -610,6 +646,16 @@ def _num(v, digits: int, suffix: str = "") -> str:
     return f"{float(v):.{digits}f}{suffix}"
 
 
+def _gflops(v) -> str:
+    """GFLOP/s to three significant digits (one decimal at 100 and above, as the tables had them):
+    a tiny model's 0.946 showed as 0.9, or 0.0."""
+    if v in (None, ""):
+        return "-"
+    v = float(v)
+    places = 1 if not v or abs(v) >= 100 or not math.isfinite(v) else 2 - math.floor(math.log10(abs(v)))
+    return f"{v:.{max(1, places)}f}"
+
+
 def _pct(v) -> str:
     return "-" if v in (None, "") else f"{float(v):.0%}"
 
@@ -620,6 +666,7 @@ def benchmark(configs: list[Config], warmup: int = 2, iters: int = 5, memory: bo
     """Measures the peak once per precision, then every configuration; returns (rows, machine).
     ``on_row(rows, machine)`` runs after each row (to save partial results of a long run)."""
     check_configs(configs)  # a wrong name or size fails now, not after the peak and the rows before it
+    check_warmup(configs, warmup)
     info = machine()
     peaks: dict[str, float] = {}
     rows = []

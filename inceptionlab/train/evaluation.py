@@ -1,7 +1,9 @@
 """Evaluation: top-1, top-5, loss, per-class accuracy and the confusion matrix.
 
 ``evaluate(run="runs/x")`` evaluates a training run (its final weights, which are the EMA
-weights when the run kept an average; else its latest checkpoint) on the run's validation data.
+weights when the run kept an average; else its latest checkpoint) on the run's validation data;
+``ema=False`` scores the raw weights of a run that kept an average instead (they are only in its
+checkpoints: the latest one). eval.json names the file scored and whether it was the EMA.
 ``evaluate(model="inception_v3", weights="file.safetensors", data="photos/")`` evaluates any
 weights on data of their classes, all or some of them (matched by folder name). Both write ``confusion_matrix.csv`` and
 ``confusion_matrix.png`` (rows: true class, columns: predicted) and ``eval.json``.
@@ -34,8 +36,10 @@ class EvalResult:
     confusion: torch.Tensor   # K x K counts, rows true, columns predicted
 
     def per_class_accuracy(self) -> list[float | None]:
+        """Percent of each true class's images predicted right (None for a class with none), unrounded:
+        rounding here and again for printing showed 11/13 = 84.6154% as 84.61."""
         totals = self.confusion.sum(dim=1)
-        return [round(100.0 * float(self.confusion[k, k]) / float(n), 3) if n else None
+        return [100.0 * float(self.confusion[k, k]) / float(n) if n else None
                 for k, n in enumerate(totals.tolist())]
 
 
@@ -103,11 +107,16 @@ def _same_folder(data, trained_on) -> bool:
     return trained_on is not None and resolved(data) == resolved(trained_on)
 
 
-def _other_data_folder(data, all_images: bool = False) -> str:
+def _other_data_folder(data, all_images: bool = False, raw: bool = False) -> str:
     """Where a run's (or a weights file's) scores on another data folder go by default, inside
     it: ``eval_<folder name>``, ``eval_<folder name>_all`` for every image (they had overwritten the
-    run's own eval.json, then each other)."""
-    return f"eval_{Path(str(data)).expanduser().resolve().name or 'data'}" + ("_all" if all_images else "")
+    run's own eval.json, then each other); ``_raw`` after it for the raw weights of a run that kept
+    an EMA (``ema=False``), beside the EMA's scores rather than over them. ``data`` None: the run's
+    own data, ``eval_raw`` (the EMA's scores are the run's own eval.json)."""
+    if data is None:
+        return "eval_raw"
+    return (f"eval_{Path(str(data)).expanduser().resolve().name or 'data'}" + ("_all" if all_images else "")
+            + ("_raw" if raw else ""))
 
 
 def _run_folder(path) -> Path | None:
@@ -129,12 +138,17 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
              data: str | Path | None = None, out: str | Path | None = None, batch_size: int = 64,
              img_size: int | None = None, model_kwargs: dict | None = None, workers: int = 0,
              val_split: float | None = None, seed: int = 0, amp: bool | str = False,
-             all_images: bool = False, limit_per_class: int | None = None, quiet: bool = True) -> dict:
+             all_images: bool = False, limit_per_class: int | None = None, ema: bool = True,
+             quiet: bool = True) -> dict:
     """Evaluates a run (``run=``) or a model and weights (``model=``, ``weights=``) on ``data``'s
     validation split, or on every image of ``data`` with ``all_images`` (a test folder); returns
     top1, top5, loss, per-class accuracy and where the outputs went. ``limit_per_class`` scores at
     most that many images of each class (chosen by the seed, as training's limit chooses them): a
-    quick look at a 10,000-image test folder."""
+    quick look at a 10,000-image test folder. ``ema=False`` scores a checkpoint's raw weights where it
+    kept an EMA too (a run's latest checkpoint for ``run=`` or a run folder as ``model``; else
+    ``weights`` must be a checkpoint): the final model.safetensors of such a run is the EMA.
+    eval.json's ``weights`` is the file scored, ``ema`` whether its EMA weights were (None: unknown,
+    weights from elsewhere)."""
     from inceptionlab.models.registry import is_saved_folder
     from inceptionlab.models.weights import trained_classes
     from inceptionlab.train.config import TrainConfig
@@ -155,7 +169,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         if given:
             raise UserError(f"run= evaluates the run as it was trained; drop {given[0]} (or evaluate "
                             f"model={str(run)!r} with your own settings)")
-        cfg, weights_file, used = _run_weights(Path(run), data)
+        cfg, weights_file, used = _run_weights(Path(run), data, ema)
         other_data = not _same_folder(data, TrainConfig.from_yaml(Path(run) / "config.yaml").data)
         if all_images and not other_data:
             raise UserError("all_images scores every image of the data, and the run trained on most of this data; "
@@ -163,7 +177,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                             "all_images)")
         # scores of other data go beside the run's own, not over them
         out = (Path(out) if out is not None else
-               Path(run) / _other_data_folder(data, all_images) if other_data else Path(run))
+               Path(run) / _other_data_folder(data if other_data else None, all_images, raw=not ema)
+               if other_data or not ema else Path(run))
     else:
         if weights is None and not is_saved_folder(model):
             folder = f"; ./{model} is a folder here: pass ./{model} to use it" if Path(str(model)).is_dir() else ""
@@ -174,6 +189,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                             f"file it was exported from (predict runs exports)")
         trained_run = (_run_folder(weights) if weights is not None else
                        _run_folder(model) if is_saved_folder(model) else None)
+        if not ema:  # the raw weights are only in checkpoints, which keep both
+            weights = _raw_weights_checkpoint(model, weights, trained_run)
         if data is None and trained_run is not None and \
                 TrainConfig.from_yaml(trained_run / "config.yaml").data is not None:  # it was scored on the digits
             raise UserError(f"{trained_run} is a training run: eval --run {trained_run} scores its own validation "
@@ -187,11 +204,13 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                           model_kwargs=dict(model_kwargs or {}), img_size=img_size, val_split=val_split,
                           seed=seed, weights=None if weights is None else str(weights)).resolved()
         weights_file, used = cfg.weights, "weights file" if weights is not None else "pretrained directory"
+        if weights is None and trained_run is not None:  # a run folder as the model: its final weights
+            used = "training run's final weights" + (" (EMA)" if _run_kept_ema(trained_run) else "")
         base = Path(weights).parent if weights is not None else Path(model)
         if base.name == "checkpoints":  # a run's checkpoint: its scores go beside the run's, not among checkpoints
             base = base.parent
         out = (Path(out) if out is not None else
-               base / _other_data_folder(data, all_images) if data is not None else base)
+               base / _other_data_folder(data, all_images, raw=not ema) if data is not None or not ema else base)
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
     if cfg.data is not None:  # (its eval.json and confusion_matrix.png went among the images)
@@ -223,8 +242,19 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
             raise UserError(f"{weights_file} has a {count}-class classifier without class names (no config.json "
                             f"beside it), and {source} has {len(classes)} classes: unnamed classes are scored by "
                             f"position, so the data must hold the {count} classes it learned, in that order")
+    scored_file, scored_ema = weights_file, None  # what eval.json says was scored
     if weights_file is not None:
-        _load_eval_weights(net, weights_file, cfg, len(classes))
+        scored_ema = _load_eval_weights(net, weights_file, cfg, len(classes), ema)
+        if scored_ema is not None and run is None:  # a checkpoint given as --weights: which of its weights
+            used = ("checkpoint, EMA weights" if scored_ema else
+                    "checkpoint, raw weights (not the EMA)" if not ema else "checkpoint")
+    else:  # a folder written by save_pretrained or training: its model.safetensors
+        scored_file = Path(str(model)) / "model.safetensors"
+    if scored_ema is None:  # a run's model.safetensors: the EMA where the run kept one
+        folder = _run_folder(scored_file) if scored_file is not None else None
+        scored_ema = _run_kept_ema(folder) if folder is not None else None
+    if scored_ema and "EMA" not in used:
+        used += " (EMA)"
     from inceptionlab.data import make_loader
 
     scored, source = splits.val, splits.source
@@ -247,12 +277,14 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         raise UserError(f"no image of {splits.origin if all_images else source} could be read ({skipped.summary() if skipped else 'none'}); "
                         f"check the data folder")
     accuracy = dict(zip(classes, result.per_class_accuracy()))
-    per_class = {name: accuracy[name] for name in splits.classes}  # the classes the data has
+    # the classes the data has; eval.json keeps 3 places, the lines printed below the unrounded values
+    per_class = {name: None if accuracy[name] is None else round(accuracy[name], 3) for name in splits.classes}
     csv_path, png_path = write_confusion(result.confusion, classes, out, rows=splits.classes)
     report = dict(top1=round(result.top1, 3), top5=None if result.top5 is None else round(result.top5, 3), loss=round(result.loss, 6),
                   images=result.count, per_class=per_class, classes=splits.classes, model=cfg.model,
                   model_classes=classes,
-                  weights=str(weights_file) if weights_file else None, weights_kind=used, img_size=size,
+                  weights=str(scored_file) if scored_file else None, weights_kind=used, ema=scored_ema,
+                  img_size=size,
                   data_source=source, confusion_csv=str(csv_path), confusion_png=str(png_path),
                   skipped_files=[dict(path=path, reason=reason) for path, reason in (skipped or ())],
                   architecture=getattr(net, "name", cfg.model), all_images=all_images, amp=amp, batch_size=batch_size,
@@ -269,11 +301,16 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         if skipped:  # not scored, and said so: the image count alone hid them
             print(f"  {skipped.summary()} (listed in eval.json)")
         print(f"  wrote {out / 'eval.json'} and the confusion matrix beside it")
+        width = max(len(name) for name in splits.classes)
+        for name in splits.classes:
+            shown = "-" if accuracy[name] is None else f"{accuracy[name]:6.2f}%"
+            print(f"  {name:<{width}}  {shown}")
     return report
 
 
-def _run_weights(run: Path, data) -> tuple:
-    """(config, weights file, which weights) of a run directory."""
+def _run_weights(run: Path, data, ema: bool = True) -> tuple:
+    """(config, weights file, which weights) of a run directory; with ``ema=False`` its latest
+    checkpoint, whose raw weights the final model.safetensors (the EMA) does not hold."""
     from inceptionlab.train.checkpoint import CheckpointDir
     from inceptionlab.train.config import TrainConfig
 
@@ -285,6 +322,8 @@ def _run_weights(run: Path, data) -> tuple:
     elif cfg.data is not None and not Path(str(cfg.data)).expanduser().exists():
         raise UserError(f"the run's data folder {cfg.data} is gone; pass --data with its new place (or other "
                         f"images of the same classes)")
+    if not ema:
+        return cfg, _raw_weights_checkpoint(run, None, run), "latest checkpoint, raw weights (not the EMA)"
     final = run / "model.safetensors"
     if final.is_file():
         return cfg, final, "final weights (EMA)" if cfg.ema_decay else "final weights"
@@ -308,15 +347,58 @@ def _check_classes(trained: list[str] | None, data_classes: list[str], source: s
                     f"the model's classes")
 
 
-def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int) -> None:
+def _run_kept_ema(run: Path) -> bool:
+    """Whether the training run ``run`` kept an EMA of its weights (its model.safetensors is then the EMA)."""
+    from inceptionlab.train.config import TrainConfig
+
+    return bool(TrainConfig.from_yaml(run / "config.yaml").ema_decay)
+
+
+def _is_checkpoint(path) -> bool:
+    """A run's checkpoint (RUN/checkpoints/*.pt), which holds the raw weights and the EMA's, if any."""
+    path = Path(str(path))
+    return path.suffix == ".pt" and path.parent.name == "checkpoints"
+
+
+def _raw_weights_checkpoint(model, weights, trained_run: Path | None):
+    """The checkpoint whose raw weights ``ema=False`` scores: ``weights`` when it is a checkpoint, the
+    latest checkpoint of a run folder given as ``model``; a one-line error for anything else (a
+    weights file or a save_pretrained folder holds one set of weights)."""
+    from inceptionlab.train.checkpoint import CheckpointDir
+
+    if weights is not None:
+        if not _is_checkpoint(weights):
+            raise UserError(f"--no-ema scores the raw weights of a checkpoint (RUN/checkpoints/*.pt keeps them "
+                            f"beside the EMA); {weights} holds one set of weights: drop --no-ema, or pass a checkpoint")
+        return weights
+    if trained_run is None:
+        raise UserError(f"--no-ema scores the raw weights of a checkpoint, and {model} is not a training run; "
+                        f"pass --weights RUN/checkpoints/FILE.pt, or drop --no-ema")
+    if not _run_kept_ema(trained_run):
+        raise UserError(f"{trained_run} kept no EMA (it trained without ema_decay), so its weights are the raw "
+                        f"ones already; drop --no-ema")
+    latest = CheckpointDir(trained_run / "checkpoints").latest()
+    if latest is None:
+        raise UserError(f"{trained_run} has no checkpoint, and only checkpoints keep the raw weights beside the "
+                        f"EMA (model.safetensors is the EMA); drop --no-ema to score the EMA weights")
+    return latest
+
+
+def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int, ema: bool = True) -> bool | None:
+    """Loads ``path`` into ``net``; for a checkpoint, returns whether its EMA weights were loaded (they
+    are, where it kept them, unless ``ema`` is False); None for a weights file, which holds one set."""
     from inceptionlab.models.weights import load_weights
     from inceptionlab.train.checkpoint import load_checkpoint
 
     path = Path(path)
-    if path.suffix == ".pt" and path.parent.name == "checkpoints":
+    if _is_checkpoint(path):
         state = load_checkpoint(path)
+        use_ema = ema and state.get("ema") is not None
+        if not ema and state.get("ema") is None:
+            raise UserError(f"checkpoint {path} kept no EMA (its run trained without ema_decay), so its weights "
+                            f"are the raw ones already; drop --no-ema")
         try:
-            net.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+            net.load_state_dict(state["ema"] if use_ema else state["model"])
         except RuntimeError:  # (a dump of every mismatched key before)
             run = path.parent.parent
             trained = (state.get("config") or {}).get("model_kwargs") or {}
@@ -324,9 +406,10 @@ def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int) -> None:
             raise UserError(f"checkpoint {path} does not fit {cfg.model} as built here: it was trained as "
                             f"{(state.get('config') or {}).get('model', '?')}" + (f" with {switches}" if switches else "")
                             + f"; evaluate it with --model {run} --weights {path} (and --data)") from None
-        return
+        return use_ema
     file = path / "model.safetensors" if path.is_dir() else path
     load_weights(net, file)
+    return None
 
 
 def write_confusion(confusion: torch.Tensor, classes: list[str], out, rows: list[str] | None = None) -> tuple[Path, Path]:

@@ -1,0 +1,130 @@
+"""``inceptionlab eval``: what it prints (per-class accuracy, --json), which weights it scores
+(--no-ema) and what eval.json says it scored. One tiny run with an EMA, trained once for the module
+(2 steps of a low-res Inception-v3 at 12 px on 40 of the embedded digits)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from helpers import train_in_process
+from inceptionlab.cli import main
+from inceptionlab.errors import UserError
+from inceptionlab.train import TrainConfig, evaluate
+from inceptionlab.train import evaluation as evaluation_module
+from inceptionlab.train.evaluation import EvalResult
+
+TINY = dict(stem="low_res", depth_multiplier=0.1, min_depth=8)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished run that kept an EMA: model.safetensors is the EMA, checkpoints hold both."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    torch.set_num_threads(1)
+    summary = train_in_process(TrainConfig(model="inception_v3", out=str(out), steps=2, batch_size=8, img_size=12,
+                                           limit_per_class=4, val_split=0.02, quiet=True, model_kwargs=dict(TINY),
+                                           ema_decay=0.9))
+    assert summary["status"] == "finished" and summary["ema"] is True
+    return out
+
+
+def test_per_class_accuracy_is_printed_from_the_unrounded_value(run, tmp_path, capsys, monkeypatch):
+    # 11 of 13 is 84.6154%: rounded to 3 places, then printed to 2, it showed as 84.61
+    confusion = torch.zeros(10, 10, dtype=torch.int64)
+    confusion[0, 0], confusion[0, 1] = 11, 2
+    confusion[1, 1] = 3
+    assert EvalResult(1.0, 50.0, None, 16, confusion).per_class_accuracy()[:3] == [100 * 11 / 13, 100.0, None]
+    monkeypatch.setattr(evaluation_module, "run_eval",
+                        lambda *a, **k: EvalResult(loss=1.0, top1=87.5, top5=100.0, count=16, confusion=confusion))
+    assert main(["eval", "--run", str(run), "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "  0   84.62%" in lines and "  1  100.00%" in lines and "  2  -" in lines
+    assert json.loads((tmp_path / "eval.json").read_text())["per_class"]["0"] == 84.615  # eval.json keeps 3 places
+
+
+def test_eval_json_prints_eval_json_alone(run, tmp_path, capsys):
+    assert main(["eval", "--run", str(run), "--out", str(tmp_path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)  # stdout is the document and nothing else
+    assert doc == json.loads((tmp_path / "eval.json").read_text())
+    assert doc["images"] == 100 and doc["weights"] == str(run / "model.safetensors") and doc["ema"] is True
+    assert "top1" in err and "wrote" in err  # what a person reads went to stderr
+
+
+def test_no_ema_scores_the_raw_weights_of_the_latest_checkpoint(run, capsys):
+    latest = run / "checkpoints" / "step_00000002.pt"
+    ema = evaluate(run=run)
+    assert (ema["weights"], ema["weights_kind"], ema["ema"]) == (str(run / "model.safetensors"),
+                                                                  "final weights (EMA)", True)
+    assert main(["eval", "--run", str(run), "--no-ema"]) == 0
+    assert "(100 images, latest checkpoint, raw weights (not the EMA))" in capsys.readouterr().out
+    raw = json.loads((run / "eval_raw" / "eval.json").read_text())  # beside the EMA's eval.json, not over it
+    assert (raw["weights"], raw["weights_kind"], raw["ema"]) == (str(latest), "latest checkpoint, raw weights "
+                                                                              "(not the EMA)", False)
+    assert json.loads((run / "eval.json").read_text())["ema"] is True
+    # the raw weights are other weights than the EMA's (2 steps at decay 0.9): another loss
+    state = torch.load(latest, weights_only=True)
+    assert any(not torch.equal(state["model"][k], state["ema"][k]) for k in state["model"])
+    assert raw["loss"] != ema["loss"]
+    # a checkpoint as --weights: its raw weights with --no-ema, its EMA without (as before), and said so
+    by_file = evaluate(model=str(run), weights=latest, ema=False, val_split=0.02, out=run / "by_file")
+    assert (by_file["ema"], by_file["weights_kind"]) == (False, "checkpoint, raw weights (not the EMA)")
+    by_file_ema = evaluate(model=str(run), weights=latest, val_split=0.02, out=run / "by_file_ema")
+    assert (by_file_ema["ema"], by_file_ema["weights_kind"]) == (True, "checkpoint, EMA weights")
+    assert by_file["images"] == by_file_ema["images"] and by_file["loss"] != by_file_ema["loss"]
+    # a run folder as --model takes --no-ema too: its latest checkpoint's raw weights
+    as_model = evaluate(model=str(run), ema=False, val_split=0.02, out=run / "as_model")
+    assert as_model["weights"] == str(latest) and as_model["loss"] == by_file["loss"]
+
+def test_no_ema_is_refused_where_there_are_no_raw_weights_to_score(run, tmp_path, capsys):
+    no_ema = tmp_path / "no_ema"
+    shutil.copytree(run, no_ema)
+    config = yaml.safe_load((no_ema / "config.yaml").read_text())
+    (no_ema / "config.yaml").write_text(yaml.safe_dump({**config, "ema_decay": None}))
+    no_checkpoint = tmp_path / "no_checkpoint"
+    shutil.copytree(run, no_checkpoint)
+    for path in (no_checkpoint / "checkpoints").iterdir():
+        path.unlink()
+    for argv, expected in (
+            (["--run", str(no_ema)], f"{no_ema} kept no EMA (it trained without ema_decay), so its weights are the "
+                                     f"raw ones already; drop --no-ema"),
+            (["--run", str(no_checkpoint)], f"{no_checkpoint} has no checkpoint, and only checkpoints keep the raw "
+                                            f"weights beside the EMA (model.safetensors is the EMA); drop --no-ema to "
+                                            f"score the EMA weights"),
+            (["--model", "inception_v3", "--weights", str(run / "model.safetensors")],
+             f"--no-ema scores the raw weights of a checkpoint (RUN/checkpoints/*.pt keeps them beside the EMA); "
+             f"{run / 'model.safetensors'} holds one set of weights: drop --no-ema, or pass a checkpoint")):
+        assert main(["eval", *argv, "--no-ema"]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"inceptionlab eval: error: {expected}\n", err
+    # a checkpoint that kept no EMA: its weights are the raw ones
+    lone = tmp_path / "lone" / "checkpoints"
+    lone.mkdir(parents=True)
+    state = torch.load(run / "checkpoints" / "step_00000002.pt", weights_only=True)
+    torch.save({**state, "ema": None}, lone / "step_00000002.pt")
+    with pytest.raises(UserError, match=r"checkpoint .*step_00000002.pt kept no EMA \(its run trained without "
+                                        r"ema_decay\), so its weights are the raw ones already; drop --no-ema"):
+        evaluate(model=str(run), weights=lone / "step_00000002.pt", ema=False, out=tmp_path / "x")
+
+
+def test_eval_json_names_the_file_of_a_run_or_saved_folder(run, tmp_path):
+    # `eval --model RUN_DIR` wrote "weights": null, "weights_kind": "pretrained directory"
+    report = evaluate(model=str(run), val_split=0.02, out=tmp_path / "a")
+    assert (report["weights"], report["weights_kind"], report["ema"]) == (
+        str(run / "model.safetensors"), "training run's final weights (EMA)", True)
+    saved = tmp_path / "saved"  # a save_pretrained folder (no config.yaml, no checkpoints) is one
+    saved.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy(run / name, saved / name)
+    report = evaluate(model=str(saved), val_split=0.02, out=tmp_path / "b")
+    assert (report["weights"], report["weights_kind"], report["ema"]) == (
+        str(saved / "model.safetensors"), "pretrained directory", None)
+    with pytest.raises(UserError, match="is not a training run; pass --weights RUN/checkpoints/FILE.pt, or drop "
+                                        "--no-ema"):
+        evaluate(model=str(saved), ema=False)
