@@ -172,6 +172,27 @@ def test_compile_compiles_before_the_clock_starts_and_changes_nothing(tmp_path, 
     assert compiled["final_top1"] == plain["final_top1"]
 
 
+def test_a_sigterm_while_compiling_stops_after_the_first_step(tmp_path, monkeypatch, capsys):
+    # the handlers were installed after compiling: a SIGTERM then (minutes, for a large network) killed
+    # the run without a word or a checkpoint
+    from inceptionlab.train.engine import Trainer
+
+    handled = []
+
+    def compiling(self):
+        handled.append(signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None))
+        if handled[-1]:  # (unhandled, the signal would end the test's own process)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "_compile_now", compiling)
+    before = signal.getsignal(signal.SIGTERM)
+    summary = train(tiny(tmp_path, steps=4))
+    assert handled == [True] and summary["status"] == "interrupted" and summary["steps"] == 1
+    assert summary["message"].startswith("stopped by SIGTERM after step 1; checkpoint ")
+    assert "SIGTERM: stopping after this step, with a checkpoint (a Ctrl-C stops at once" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # put back as it was
+
+
 def test_a_finished_run_is_extended_by_a_larger_budget(tmp_path, capsys):
     # `train --resume R --steps 40` was refused: a finished run could not be trained further
     from inceptionlab.cli import main

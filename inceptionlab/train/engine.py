@@ -87,11 +87,13 @@ class StopRequest:
     handlers: dict = field(default_factory=dict)
     announce: bool = False  # say on stderr that the signal came (a --compile first step takes minutes)
 
-    def install(self) -> None:
+    def install(self, signals=(signal.SIGINT, signal.SIGTERM)) -> None:
+        """Handles ``signals`` from now on (each once: a second install keeps the first's saved handler)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.handlers[sig] = signal.signal(sig, self._handle)
+        for sig in signals:
+            if sig not in self.handlers:
+                self.handlers[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
         if self.signal_name is not None and signum == signal.SIGINT:
@@ -330,8 +332,16 @@ class Trainer:
     def run(self) -> dict:
         status, message = "finished", ""
         self._announce()
-        self._build_kernels()
-        self._compile_now()
+        # a SIGTERM (a scheduler's) while the kernel builds or the model compiles, for minutes, stops the
+        # run after its first step, with a checkpoint (it killed the run without a word); a Ctrl-C there
+        # stays an interrupt, as it reaches the compiler's worker processes too
+        self.stop.install((signal.SIGTERM,))
+        try:
+            self._build_kernels()
+            self._compile_now()
+        except BaseException:
+            self.stop.uninstall()
+            raise
         self.stop.install()
         started = time.monotonic() - self.pos.seconds
         try:
