@@ -55,6 +55,12 @@ def test_onnx_of_a_low_resolution_model(tmp_path):
     model = tiny("inception_v3", stem="low_res", depth_multiplier=0.125)
     path = export_onnx(model, tmp_path / "low.onnx", 32)
     assert max_abs_difference(OnnxModel(path), model, 32) <= 1e-4
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["logits"]
+    # a model without classifier gives pooled features, and its output says so (it was named "logits")
+    features = tiny("inception_v3", stem="low_res", depth_multiplier=0.125, num_classes=0)
+    path = export_onnx(features, tmp_path / "features.onnx", 32)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["features"]
+    assert OnnxModel(path).metadata["output_name"] == "features"
 
 
 @pytest.mark.slow
@@ -194,7 +200,20 @@ def test_predict_runs_the_export_itself_with_its_metadata(tmp_path, capsys):
     for model in (run, tmp_path / "run.onnx", tmp_path / "run.pt2"):
         capsys.readouterr()
         assert main(["predict", "--model", str(model), *images, "--json", "--top-k", "3"]) == 0
-        answers[Path(model).name] = json.loads(capsys.readouterr().out)["results"]
+        doc = json.loads(capsys.readouterr().out)
+        answers[Path(model).name] = doc["results"]
+        # the file used ("weights": null for a folder or an export)
+        assert doc["weights"] == str(model if Path(model).suffix else run / "model.safetensors")
+    # the Python API runs an export as it is (it tried to optimize the ONNX session, and crashed deep in deepcopy)
+    from inceptionlab.tools.export import ExportedClassifier
+    from inceptionlab.tools.predict import predict
+
+    api = predict(ExportedClassifier(tmp_path / "run.onnx"), images, top_k=3).results
+    assert [p.as_dict() for p in api] == answers["run.onnx"]
+    # more classes asked for than the model has: all of them, and a note
+    assert main(["predict", "--model", str(tmp_path / "run.onnx"), images[0], "--top-k", "50"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 11 and "note: --top-k 50: the model has 10 classes; all of them are shown" in err
     for name in ("run.onnx", "run.pt2"):
         for ours, theirs in zip(answers["run"], answers[name]):
             assert [p["class"] for p in ours["predictions"]] == [p["class"] for p in theirs["predictions"]]

@@ -34,7 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default: 5)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
     parser.add_argument("--size", type=image_size, default=None, help="input size (default: the model's)")
-    parser.add_argument("--json", action="store_true", help="one JSON document on stdout, for machines")
+    parser.add_argument("--json", action="store_true",
+                        help='one JSON document on stdout, for machines: {"model", "weights" (the file used), '
+                             '"results": [{"image", "predictions": [{"index", "class", "probability"}]}], '
+                             '"skipped": [{"image", "error"}]}, in the order given; probabilities to 6 places')
     add_threads(parser)
     add_model_kwargs(parser)
 
@@ -62,9 +65,15 @@ def run(args: argparse.Namespace) -> int:
         model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs))
     check_size_flag(model, args.size)
     options = dict(top_k=args.top_k, batch_size=args.batch_size, size=args.size, fast=not exported)
+    classes = getattr(model, "num_classes", None)
+    if classes and args.top_k > classes:  # (it showed fewer rows without a word)
+        print(f"note: --top-k {args.top_k}: the model has {classes} classes; all of them are shown",
+              file=sys.stderr)
     if args.json:
         preds = predict(model, args.images, **options)
-        doc = {"model": args.model, "weights": args.weights,
+        used = (args.weights if args.weights is not None else args.model if exported else
+                str(Path(args.model) / "model.safetensors"))  # a folder written by training or save_pretrained
+        doc = {"model": args.model, "weights": used,
                "results": [p.as_dict() for p in preds.results],
                "skipped": [{"image": str(path), "error": reason} for path, reason in preds.skipped]}
         print(json.dumps(doc, indent=1))

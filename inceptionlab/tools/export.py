@@ -29,6 +29,12 @@ from inceptionlab.tools.fast import fold_batchnorm
 
 FORMATS = ("onnx", "pt2")
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+FEATURES_NAME = "features"  # the output of a model without classifier (num_classes=0): pooled features
+
+
+def output_name(model: nn.Module) -> str:
+    """``logits``, or ``features`` for a model without classifier (its outputs are not class scores)."""
+    return FEATURES_NAME if getattr(model, "num_classes", None) == 0 else OUTPUT_NAME
 MAX_BATCH = 4096
 
 
@@ -73,7 +79,7 @@ def metadata(model: nn.Module, size: int) -> dict:
         "num_classes": getattr(model, "num_classes", None),
         "classes": cfg.get("classes"),
         "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
+        "output_name": output_name(model),
     }
 
 
@@ -90,7 +96,7 @@ def export_onnx(model: nn.Module, path, size: int | None = None, opset: int | No
     x = _example(net, size)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     kwargs = {} if opset is None else {"opset_version": int(opset)}
-    program = torch.onnx.export(net, (x,), None, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+    program = torch.onnx.export(net, (x,), None, dynamo=True, input_names=[INPUT_NAME], output_names=[output_name(model)],
                                 dynamic_shapes=({0: batch},), optimize=True, verbose=False, **kwargs)
 
     def write(target: Path) -> None:

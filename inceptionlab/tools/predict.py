@@ -120,7 +120,9 @@ def iter_predictions(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch
     names = classes if classes is not None else class_names(model)
     transform = preprocessor(model, size)
     gray = getattr(model, "in_chans", 3) == 1  # a grayscale model: the images as L
-    if fast:
+    from inceptionlab.models.base import InceptionNet
+
+    if fast and isinstance(model, InceptionNet):  # (an export runs as it was exported: it is optimized already)
         from inceptionlab.tools.fast import optimize_for_inference
         runner = optimize_for_inference(model)
     else:
