@@ -301,6 +301,15 @@ def test_folders_that_systems_add_are_not_classes(tmp_path):
     image_folder(tmp_path, {"a": 5, "b": 5, "__MACOSX": 1, "@eaDir": 1})
     splits = build_photos(tmp_path)
     assert splits.classes == ["a", "b"] and len(splits.train) + len(splits.val) == 10
+    # at any depth (a Synology NAS puts @eaDir/ with thumbnails in every folder), and beside train/
+    image_folder(tmp_path / "a" / "@eaDir", {"0.png": 2})
+    assert len(build_photos(tmp_path).train) + len(build_photos(tmp_path).val) == 10
+    from inceptionlab.data.folders import images_in
+    assert not [p for p in images_in(tmp_path) if "@eaDir" in p.parts or "__MACOSX" in p.parts]
+    layout = tmp_path / "layout"
+    image_folder(layout / "train", {"a": 5, "b": 5})
+    image_folder(layout / "@eaDir", {"x": 1})
+    assert len(build_photos(layout).train) == 8  # train/ with 20% held out (it said "holds only train/")
 
 
 def test_a_class_named_train_is_a_class(tmp_path):

@@ -625,6 +625,10 @@ def test_a_class_of_unreadable_files_is_named(tmp_path, capsys):
                                   "skipped_files in summary.json): the model would never learn it; fix or replace "
                                   "those files, or remove the class folder")
     assert summary["steps"] < 6 and summary["epochs"] == 1.0 and summary["weights"] is None
+    # also when the budget ends with that epoch (--epochs 1: it "finished", exit 0)
+    one_epoch = train(tiny(tmp_path, "one_epoch", data=str(tmp_path / "pics"), steps=None, epochs=1, batch_size=2,
+                           limit_per_class=None, val_split=0.3))
+    assert one_epoch["status"] == "failed" and one_epoch["message"] == summary["message"]
 
 
 def test_cli_config_file_with_flags_overriding(tmp_path, capsys):

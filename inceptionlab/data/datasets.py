@@ -34,7 +34,8 @@ from torch.utils.data import Dataset
 
 from inceptionlab.data.cifar import CIFAR_SIDE, find_cifar, missing_files, read_cifar
 from inceptionlab.data.digits import embedded_digits, load_digits
-from inceptionlab.data.folders import is_image_file, scan_class_folders, shared_files, split_folders
+from inceptionlab.data.folders import (is_image_file, is_skipped_folder, scan_class_folders, shared_files,
+                                       split_folders)
 from inceptionlab.data.images import UnreadableImage, load_image
 from inceptionlab.data.skipped import SkippedFiles
 from inceptionlab.errors import UserError, listed
@@ -301,7 +302,7 @@ def _cifar_splits(root, folder, layout, train_tf, eval_tf, val_split, seed) -> D
     missing = missing_files(folder, layout)
     if missing:  # an interrupted download trains on part of the data: say which part
         how += f"; missing: {listed(missing)}"
-    beside = sorted(f"{entry.name}/" for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+    beside = sorted(f"{entry.name}/" for entry in os.scandir(root) if entry.is_dir() and not is_skipped_folder(entry.name)
                     and Path(entry.path) != folder) if root != folder else []
     if beside:  # class folders beside the CIFAR folder are not read
         how += f"; ignored: {listed(beside)}"

@@ -28,12 +28,17 @@ def is_image_file(name: str) -> bool:
 SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information", "lost+found"})
 
 
+def is_skipped_folder(name: str) -> bool:
+    """Whether a folder named ``name`` is left out wherever images are looked for: hidden, or one of
+    `SYSTEM_FOLDERS` (a Synology NAS puts @eaDir/ in every folder, with thumbnails in it)."""
+    return name.startswith(".") or name in SYSTEM_FOLDERS
+
+
 def class_names(root: Path) -> list[str]:
     """The visible subfolders of `root` that are not `SYSTEM_FOLDERS`, sorted; UserError if there
     are none, or for a link to a folder that is gone (dropping that class would renumber the others
     without a word)."""
-    entries = [entry for entry in os.scandir(root) if not entry.name.startswith(".")
-               and entry.name not in SYSTEM_FOLDERS]
+    entries = [entry for entry in os.scandir(root) if not is_skipped_folder(entry.name)]
     broken = sorted(entry.name for entry in entries if entry.is_symlink() and not os.path.exists(entry.path))
     if broken:
         raise UserError(f"{root / broken[0]} is a link to {os.readlink(root / broken[0])}, which does not "
@@ -78,7 +83,7 @@ def files_in(folder: Path, keep=lambda name: True, within: Path | None = None, *
                 subfolders[:] = []
                 continue
             seen_folders.add(real)
-            subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")
+            subfolders[:] = sorted(name for name in subfolders if not is_skipped_folder(name)
                                    and not _elsewhere_inside(os.path.join(parent, name), inside, own))
             if not through_links:
                 links = [name for name in subfolders if os.path.islink(os.path.join(parent, name))]
@@ -198,7 +203,7 @@ def split_folders(root: Path) -> SplitLayout | None:
         return None
     held_out = [root / name for name in VAL_FOLDER_NAMES if (root / name).is_dir()]
     val = next((folder for folder in held_out if _holds_images(folder)), None)  # loose images: its own error
-    siblings = [entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")
+    siblings = [entry.name for entry in os.scandir(root) if entry.is_dir() and not is_skipped_folder(entry.name)
                 and entry.name not in ("train", *VAL_FOLDER_NAMES) and _holds_images(Path(entry.path))]
     if siblings and val is None:  # cat/, dog/ beside train/: classes all
         return None
@@ -217,14 +222,14 @@ def split_folders(root: Path) -> SplitLayout | None:
 
 def _image_folders(folder: Path) -> bool:
     """Whether a visible subfolder of ``folder`` holds an image (at any depth)."""
-    return any(entry.is_dir() and not entry.name.startswith(".") and _holds_images(Path(entry.path))
+    return any(entry.is_dir() and not is_skipped_folder(entry.name) and _holds_images(Path(entry.path))
                for entry in os.scandir(folder))
 
 
 def _holds_images(folder: Path) -> bool:
     """Whether an image file lies anywhere under ``folder`` (stops at the first)."""
     for parent, subfolders, files in os.walk(folder, followlinks=True):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        subfolders[:] = [name for name in subfolders if not is_skipped_folder(name)]
         if any(is_image_file(name) for name in files):
             return True
     return False

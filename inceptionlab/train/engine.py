@@ -452,6 +452,11 @@ class Trainer:
             if agreed.signalled:
                 return self._interrupted()
             last = agreed.time_up or self._budget_reached(agreed.seconds)
+            if whole_epoch and self.pos.batch == 0:  # the epoch's last step: every file was tried once
+                unlearnable = self._unlearnable_classes()
+                if unlearnable:
+                    self._save_checkpoint()
+                    return "failed", unlearnable
             self._after_step(final=last)
             if last:
                 return "finished", ""
@@ -460,14 +465,21 @@ class Trainer:
             return "failed", (f"no image of a whole epoch could be read ({len(self._skipped_files())} files "
                               f"skipped as unreadable); check the data folder (Git LFS pointers? HEIC files "
                               f"named .jpg?)")
-        if whole_epoch:  # every file was tried once: a class none of whose files could be read is never learned
-            unseen = self._classes_never_read(self._skipped_files())
-            if unseen:
-                return "failed", (f"every training image of class {listed(unseen)} is unreadable (an epoch "
-                                  f"tried them all; see skipped_files in summary.json): the model would never "
-                                  f"learn {'it' if len(unseen) == 1 else 'them'}; fix or replace those files, "
-                                  f"or remove the class folder")
+        unlearnable = self._unlearnable_classes() if whole_epoch else None  # (the epoch's last batch was unreadable)
+        if unlearnable:
+            self._save_checkpoint()
+            return "failed", unlearnable
         return None
+
+    def _unlearnable_classes(self) -> str | None:
+        """After a whole epoch: the failure of a run with a class none of whose files could be read
+        (it would never be learned; the run had "finished" at 100% top-1 on the other class)."""
+        unseen = self._classes_never_read(self._skipped_files())
+        if not unseen:
+            return None
+        return (f"every training image of class {listed(unseen)} is unreadable (an epoch tried them all; see "
+                f"skipped_files in summary.json): the model would never learn {'it' if len(unseen) == 1 else 'them'}; "
+                f"fix or replace those files, or remove the class folder")
 
     def _interrupted(self) -> tuple[str, str]:
         """Saves a checkpoint; the status and message of a run stopped by a signal."""
