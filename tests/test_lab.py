@@ -210,6 +210,23 @@ def test_failed_runs_are_reported_and_the_others_complete(engine, tmp_path):
     assert "bn_inception" in terminal_table(results)
 
 
+def test_the_run_table_shows_the_training_top1_where_runs_logged_it(engine, tmp_path):
+    # metrics.csv logs train_top1 now; runs of a version before it have none, and the column stays out
+    from inceptionlab.lab.report import make_report, run_rows
+
+    plan = plan_of("googlenet", "inception_v3")
+    results = run_plan(plan, tmp_path)
+    assert "final train top-1 %" not in run_rows(results)[0]
+    summary_path = tmp_path / "runs" / "googlenet" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary_path.write_text(json.dumps(dict(summary, final_train_top1=55.5)))
+    results = make_report(plan, tmp_path)
+    head, rows = run_rows(results)
+    column = head.index("final train top-1 %")
+    assert {row[0]: row[column] for row in rows} == {"googlenet": "55.50", "inception_v3": "-"}
+    assert "final train top-1 %" in (tmp_path / "report.md").read_text()
+
+
 def test_results_json_holds_the_metrics_exactly(engine, tmp_path):
     results = run_plan(plan_of("googlenet", "inception_v3"), tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -75,7 +75,7 @@ def fmt(key: str, value) -> str:
         return f"{value / 1e3:.1f}k"
     if key.endswith("images_per_sec") or key in ("steps", "steps_to_target"):
         return f"{value:,.0f}"
-    if key in ("best_top1", "best_top5", "final_top1", "final_top5", "ece", "target_top1"):
+    if key in ("best_top1", "best_top5", "final_top1", "final_top5", "final_train_top1", "ece", "target_top1"):
         return f"{value:.2f}"
     if "loss" in key:  # a diverging run's 1e23 printed 24 digits
         return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.3e}"
@@ -97,7 +97,8 @@ def number(value: float) -> str:
 RUN_COLUMNS = [("params", "params"), ("macs", "multiply-adds"), ("train_images_per_sec", "train img/s"),
                ("infer_images_per_sec", "inference img/s"), ("best_top1", "best top-1 %"),
                ("best_top5", "best top-5 %"), ("final_val_loss", "final val loss"),
-               ("final_train_loss", "final train loss"), ("steps", "steps"), ("seconds", "seconds"),
+               ("final_train_loss", "final train loss"), ("final_train_top1", "final train top-1 %"),
+               ("steps", "steps"), ("seconds", "seconds"),
                ("steps_to_target", "steps to target"), ("seconds_to_target", "seconds to target")]
 VARIANT_COLUMNS = [("best_top1", "best top-1 %"), ("best_top5", "best top-5 %"),
                    ("final_val_loss", "final val loss"), ("steps_to_target", "steps to target"),
@@ -106,8 +107,10 @@ VARIANT_COLUMNS = [("best_top1", "best top-1 %"), ("best_top5", "best top-5 %"),
 
 
 def _measured(columns: list[tuple[str, str]], items: list[dict]) -> list[tuple[str, str]]:
-    """The columns, less top-5 when no item has one (5 classes or fewer: every image is in its top 5)."""
-    return [(k, t) for k, t in columns if k != "best_top5" or any(i.get(k) is not None for i in items)]
+    """The columns, less top-5 when no item has one (5 classes or fewer: every image is in its top 5),
+    and less the training top-1 when no run logged it (runs of a version before it was logged)."""
+    return [(k, t) for k, t in columns
+            if k not in ("best_top5", "final_train_top1") or any(i.get(k) is not None for i in items)]
 
 
 def run_rows(results: dict) -> tuple[list[str], list[list[str]]]:

@@ -25,11 +25,11 @@ DONE_STATUSES = ("finished", "diverged", "failed")
 
 # summary.json keys copied into a run's record
 SUMMARY_KEYS = ("status", "message", "params", "steps", "epochs", "seconds", "best_top1", "best_top5",
-                "final_top1", "final_top5", "final_train_loss", "final_val_loss", "train_images_per_sec",
-                "classes", "data_source", "img_size")
+                "final_top1", "final_top5", "final_train_loss", "final_train_top1", "final_val_loss",
+                "train_images_per_sec", "classes", "data_source", "img_size")
 # numbers aggregated over seeds, in table order
 NUMERIC = ("params", "macs", "train_images_per_sec", "infer_images_per_sec", "best_top1", "best_top5",
-           "final_top1", "final_top5", "final_train_loss", "final_val_loss", "steps", "seconds",
+           "final_top1", "final_top5", "final_train_loss", "final_train_top1", "final_val_loss", "steps", "seconds",
            "steps_to_target", "seconds_to_target", "ece")
 
 

@@ -795,6 +795,7 @@ class Trainer:
             best_top1=_round(self.history.best_top1, 3), best_top5=_round(self.history.best_top5, 3),
             best_step=self.history.best_step,  # rounded as metrics.csv rounds them (33.333333333333336)
             final_top1=last.get("top1"), final_top5=last.get("top5"), final_train_loss=last.get("train_loss"),
+            final_train_top1=last.get("train_top1"),  # of the training images since the evaluation before
             final_val_loss=last.get("val_loss"),
             train_images_per_sec=(round(self.pos.images / max(self.pos.train_seconds, 1e-9), 2)
                                   if self.pos.images else None),  # None: no step trained, nothing timed
