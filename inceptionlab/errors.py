@@ -31,5 +31,6 @@ def closest(name: str, choices, n: int = 3) -> str:
     """', '.join of the choices closest to `name`, for 'did you mean' hints."""
     import difflib
 
-    hits = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
+    # (a YAML key such as 1 is an int: difflib needs strings)
+    hits = difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.5)
     return ", ".join(hits)

@@ -208,6 +208,26 @@ def test_switch_off_and_failed_build_fall_back_to_pytorch(monkeypatch):
                                                         True, 0.1, 1e-3)))
 
 
+def test_bad_switch_values_are_one_line_errors(monkeypatch):
+    # INCEPTIONLAB_FUSED_NORM=maybe meant on without a word; INCEPTIONLAB_KERNEL_CACHE_MB=abc turned the
+    # built kernel off as "could not be built (could not convert string to float)"
+    from inceptionlab.errors import UserError
+
+    monkeypatch.setenv(fused_norm.ENV_SWITCH, "maybe")
+    with pytest.raises(UserError, match=r"^INCEPTIONLAB_FUSED_NORM='maybe' is neither on nor off; set it to 1"):
+        fused_norm.enabled()
+    monkeypatch.setenv(fused_norm.ENV_SWITCH, "yes")
+    assert fused_norm.enabled()
+    monkeypatch.setattr(fused_norm, "_kernel", None)
+    monkeypatch.setattr(fused_norm, "_tried", False)
+    for bad in ("abc", "-5", "inf"):
+        monkeypatch.setenv(fused_norm.CACHE_SWITCH, bad)
+        with pytest.raises(UserError, match=rf"^INCEPTIONLAB_KERNEL_CACHE_MB='{bad}' is not a size in MiB"):
+            fused_norm.kernel()
+    monkeypatch.setenv(fused_norm.CACHE_SWITCH, "0.5")
+    assert fused_norm._cache_limit() == 2**19
+
+
 def _model_step(model: nn.Module, x: torch.Tensor):
     """Logits, input gradient, parameter gradients and buffers of one training step."""
     x = x.clone().requires_grad_()

@@ -54,6 +54,7 @@ def test_a_run_directory_holds_everything(tmp_path):
     assert SUMMARY_KEYS <= set(summary) and json.loads((out / "summary.json").read_text())["steps"] == 6
     assert summary["classes"] == [str(d) for d in range(10)] and summary["params"] > 0
     assert summary["skipped_files"] == [] and summary["ema"] is True and summary["aux_weight"] == 0.4
+    assert summary["threads"] == torch.get_num_threads()  # (the images/s mean little without it)
     with open(out / "metrics.csv") as handle:
         assert handle.readline().strip().split(",") == METRIC_COLUMNS
     rows = read_metrics(out)
@@ -217,6 +218,8 @@ def test_a_finished_run_is_extended_by_a_larger_budget(tmp_path, capsys):
     assert "the run is already at step 6, epoch 1.20" in capsys.readouterr().err
     assert main(["train", "--resume", out, "--lr", "1"]) == 2
     assert "only --epochs, --steps and --minutes may change" in capsys.readouterr().err
+    assert main(["train", "--resume", out, "--no-augment"]) == 2
+    assert "drop --no-augment (only" in capsys.readouterr().err  # (it said "drop --augment")
     assert yaml.safe_load((tmp_path / "extended" / "config.yaml").read_text())["steps"] == 6  # it kept 3
     # a cosine schedule stretched over a new budget says where its learning rate jumps
     train(tiny(tmp_path, "cosine", steps=3, sched="cosine", lr=0.1))
@@ -656,6 +659,36 @@ def test_cli_config_file_with_flags_overriding(tmp_path, capsys):
     by_weights = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert (by_weights["top1"], by_weights["loss"]) == (by_run["top1"], by_run["loss"])
     assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
+
+
+def test_a_runs_config_reused_with_another_optimizer_takes_its_defaults(tmp_path, capsys):
+    # config.yaml holds what rmsprop_tf filled in: `--config RUN/config.yaml --opt adamw` trained AdamW at lr
+    # 0.045 with RMSProp's clipping and staircase, and `--sched cosine` was refused for its decay_epochs
+    from inceptionlab.cli import build_parser
+    from inceptionlab.commands.train import config_from_args
+    from inceptionlab.train.config import write_yaml
+
+    saved = tiny(tmp_path, steps=3, opt="rmsprop_tf", weight_decay=1e-3).resolved()  # the file changed the decay
+    write_yaml(saved.to_dict(), tmp_path / "config.yaml")
+    parse = lambda *flags: config_from_args(build_parser("train").parse_args(  # noqa: E731
+        ["train", "--config", str(tmp_path / "config.yaml"), *flags])).resolved()
+    adamw = parse("--opt", "adamw")
+    assert (adamw.lr, adamw.sched, adamw.clip_grad, adamw.decay_epochs, adamw.weight_decay) == (1e-3, "cosine", 0.0,
+                                                                                               None, 1e-3)
+    assert ("note: --opt adamw: lr, sched, clip_grad, decay_epochs, decay_rate in " in capsys.readouterr().err)
+    cosine = parse("--sched", "cosine")
+    assert (cosine.opt, cosine.lr, cosine.sched, cosine.decay_rate) == ("rmsprop_tf", 0.045, "cosine", None)
+    kept = parse("--opt", "sgd", "--lr", "0.2")  # a flag wins, and the file's own values stay
+    assert (kept.lr, kept.sched, kept.weight_decay) == (0.2, "cosine", 1e-3)
+    assert parse() == saved  # the file alone: the run as it was
+    # a number as a switch name in the file's model_kwargs: one line (a TypeError traceback from difflib)
+    from inceptionlab.train.setup import check_model_switches
+    with pytest.raises(UserError, match=r"^inception_v3 has no switch 1 \(switches: "):
+        check_model_switches(saved.replace(model_kwargs={1: 2}))
+    # a switch the file turns off, turned on again by its flag (--hflip, --augment were not flags)
+    write_yaml(dict(saved.to_dict(), hflip=False, augment=False, quiet=True), tmp_path / "config.yaml")
+    flipped = parse("--hflip", "--augment", "--no-quiet", "--distort")
+    assert (flipped.hflip, flipped.augment, flipped.quiet, flipped.distort) == (True, True, False, True)
 
 
 def _zoo() -> list[str]:

@@ -39,8 +39,8 @@ def positive_int(text: str) -> int:
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads, for PyTorch and onnxruntime alike (default: one per core; 1 on a "
-                             "busy machine)")
+                        help="CPU threads, for PyTorch and onnxruntime alike (default: PyTorch's, "
+                             "$OMP_NUM_THREADS or one per core; pass 1 on a busy machine)")
 
 
 def apply_threads(args: argparse.Namespace) -> None:

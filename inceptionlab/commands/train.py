@@ -48,15 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--limit-per-class", type=int, default=S, help="at most this many training images per class")
     data.add_argument("--val-limit-per-class", type=int, default=S,
                       help="at most this many validation images per class (a quick look at a large test folder)")
-    data.add_argument("--strict", action="store_true", default=S, help="an unreadable image is an error")
+    data.add_argument("--strict", action=argparse.BooleanOptionalAction, default=S, help="an unreadable image is an error (default: off: skipped, and listed)")
     data.add_argument("--workers", type=int, default=S, help="data-loading processes (default: 0, decode in the training process); each "
                       "draws its own random crops, so another count gives other crops (the same order)")
-    data.add_argument("--no-augment", dest="augment", action="store_false", default=S,
-                      help="train on the evaluation crop (no random crop or flip)")
+    data.add_argument("--augment", action=argparse.BooleanOptionalAction, default=S,
+                      help="random crop and flip in training (default: on); --no-augment trains on the evaluation "
+                           "crop")
     data.add_argument("--crop-scale", type=float, nargs=2, default=S, metavar=("LOW", "HIGH"),
                       help="area range of the random crop; 0.08 1.0")
-    data.add_argument("--no-hflip", dest="hflip", action="store_false", default=S)
-    data.add_argument("--distort", action="store_true", default=S,
+    data.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=S,
+                      help="random horizontal flips in training (default: on)")
+    data.add_argument("--distort", action=argparse.BooleanOptionalAction, default=S,
                       help="the papers' colour distortions (TF-slim's distort_color: brightness +-32/255 added, "
                            "saturation and contrast x0.5-1.5, hue +-0.2, in a random one of its four orders)")
     data.add_argument("--crop-pct", type=float, default=S, help="evaluation crop fraction (default: the model's, e.g. 0.875; 1.0 at the data's own size)")
@@ -74,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "one per head in a --config file (aux_weight: [0.3, 0.1])")
     opt.add_argument("--clip-grad", type=float, default=S, help="max gradient norm (2.0 with rmsprop_tf; 0 = off)")
     opt.add_argument("--ema-decay", type=float, default=S, help="e.g. 0.9999: evaluate the averaged weights")
-    opt.add_argument("--freeze-bn", action="store_true", default=S,
+    opt.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=S,
                      help="keep every batch norm fixed, its statistics and its scale and shift (fine-tuning "
                           "with small batches)")
     opt.add_argument("--freeze-until", default=S, metavar="BLOCK",
@@ -87,11 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="mixed precision (bf16 on the CPU)")
     speed.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
                        help="channels-last memory format; default: on for the CPU")
-    speed.add_argument("--compile", action="store_true", default=S)
+    speed.add_argument("--compile", action=argparse.BooleanOptionalAction, default=S)
     speed.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=S,
                        help="recompute each block's maps in the backward pass: less memory, slower steps")
-    speed.add_argument("--threads", type=int, default=S, help="CPU threads per process (default: one per core; 1 on a busy machine)")
-    speed.add_argument("--sync-bn", action="store_true", default=S, help="multi-process: global BN statistics")
+    speed.add_argument("--threads", type=int, default=S,
+                       help="CPU threads per process (default: PyTorch's, $OMP_NUM_THREADS or one per core; pass 1 "
+                            "on a busy machine); summary.json records the count used")
+    speed.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=S, help="multi-process: global BN statistics")
     book = parser.add_argument_group("bookkeeping")
     book.add_argument("--seed", type=int, default=S, help="default: 0")
     book.add_argument("--checkpoint-every", type=int, default=S, metavar="STEPS",
@@ -99,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     book.add_argument("--keep-checkpoints", type=int, default=S, help="latest step checkpoints kept (default: 3; best.pt besides)")
     book.add_argument("--eval-every", type=int, default=S, metavar="STEPS", help="default: every epoch")
     book.add_argument("--log-every", type=int, default=S, metavar="STEPS", help="default: every 30 s")
-    book.add_argument("--quiet", action="store_true", default=S, help="no progress bar or step lines")
+    book.add_argument("--quiet", action=argparse.BooleanOptionalAction, default=S, help="no progress bar or step lines")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -116,7 +120,39 @@ def config_from_args(args: argparse.Namespace):
         flags["model_kwargs"] = {**in_file, **parse_model_kwargs(flags["model_kwargs"])}
     if "crop_scale" in flags:
         flags["crop_scale"] = tuple(flags["crop_scale"])
+    if args.config:
+        _defaults_follow_the_flags(values, flags, args.config)
     return TrainConfig.from_dict({**values, **flags}, where=args.config or "command line")
+
+
+def _defaults_follow_the_flags(values: dict, flags: dict, where: str) -> None:
+    """A run's config.yaml holds what its optimizer and schedule filled in (lr 0.045, exp_staircase,
+    decay 2/0.94, ...). Where a flag changes the optimizer or the schedule, the file's values that
+    are the old one's defaults are dropped from ``values``, so that the new one's apply: `--config
+    RUN/config.yaml --opt adamw` trained AdamW at RMSProp's lr 0.045 with its clipping and decay,
+    and `--sched cosine` was refused for a decay_epochs the user never gave. Values the file set
+    otherwise stay (and are checked as given). Says what it dropped, on stderr."""
+    from inceptionlab.train.config import DECAY, RECIPES, TrainConfig
+
+    dropped = []
+    old_opt, new_opt = values.get("opt", TrainConfig.opt), flags.get("opt", values.get("opt", TrainConfig.opt))
+    if new_opt != old_opt and old_opt in RECIPES:
+        for key, default in RECIPES[old_opt].items():
+            if key not in flags and values.get(key) == default:
+                del values[key]
+                dropped.append(key)
+    old_sched = values.get("sched") or RECIPES.get(old_opt, {}).get("sched")
+    new_sched = flags.get("sched") or values.get("sched") or RECIPES.get(new_opt, {}).get("sched")
+    if new_sched != old_sched and old_sched in DECAY:
+        for key, default in zip(("decay_epochs", "decay_rate"), DECAY[old_sched]):
+            if key not in flags and values.get(key) == default:
+                del values[key]
+                dropped.append(key)
+    if dropped:
+        changed = " ".join(f"--{k} {flags[k]}" for k in ("opt", "sched") if k in flags)
+        print(f"note: {changed}: {', '.join(dropped)} in {where} were {old_opt if new_opt != old_opt else old_sched}'s "
+              f"defaults, and are dropped for {new_opt if new_opt != old_opt else new_sched}'s (give them as flags to "
+              f"keep them)", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,8 +163,9 @@ def run(args: argparse.Namespace) -> int:
         extra = sorted(k for k in vars(args)
                        if k not in ("command", "config", "resume", "quiet", "threads", "data", "grad_checkpointing",
                                     *budget))
-        if extra or args.config:
-            given = "--" + (extra[0].replace("_", "-") if extra else "config")
+        if extra or args.config:  # named as typed: --no-augment, not --augment
+            negated = extra and getattr(args, extra[0]) is False
+            given = "--" + ("no-" if negated else "") + (extra[0].replace("_", "-") if extra else "config")
             raise UserError(f"--resume continues with the run's saved configuration; drop {given} "
                             f"(only --epochs, --steps and --minutes may change: a larger budget extends the run; "
                             f"--data, where the run's data folder moved; --threads, which changes results at "

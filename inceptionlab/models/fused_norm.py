@@ -48,8 +48,31 @@ _tried = False
 
 
 def enabled() -> bool:
-    """Whether the fused kernel may be used (``INCEPTIONLAB_FUSED_NORM`` is not 0/false/off)."""
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+    """Whether the fused kernel may be used (``INCEPTIONLAB_FUSED_NORM`` is not 0/false/off/no);
+    UserError for another value (``maybe`` had meant on, without a word)."""
+    value = os.environ.get(ENV_SWITCH, "1").strip().lower()
+    if value not in ("0", "false", "off", "no", "1", "true", "on", "yes", ""):
+        from inceptionlab.errors import UserError
+        raise UserError(f"{ENV_SWITCH}={value!r} is neither on nor off; set it to 1 (the fused kernel, the default) "
+                        f"or 0 (PyTorch's batch norm), or unset it")
+    return value not in ("0", "false", "off", "no")
+
+
+def _cache_limit() -> int | None:
+    """``INCEPTIONLAB_KERNEL_CACHE_MB`` in bytes (None: the kernel's default); UserError for a value
+    that is not a size (``abc`` had turned the built kernel off as "could not be built")."""
+    text = os.environ.get(CACHE_SWITCH)
+    if text is None or not text.strip():
+        return None
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes >= 0 or megabytes == float("inf"):
+        from inceptionlab.errors import UserError
+        raise UserError(f"{CACHE_SWITCH}={text!r} is not a size in MiB; set it to a number >= 0 (default 1024; "
+                        f"0 keeps no freed blocks), or unset it")
+    return int(megabytes * 2**20)
 
 
 def usable() -> bool:
@@ -75,12 +98,12 @@ def kernel():
     global _kernel, _tried
     if _tried or not enabled():
         return _kernel if enabled() else None
+    cache_limit = _cache_limit()  # (a bad value is the user's error, not a failed build)
     _tried = True
     try:
         _kernel = _build()
-        cache_mb = os.environ.get(CACHE_SWITCH)
-        if cache_mb is not None:
-            _kernel.set_cache_limit(int(float(cache_mb) * 2**20))
+        if cache_limit is not None:
+            _kernel.set_cache_limit(cache_limit)
     except Exception as err:  # no compiler, no ninja, a read-only cache: train without it
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         warnings.warn(f"inceptionlab: the fused batch norm kernel could not be built ({reason[:200]}); "
