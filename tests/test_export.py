@@ -163,9 +163,8 @@ def test_cli_export_bad_input(tmp_path, capsys):
                                        "15x15: pass --size 15 or more\n")
     assert main(["export", "googlenet", "--weights", str(weights), "--out", str(tmp_path / "c.onnx"),
                  "--model-kwargs", "depth_multiplier=0.25", "num_classes=7"]) == 2
-    assert capsys.readouterr().err.endswith(" has a 10-class classifier, the model 7 classes; use them with a model "
-                                            "name (not a run folder, which has its own classes) and --model-kwargs "
-                                            "num_classes=10\n")
+    assert capsys.readouterr().err.endswith(" has a 10-class classifier, the model 7 classes; pass --model-kwargs "
+                                            "num_classes=10 instead of num_classes=7\n")
     assert main(["export", "runs/best", "--out", str(tmp_path / "r.onnx")]) == 2
     assert ("error: runs/best does not exist: pass a folder that training or save_pretrained wrote, or a model "
             "name such as bn_inception\n") in capsys.readouterr().err

@@ -900,3 +900,122 @@ def test_compare_resume_extends_the_budget_of_every_run(engine, tmp_path, capsys
     assert main(["compare", "--resume", str(out), "--steps", "200", "--lr", "0.1"]) == 2
     assert "drop --lr (only --epochs, --steps and --minutes may change: a larger budget extends every run; to " \
            "change the plan, start over with --overwrite)" in capsys.readouterr().err
+
+
+def test_what_the_lab_cannot_take_is_refused_before_anything_is_written(engine, tmp_path, capsys):
+    # aux_weight against the aux heads: the lab was written, every run failed with train's refusal, and the
+    # "--resume" it advised failed the same way; a flag and --set for one setting trained at --set's value;
+    # --set seed=4 and the other lab-owned settings did not say where they go
+    compare = ["compare", "--models", "googlenet", "--steps", "3", *SMALL_ARGS]
+    cases = [
+        (compare + ["aux_logits=true", "--set", "aux_weight=[0.3,0.1,0.2]"],
+         "run googlenet: aux_weight gives 3 weights for googlenet's 2 aux head(s); give one number for all, "
+         "or one per head"),
+        (compare + ["--set", "aux_weight=0.3"],
+         "aux_weight 0.3 has no effect: no run of the plan has aux heads; add --model-kwargs aux_logits=true, "
+         "or leave aux_weight out"),
+        (["compare", "--variant", "a:googlenet:aux_weight=0.3", "--steps", "3", *SMALL_ARGS],
+         "run a: aux_weight 0.3 has no effect: googlenet has no aux heads here; add --model-kwargs "
+         "aux_logits=true, or leave aux_weight out"),
+        (["study", "family", "--steps", "3", "--set", "aux_weight=0.3"],
+         "aux_weight 0.3 has no effect: no run of the plan has aux heads; add --model-kwargs aux_logits=true, "
+         "or leave aux_weight out"),
+        (compare + ["--lr", "0.02", "--set", "lr=0.01"],
+         "setting lr is given twice (--lr 0.02 and --set lr=0.01); keep one"),
+        (["study", "aux", "--img-size", "32", "--set", "img_size=64"],
+         "setting img_size is given twice (--img-size 32 and --set img_size=64); keep one"),
+        (compare + ["--set", "seed=4"], "--set: 'seed' is set by the lab for every run and cannot be set here; "
+                                        "pass --seeds N for seeds 0..N-1 (in a plan file, seeds: N or seeds: [0, 7])"),
+        (compare + ["--set", "data=photos"], "--set: 'data' is set by the lab for every run and cannot be set here; "
+                                             "pass --data DIR (in a plan file, data: at the top level)"),
+        (compare + ["--set", "model_kwargs={norm: false}"],
+         "--set: 'model_kwargs' is set by the lab for every run and cannot be set here; pass --model-kwargs "
+         "KEY=VALUE (in a plan file, model_kwargs: at the top level or in a run)"),
+        (compare + ["--set", "out=x"], "--set: 'out' is set by the lab for every run and cannot be set here; "
+                                       "pass --out DIR"),
+        (["compare", "--variant", "a:googlenet:seed=3", "--steps", "3"],
+         "variant 'a': 'seed' is set by the lab for every run and cannot be varied; pass --seeds N for seeds "
+         "0..N-1 (in a plan file, seeds: N or seeds: [0, 7])"),
+    ]
+    for argv, expected in cases:
+        assert main(argv + ["--out", str(tmp_path / "lab")]) == 2, argv
+        assert capsys.readouterr().err.strip() == f"inceptionlab {argv[0]}: error: {expected}"
+    assert main(["demo", "--steps", "3", "--set", "seed=4", "--out", str(tmp_path / "lab")]) == 2
+    assert capsys.readouterr().err.strip().endswith("'seed' is set by the lab for every run and cannot be set "
+                                                    "here; pass --seeds N for seeds 0..N-1 (in a plan file, "
+                                                    "seeds: N or seeds: [0, 7])")
+    assert engine.calls == [] and not (tmp_path / "lab").exists()
+    # aux heads that take the weights: accepted; a shared aux_weight goes where a run has aux heads
+    assert main(compare + ["aux_logits=true", "--set", "aux_weight=[0.3,0.1]", "--out", str(tmp_path / "ok")]) == 0
+    plan = plan_of(Variant("with", "googlenet", {"aux_logits": True}), Variant("without", "googlenet"),
+                   train={"limit_per_class": 5, "aux_weight": 0.5})
+    check_plan(plan)
+    assert {run.name: run.train.get("aux_weight") for run in plan.runs()} == {"with": 0.5, "without": None}
+
+
+def test_a_failed_runs_user_error_is_reported_without_its_class_name(engine, tmp_path, monkeypatch):
+    # the report read "UserError: aux_weight gives ..."; an unexpected exception keeps its kind
+    def refusing(cfg=None, **kwargs):
+        if cfg is not None and Path(cfg.out).name == "googlenet":
+            Path(cfg.out).mkdir(parents=True, exist_ok=True)
+            raise UserError("the data changed under the run; pass --strict")
+        return engine(cfg, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", refusing)
+    engine.fates["inception_v3"] = "raise"
+    lines = []
+    results = run_plan(plan_of("googlenet", "inception_v3"), tmp_path, log=lines.append)
+    messages = {r["name"]: r["message"] for r in results["runs"]}
+    assert messages == {"googlenet": "the data changed under the run; pass --strict",
+                        "inception_v3": "RuntimeError: CUDA out of memory (fake)"}
+    assert "    FAILED: the data changed under the run; pass --strict; the other runs continue" in lines
+    assert "googlenet: failed - the data changed under the run; pass --strict" in (tmp_path / "report.md").read_text()
+
+
+class _Planned(Exception):
+    """What `run_plan` was given (raised in its place: nothing checked, trained or written)."""
+
+
+@pytest.fixture
+def planned(monkeypatch):
+    """``planned(argv)``: the (optimizer, resolved lr) of each run of the plan a command makes."""
+    import inceptionlab.lab as lab_module
+
+    def capture(plan, *args, **kwargs):
+        raise _Planned(plan)
+
+    monkeypatch.setattr(lab_module, "run_plan", capture)
+
+    def plan_of_command(argv):
+        with pytest.raises(_Planned) as caught:
+            main(argv)
+        cfgs = [run.config("unused", caught.value.args[0].data).resolved() for run in caught.value.args[0].runs()]
+        return [(cfg.opt, cfg.lr) for cfg in cfgs]
+    return plan_of_command
+
+
+def test_another_optimizer_on_the_digits_takes_its_own_lr(planned, tmp_path):
+    # compare --opt sgd on the digits trained SGD at the demo's AdamW lr 0.002
+    from inceptionlab.lab.demo import SMALL_TRAIN
+
+    compare = ["compare", "--models", "googlenet", "--steps", "3"]
+    cases = [(["--opt", "sgd"], ("sgd", 0.05)), (["--set", "opt=rmsprop_tf"], ("rmsprop_tf", 0.045)),
+             (["--opt", "adamw"], ("adamw", 0.002)), ([], ("adamw", 0.002)),
+             (["--opt", "sgd", "--lr", "0.01"], ("sgd", 0.01)), (["--set", "opt=sgd", "lr=0.2"], ("sgd", 0.2))]
+    for extra, expected in cases:
+        assert planned(compare + extra) == [expected], extra
+    assert SMALL_TRAIN["lr"] == 0.002  # (the defaults themselves stay)
+    # a run of its own optimizer takes that one's lr; a plan file's opt counts as the user's
+    assert planned(["compare", "--variant", "a:googlenet", "--variant", "s:googlenet:opt=sgd", "--steps", "3"]) == \
+        [("adamw", 0.002), ("sgd", 0.05)]
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text("steps: 3\nmodels: [googlenet]\nopt: rmsprop_tf\n")
+    assert planned(["compare", "--plan", str(plan_file)]) == [("rmsprop_tf", 0.045)]
+    # on a folder, as on the command line: the engine's defaults
+    assert planned(compare + ["--data", str(tmp_path), "--opt", "sgd"]) == [("sgd", 0.05)]
+    # the demo and the studies alike
+    demo = ["demo", "--steps", "3", "--models", "googlenet", "--out", str(tmp_path / "demo")]
+    assert planned(demo + ["--set", "opt=sgd"]) == [("sgd", 0.05)]
+    assert planned(demo + ["--data", str(tmp_path), "--set", "opt=sgd"]) == [("sgd", 0.05)]
+    assert planned(["study", "label_smoothing", "--opt", "sgd"]) == [("sgd", 0.05)] * 2
+    assert planned(["study", "label_smoothing"]) == [("adamw", 0.002)] * 2

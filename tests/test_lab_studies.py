@@ -263,6 +263,10 @@ def test_studies_refuse_settings_that_void_their_claim():
     with pytest.raises(UserError, match="the aux study cannot measure its claim so: with aux_weight=0 the aux heads "
                                         "add nothing to the loss"):
         study_plan(get_study("aux"), {"train": {"aux_weight": 0}})
+    # an aux_weight is the aux arm's: the arm without heads failed with it (train refuses it there)
+    plan = study_plan(get_study("aux"), {"train": {"aux_weight": 0.5}})
+    check_plan(plan)
+    assert {run.name: run.train.get("aux_weight") for run in plan.runs()} == {"no_aux": None, "aux": 0.5}
     # v4's Inception-A and Reduction-A draw two 3x3 for a 5x5: its arms differ now (they had been one network)
     plan = study_plan(get_study("factorization"), {}, model="inception_v4")
     check_plan(plan)

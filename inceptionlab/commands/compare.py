@@ -13,7 +13,8 @@ import argparse
 
 # training settings with their own flag (anything else: --set key=value)
 SETTING_FLAGS = [("batch_size", int, "images per step"), ("img_size", int, "input size (default: the model's)"),
-                 ("lr", float, "learning rate"), ("opt", str, "rmsprop_tf, sgd or adamw"),
+                 ("lr", float, "learning rate (default: the optimizer's own; AdamW's 0.002 on the digits)"),
+                 ("opt", str, "rmsprop_tf, sgd or adamw"),
                  ("sched", str, "learning-rate schedule"), ("smoothing", float, "label smoothing epsilon"),
                  ("limit_per_class", int, "train on at most this many images per class"),
                  ("val_limit_per_class", int, "validate on at most this many images per class"),
@@ -35,7 +36,8 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     """Data, seeds, shared switches and training settings: what compare, study and demo share."""
     parser.add_argument("--data", help="image folder (<class>/ folders, or train/ and val/); default: the "
                                        "embedded 5,000 MNIST digits, trained with the demo's small-data settings "
-                                       "(AdamW, mild crops, no flips, 100 images per class; flags override them; "
+                                       "(AdamW at lr 0.002, mild crops, no flips, 100 images per class; flags "
+                                       "override them, and another --opt without --lr takes its own default lr; "
                                        "the models keep their own width and input size: the demo's are "
                                        "--img-size 28 --model-kwargs stem=low_res depth_multiplier=0.125 "
                                        "min_depth=8)")
@@ -76,7 +78,13 @@ def plan_values(args) -> dict:
     values = {k: getattr(args, k, None) for k in ("epochs", "steps", "minutes", "seeds", "target", "data")}
     values = {k: v for k, v in values.items() if v is not None}
     train = {name: getattr(args, name) for name, _, _ in SETTING_FLAGS if getattr(args, name, None) is not None}
-    train.update(parse_assignments(getattr(args, "settings", None), "setting"))
+    settings = parse_assignments(getattr(args, "settings", None), "setting")
+    for key, value in settings.items():  # (`--lr 0.02 --set lr=0.01` trained at 0.01 without a word)
+        if key in train:
+            from inceptionlab.errors import UserError
+            raise UserError(f"setting {key} is given twice (--{key.replace('_', '-')} {train[key]} and --set "
+                            f"{key}={value}); keep one")
+    train.update(settings)
     if train:
         values["train"] = train
     kwargs = parse_assignments(getattr(args, "model_kwargs", None), "model switch")
@@ -145,8 +153,9 @@ def run(args) -> int:
 
     from inceptionlab.errors import UserError
     from inceptionlab.lab import Plan, load_lab, parse_variant, run_plan
-    from inceptionlab.lab.demo import SMALL_TRAIN
+    from inceptionlab.lab.demo import SMALL_TRAIN, small_train
     from inceptionlab.lab.plan import BUDGET_KEYS
+    from inceptionlab.train.config import RECIPES
 
     if args.resume:
         from pathlib import Path
@@ -169,8 +178,10 @@ def run(args) -> int:
         Plan.from_dict(copy.deepcopy(values), where=f"plan file {args.plan}")
     where = "the command line" + (f" (with plan file {args.plan})" if args.plan else "")
     values = merge(values, plan_values(args))
-    if values.get("data") is None:  # the embedded digits: the demo's and the studies' small-data settings
-        values = merge({"train": dict(SMALL_TRAIN)}, values)  # (no flips: digits are not mirror-symmetric)
+    on_digits = values.get("data") is None
+    given = {**(values.get("train") or {}), **{k: v for k, v in values.items() if k in ("opt", "lr")}}
+    if on_digits:  # the embedded digits: the demo's and the studies' small-data settings
+        values = merge({"train": small_train(given)}, values)  # (no flips: digits are not mirror-symmetric)
     if args.models:
         values["models"] = args.models
     if args.title:
@@ -180,6 +191,11 @@ def run(args) -> int:
                         "or --plan FILE")
     plan = Plan.from_dict(values, where=where, train_where="--set")
     plan.variants += [parse_variant(text) for text in args.variant]
+    if on_digits and "lr" not in given and "lr" in plan.train:
+        for variant in plan.variants:  # a run of another optimizer: its own lr, not AdamW's
+            opt = variant.train.get("opt", plan.train.get("opt"))
+            if opt != SMALL_TRAIN["opt"] and "lr" not in variant.train and opt in RECIPES:
+                variant.train["lr"] = RECIPES[opt]["lr"]
     out = args.out or "lab/compare"
     hint = f"inceptionlab compare --resume {out}"
     return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet, resume_hint=hint), out,

@@ -28,6 +28,16 @@ DEMO_TITLE_PREFIX = "Demo: "  # how the demo knows a folder of its own, which it
 STUDY_STEPS = 150           # the studies' default budget on the embedded digits
 
 
+def small_train(given: dict, defaults: dict = SMALL_TRAIN) -> dict:
+    """``defaults`` (the small-data settings) for a lab whose user gave the training settings ``given``:
+    its lr is AdamW's, so another optimizer given without an lr takes that optimizer's own
+    (TrainConfig resolves lr None per optimizer: `--opt sgd` trained SGD at AdamW's 0.002)."""
+    out = dict(defaults)
+    if given.get("opt") not in (None, defaults.get("opt")) and "lr" not in given:
+        out.pop("lr", None)
+    return out
+
+
 def demo_plan(*, data: str | None = None, minutes: float | None = None, steps: int | None = None,
               models=DEMO_MODELS, seeds=(0,), model_kwargs: dict | None = None, train: dict | None = None,
               epochs: float | None = None) -> Plan:
@@ -36,7 +46,7 @@ def demo_plan(*, data: str | None = None, minutes: float | None = None, steps: i
     is the epochs and steps given (the first reached ends a run), else DEMO_MINUTES (or ``minutes``)."""
     budget = {k: v for k, v in (("epochs", epochs), ("steps", steps), ("minutes", minutes)) if v is not None}
     budget = budget or {"minutes": DEMO_MINUTES}
-    shared_train = dict(SMALL_TRAIN) if data is None else dict(FOLDER_TRAIN)
+    shared_train = small_train(train or {}, SMALL_TRAIN if data is None else FOLDER_TRAIN)
     shared_train.update(train or {})
     kwargs = dict(SMALL_MODEL_KWARGS) if data is None else dict(FOLDER_MODEL_KWARGS)
     kwargs.update(model_kwargs or {})
@@ -80,7 +90,7 @@ def study_plan(study, values: dict, model: str | None = None) -> Plan:
         raise UserError(f"a study on your own data needs a budget for each of its runs: add e.g. --minutes 5 "
                         f"(or --steps N, --epochs N); on the embedded digits it is {STUDY_STEPS} steps")
     user_train = values.get("train", {})
-    small = {k: v for k, v in SMALL_TRAIN.items() if k not in study.train} if on_digits else {}
+    small = {k: v for k, v in small_train(user_train).items() if k not in study.train} if on_digits else {}
     train = {**small, **user_train}         # the study's own settings sit between the two (Study.plan)
     model_kwargs = {**(SMALL_MODEL_KWARGS if on_digits else {}), **values.get("model_kwargs", {})}
     return study.plan(budget=budget, seeds=parse_seeds(values.get("seeds", 1)), data=values.get("data"),

@@ -15,7 +15,8 @@ hold can be written in YAML (``--plan FILE``), and a lab directory keeps its pla
       - {name: bn, model: bn_inception}
       - {name: no_bn, model: bn_inception, norm: false, lr: 0.01}   # a switch, a training setting
 
-(``models: [googlenet, inception_v3]`` is short for one run per model, named after it. ``study:
+(``models: [googlenet, inception_v3]`` is short for one run per model, named after it. A shared
+``aux_weight``, like a shared switch, applies to the runs that have aux heads. ``study:
 batchnorm``, which ``inceptionlab study`` writes into its plan.yaml, adds that study's claim and
 verdict to the report; the verdict needs the study's own runs, by name.)
 
@@ -38,6 +39,13 @@ from inceptionlab.train.config import parse_assignments, setting_hint
 BUDGET_KEYS = ("epochs", "steps", "minutes")
 # TrainConfig fields the lab sets itself, per run: a plan cannot set them
 LAB_OWNED = ("model", "out", "data", "seed", "model_kwargs", "quiet")
+# where each of them is given instead (--set seed=4 said only that it could not be set)
+LAB_OWNED_FIX = {"model": "name the models with --models or --variant (in a plan file, models: or runs:)",
+                 "out": "pass --out DIR", "data": "pass --data DIR (in a plan file, data: at the top level)",
+                 "seed": "pass --seeds N for seeds 0..N-1 (in a plan file, seeds: N or seeds: [0, 7])",
+                 "model_kwargs": "pass --model-kwargs KEY=VALUE (in a plan file, model_kwargs: at the top level "
+                                 "or in a run)",
+                 "quiet": "pass --quiet"}
 PLAN_KEYS = ("title", "study", "data", "seeds", "target", "models", "runs", "model_kwargs", "train",
              *BUDGET_KEYS)
 RUN_KEYS = ("name", "model", "model_kwargs", "train")
@@ -109,6 +117,8 @@ class Plan:
                 # a run's own budget replaces the shared one (both were kept, and the shared one ended it)
                 shared = {} if any(key in v.train for key in BUDGET_KEYS) else self.budget
                 train = {"threads": LAB_THREADS, **shared, **self.train, **v.train}
+                if "aux_weight" in self.train and "aux_weight" not in v.train and not has_aux_heads(v.model, kwargs):
+                    del train["aux_weight"]  # shared: where a run has aux heads, as a switch where a model has it
                 out.append(RunSpec(name, v.name, v.model, kwargs, train, seed))
         return out
 
@@ -170,6 +180,13 @@ class Plan:
 
         from inceptionlab.files import atomic_write_text
         atomic_write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), path)
+
+
+def has_aux_heads(model: str, model_kwargs: dict) -> bool:
+    """Whether ``model`` built with ``model_kwargs`` has aux heads (every model builds without them)."""
+    from inceptionlab.models.registry import model_entry
+
+    return "aux_logits" in model_entry(model).switches and model_kwargs.get("aux_logits") is True
 
 
 # ------------------------------------------------------------------ parsing pieces
@@ -237,7 +254,8 @@ def _route(name: str, model: str, values: dict, settings, where: str) -> Variant
         elif key in settings or key in BUDGET_KEYS:
             variant.train[key] = value
         elif key in LAB_OWNED:
-            raise UserError(f"{where}: {key!r} is set by the lab for every run and cannot be varied")
+            raise UserError(f"{where}: {key!r} is set by the lab for every run and cannot be varied; "
+                            f"{LAB_OWNED_FIX[key]}")
         else:
             raise UserError(f"{where}: {key!r} is neither a switch of {model} nor a training setting"
                             + _hint(key, [*switches, *settings]))
@@ -250,7 +268,8 @@ def _known_setting(key, settings, where: str) -> None:
             raise UserError(f"{where}: {key!r} is a budget, not a training setting; pass --{key} N "
                             f"(in a plan file, {key}: N at the top level or in a run)")
         if key in LAB_OWNED:
-            raise UserError(f"{where}: {key!r} is set by the lab for every run and cannot be set here")
+            raise UserError(f"{where}: {key!r} is set by the lab for every run and cannot be set here; "
+                            f"{LAB_OWNED_FIX[key]}")
         raise UserError(f"{where} has an unknown training setting {key!r}" + setting_hint(key, settings))
 
 
@@ -322,15 +341,21 @@ def check_plan(plan: Plan) -> PlanCheck:
             raise UserError(f"no model of the plan has a switch {key!r}" + hint)
     data = check_data(plan)
     device = _training_device()
+    runs = plan.runs()
+    shared_aux = plan.train.get("aux_weight")
+    if shared_aux is not None and not any(has_aux_heads(run.model, run.model_kwargs) for run in runs):
+        # (each run failed after the lab had started, and resuming could not change it)
+        raise UserError(f"aux_weight {shared_aux} has no effect: no run of the plan has aux heads; add "
+                        f"--model-kwargs aux_logits=true, or leave aux_weight out")
     # every run's config, and every model built on the meta device: bad values fail here
-    for run in plan.runs():
+    for run in runs:
         cfg = run.config("unused", plan.data)
         try:
             cfg = cfg.resolved()
             amp_dtype(cfg.amp, device)  # fp16 on a CPU failed each run once the lab had started
         except UserError as exc:
             raise UserError(f"run {run.name}: {exc}") from None
-        _check_model(run, len(data.classes), cfg.img_size)
+        _check_model(run, len(data.classes), cfg.img_size, cfg.aux_weight)
     return data
 
 
@@ -375,8 +400,9 @@ def _check_budget(key: str, value, where: str = "") -> None:
                         + {"epochs": "3", "steps": "300", "minutes": "1.5"}[key])
 
 
-def _check_model(run: RunSpec, num_classes: int, img_size: int | None) -> None:
-    """Builds the run's model on the meta device (no memory, no init cost)."""
+def _check_model(run: RunSpec, num_classes: int, img_size: int | None, aux_weight=None) -> None:
+    """Builds the run's model on the meta device (no memory, no init cost); ``aux_weight`` must fit its
+    aux heads (as the engine checks it, once the lab had started)."""
     import torch
 
     from inceptionlab.models import create_model
@@ -389,6 +415,13 @@ def _check_model(run: RunSpec, num_classes: int, img_size: int | None) -> None:
         if run.train.get("freeze_until"):  # a typo made every run fail after the lab had started
             from inceptionlab.models.finetune import blocks_until
             blocks_until(model, run.train["freeze_until"])
+        heads = len(getattr(model, "aux_heads", ()))
+        if aux_weight is not None and not heads:
+            raise UserError(f"aux_weight {aux_weight} has no effect: {run.model} has no aux heads here; add "
+                            f"--model-kwargs aux_logits=true, or leave aux_weight out")
+        if isinstance(aux_weight, (list, tuple)) and len(aux_weight) != heads:
+            raise UserError(f"aux_weight gives {len(aux_weight)} weights for {run.model}'s {heads} aux head(s); "
+                            f"give one number for all, or one per head")
     except UserError as exc:
         raise UserError(f"run {run.name}: {exc}") from None
     except TypeError as exc:

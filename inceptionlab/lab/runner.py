@@ -257,7 +257,8 @@ def _train_one(run: RunSpec, run_dir: Path, plan: Plan, *, resume: bool, log, qu
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failed run must not stop the others (OOM, a bug, bad data)
-        message = f"{type(exc).__name__}: {_first_line(exc)}"
+        # a UserError says what is wrong in words (the class name led the report's line); others name their kind
+        message = _first_line(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {_first_line(exc)}"
         _record_failure(run_dir, message)
         log(f"    FAILED: {message}; the other runs continue")
         return
