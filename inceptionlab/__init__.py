@@ -5,6 +5,7 @@ not import torch: ``inceptionlab --help`` stays fast, and a Ctrl-C while torch l
 CLI's handler instead of printing a traceback.
 """
 from inceptionlab.errors import UserError
+from inceptionlab.lazy import lazy_names
 
 __version__ = "0.1.0"
 __all__ = ["create_model", "from_pretrained", "list_models", "model_card", "save_pretrained", "InceptionOutput",
@@ -21,15 +22,4 @@ _LAZY = {"create_model": "inceptionlab.models", "list_models": "inceptionlab.mod
          "format_summary": "inceptionlab.tools.summary", "explain_factorization": "inceptionlab.tools.summary"}
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'inceptionlab' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)

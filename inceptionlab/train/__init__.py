@@ -14,6 +14,7 @@ no-decay groups, schedules, EMA), `checkpoint` (atomic files, random state), `di
 `inceptionlab.train.config` has no torch, and the commands that only need it to parse their
 options (`summary --help`, `eval --help`) start in a fraction of a second.
 """
+from inceptionlab.lazy import lazy_names
 from inceptionlab.train.config import TrainConfig
 
 __all__ = ["TrainConfig", "train", "evaluate"]
@@ -22,15 +23,4 @@ __all__ = ["TrainConfig", "train", "evaluate"]
 _LAZY = {"train": "inceptionlab.train.engine", "evaluate": "inceptionlab.train.evaluation"}
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'inceptionlab.train' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
