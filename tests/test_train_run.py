@@ -1293,11 +1293,15 @@ def test_eval_refuses_what_it_would_ignore_or_overwrite(tmp_path, capsys):
         evaluate(model=str(run))
     with pytest.raises(UserError, match=rf"^{run} is a training run"):
         evaluate(model="inception_v3", weights=run / "model.safetensors", model_kwargs=dict(TINY))
-    # a checkpoint's scores on other data go beside the run's, not into checkpoints/
+    # a checkpoint's scores on other data go beside the run's, not into checkpoints/, named after it (the
+    # scores of two checkpoints replaced each other)
     checkpoint = next((run / "checkpoints").glob("step_*.pt"))
     report = evaluate(model="inception_v3", weights=checkpoint, data=tmp_path / "pics", model_kwargs=dict(TINY),
                       all_images=True)
-    assert report["confusion_csv"] == str(run / "eval_pics_all" / "confusion_matrix.csv")
+    assert report["confusion_csv"] == str(run / f"eval_pics_{checkpoint.stem}_all" / "confusion_matrix.csv")
+    best = evaluate(model="inception_v3", weights=run / "checkpoints" / "best.pt", data=tmp_path / "pics",
+                    model_kwargs=dict(TINY), all_images=True)
+    assert best["confusion_csv"] == str(run / "eval_pics_best_all" / "confusion_matrix.csv")
     # unnamed weights of another class count: one message, not two fixes that refuse each other
     unnamed = tmp_path / "unnamed.pt"
     torch.save(create_model("inception_v3", num_classes=3, **TINY).state_dict(), unnamed)
@@ -1414,9 +1418,15 @@ def test_body_lr_scale_slows_all_but_the_classifier(tmp_path):
     assert len(head) == 2 and [g.get("lr_scale") for g in body] == [None, None, 0.1, 0.1]
     names = {id(p): n for n, p in model.named_parameters()}
     scaled = {names[id(p)] for g in body[2:] for p in g["params"]}
-    assert scaled and not any(n.startswith(("head.", "aux_heads.")) for n in scaled)
+    assert scaled and not any(n.startswith(("head.fc.", "aux_heads.")) for n in scaled)
     assert {n for n in names.values() if n not in scaled} == {n for n in names.values()
-                                                           if n.startswith(("head.", "aux_heads."))}
+                                                           if n.startswith(("head.fc.", "aux_heads."))}
+    facenet = create_model("inception_resnet_v1", num_classes=10, **TINY)  # its embedding layer is body
+    names = {id(p): n for n, p in facenet.named_parameters()}
+    head = {names[id(p)] for g in param_groups(facenet, 0.0, 0.1)[:2] for p in g["params"]}
+    assert head == {"head.fc.weight", "head.fc.bias"}
+    with pytest.raises(UserError, match=r"^body_lr_scale must be a number > 0, got None"):
+        tiny(tmp_path, body_lr_scale=None).resolved()  # (null in a config file crashed the run it had begun)
     # one plain SGD step from the same start: the body moves a tenth as far, the classifier as far
     from safetensors.torch import save_file
 

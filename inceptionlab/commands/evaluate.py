@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="registry name, or a directory written by save_pretrained")
     parser.add_argument("--weights", metavar="FILE", help="weights file (ours, torchvision or timm layout)")
     parser.add_argument("--data", help="image folder or CIFAR folder (default: the run's data, or the digits)")
-    parser.add_argument("--out", help="where to write confusion_matrix.csv/.png and eval.json")
+    parser.add_argument("--out", help="where to write confusion_matrix.csv/.png and eval.json (default: the run's "
+                                      "folder for its own data; else eval_<data folder>[_<weights file>][_all]"
+                                      "[_raw] beside the run or the weights)")
     parser.add_argument("--model-kwargs", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="model switches")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
@@ -39,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint's 'model' weights. With --run (or --model RUN_DIR) its latest checkpoint, "
                              "the final step of a finished run (model.safetensors holds that step's EMA); for "
                              "another, e.g. the best, pass --model RUN_DIR --weights RUN_DIR/checkpoints/best.pt "
-                             "--no-ema. Without --out its scores go to eval_raw (beside the EMA's eval.json, not over "
+                             "--data DIR --no-ema. Without --out its scores go to eval_raw (beside the EMA's eval.json, not over "
                              "it); eval.json records the file scored and whether it was the EMA")
     parser.add_argument("--json", action="store_true",
                         help="print eval.json's object on stdout and nothing else (the summary lines go to "

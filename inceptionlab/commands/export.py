@@ -77,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
             what = "the loaded program"
         diff, largest = export.logit_difference(runner, model, args.size)
         allowed = export.allowed_difference(largest)
-        checked.append(f"checked: {what} against PyTorch, max |logit difference| {diff:.2e} (largest |logit| "
+        output = export.output_name(model)[:-1] if export.output_name(model) == "features" else "logit"
+        checked.append(f"checked: {what} against PyTorch, max |{output} difference| {diff:.2e} (largest |{output}| "
                        f"{largest:.3g}, allowed {allowed:.1e})")
         if diff > allowed:
-            raise UserError(f"the exported file's logits differ from PyTorch's by {diff:.2e} (> {allowed:.1e}); "
+            raise UserError(f"the exported file's {output}s differ from PyTorch's by {diff:.2e} (> {allowed:.1e}); "
                             f"nothing was written to {args.out}")
     path = export.export(model, args.out, args.format, args.size, check=None if args.no_check else check)
     size = args.size or model.pretrained_cfg["input_size"][-1]

@@ -192,8 +192,11 @@ class TrainConfig:
         else:
             _check_number("aux_weight", self.aux_weight, low=0, fix="0.3 for GoogLeNet, 0.4 for the others")
         _check_number("clip_grad", self.clip_grad, low=0, fix="2.0 is the paper's; 0 turns clipping off")
+        if self.body_lr_scale is None:  # (null in a config file: the announce line and the step crashed on it)
+            raise UserError("body_lr_scale must be a number > 0, got None; e.g. --body-lr-scale 0.1, or leave it "
+                            "out for 1 (no scaling)")
         _check_number("body_lr_scale", self.body_lr_scale, low=0, low_open=True,
-                      fix="e.g. 0.1 (to keep the body fixed, use --freeze-until)")
+                      fix="e.g. --body-lr-scale 0.1 (to keep the body fixed, use --freeze-until)")
         _check_number("ema_decay", self.ema_decay, low=0, high=1, low_open=True, high_open=True,
                       fix="e.g. --ema-decay 0.9999")
         _check_number("crop_pct", self.crop_pct, low=0, high=1, low_open=True, fix="e.g. 0.875")

@@ -107,16 +107,20 @@ def _same_folder(data, trained_on) -> bool:
     return trained_on is not None and resolved(data) == resolved(trained_on)
 
 
-def _other_data_folder(data, all_images: bool = False, raw: bool = False) -> str:
+def _other_data_folder(data, all_images: bool = False, raw: bool = False, weights=None) -> str:
     """Where a run's (or a weights file's) scores on another data folder go by default, inside
     it: ``eval_<folder name>``, ``eval_<folder name>_all`` for every image (they had overwritten the
-    run's own eval.json, then each other); ``_raw`` after it for the raw weights of a run that kept
-    an EMA (``ema=False``), beside the EMA's scores rather than over them. ``data`` None: the run's
-    own data, ``eval_raw`` (the EMA's scores are the run's own eval.json)."""
-    if data is None:
-        return "eval_raw"
-    return (f"eval_{Path(str(data)).expanduser().resolve().name or 'data'}" + ("_all" if all_images else "")
-            + ("_raw" if raw else ""))
+    run's own eval.json, then each other); the name of the weights file scored, where it is not the
+    run's final model.safetensors (``eval_cifar10_best``: two checkpoints' scores replaced each
+    other); ``_raw`` for the raw weights of a run that kept an EMA (``ema=False``), beside the EMA's
+    scores rather than over them. ``data`` None: the run's own data (``eval_raw``; the EMA's scores
+    are the run's own eval.json)."""
+    parts = ["eval"]
+    if data is not None:
+        parts.append(Path(str(data)).expanduser().resolve().name or "data")
+    if weights is not None and Path(str(weights)).name != "model.safetensors":
+        parts.append(Path(str(weights)).stem)
+    return "_".join(parts + ["all"] * all_images + ["raw"] * raw)
 
 
 def _run_folder(path) -> Path | None:
@@ -210,7 +214,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         if base.name == "checkpoints":  # a run's checkpoint: its scores go beside the run's, not among checkpoints
             base = base.parent
         out = (Path(out) if out is not None else
-               base / _other_data_folder(data, all_images, raw=not ema) if data is not None or not ema else base)
+               base / _other_data_folder(data, all_images, raw=not ema, weights=weights)
+               if data is not None or not ema else base)
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
     if cfg.data is not None:  # (its eval.json and confusion_matrix.png went among the images)

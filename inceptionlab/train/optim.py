@@ -73,7 +73,9 @@ class RMSpropTF(torch.optim.Optimizer):
         return loss
 
 
-HEAD_PREFIXES = ("head.", "aux_heads.")  # the classifier and the aux heads: what a fine-tune replaces
+# the classifier and the aux heads: what a fine-tune replaces (Inception-ResNet-v1's head also holds its
+# pretrained embedding layer, head.embedding: body, as facenet's weights bring it)
+HEAD_PREFIXES = ("head.fc.", "aux_heads.")
 
 
 def param_groups(model: nn.Module, weight_decay: float, body_lr_scale: float = 1.0) -> list[dict]:
