@@ -49,16 +49,14 @@ def test_onnx_logits_equal_pytorch_for_every_family(name, tmp_path):
     dims = graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, size, size]  # dynamic batch
     assert runner.metadata["num_classes"] == 10 and runner.metadata["input_size"] == [3, size, size]
+    assert [o.name for o in graph.output] == ["logits"] and runner.metadata["output_name"] == "logits"
 
 
-def test_onnx_of_a_low_resolution_model(tmp_path):
-    model = tiny("inception_v3", stem="low_res", depth_multiplier=0.125)
+def test_onnx_of_a_low_resolution_model_without_classifier(tmp_path):
+    # a model without classifier gives pooled features, and its output says so (it was named "logits")
+    model = tiny("inception_v3", stem="low_res", depth_multiplier=0.125, num_classes=0)
     path = export_onnx(model, tmp_path / "low.onnx", 32)
     assert max_abs_difference(OnnxModel(path), model, 32) <= 1e-4
-    assert [o.name for o in onnx.load(str(path)).graph.output] == ["logits"]
-    # a model without classifier gives pooled features, and its output says so (it was named "logits")
-    features = tiny("inception_v3", stem="low_res", depth_multiplier=0.125, num_classes=0)
-    path = export_onnx(features, tmp_path / "features.onnx", 32)
     assert [o.name for o in onnx.load(str(path)).graph.output] == ["features"]
     assert OnnxModel(path).metadata["output_name"] == "features"
 
