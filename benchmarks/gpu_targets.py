@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                         help="cpu runs the same checks and timings on the CPU (to exercise the script)")
     parser.add_argument("--quick", action="store_true",
-                        help="toy sizes: checks at 96 px and a quarter of the width; one model timed at 96 px, "
+                        help="toy sizes: checks at 96 px and a quarter of the width; one model timed at 75 px, "
                              "batch 2, one step")
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=FAMILIES, help="the families checked")
     parser.add_argument("--precisions", nargs="+", choices=sorted(DTYPES), default=None,
