@@ -77,6 +77,10 @@ def _model_names(args: argparse.Namespace) -> list[str]:
     for name in names:
         if name in registered or is_saved_folder(name) or "=" in name:
             continue
+        if name.lower().endswith((".onnx", ".pt2")):  # (it said "unknown model 'x.onnx'")
+            raise UserError(f"{name} is an exported file; benchmark times a model name or the folder training or "
+                            f"save_pretrained wrote, and exports it itself for onnxruntime: pass --models RUN_DIR "
+                            f"--runtime onnxruntime")
         if args.model_kwargs == [] or (args.model_kwargs is not None and name in switches):
             raise UserError(f"--model-kwargs takes KEY=VALUE, got {name!r}; write {name}=VALUE")
         if name in switches:
