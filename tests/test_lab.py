@@ -791,6 +791,21 @@ def test_seeds_of_a_variant_have_their_own_style_in_the_plots(figures, tmp_path)
     assert [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()] == ["googlenet", "v3"]
 
 
+def test_the_accuracy_plot_shows_the_training_top1_faint(figures, tmp_path):
+    # metrics.csv logs train_top1: beside each run's validation top-1, faint, so overfitting shows
+    from inceptionlab.lab import plots
+
+    logged = _record("a", [2.3, 2.0], [2.1, 1.7], top1=[20.0, 30.0])
+    for row, train_top1 in zip(logged["metrics"], (25.0, 60.0)):
+        row["train_top1"] = train_top1
+    older = _record("b", [2.3, 2.0], [2.1, 1.7], color="#ff7f0e")  # a run of a version that did not log it
+    plots.plot_accuracy(dict(runs=[logged, older], seeds=[0]), tmp_path)
+    top1 = figures[-1].axes[0]
+    faint = [line for line in top1.lines if line.get_alpha() == 0.45]
+    assert [(line.get_color(), list(line.get_ydata())) for line in faint] == [("#1f77b4", [25.0, 60.0])]
+    assert [t.get_text() for t in top1.get_legend().get_texts()] == ["a", "b", "training top-1 (faint)"]
+
+
 def test_resume_starts_failed_runs_again(engine, tmp_path, capsys):
     # a failed run (out of memory) was "kept from before (failed)" on every --resume, exit 1, and
     # nothing said how to run it again

@@ -180,8 +180,16 @@ def plot_accuracy(results: dict, out_dir: Path) -> dict | None:
             if pts:
                 ax.plot(*zip(*pts), color=r["color"], marker=SEED_MARKERS[k % len(SEED_MARKERS)], ms=3.5, lw=1.4,
                         ls=SEED_LINES[k % len(SEED_LINES)])
+        # the training images' top-1 since the evaluation before, faint beside the validation's: overfitting
+        train = [(m["epoch"], m["train_top1"]) for m in r["metrics"]
+                 if m.get("epoch") is not None and m.get("train_top1") is not None]
+        if train:
+            axes[0].plot(*zip(*train), color=r["color"], lw=0.9, alpha=0.45, ls=SEED_LINES[k % len(SEED_LINES)])
     target = results.get("target_top1")
     extra = []
+    if any(m.get("train_top1") is not None for r in runs for m in r["metrics"]):
+        from matplotlib.lines import Line2D
+        extra.append(Line2D([], [], color="#555", lw=0.9, alpha=0.45, label="training top-1 (faint)"))
     if target is not None:
         extra.append(axes[0].axhline(target, color="#444", lw=0.8, ls=":", label=f"target {target:g}%"))
     for ax, title in zip(axes, ("top-1 accuracy (%)", "top-5 accuracy (%)")):
@@ -194,7 +202,9 @@ def plot_accuracy(results: dict, out_dir: Path) -> dict | None:
     _legend(axes[0], runs, seed_index, seed_lines=True, extra=extra, loc="lower right")
     fig.tight_layout()
     return _save(fig, plt, out_dir / "accuracy_vs_epoch.png", "Validation accuracy against epoch",
-                 "Top-1 and top-5 on the validation split at each evaluation; the dotted line is the target.")
+                 "Top-1 and top-5 on the validation split at each evaluation; the dotted line is the target; "
+                 "the faint lines, where the runs logged it, the training images' top-1 since the evaluation "
+                 "before (far above the validation's: overfitting).")
 
 
 def plot_cost(results: dict, out_dir: Path) -> dict | None:
