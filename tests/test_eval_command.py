@@ -128,3 +128,9 @@ def test_eval_json_names_the_file_of_a_run_or_saved_folder(run, tmp_path):
     with pytest.raises(UserError, match="is not a training run; pass --weights RUN/checkpoints/FILE.pt, or drop "
                                         "--no-ema"):
         evaluate(model=str(saved), ema=False)
+
+
+def test_an_export_given_as_the_model_is_named_as_one(tmp_path):
+    # `eval --model run.onnx` said it "needs its weights, --weights FILE": an export holds them
+    with pytest.raises(UserError, match=r"^x\.onnx is an export; eval runs PyTorch weights: pass the run folder"):
+        evaluate(model="x.onnx", data=tmp_path)

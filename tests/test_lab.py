@@ -806,6 +806,21 @@ def test_the_accuracy_plot_shows_the_training_top1_faint(figures, tmp_path):
     assert [t.get_text() for t in top1.get_legend().get_texts()] == ["a", "b", "training top-1 (faint)"]
 
 
+def test_a_labs_initial_weights_are_kept_absolute_for_resume_elsewhere(engine, tmp_path, monkeypatch):
+    # `compare --set weights=w.pth` kept the relative path in plan.yaml: --resume from another folder failed
+    import yaml
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "w.pth").write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["compare", "--models", "googlenet", "--steps", "40", *SMALL_ARGS, "--set", "weights=w.pth",
+                 "--variant", "plain:googlenet:weights=none", "--out", str(tmp_path / "lab")]) == 0
+    saved = yaml.safe_load((tmp_path / "lab" / "plan.yaml").read_text())
+    assert saved["train"]["weights"] == str(tmp_path / "work" / "w.pth")
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--resume", str(tmp_path / "lab"), "--steps", "60"]) == 0
+
+
 def test_resume_starts_failed_runs_again(engine, tmp_path, capsys):
     # a failed run (out of memory) was "kept from before (failed)" on every --resume, exit 1, and
     # nothing said how to run it again

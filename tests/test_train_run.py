@@ -1082,8 +1082,15 @@ def test_a_freeze_until_typo_leaves_no_output_folder(tmp_path, capsys):
     freeze_until(net, "mixed_6e")
     freeze_bn(net)
     trained = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    assert (f"M params, {trained / 1e6:.2f}M trained: up to mixed_6e and batch norm frozen) on "
-            in capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert f"M params, {trained / 1e6:.2f}M trained: up to mixed_6e and batch norm frozen) on " in out
+    # fine-tuning options without weights hold back random layers: said
+    assert ("note: --freeze-bn and --freeze-until without --weights: they hold back randomly initialized layers"
+            in out)
+    # a classifier alone was "0.00M trained"
+    train(tiny(tmp_path, "head", steps=1, freeze_until="mixed_7c", quiet=False))
+    head = sum(p.numel() for p in net.head.parameters())
+    assert f"M params, {head / 1e3:.1f}k trained: up to mixed_7c frozen) on " in capsys.readouterr().out
 
 
 def test_no_top5_with_five_classes_or_fewer(tmp_path, capsys):
@@ -1234,6 +1241,8 @@ def test_a_blown_up_finite_loss_is_divergence(tmp_path, monkeypatch):
     summary = train(tiny(tmp_path, steps=6))
     assert summary["status"] == "diverged" and summary["steps"] == 2
     assert summary["message"].startswith("loss became 1e+23 (over 1000x the 2.30 of a uniform guess) at step 3 ")
+    # rmsprop_tf clips at 2.0 already: "or with --clip-grad" misled
+    assert summary["message"].endswith("; start a new run with a lower --lr or a smaller --clip-grad (it clipped at 2)")
     # the epoch where step 3 ends, as steps.jsonl counts them (it gave step 2's)
     from inceptionlab.train.logs import read_steps
     per_step = read_steps(tmp_path / "run")[0]["epoch"]

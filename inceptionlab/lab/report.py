@@ -230,7 +230,8 @@ def document(results: dict) -> list[tuple]:
         blocks.append(("h2", "Plots"))
         blocks += [("figure", p) for p in results["plots"]]
     blocks.append(("p", "Multiply-adds are for one image at the run's input size (inference, no auxiliary heads), "
-                        "while parameters count every trained weight, auxiliary heads included; inference images/s "
+                        "while parameters count every weight of the network, frozen ones and auxiliary heads included "
+                        "(each run's start line says how many a fine-tune trained); inference images/s "
                         "is the median of a few timed batches on this machine; seconds are the run's wall-clock "
                         "time to its last training step, the evaluations and checkpoints on the way included (the "
                         "clock that --minutes budgets) and the final evaluation after it not, while train img/s counts the "

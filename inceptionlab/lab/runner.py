@@ -87,6 +87,9 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
             (lab_dir / name).unlink(missing_ok=True)
     if plan.data is not None:  # absolute, so that --resume works from any folder
         plan.data = str(Path(plan.data).expanduser().resolve())
+    for train in (plan.train, *(variant.train for variant in plan.variants)):  # the initial weights too (a
+        if isinstance(train.get("weights"), str):                          # relative one failed --resume elsewhere)
+            train["weights"] = str(Path(train["weights"]).expanduser().resolve())
     try:
         lab_dir.mkdir(parents=True, exist_ok=True)
         plan.write_yaml(lab_dir / PLAN_FILE)

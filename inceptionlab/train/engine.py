@@ -447,7 +447,7 @@ class Trainer:
                                         f"suit this data or its preprocessing{frozen}")
                 return "diverged", (f"loss became {value} at step {self.pos.step + 1} (epoch "
                                     f"{epoch:.2f}); last good checkpoint: {latest or 'none'}; "
-                                    f"start a new run with a lower --lr or with --clip-grad")
+                                    f"start a new run with {self._calmer()}")
             self._count_step(agreed, lr, time.monotonic() - step_started)
             if agreed.signalled:
                 return self._interrupted()
@@ -480,6 +480,13 @@ class Trainer:
         return (f"every training image of class {listed(unseen)} is unreadable (an epoch tried them all; see "
                 f"skipped_files in summary.json): the model would never learn {'it' if len(unseen) == 1 else 'them'}; "
                 f"fix or replace those files, or remove the class folder")
+
+    def _calmer(self) -> str:
+        """The settings a diverged run could start again with: clipping is advised only where it was off
+        (rmsprop_tf clips at 2.0 by default, and "or with --clip-grad" misled)."""
+        clip = self.cfg.resolved().clip_grad
+        return (f"a lower --lr or a smaller --clip-grad (it clipped at {clip:g})" if clip
+                else "a lower --lr or with --clip-grad")
 
     def _interrupted(self) -> tuple[str, str]:
         """Saves a checkpoint; the status and message of a run stopped by a signal."""
@@ -564,7 +571,7 @@ class Trainer:
             latest = self.checkpoints.latest()
             raise Diverged(f"validation loss became {result.loss} at step {self.pos.step} (epoch "
                            f"{self._epoch_float():.2f}); last good checkpoint: {latest or 'none'}; start a new "
-                           f"run with a lower --lr or with --clip-grad")
+                           f"run with {self._calmer()}")
         improved = self.history.best_top1 is None or result.top1 > self.history.best_top1
         if improved:
             self.history.best_top1 = result.top1
@@ -711,7 +718,14 @@ class Trainer:
             trained = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
             frozen = " and ".join(([f"up to {cfg.freeze_until}"] if cfg.freeze_until else [])
                                   + (["batch norm"] if cfg.freeze_bn else []))
-            params += f", {trained / 1e6:.2f}M trained: {frozen} frozen"
+            count = f"{trained / 1e6:.2f}M" if trained >= 1e5 else f"{trained / 1e3:.1f}k"  # (a classifier: "0.00M")
+            params += f", {count} trained: {frozen} frozen"
+        tuning = [flag for flag, on in (("--freeze-bn", cfg.freeze_bn), ("--freeze-until", cfg.freeze_until),
+                                        ("--body-lr-scale", cfg.body_lr_scale != 1)) if on]
+        note = None
+        if tuning and not cfg.weights and self.resumed_from is None:  # fine-tuning options on random weights
+            note = (f"note: {' and '.join(tuning)} without --weights: they hold back randomly initialized layers "
+                    f"(fine-tuning options: pass the weights to start from)")
         where = f"resumed at step {self.resumed_from}" if self.resumed_from is not None else "new run"
         if self.started_over:
             where += " (the run in that folder had stopped before its first step: its files are replaced)"
@@ -733,6 +747,8 @@ class Trainer:
             + f"; {cfg.opt} lr {cfg.lr:g}" + (f" (body x{cfg.body_lr_scale:g})" if cfg.body_lr_scale != 1 else "")
             + f" {cfg.sched}; {total} ({per_epoch}); {where}; "
             f"out {self.out}")
+        if note:
+            self.progress.line(note)
 
     # ------------------------------------------------------------------ budget and bookkeeping
     def _budget_reached(self, seconds: float) -> bool:

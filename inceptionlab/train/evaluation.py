@@ -184,13 +184,13 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                Path(run) / _other_data_folder(data if other_data else None, all_images, raw=not ema)
                if other_data or not ema else Path(run))
     else:
+        if Path(str(model)).suffix.lower() in (".onnx", ".pt2"):
+            raise UserError(f"{model} is an export; eval runs PyTorch weights: pass the run folder or weights "
+                            f"file it was exported from (predict runs exports)")
         if weights is None and not is_saved_folder(model):
             folder = f"; ./{model} is a folder here: pass ./{model} to use it" if Path(str(model)).is_dir() else ""
             raise UserError(f"evaluating {model} needs its weights, --weights FILE (random weights would mean "
                             f"nothing){folder}")
-        if Path(str(model)).suffix.lower() in (".onnx", ".pt2"):
-            raise UserError(f"{model} is an export; eval runs PyTorch weights: pass the run folder or weights "
-                            f"file it was exported from (predict runs exports)")
         trained_run = (_run_folder(weights) if weights is not None else
                        _run_folder(model) if is_saved_folder(model) else None)
         if not ema:  # the raw weights are only in checkpoints, which keep both
