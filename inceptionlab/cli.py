@@ -60,6 +60,12 @@ def _refuse_unknown(parser: argparse.ArgumentParser, command: str | None, words:
     options = [o for action in command_parser._actions for o in action.option_strings]
     first_option = next((w.split("=")[0] for w in words if w.startswith("--")), None)
     hint = ", ".join(difflib.get_close_matches(first_option, options, n=2, cutoff=0.7)) if first_option else ""
+    if first_option and not hint:  # a train flag given to compare, study or demo: their --set takes it
+        at = next(i for i, w in enumerate(words) if w.split("=")[0] == first_option)
+        value = words[at].partition("=")[2] or (words[at + 1] if at + 1 < len(words) else "")
+        typed = f"{first_option} {value}".strip() if not value.startswith("-") else first_option
+        setting = _in_command_terms(typed, command_parser)
+        hint = setting if setting != typed else ""
     command_parser.error(f"unrecognized arguments: {' '.join(words)}" + (f"; did you mean {hint}?" if hint else ""))
 
 
@@ -71,6 +77,25 @@ def _refuse_empty(command_parser: argparse.ArgumentParser, args: argparse.Namesp
         if value == "" or (isinstance(value, list) and "" in value):
             name = action.option_strings[0] if action.option_strings else action.metavar or action.dest
             command_parser.error(f"{name} is an empty string; give it a value")
+
+
+def _refuse_repeated(command_parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """An option that takes one value, given twice (`--steps 3 --steps 4`, `--strict --no-strict`):
+    argparse kept the last without a word, where `--set lr=1 lr=2` is refused. Options that collect
+    (`--model-kwargs`, `--set`) may repeat."""
+    single = {option: action for action in command_parser._actions for option in action.option_strings
+              if not isinstance(action, (argparse._ExtendAction, argparse._AppendAction, argparse._HelpAction))}
+    seen: dict[str, str] = {}
+    for word in words:
+        name = word.split("=")[0]
+        action = single.get(name) if word.startswith("--") else None
+        if action is None:
+            continue
+        if action.dest in seen:
+            first = seen[action.dest]
+            command_parser.error(f"{name} is given twice; keep one" if first == name else
+                                 f"{first} and {name} are both given; keep one")
+        seen[action.dest] = name
 
 
 def _in_command_terms(message: str, command_parser: argparse.ArgumentParser) -> str:
@@ -192,6 +217,7 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
         if unknown:
             _refuse_unknown(parser, args.command, unknown)
         if args.command is not None:
+            _refuse_repeated(parser.command_parsers[args.command], ordered)
             _refuse_empty(parser.command_parsers[args.command], args)
     except SystemExit as exc:  # argparse has printed its one-line error (or --help)
         return exc.code if isinstance(exc.code, int) else 2

@@ -134,3 +134,11 @@ def test_an_export_given_as_the_model_is_named_as_one(tmp_path):
     # `eval --model run.onnx` said it "needs its weights, --weights FILE": an export holds them
     with pytest.raises(UserError, match=r"^x\.onnx is an export; eval runs PyTorch weights: pass the run folder"):
         evaluate(model="x.onnx", data=tmp_path)
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(run, tmp_path):
+    # it was Python's "[Errno 2] No such file or directory", after the evaluation
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(UserError, match=r"^cannot write to output folder \S+/afile/scores: \S+/afile is a file, "
+                                        r"not a folder; pass a writable --out$"):
+        evaluate(run=run, out=tmp_path / "afile" / "scores")

@@ -821,6 +821,17 @@ def test_a_labs_initial_weights_are_kept_absolute_for_resume_elsewhere(engine, t
     assert main(["compare", "--resume", str(tmp_path / "lab"), "--steps", "60"]) == 0
 
 
+def test_a_lab_is_not_written_into_a_training_run(engine, tmp_path, capsys):
+    # `demo --out RUN` wrote plan.yaml, the report and runs/ beside the run's own files
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: googlenet\n")
+    (run / "metrics.csv").write_text("epoch,step\n")
+    assert main(["compare", "--models", "googlenet", "--steps", "40", *SMALL_ARGS, "--out", str(run)]) == 2
+    assert f"{run} holds a training run (its config.yaml and metrics.csv), not a lab" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.csv"]
+
+
 def test_resume_starts_failed_runs_again(engine, tmp_path, capsys):
     # a failed run (out of memory) was "kept from before (failed)" on every --resume, exit 1, and
     # nothing said how to run it again

@@ -787,6 +787,15 @@ def test_cli_unrecognized_option_names_the_command_and_the_closest(capsys):
     assert main(["eval", "--frobnicate", "3"]) == 2
     assert capsys.readouterr().err == ("inceptionlab eval: error: unrecognized arguments: --frobnicate 3 "
                                        "(options: inceptionlab eval --help)\n")
+    # a train flag given to a lab command: its --set form (it was only "unrecognized")
+    assert main(["compare", "--models", "googlenet", "--body-lr-scale", "0.1"]) == 2
+    assert "unrecognized arguments: --body-lr-scale 0.1; did you mean --set body_lr_scale=0.1?" in \
+        capsys.readouterr().err
+    # an option of one value given twice: argparse kept the last without a word (`--set lr=1 lr=2` is refused)
+    assert main(["train", "--steps", "3", "--steps", "4"]) == 2
+    assert "inceptionlab train: error: --steps is given twice; keep one" in capsys.readouterr().err
+    assert main(["train", "--steps", "3", "--strict", "--no-strict"]) == 2
+    assert "--strict and --no-strict are both given; keep one" in capsys.readouterr().err
     assert main(["compare", "--models", "googlenet", "--seeds", "0,0"]) == 2
     assert capsys.readouterr().err == ("inceptionlab compare: error: argument --seeds: invalid int value: '0,0' "
                                        "(options: inceptionlab compare --help)\n")

@@ -1436,6 +1436,11 @@ def test_body_lr_scale_slows_all_but_the_classifier(tmp_path):
     assert head == {"head.fc.weight", "head.fc.bias"}
     with pytest.raises(UserError, match=r"^body_lr_scale must be a number > 0, got None"):
         tiny(tmp_path, body_lr_scale=None).resolved()  # (null in a config file crashed the run it had begun)
+    # beyond float32, lr x body_lr_scale was a traceback inside the optimizer step
+    with pytest.raises(UserError, match=r"^body_lr_scale must be a finite number > 0 and <= 1e\+06, got 1e\+40"):
+        tiny(tmp_path, body_lr_scale=1e40).resolved()
+    with pytest.raises(UserError, match=r"^lr must be a finite number > 0 and <= 1e\+15, got 1e\+300"):
+        tiny(tmp_path, lr=1e300).resolved()
     # one plain SGD step from the same start: the body moves a tenth as far, the classifier as far
     from safetensors.torch import save_file
 

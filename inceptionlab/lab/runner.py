@@ -63,6 +63,9 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
         return check
     is_lab = (lab_dir / PLAN_FILE).is_file()
     if not is_lab:  # someone's folder: --overwrite must not delete what a lab did not write
+        if (lab_dir / "config.yaml").is_file() and (lab_dir / "metrics.csv").is_file():  # (a lab was written into it)
+            raise UserError(f"{lab_dir} holds a training run (its config.yaml and metrics.csv), not a lab; pass "
+                            f"another --out")
         theirs = [name for name in ("runs", *REPORT_FILES, *PLOT_FILES) if (lab_dir / name).exists()]
         if theirs:
             raise UserError(f"{lab_dir} holds {', '.join(theirs)} but no {PLAN_FILE}, so it is not a lab folder "

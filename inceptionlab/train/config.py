@@ -177,12 +177,13 @@ class TrainConfig:
                    maximum=MAX_IMG_SIZE)
         _check_int("workers", self.workers, 0, "e.g. --workers 4")
         _check_int("threads", self.threads, 1, "e.g. --threads 1 on a busy machine")
-        _check_number("lr", self.lr, low=0, low_open=True, fix="e.g. --lr 0.045")
+        # (upper bounds: beyond float32's 3.4e38, lr x body_lr_scale was a traceback inside the optimizer)
+        _check_number("lr", self.lr, low=0, low_open=True, high=1e15, fix="e.g. --lr 0.045")
         _check_number("momentum", self.momentum, low=0, high=1, high_open=True, fix="e.g. 0.9")
         _check_number("decay_rate", self.decay_rate, low=0, high=1, low_open=True, fix="e.g. 0.94")
         _check_number("decay_epochs", self.decay_epochs, low=0, low_open=True, fix="e.g. 2")
         _check_int("warmup_steps", self.warmup_steps, 0, "e.g. --warmup-steps 500")
-        _check_number("weight_decay", self.weight_decay, low=0, fix="e.g. 4e-5, or 0 for none")
+        _check_number("weight_decay", self.weight_decay, low=0, high=1e6, fix="e.g. 4e-5, or 0 for none")
         _check_number("smoothing", self.smoothing, low=0, high=1, high_open=True, fix="0.1 is the paper's")
         if isinstance(self.aux_weight, (list, tuple)):  # one per head, in depth order (InceptionLoss takes it)
             if not self.aux_weight:
@@ -195,8 +196,8 @@ class TrainConfig:
         if self.body_lr_scale is None:  # (null in a config file: the announce line and the step crashed on it)
             raise UserError("body_lr_scale must be a number > 0, got None; e.g. --body-lr-scale 0.1, or leave it "
                             "out for 1 (no scaling)")
-        _check_number("body_lr_scale", self.body_lr_scale, low=0, low_open=True,
-                      fix="e.g. --body-lr-scale 0.1 (to keep the body fixed, use --freeze-until)")
+        _check_number("body_lr_scale", self.body_lr_scale, low=0, low_open=True, high=1e6,
+                      fix="e.g. --body-lr-scale 0.1 (to keep the body fixed, use --freeze-until BLOCK)")
         _check_number("ema_decay", self.ema_decay, low=0, high=1, low_open=True, high_open=True,
                       fix="e.g. --ema-decay 0.9999")
         _check_number("crop_pct", self.crop_pct, low=0, high=1, low_open=True, fix="e.g. 0.875")
@@ -412,7 +413,7 @@ def _check_number(name: str, value, *, low=None, high=None, low_open=False, high
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
-        hi = "" if high is None else (f"< {high}" if high_open else f"<= {high}")
+        lo = "" if low is None else (f"> {low:g}" if low_open else f">= {low:g}")
+        hi = "" if high is None else (f"< {high:g}" if high_open else f"<= {high:g}")
         bound = " and ".join(b for b in (lo, hi) if b)
         raise UserError(f"{name} must be a finite number {bound}, got {value!r}; {fix}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -218,6 +219,12 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                if data is not None or not ema else base)
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
+    # a folder that cannot be made was Python's "[Errno 2] ...", after the evaluation; checked without
+    # making it (a failed evaluation leaves no empty folder)
+    existing = next(part for part in (out.absolute(), *out.absolute().parents) if part.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        why = f"{existing} is a file, not a folder" if not existing.is_dir() else f"{existing} is not writable"
+        raise UserError(f"cannot write to output folder {out}: {why}; pass a writable --out")
     if cfg.data is not None:  # (its eval.json and confusion_matrix.png went among the images)
         folder = Path(str(cfg.data)).expanduser().resolve()
         if out.expanduser().resolve() == folder or folder in out.expanduser().resolve().parents:
@@ -284,7 +291,12 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     accuracy = dict(zip(classes, result.per_class_accuracy()))
     # the classes the data has; eval.json keeps 3 places, the lines printed below the unrounded values
     per_class = {name: None if accuracy[name] is None else round(accuracy[name], 3) for name in splits.classes}
-    csv_path, png_path = write_confusion(result.confusion, classes, out, rows=splits.classes)
+    try:
+        csv_path, png_path = write_confusion(result.confusion, classes, out, rows=splits.classes)
+    except OSError as exc:  # (an unwritable place was Python's "[Errno 2] ...")
+        from inceptionlab.files import why_not_writable
+        raise UserError(f"cannot write to output folder {out}: {why_not_writable(out, exc)}; pass a writable "
+                        f"--out") from None
     report = dict(top1=round(result.top1, 3), top5=None if result.top5 is None else round(result.top5, 3), loss=round(result.loss, 6),
                   images=result.count, per_class=per_class, classes=splits.classes, model=cfg.model,
                   model_classes=classes,
