@@ -206,7 +206,7 @@ def test_random_state_round_trips_through_a_safe_checkpoint(tmp_path):
     (dict(opt="rmsprop"), "unknown opt 'rmsprop'; did you mean rmsprop_tf"),
     (dict(sched="cosin"), "did you mean cosine"),
     (dict(lr=-1.0), "lr must be a finite number > 0"),
-    (dict(lr=float("inf")), "lr must be a finite number > 0, got inf"),
+    (dict(lr=float("inf")), "lr must be a finite number > 0 and <= 1e\\+15, got inf"),
     (dict(epochs=float("inf")), "epochs must be a finite number > 0, got inf"),   # was an OverflowError
     (dict(smoothing=1.0), "smoothing must be a finite number >= 0 and < 1"),
     (dict(batch_size=0), "batch_size must be an integer >= 1"),
