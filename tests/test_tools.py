@@ -358,6 +358,11 @@ def test_cli_benchmark_bad_input(capsys):
         assert "must be <= 4096, got 20000" in capsys.readouterr().err, argv
     assert main(["train", "--steps", "1", "--img-size", "20000", "--out", "unused"]) == 2
     assert "img_size must be an integer >= 1 and <= 4096, got 20000" in capsys.readouterr().err
+    # summary, predict and export take --img-size too, as train and eval name it (it was "did you mean --size?")
+    for argv in (["summary", "googlenet"], ["predict", "x.jpg", "--model", "googlenet"],
+                 ["export", "googlenet", "--out", "x.onnx"]):
+        assert main(argv + ["--img-size", "20000"]) == 2
+        assert "argument --size/--img-size: must be <= 4096, got 20000" in capsys.readouterr().err, argv
     assert main(["benchmark", "--models", "googlenet", "--mode", "train", "--runtime", "onnxruntime"]) == 2
     capsys.readouterr()
     # a name the reference lacks fails before the peak is measured

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("onnx", "pt2"), default=None,
                         help="default: by --out's suffix (.pt2 a torch.export program, else ONNX)")
     parser.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
-    parser.add_argument("--size", type=image_size, default=None, help="input height and width (default: the model's)")
+    parser.add_argument("--size", "--img-size", type=image_size, default=None,
+                        help="input height and width (default: the model's; --img-size as train and eval name it)")
     parser.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     parser.add_argument("--overwrite", action="store_true", help="replace a file already at --out (after the "
                                                                  "new one passed its check)")

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "run's final weights)")
     parser.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default: 5)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
-    parser.add_argument("--size", type=image_size, default=None, help="input size (default: the model's)")
+    parser.add_argument("--size", "--img-size", type=image_size, default=None,
+                        help="input size (default: the model's; --img-size as train and eval name it)")
     parser.add_argument("--json", action="store_true",
                         help='one JSON document on stdout, for machines: {"model", "weights" (the file used), '
                              '"results": [{"image", "predictions": [{"index", "class", "probability"}]}], '

@@ -66,8 +66,9 @@ def add_model_kwargs(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", nargs="?", help="a registered model name (see --all)")
-    parser.add_argument("--size", type=image_size, default=None,
-                        help="input height and width (default: the model's input size)")
+    parser.add_argument("--size", "--img-size", type=image_size, default=None,
+                        help="input height and width (default: the model's input size; --img-size as train and "
+                             "eval name it)")
     add_model_kwargs(parser)
     parser.add_argument("--all", action="store_true", help="one row per registered model")
     parser.add_argument("--markdown", action="store_true", help="with --all: a Markdown table (the README's)")
