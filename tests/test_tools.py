@@ -750,9 +750,9 @@ def test_cli_predict_switches_before_the_images_and_bad_numbers(tmp_path, capsys
     first = json.loads(capsys.readouterr().out)["results"]
     assert main(head + [str(tmp_path / "red.png"), "--top-k", "2"] + switches) == 0
     assert first == json.loads(capsys.readouterr().out)["results"] and len(first[0]["predictions"]) == 2
-    for option in ("--size", "--batch-size", "--top-k"):
+    for option, named in (("--size", "--size/--img-size"), ("--batch-size", "--batch-size"), ("--top-k", "--top-k")):
         assert main(head + switches + [str(tmp_path / "red.png"), option, "0"]) == 2
-        assert f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
+        assert f"argument {named}: must be >= 1, got 0" in capsys.readouterr().err
     assert main(["predict", "--model", "googlenett", str(tmp_path / "red.png")]) == 2
     assert "unknown model 'googlenett'; did you mean googlenet" in capsys.readouterr().err
     assert main(head + switches + [str(tmp_path / "red.png"), "--size", "3", "--threads", "1"]) == 2
