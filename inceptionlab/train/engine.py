@@ -453,10 +453,9 @@ class Trainer:
                 return self._interrupted()
             last = agreed.time_up or self._budget_reached(agreed.seconds)
             if whole_epoch and self.pos.batch == 0:  # the epoch's last step: every file was tried once
-                unlearnable = self._unlearnable_classes()
-                if unlearnable:
-                    self._save_checkpoint()
-                    return "failed", unlearnable
+                failed = self._failed_on_unlearnable_classes()
+                if failed:
+                    return failed
             self._after_step(final=last)
             if last:
                 return "finished", ""
@@ -465,26 +464,25 @@ class Trainer:
             return "failed", (f"no image of a whole epoch could be read ({len(self._skipped_files())} files "
                               f"skipped as unreadable); check the data folder (Git LFS pointers? HEIC files "
                               f"named .jpg?)")
-        unlearnable = self._unlearnable_classes() if whole_epoch else None  # (the epoch's last batch was unreadable)
-        if unlearnable:
-            self._save_checkpoint()
-            return "failed", unlearnable
-        return None
+        return self._failed_on_unlearnable_classes() if whole_epoch else None  # (its last batch was unreadable)
 
-    def _unlearnable_classes(self) -> str | None:
-        """After a whole epoch: the failure of a run with a class none of whose files could be read
-        (it would never be learned; the run had "finished" at 100% top-1 on the other class)."""
+    def _failed_on_unlearnable_classes(self) -> tuple[str, str] | None:
+        """After a whole epoch: ("failed", why), with a checkpoint, for a run with a class none of whose
+        files could be read (it would never be learned; the run had "finished" at 100% top-1 on the
+        other class); else None."""
         unseen = self._classes_never_read(self._skipped_files())
         if not unseen:
             return None
-        return (f"every training image of class {listed(unseen)} is unreadable (an epoch tried them all; see "
-                f"skipped_files in summary.json): the model would never learn {'it' if len(unseen) == 1 else 'them'}; "
-                f"fix or replace those files, or remove the class folder")
+        self._save_checkpoint()
+        return "failed", (f"every training image of class {listed(unseen)} is unreadable (an epoch tried them all; "
+                          f"see skipped_files in summary.json): the model would never learn "
+                          f"{'it' if len(unseen) == 1 else 'them'}; fix or replace those files, or remove the class "
+                          f"folder")
 
     def _calmer(self) -> str:
         """The settings a diverged run could start again with: clipping is advised only where it was off
         (rmsprop_tf clips at 2.0 by default, and "or with --clip-grad" misled)."""
-        clip = self.cfg.resolved().clip_grad
+        clip = self.cfg.clip_grad  # (the trainer's config is resolved: the optimizer's default filled in)
         return (f"a lower --lr or a smaller --clip-grad (it clipped at {clip:g})" if clip
                 else "a lower --lr or with --clip-grad")
 
