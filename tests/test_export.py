@@ -277,3 +277,52 @@ def test_benchmark_times_onnxruntime(tmp_path, monkeypatch):
     assert len(times) == 2 and all("." in t for t in row["step_times_ms"].split() if float(t) < 100)  # (said "14 1")
     assert statistics.median(times) == pytest.approx(row["infer_step_time_ms"], abs=0.051)
     assert list(tmp_path.glob("inceptionlab-bench-*")) == []  # the exported copy is not left behind
+
+
+def test_benchmark_times_an_exported_file_as_it_is(tmp_path, capsys, monkeypatch):
+    """``benchmark --models run.onnx run.pt2``: the file itself (onnxruntime for ONNX, PyTorch for
+    .pt2), at its input size, with the parameters and multiply-adds of the network it holds (it said
+    "x.onnx is an exported file" and exported the model again)."""
+    from inceptionlab.tools import benchmark as bench
+    from inceptionlab.tools.summary import count_macs
+
+    monkeypatch.setattr(bench, "measure_peak", lambda precision: 100.0)
+    model = tiny("googlenet", stem="low_res")
+    files = [export_onnx(model, tmp_path / "g.onnx", 40), export_pt2(model, tmp_path / "g.pt2", 40)]
+    out = tmp_path / "b.csv"
+    argv = ["benchmark", "--models", *map(str, files), "--batch-size", "1", "3", "--warmup", "1", "--iters", "2",
+            "--out", str(out)]
+    assert main(argv) == 0
+    rows = bench.read_csv(out)
+    assert [(Path(r["model"]).name, r["runtime"], r["batch"], r["img_size"]) for r in rows] == [
+        ("g.onnx", "onnxruntime", "1", "40"), ("g.onnx", "onnxruntime", "3", "40"),
+        ("g.pt2", "torch", "1", "40"), ("g.pt2", "torch", "3", "40")]
+    params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("aux_heads."))
+    assert {int(r["param_count"]) for r in rows} == {params}
+    assert {float(r["gmacs"]) for r in rows} == {round(count_macs(model, 40) / 1e9, 6)}
+    assert all(float(r["infer_samples_per_sec"]) > 0 and len(r["step_times_ms"].split()) == 2 for r in rows)
+
+    # what an export cannot be timed as: one line each, before any timing, nothing written
+    onnx_file, pt2_file = map(str, files)
+    for extra, message in (
+            ([onnx_file, "--img-size", "64"], "g.onnx was exported for 40x40 input, not 64x64: drop --img-size, "
+                                              "or export it again with --size 64"),
+            ([onnx_file, "--runtime", "torch"], "g.onnx is an ONNX file, which runs in onnxruntime: drop --runtime torch"),
+            ([pt2_file, "--runtime", "onnxruntime"], "g.pt2 is a torch.export program, which runs in PyTorch"),
+            ([pt2_file, "--mode", "train"], "g.pt2 is an inference export; it cannot be trained: use --mode infer"),
+            ([pt2_file, "--precision", "bf16"], "g.pt2 is timed as exported, in fp32: drop --precision bf16"),
+            ([pt2_file, "--compile"], "g.pt2 is timed as exported: drop --compile"),
+            ([pt2_file, "--model-kwargs", "norm=false"], "g.pt2 is an exported network, fixed at export: drop "
+                                                         "--model-kwargs norm=false"),
+            ([str(tmp_path / "missing.onnx")], "exported file " + str(tmp_path / "missing.onnx") + " does not exist")):
+        capsys.readouterr()
+        assert main(["benchmark", "--models", *extra, "--out", str(tmp_path / "refused.csv")]) == 2, extra
+        out_text, err = capsys.readouterr()
+        assert message in err and len(err.strip().splitlines()) == 1 and out_text == "", (extra, err)
+    assert not (tmp_path / "refused.csv").exists()
+
+    # an ONNX file another tool wrote has no metadata: its network (and so its multiply-adds) is unknown
+    torch.onnx.export(prepare_for_export(model), (torch.randn(1, 3, 40, 40),), str(tmp_path / "other.onnx"),
+                      dynamo=True, verbose=False)
+    assert main(["benchmark", "--models", str(tmp_path / "other.onnx")]) == 2
+    assert "other.onnx has no inceptionlab metadata (another tool exported it)" in capsys.readouterr().err

@@ -369,9 +369,9 @@ def test_cli_benchmark_bad_input(capsys):
     assert main(["benchmark", "--models", "inception_v3", "googlenet", "--reference", "timm"]) == 2
     out, err = capsys.readouterr()
     assert "timm has no googlenet; it has inception_v3" in err and out == ""  # (not after the machine line)
-    # an exported file: benchmark exports its model itself (it said "unknown model 'x.onnx'")
+    # an exported file is timed itself (it said "unknown model 'x.onnx'"), when there is one
     assert main(["benchmark", "--models", "x.onnx", "--runtime", "onnxruntime"]) == 2
-    assert "x.onnx is an exported file; benchmark times a model name or the folder" in capsys.readouterr().err
+    assert "exported file x.onnx does not exist" in capsys.readouterr().err
 
 
 def _no_timing(monkeypatch):

@@ -3,6 +3,7 @@
     inceptionlab benchmark --models inception_v3 inception_v4 --batch-size 8 32 --mode infer --reference timm
     inceptionlab benchmark --models inception_v3 --mode train --batch-size 8 --reference timm --memory
     inceptionlab benchmark --models googlenet --img-size 224 --runtime onnxruntime
+    inceptionlab benchmark --models inception_v3.onnx --batch-size 1 8     # an exported file, in onnxruntime
 
 Prints one row per configuration (model x batch size) and writes each to the CSV (``--out``) as it
 finishes, so that a stopped run keeps the rows it measured.
@@ -23,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "divides it by this machine's peak, a large 3x3 convolution timed first in the same "
                      "precision.")
     parser.add_argument("--models", nargs="+", default=["inception_v3"],
-                        help="registered model names, or directories written by training, separated by spaces "
-                             "or commas (default: inception_v3)")
+                        help="registered model names, directories written by training, or files written by "
+                             "inceptionlab export (.onnx, .pt2: timed as exported, at their input size), "
+                             "separated by spaces or commas (default: inception_v3)")
     parser.add_argument("--img-size", type=image_size, default=None, help="input size (default: each model's)")
     parser.add_argument("--batch-size", type=positive_int, nargs="+", default=[8],
                         help="one or more batch sizes (default: 8)")
@@ -39,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (slow first step)")
     parser.add_argument("--reference", choices=("timm", "torchvision"), default=None,
                         help="time the same architecture from this library in alternation, and show the ratio")
-    parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
-                        help="run our model in PyTorch, or export it to ONNX and run it in onnxruntime")
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime"), default=None,
+                        help="run our model in PyTorch, or export it to ONNX and run it in onnxruntime "
+                             "(default: torch; an exported .onnx file runs in onnxruntime, a .pt2 in PyTorch)")
     parser.add_argument("--no-fast", dest="fast", action="store_false",
                         help="our plain eager model, without optimize_for_inference / the training fast path "
                              "(the row says no-fast)")
@@ -66,10 +69,11 @@ def _model_names(args: argparse.Namespace) -> list[str]:
     word that is a --model-kwargs switch without its value (the command line gives a word without
     "=" after --model-kwargs to the option before it, here --models)."""
     from inceptionlab.models.registry import is_saved_folder, list_models, model_entry
+    from inceptionlab.tools.export import is_exported_file
 
     names = []
     for word in args.models:
-        names += [word] if is_saved_folder(word) else [n.strip() for n in word.split(",") if n.strip()]
+        names += [word] if is_saved_folder(word) or is_exported_file(word) else [n.strip() for n in word.split(",") if n.strip()]
     if not names:
         raise UserError("--models names no model; pass e.g. --models inception_v3 googlenet")
     registered = list_models()
@@ -77,10 +81,8 @@ def _model_names(args: argparse.Namespace) -> list[str]:
     for name in names:
         if name in registered or is_saved_folder(name) or "=" in name:
             continue
-        if name.lower().endswith((".onnx", ".pt2")):  # (it said "unknown model 'x.onnx'")
-            raise UserError(f"{name} is an exported file; benchmark times a model name or the folder training or "
-                            f"save_pretrained wrote, and exports it itself for onnxruntime: pass --models RUN_DIR "
-                            f"--runtime onnxruntime")
+        if is_exported_file(name):  # (its metadata is read, and checked, with the other rows')
+            continue
         if args.model_kwargs == [] or (args.model_kwargs is not None and name in switches):
             raise UserError(f"--model-kwargs takes KEY=VALUE, got {name!r}; write {name}=VALUE")
         if name in switches:
@@ -88,6 +90,14 @@ def _model_names(args: argparse.Namespace) -> list[str]:
     if args.model_kwargs == []:
         raise UserError("--model-kwargs takes KEY=VALUE, got nothing; e.g. --model-kwargs stem=low_res, or drop it")
     return names
+
+
+def _runtime(args: argparse.Namespace, name: str) -> str:
+    """--runtime, or by default what runs ``name``: onnxruntime for an exported .onnx file, else PyTorch
+    (a runtime that cannot run an exported file is refused with the other rows' checks)."""
+    if args.runtime:
+        return args.runtime
+    return "onnxruntime" if name.lower().endswith(".onnx") else "torch"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         size = args.img_size or benchmark.architecture(name, kwargs)[2].get("input_size", (3, 299, 299))[-1]
         for batch in args.batch_size:
             configs.append(benchmark.Config(name, size, batch, args.mode, args.precision, args.channels_last,
-                                            args.compile, args.runtime, args.reference, args.fast, kwargs))
+                                            args.compile, _runtime(args, name), args.reference, args.fast, kwargs))
     # before the minutes of timing, not after: every model, size and reference, then the CSV
     benchmark.check_configs(configs)
     benchmark.check_warmup(configs, args.warmup)

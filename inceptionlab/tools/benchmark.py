@@ -165,7 +165,18 @@ def architecture(name: str, model_kwargs: dict | None = None) -> tuple[str, dict
     a registered name with ``model_kwargs``, or a directory written by training (its config.json)."""
     from inceptionlab.models.registry import create_model, is_saved_folder, model_card
     from inceptionlab.models.weights import saved_config
+    from inceptionlab.tools.export import is_exported_file, read_metadata
 
+    if is_exported_file(name):  # its metadata names the architecture and switches it was built with
+        meta = read_metadata(name)
+        if not meta.get("architecture") or not isinstance(meta.get("switches"), dict):
+            raise UserError(f"{name} does not say which network it holds (exported by an earlier inceptionlab, or "
+                            f"from a model built without create_model); export it again with inceptionlab export")
+        if model_kwargs:
+            raise UserError(f"{name} is an exported network, fixed at export: drop --model-kwargs "
+                            f"{switches_text(model_kwargs)}")
+        model_card(meta["architecture"])
+        return meta["architecture"], dict(meta["switches"]), {"input_size": tuple(meta["input_size"])}
     if is_saved_folder(name):
         config = saved_config(name)
         model_card(config["architecture"])  # an architecture this version does not have fails here
@@ -210,7 +221,30 @@ def reference_model(library: str, name: str, **kwargs) -> nn.Module:
 
 def _our_model(cfg: Config) -> nn.Module:
     from inceptionlab.models.registry import create_model
+    from inceptionlab.tools.export import is_exported_file
+
+    if is_exported_file(cfg.model):  # the network it holds, on meta: only counted (the file itself runs)
+        arch, switches, _ = architecture(cfg.model)
+        with torch.device("meta"):
+            return create_model(arch, **switches)
     return create_model(cfg.model, **cfg.model_kwargs)
+
+
+def _exported_step(cfg: Config, x: torch.Tensor) -> Callable[[], None]:
+    """One inference batch through an exported file: an ONNX file in onnxruntime, a ``.pt2`` program
+    in PyTorch, as they were exported (batch norm folded; nothing is optimized again)."""
+    from inceptionlab.tools.export import OnnxModel, load_pt2
+
+    if cfg.runtime == "onnxruntime":
+        runner = OnnxModel(cfg.model)
+        x = x.contiguous()
+        return lambda: runner(x)
+    program, _ = load_pt2(cfg.model)
+
+    def step():
+        with torch.inference_mode():
+            program(x)
+    return step
 
 
 def _input(cfg: Config, in_chans: int, device: torch.device) -> torch.Tensor:
@@ -226,7 +260,11 @@ def _autocast(cfg: Config, device: torch.device):
 
 def infer_step(model: nn.Module, cfg: Config, ours: bool, device: torch.device) -> Callable[[], None]:
     """A callable running one inference batch."""
+    from inceptionlab.tools.export import is_exported_file
+
     x = _input(cfg, getattr(model, "in_chans", 3), device)
+    if ours and is_exported_file(cfg.model):
+        return _exported_step(cfg, x)
     if cfg.runtime == "onnxruntime" and ours:
         from inceptionlab.tools.export import OnnxModel, export_onnx
         if cfg.precision != "fp32":
@@ -325,16 +363,44 @@ def check_configs(configs: list[Config]) -> None:
     """A one-line error, before the peak and any timing, for a configuration that would fail in the
     middle of a run: an unknown model, a reference library that lacks it (or is not installed), an
     image size below the model's smallest input (or one its branches disagree at)."""
+    from inceptionlab.tools.export import is_exported_file
+
     checked: set = set()
     for cfg in configs:
-        arch, switches, _ = architecture(cfg.model, cfg.model_kwargs)
+        arch, switches, preprocessing = architecture(cfg.model, cfg.model_kwargs)
         if cfg.reference:
             check_reference(cfg.reference, arch, switches)
             _check_reference_library(cfg.reference)
+        if is_exported_file(cfg.model):
+            _check_exported(cfg, preprocessing["input_size"][-1])
+            continue
         key = (arch, repr(sorted(switches.items(), key=str)), cfg.img_size, cfg.mode)
         if key not in checked:
             _check_size(cfg, arch, switches)
             checked.add(key)
+
+
+def _check_exported(cfg: Config, size: int) -> None:
+    """What an exported file can be timed as: inference in fp32 at its own input size, an ONNX file in
+    onnxruntime and a ``.pt2`` program in PyTorch, as it was exported."""
+    onnx = cfg.model.lower().endswith(".onnx")
+    if onnx and cfg.runtime != "onnxruntime":
+        raise UserError(f"{cfg.model} is an ONNX file, which runs in onnxruntime: drop --runtime {cfg.runtime}")
+    if not onnx and cfg.runtime != "torch":
+        raise UserError(f"{cfg.model} is a torch.export program, which runs in PyTorch: drop --runtime "
+                        f"{cfg.runtime} (or export with --format onnx)")
+    if cfg.mode != "infer":
+        raise UserError(f"{cfg.model} is an inference export; it cannot be trained: use --mode infer")
+    if cfg.precision != "fp32":
+        raise UserError(f"{cfg.model} is timed as exported, in fp32: drop --precision {cfg.precision}")
+    if cfg.compile:
+        raise UserError(f"{cfg.model} is timed as exported: drop --compile")
+    if not cfg.fast:
+        raise UserError(f"{cfg.model} is timed as exported (batch norm folded), there is no plain eager model in "
+                        f"it: drop --no-fast, and time the run folder or model name for that")
+    if cfg.img_size != size:
+        raise UserError(f"{cfg.model} was exported for {size}x{size} input, not {cfg.img_size}x{cfg.img_size}: "
+                        f"drop --img-size, or export it again with --size {cfg.img_size}")
 
 
 def _check_reference_library(library: str) -> None:

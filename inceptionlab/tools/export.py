@@ -78,6 +78,9 @@ def metadata(model: nn.Module, size: int) -> dict:
         "input_range": list(cfg.get("input_range", (0, 1))),
         "num_classes": getattr(model, "num_classes", None),
         "classes": cfg.get("classes"),
+        # the create_model switches it was built with: the benchmark rebuilds the network from them
+        # (on the meta device) to count its parameters and multiply-adds
+        "switches": cfg.get("switches"),
         "input_name": INPUT_NAME,
         "output_name": output_name(model),
     }
@@ -224,6 +227,42 @@ def load_pt2(path):
 
 
 EXPORTED_SUFFIXES = (".onnx", ".pt2")
+
+
+def is_exported_file(name) -> bool:
+    """Whether ``name`` names an exported file (by its suffix: it need not exist)."""
+    return Path(str(name)).suffix.lower() in EXPORTED_SUFFIXES
+
+
+def read_metadata(path) -> dict:
+    """The inceptionlab metadata of an exported file, without building a session or a program (the
+    benchmark checks every row before it times any); a one-line error for a file that is missing,
+    damaged, or was exported by another tool."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"exported file {path} does not exist" if not path.is_dir() else
+                        f"{path} is a folder; pass the exported .onnx or .pt2 file")
+    try:
+        if path.suffix.lower() == ".onnx":
+            import onnx
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            text = props.get("inceptionlab")
+        else:
+            import zipfile
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("/extra/inceptionlab.json")]
+                text = archive.read(names[0]).decode() if names else None
+        meta = json.loads(text) if text else None
+    except ImportError:
+        raise UserError("reading ONNX files needs the onnx package; pip install 'inceptionlab[export]'") from None
+    except Exception as exc:  # noqa: BLE001 - protobuf, zip, JSON: one line naming the file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read {path} as an export (truncated, or not an export: {clipped(first, 120)}); "
+                        f"export it again with inceptionlab export") from None
+    if not isinstance(meta, dict) or "input_size" not in meta:
+        raise UserError(f"{path} has no inceptionlab metadata (another tool exported it); "
+                        f"export it with inceptionlab export")
+    return meta
 # the metadata keys that are a model's preprocessing configuration (its ``pretrained_cfg``)
 _PREPROCESSING = ("input_size", "mean", "std", "crop_pct", "interpolation", "input_space", "input_range")
 
@@ -278,6 +317,8 @@ class ExportedClassifier(nn.Module):
         if meta.get("classes"):
             self.pretrained_cfg["classes"] = [str(c) for c in meta["classes"]]
         self.pretrained_cfg["architecture"] = meta.get("architecture")
+        if isinstance(meta.get("switches"), dict):
+            self.pretrained_cfg["switches"] = dict(meta["switches"])
         self.num_classes = None if meta.get("num_classes") is None else int(meta["num_classes"])
         if self.pretrained_cfg.get("classes") and self.num_classes not in (None, len(self.pretrained_cfg["classes"])):
             raise ValueError(f"{len(self.pretrained_cfg['classes'])} class names for {self.num_classes} classes")
