@@ -661,6 +661,12 @@ def test_cli_predict_json_and_text(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "gray.png" in captured.out and any(c in captured.out for c in ("cat", "dog", "emu"))
     assert "skipped" in captured.err and "notes.txt" in captured.err
+    # another size than the run's answers, with a note (it was silent)
+    assert main(["predict", "--model", str(run), str(pics / "gray.png"), "--size", "64"]) == 0
+    assert ("note: --size 64: the model's input size is 224x224 (its config.json's, the size it was trained at); "
+            "predictions at another size may be worse: drop --size to use it") in capsys.readouterr().err
+    assert main(["predict", "--model", str(run), str(pics / "gray.png"), "--size", "224"]) == 0
+    assert "note: --size" not in capsys.readouterr().err
 
 
 def test_weights_file_of_a_training_run_brings_its_classes_and_switches(tmp_path, capsys):

@@ -43,6 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_kwargs(parser)
 
 
+def _note_other_size(model, size: int | None, trained: bool) -> None:
+    """A note on stderr for ``--size`` other than the model's own input size (it was silent: a run
+    trained at 28x28 and asked at 64x64 answers, often worse)."""
+    own = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
+    if size is None or not own or tuple(own[-2:]) == (size, size):
+        return
+    what = "its config.json's, the size it was trained at" if trained else "its configured input size"
+    print(f"note: --size {size}: the model's input size is {own[-2]}x{own[-1]} ({what}); predictions at another "
+          f"size may be worse: drop --size to use it", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from inceptionlab.models.registry import create_model, is_saved_folder, list_models
     from inceptionlab.tools.export import EXPORTED_SUFFIXES, ExportedClassifier
@@ -65,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs))
     check_size_flag(model, args.size)
+    if not exported:  # (an export refuses another size itself)
+        _note_other_size(model, args.size, trained=args.weights is None)
     options = dict(top_k=args.top_k, batch_size=args.batch_size, size=args.size, fast=not exported)
     classes = getattr(model, "num_classes", None)
     if classes and args.top_k > classes:  # (it showed fewer rows without a word)
