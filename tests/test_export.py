@@ -326,3 +326,61 @@ def test_benchmark_times_an_exported_file_as_it_is(tmp_path, capsys, monkeypatch
                       dynamo=True, verbose=False)
     assert main(["benchmark", "--models", str(tmp_path / "other.onnx")]) == 2
     assert "other.onnx has no inceptionlab metadata (another tool exported it)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("library,name,switches,size", [
+    ("torchvision", "googlenet", {"aux_logits": True}, 64), ("torchvision", "inception_v3", {}, 96),
+    ("timm", "inception_v3", {"in_chans": 1}, 96), ("timm", "inception_v4", {}, 96),
+    ("timm", "inception_resnet_v2", {}, 96)])
+def test_weights_written_in_a_reference_layout_load_strictly_into_its_model(library, name, switches, size):
+    """``reference_state_dict``: our weights under timm's or torchvision's keys; their own model
+    loads them with strict=True (batch norm counters and aux heads included) and gives our logits."""
+    from inceptionlab.models.layouts.reference import reference_model, reference_state_dict
+
+    torch.manual_seed(0)
+    model = randomize_bn(create_model(name, num_classes=7, **switches)).eval()
+    state = reference_state_dict(model, library)
+    theirs = reference_model(model, library).eval()
+    theirs.load_state_dict(state, strict=True)
+    assert list(state) == list(theirs.state_dict())  # their keys, in their order
+    x = torch.randn(2, switches.get("in_chans", 3), size, size)
+    with torch.no_grad():
+        assert torch.equal(theirs(x), model(x))
+
+
+def test_cli_export_weights_for_timm(tmp_path, capsys):
+    """``export RUN --format timm --out FILE``: a state dict timm's model loads; what cannot be
+    written in a layout is one line, before anything is written."""
+    import timm
+
+    from inceptionlab.models.weights import read_state_dict, save_pretrained
+
+    run = save_pretrained(randomize_bn(create_model("inception_v4", num_classes=3)).eval(), tmp_path / "run",
+                          classes=["a", "b", "c"])
+    out = tmp_path / "v4.safetensors"
+    assert main(["export", str(run), "--format", "timm", "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"wrote {out} (") and printed[0].endswith(
+        "MB): timm's inception_v4 state dict, 3 classes, input 299x299, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5) "
+        "(not in the file: give them to timm's preprocessing)")
+    assert printed[1].startswith("checked: timm's InceptionV4 with the file loaded (strict) against PyTorch, "
+                                 "max |logit difference| 0.00e+00")
+    theirs = timm.create_model("inception_v4", num_classes=3)
+    theirs.load_state_dict(read_state_dict(out), strict=True)
+    assert torch.equal(theirs.last_linear.weight, create_model(str(run)).head.fc.weight)
+
+    for argv, message in (
+            (["googlenet", "--format", "timm", "--out", "g.pth"],
+             "timm has no googlenet; it has inception_v3, inception_v4, inception_resnet_v2"),
+            (["inception_v4", "--model-kwargs", "depth_multiplier=0.5", "--format", "timm", "--out", "v.pth"],
+             "timm's inception_v4 is the standard network, not one with depth_multiplier=0.5"),
+            (["inception_v4", "--format", "timm", "--out", "v.onnx"],
+             "a timm state dict is written as .pth (torch.save) or .safetensors, got v.onnx; name it"),
+            (["inception_v4", "--out", "v.pth"], "v.pth names a state dict: say whose key layout with --format timm"),
+            (["inception_v4", "--format", "timm", "--out", "v.pth", "--size", "160"],
+             "--size sets an export's fixed input size; a timm state dict has none: drop --size")):
+        argv[argv.index("--out") + 1] = str(tmp_path / argv[argv.index("--out") + 1])
+        assert main(["export", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["run", "v4.safetensors"]

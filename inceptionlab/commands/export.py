@@ -2,10 +2,15 @@
 
     inceptionlab export inception_v3 --weights v3.safetensors --format onnx --out v3.onnx
     inceptionlab export runs/cifar --format pt2 --out model.pt2     # a directory from training
+    inceptionlab export runs/flowers_v4 --format timm --out v4.safetensors   # weights for timm's own model
 
 The batch size of the exported model is dynamic; the image size is fixed (``--size``, default the
 model's). After an ONNX export the file is run in onnxruntime (when installed) and its logits are
 compared with PyTorch's.
+
+``--format timm|torchvision`` writes the weights as a state dict in that library's key layout instead
+(nothing folded, aux heads kept), for its own model of the architecture and class count; when the
+library is installed, its model loads the file (strict) and its logits are compared with ours.
 """
 from __future__ import annotations
 
@@ -25,9 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default=None,
                         help="a state dict (.pth/.safetensors; ours, torchvision's or timm's); "
                              "without it the model keeps its random initialization")
-    parser.add_argument("--format", choices=("onnx", "pt2"), default=None,
-                        help="default: by --out's suffix (.pt2 a torch.export program, else ONNX)")
-    parser.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
+    parser.add_argument("--format", choices=("onnx", "pt2", "timm", "torchvision"), default=None,
+                        help="default: by --out's suffix (.pt2 a torch.export program, else ONNX); timm or "
+                             "torchvision: the weights as a state dict (.pth or .safetensors) in that library's "
+                             "key layout, for its own model (timm: inception_v3/v4/resnet_v2; torchvision: "
+                             "googlenet, inception_v3)")
+    parser.add_argument("--out", required=True, help="the file to write (.onnx, .pt2; .pth or .safetensors with "
+                                                     "--format timm|torchvision)")
     parser.add_argument("--size", "--img-size", type=image_size, default=None,
                         help="input height and width (default: the model's; --img-size as train and eval name it)")
     parser.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
@@ -44,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     args.format = export.format_of(args.out, args.format)
     export.output_path(args.out, args.format)  # a wrong --out fails now, not after the export
+    state_dict = args.format in export.STATE_DICT_FORMATS
+    if state_dict and args.size is not None:
+        raise UserError(f"--size sets an export's fixed input size; a {args.format} state dict has none: drop --size")
     folder = Path(args.out).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -60,13 +72,22 @@ def run(args: argparse.Namespace) -> int:
                         f"folder")
     model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs)).eval()
     check_size_flag(model, args.size)
+    if state_dict:
+        from inceptionlab.models.layouts.reference import reference_name
+        reference_name(model, args.format)  # another architecture or switches fail now, before any writing
     if args.weights is None and not is_saved_folder(args.model):
         print(f"note: no --weights given, exporting {args.model} with random weights", file=sys.stderr)
     checked = [] if not args.no_check else ["not checked (--no-check): the file was not run against PyTorch"]
 
     def check(written: Path) -> None:
         """Runs the written file against PyTorch before it replaces anything at --out."""
-        if args.format == "onnx":
+        if state_dict:
+            runner = _reference_runner(model, args.format, written)
+            if runner is None:
+                checked.append(f"not checked: {args.format} is not installed here")
+                return
+            what = f"{args.format}'s {runner.__class__.__name__} with the file loaded (strict)"
+        elif args.format == "onnx":
             try:
                 runner = export.OnnxModel(written)
             except UserError as exc:
@@ -86,8 +107,35 @@ def run(args: argparse.Namespace) -> int:
                             f"nothing was written to {args.out}")
     path = export.export(model, args.out, args.format, args.size, check=None if args.no_check else check)
     size = args.size or model.pretrained_cfg["input_size"][-1]
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {args.format}, input N x {model.in_chans} x "
-          f"{size} x {size} (N dynamic), batch norm folded")
+    if state_dict:
+        from inceptionlab.models.layouts.reference import reference_name
+        name = reference_name(model, args.format)[1]
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {args.format}'s {name} state dict, "
+              f"{model.num_classes} classes, input {size}x{size}, mean "
+              f"{_rounded(model.pretrained_cfg.get('mean'))}, std {_rounded(model.pretrained_cfg.get('std'))} (not in "
+              f"the file: give them to {args.format}'s preprocessing)")
+    else:
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {args.format}, input N x {model.in_chans} x "
+              f"{size} x {size} (N dynamic), batch norm folded")
     for line in checked:
         print(line)
     return 0
+
+
+def _rounded(values) -> str:
+    return "-" if not values else "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def _reference_runner(model, library: str, written: Path):
+    """``library``'s own model with the written state dict loaded (strict), in eval mode, or None
+    when the library is not installed."""
+    from inceptionlab.models.layouts.reference import reference_model
+    from inceptionlab.models.weights import read_state_dict
+
+    try:
+        __import__(library)
+    except ImportError:
+        return None
+    theirs = reference_model(model, library).eval()
+    theirs.load_state_dict(read_state_dict(written), strict=True)
+    return theirs

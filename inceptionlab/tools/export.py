@@ -10,6 +10,10 @@ interpolation, channel order) and class names travel with the file: ONNX metadat
 
 ONNX export needs the ``onnx`` and ``onnxscript`` packages, checking and running it ``onnxruntime``:
 ``pip install 'inceptionlab[export]'``.
+
+The third kind of export is a state dict in timm's or torchvision's key layout (`export_state_dict`,
+``models/layouts/reference.py``): the trained weights as they are (aux heads kept, nothing folded), for
+those libraries' own models.
 """
 from __future__ import annotations
 
@@ -27,7 +31,10 @@ from inceptionlab.errors import UserError, clipped
 from inceptionlab.files import why_not_writable
 from inceptionlab.tools.fast import fold_batchnorm
 
-FORMATS = ("onnx", "pt2")
+FORMATS = ("onnx", "pt2", "timm", "torchvision")
+# formats that are a state dict in a reference library's key layout (batch norm not folded)
+STATE_DICT_FORMATS = ("timm", "torchvision")
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 FEATURES_NAME = "features"  # the output of a model without classifier (num_classes=0): pooled features
 
@@ -132,6 +139,9 @@ def format_of(path, format: str | None = None) -> str:
     """``format``, or (None) the one ``path``'s suffix names: ``.pt2`` a torch.export program, anything
     else ONNX."""
     if format is None:
+        if Path(path).suffix.lower() in STATE_DICT_SUFFIXES:  # (it would have said "name it x.onnx")
+            raise UserError(f"{Path(path).name} names a state dict: say whose key layout with --format timm or "
+                            f"--format torchvision")
         return "pt2" if Path(path).suffix.lower() == ".pt2" else "onnx"
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
@@ -144,6 +154,11 @@ def output_path(path, format: str) -> Path:
     if path.is_dir():
         raise UserError(f"{path} is a folder; name the file to write, e.g. {path / ('model.' + format)}")
     suffix = path.suffix.lower()
+    if format in STATE_DICT_FORMATS:
+        if suffix not in STATE_DICT_SUFFIXES:
+            raise UserError(f"a {format} state dict is written as .pth (torch.save) or .safetensors, got {path.name}; "
+                            f"name it {path.with_suffix('.pth')}")
+        return path
     if format == "pt2" and suffix != ".pt2":
         raise UserError(f"a torch.export program's file name ends in .pt2 (torch.export.load refuses others); "
                         f"name it {path.with_suffix('.pt2')}, or pass --format onnx")
@@ -183,7 +198,27 @@ def export(model: nn.Module, path, format: str | None = None, size: int | None =
     format = format_of(path, format)
     if format == "onnx":
         return export_onnx(model, path, size, check=check)
+    if format in STATE_DICT_FORMATS:
+        return export_state_dict(model, path, format, check=check)
     return export_pt2(model, path, size, check=check)
+
+
+def export_state_dict(model: nn.Module, path, library: str, check=None) -> Path:
+    """Writes ``model``'s weights in ``library``'s key layout (``reference_state_dict``; batch norm
+    not folded, every tensor as trained): ``.safetensors``, or a ``torch.save`` file for any other
+    suffix. Its preprocessing and class names are not in it; they stay the caller's to carry."""
+    from inceptionlab.models.layouts.reference import reference_state_dict
+
+    path = output_path(path, library)
+    state = reference_state_dict(model, library)
+
+    def write(target: Path) -> None:
+        if target.suffix.lower() == ".safetensors":
+            from safetensors.torch import save_file
+            save_file({k: v.contiguous() for k, v in state.items()}, str(target))
+        else:
+            torch.save(state, str(target))
+    return _write_whole(path, write, check)
 
 
 # ------------------------------------------------------------------ running and checking
