@@ -1146,7 +1146,7 @@ def test_val_limit_per_class_and_the_time_the_final_evaluation_took(tmp_path, ca
     assert summary["status"] == "finished" and summary["seconds"] < 1.2
     out = capsys.readouterr().out
     assert "val limited to 1 per class (8 train / 2 val images)" in out
-    assert re.search(r"finished: 1 steps in \ds, then [12]s for the final evaluation, best top1", out), out
+    assert re.search(r"finished: 1 step in \ds, then [12]s for the final evaluation, best top1", out), out
 
 
 def test_a_one_channel_model_trains_on_gray_images_of_any_source(tmp_path, capsys):

@@ -177,5 +177,8 @@ def run(args: argparse.Namespace) -> int:
         summary = train(config_from_args(args))
     status = summary["status"]
     if status in ("failed", "diverged"):
-        print(f"inceptionlab train: {status}: {summary['message']}", file=sys.stderr)
+        # the run's last line said why; on one terminal it is not said twice (stderr alone keeps it)
+        shown = getattr(args, "quiet", None) is not True and sys.stdout.isatty() and sys.stderr.isatty()
+        print(f"inceptionlab train: {status}" + (f" (exit status {EXIT[status]})" if shown else
+                                                  f": {summary['message']}"), file=sys.stderr)
     return EXIT.get(status, 1)

@@ -779,7 +779,8 @@ class Trainer:
             unseen = summary["unreadable_classes"]
             after = self._after_last_step
             then = f", then {after:.0f}s for the final evaluation" if after >= 1.0 else ""
-            self.progress.line(f"{ended}: {summary['steps']} steps in {summary['seconds']:.0f}s{then}, {best}"
+            steps = f"{summary['steps']} step" + "s" * (summary["steps"] != 1)  # (it said "1 steps")
+            self.progress.line(f"{ended}: {steps} in {summary['seconds']:.0f}s{then}, {best}"
                                + (f"; {skipped} unreadable file(s) skipped (listed in summary.json)" if skipped else "")
                                + (f"; {message}" if message else ""))
             # (a run shorter than an epoch: the model has an output for them that never saw an example)
