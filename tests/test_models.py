@@ -967,3 +967,93 @@ def test_public_names_and_docstrings():
         assert key in card and f"``{key}``" in il.model_card.__doc__, key
     assert "'*', or None" in il.list_models.__doc__ and "None: all" not in il.list_models.__doc__
     assert "features_only" in il.create_model.__doc__ and "out_indices" in il.create_model.__doc__
+
+
+def test_a_new_classifier_drops_the_old_ones_names_and_top1(tmp_path):
+    """reset_classifier(n): the class names and ImageNet top-1 of the old classifier go with it
+    (save_pretrained wrote 5 names beside a 3-class classifier, which predict then refused)."""
+    model = create_model("googlenet", depth_multiplier=0.125, num_classes=5, stem="low_res")
+    model.save_pretrained(tmp_path / "five", classes=list("abcde"))
+    again = create_model(str(tmp_path / "five"))
+    again.reset_classifier(3)
+    assert "classes" not in again.pretrained_cfg and again.pretrained_cfg["switches"]["num_classes"] == 3
+    again.save_pretrained(tmp_path / "three")
+    reloaded = create_model(str(tmp_path / "three"))
+    assert reloaded.num_classes == 3 and reloaded.pretrained_cfg.get("classes") is None
+    imagenet = create_model("googlenet")
+    assert imagenet.pretrained_cfg["top1"] == pytest.approx(69.778)
+    assert create_model("googlenet", norm=True).pretrained_cfg["top1"] == pytest.approx(69.778)  # a default value
+    imagenet.reset_classifier(10)
+    assert "top1" not in imagenet.pretrained_cfg
+    imagenet.pretrained_cfg["classes"] = list("abc")  # edited by hand: refused, not written
+    with pytest.raises(UserError, match=r"the model's pretrained_cfg lists 3 class names for its 10-class "
+                                        r"classifier; pass classes=\[\.\.\.\] with one name per output"):
+        imagenet.save_pretrained(tmp_path / "bad")
+    assert not (tmp_path / "bad" / "config.json").exists()
+
+
+def test_model_names_as_paths_and_empty_names():
+    from pathlib import Path
+
+    assert create_model(Path("googlenet"), depth_multiplier=0.125).name == "googlenet"
+    with pytest.raises(UserError, match=r"^runs/missing does not exist: pass a folder that training or save_pretrained"):
+        create_model(Path("runs/missing"))
+    with pytest.raises(UserError, match=r"^the model name is empty; pass a name such as inception_v3"):
+        create_model("")
+    assert il.model_card(Path("inception_v3"))["name"] == "inception_v3"
+
+
+def test_widths_that_do_not_fit_in_memory_are_refused_before_building(monkeypatch):
+    """Measured on meta first: Linux overcommits, and googlenet with min_depth=4096 (19 GiB) was
+    killed by the kernel without a word while its weights were initialized."""
+    from inceptionlab.models import registry
+
+    monkeypatch.setattr(registry, "_available_memory", lambda: 100 * 2**20)
+    with pytest.raises(UserError, match=r"^googlenet with depth_multiplier=2.0 has 0.1 GiB of weights, and this "
+                                        r"machine has 0.1 GiB available; lower depth_multiplier or min_depth$"):
+        create_model("googlenet", depth_multiplier=2.0)
+    assert create_model("googlenet", depth_multiplier=0.5).name == "googlenet"  # standard widths are not measured
+
+
+def test_tracing_and_endpoints_refusals_name_what_works():
+    model = create_model("inception_v3", depth_multiplier=0.125).eval()
+    with pytest.raises(UserError, match=r"does not trace with torch.fx.symbolic_trace .*use torch.export.export"):
+        torch.fx.symbolic_trace(model)
+    fast = il.optimize_for_inference(copy.deepcopy(model))
+    x = torch.randn(2, 3, 139, 139)
+    assert torch.allclose(fast.forward_endpoints(x, ["mixed_5b"])["mixed_5b"],
+                          model.forward_endpoints(x, ["mixed_5b"])["mixed_5b"], atol=1e-4)
+    with pytest.raises(UserError, match=r"^optimize_for_inference runs the stem blocks conv2d_1a_3x3 to "
+                                        r"maxpool_5a_3x3 as one, and keeps only maxpool_5a_3x3's output; ask the "
+                                        r"model before optimize_for_inference for conv2d_2b_3x3$"):
+        fast.forward_endpoints(x, fast.feature_info.module_name())
+
+
+def test_register_model_keeps_the_built_in_names_and_fills_a_card_without_mean():
+    from inceptionlab.models.registry import _REGISTRY, register_model
+
+    with pytest.raises(UserError, match=r"^a model named 'googlenet' is registered already \(inceptionlab.models."
+                                        r"googlenet.googlenet\); register yours under another name$"):
+        @register_model("googlenet")
+        def mine(**switches):
+            return create_model("googlenet_paper", **switches)
+    assert create_model("googlenet", depth_multiplier=0.125).pretrained_cfg["reference"] == "torchvision googlenet"
+
+    @register_model("my_small_googlenet", input_size=(3, 64, 64))  # a card without mean and std
+    def my_small_googlenet(num_classes: int = 1000, in_chans: int = 3):
+        return il.models.googlenet.googlenet(depth_multiplier=0.125, num_classes=num_classes, in_chans=in_chans)
+    try:
+        gray = create_model("my_small_googlenet", in_chans=1)
+        assert gray.pretrained_cfg["mean"] == (0.5,) and gray.pretrained_cfg["std"] == (0.5,)
+    finally:
+        del _REGISTRY["my_small_googlenet"]
+
+
+def test_explain_factorization_hint_for_googlenet_names_switches_that_work():
+    from inceptionlab.tools.summary import explain_factorization, format_factorization
+
+    text = format_factorization(explain_factorization("googlenet"))
+    assert text.endswith("--model-kwargs kernel_5x5=5 factorize_5x5=true or factorize_nxn=true")
+    assert explain_factorization("googlenet", kernel_5x5=5, factorize_5x5=True).found  # the hint works
+    assert format_factorization(explain_factorization("googlenet_paper")).endswith(
+        "--model-kwargs factorize_5x5=true or factorize_nxn=true")

@@ -73,6 +73,10 @@ class InceptionNet(nn.Module):
     # ------------------------------------------------------------------ API
     def check_input(self, x: torch.Tensor) -> None:
         """A clear error for the wrong rank, channel count or a too small image."""
+        if type(x).__name__ == "Proxy" and type(x).__module__.startswith("torch.fx"):
+            raise UserError(f"{self.name} does not trace with torch.fx.symbolic_trace (its input checks and fast "
+                            f"paths read the tensor's shape); use torch.export.export(model.eval(), (x,)) or "
+                            f"torch.jit.trace(model.eval(), x)")
         if not isinstance(x, torch.Tensor):
             raise UserError(f"{self.name} takes a torch.Tensor batch (N x {self.in_chans} x H x W), got "
                             f"{type(x).__name__}; convert it with torch.as_tensor")
@@ -219,6 +223,12 @@ class InceptionNet(nn.Module):
         num_classes = int(num_classes)
         self.num_classes = num_classes
         self.pretrained_cfg["num_classes"] = num_classes
+        # a new classifier: the old one's class names and ImageNet top-1 are not its own (save_pretrained
+        # wrote 5 names beside a 3-class classifier, which predict then refused)
+        for key in ("classes", "top1", "weights_top1_source"):
+            self.pretrained_cfg.pop(key, None)
+        if "switches" in self.pretrained_cfg:
+            self.pretrained_cfg["switches"] = {**self.pretrained_cfg["switches"], "num_classes": num_classes}
         fc_in = getattr(self.head, "fc_in", self.num_features)  # an embedding head classifies its embedding
         self.head.fc = nn.Linear(fc_in, num_classes) if num_classes > 0 else nn.Identity()
         for head in self.aux_heads.values():
@@ -243,7 +253,11 @@ class InceptionNet(nn.Module):
 
 
 class FeatureExtractor(nn.Module):
-    """``create_model(..., features_only=True)``: a list of feature maps at ``out_indices``."""
+    """``create_model(..., features_only=True)``: a list of feature maps at ``out_indices``.
+
+    It takes ``model`` over, as timm's feature wrappers do: the model's head and aux heads are
+    removed, and its blocks past the deepest level asked for; pass ``copy.deepcopy(model)`` to keep
+    the classifier."""
 
     def __init__(self, model: InceptionNet, out_indices: Sequence[int] | None = None):
         super().__init__()

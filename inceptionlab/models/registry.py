@@ -99,6 +99,13 @@ def register_model(name: str, **card):
     crop_pct, interpolation).
     """
     def wrap(factory):
+        if not factory.__module__.startswith("inceptionlab.models."):
+            _load_families()  # a user's model: the built-in names are taken first
+        existing = _REGISTRY.get(name)
+        if existing is not None and (existing.factory.__module__, existing.factory.__qualname__) != \
+                (factory.__module__, factory.__qualname__):  # (it replaced the built-in googlenet silently)
+            raise UserError(f"a model named {name!r} is registered already ({existing.factory.__module__}."
+                            f"{existing.factory.__qualname__}); register yours under another name")
         _REGISTRY[name] = ModelEntry(name, factory, dict(card, name=name))
         return factory
     return wrap
@@ -115,6 +122,13 @@ def list_models(pattern: str | None = "*") -> list[str]:
 
 def model_entry(name: str) -> ModelEntry:
     _load_families()
+    if not isinstance(name, (str, Path)):
+        raise UserError(f"a model name is a string (see inceptionlab.list_models()), got {type(name).__name__} "
+                        f"{name!r}")
+    name = str(name)  # (a Path raised "argument of type 'PosixPath' is not iterable")
+    if not name.strip():
+        raise UserError("the model name is empty; pass a name such as inception_v3 (see inceptionlab.list_models()) "
+                        "or a folder that training or save_pretrained wrote")
     if name not in _REGISTRY:
         if any(sep in name for sep in ("/", os.sep)) or name.startswith((".", "~")):  # a path, not a name
             what = ("is a file, not a folder (weights files go in --weights / weights=, with a model name)"
@@ -183,6 +197,8 @@ def create_model(name: str, pretrained: bool = False, weights=None,
     if out_indices is not None and not features_only:
         raise UserError("out_indices chooses the feature levels of features_only=True; pass features_only=True "
                         "too, or leave out_indices out")
+    if not str(name).strip():  # ("" is the current folder to Path: ". has no config.json")
+        model_entry(name)
     directory = name if is_saved_folder(name) else _saved_directory(name, weights)
     if directory is not None:
         from inceptionlab.models.weights import from_pretrained
@@ -196,6 +212,7 @@ def create_model(name: str, pretrained: bool = False, weights=None,
                 raise UserError(f"{name} has no switch {key!r}" + (f"; did you mean {hint}?" if hint else "")
                                 + f" (switches: {', '.join(accepted)})")
         check_switch_values(switches)
+        _check_memory(name, entry, switches)
         try:
             model = entry.factory(**switches)
         except RuntimeError as exc:  # e.g. depth_multiplier=100 for 1.0: one layer wants 40 GB
@@ -213,6 +230,38 @@ def create_model(name: str, pretrained: bool = False, weights=None,
         from inceptionlab.models.base import FeatureExtractor
         return FeatureExtractor(model, out_indices)
     return model
+
+
+def _available_memory() -> int | None:
+    """Bytes this machine can still give (MemAvailable), or None where /proc/meminfo is not there."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(name, entry: ModelEntry, switches: dict) -> None:
+    """A one-line error for widths whose weights would not fit in memory, measured on the meta device
+    first. Linux overcommits: the allocations of googlenet with min_depth=4096 (19 GiB of weights)
+    succeeded, and the kernel killed the process without a word while they were initialized. Only
+    widened builds are measured (the standard widths are at most 0.2 GiB)."""
+    if float(switches.get("depth_multiplier", 1.0)) <= 1.0 and int(switches.get("min_depth", 16)) <= 64:
+        return
+    available = _available_memory()
+    if available is None:
+        return
+    import torch
+
+    with torch.device("meta"):
+        shell = entry.factory(**switches)
+    need = sum(t.numel() * t.element_size() for t in [*shell.parameters(), *shell.buffers()])
+    if need > 0.8 * available:
+        raise UserError(f"{name} with {', '.join(f'{k}={v}' for k, v in switches.items())} has {need / 2**30:.1f} GiB "
+                        f"of weights, and this machine has {available / 2**30:.1f} GiB available; lower "
+                        f"depth_multiplier or min_depth")
 
 
 def _saved_directory(name: str, weights) -> Path | None:
@@ -246,8 +295,8 @@ def _saved_directory(name: str, weights) -> Path | None:
 def _input_config(model, card: dict, switches: dict) -> dict:
     """The model card, with the input size and channels of this build."""
     cfg = {**card, **model.pretrained_cfg, "architecture": card["name"], "switches": dict(switches)}
-    defaults = {"num_classes": 1000, "in_chans": 3}
-    if any(k != "drop_rate" and defaults.get(k, object()) != v for k, v in switches.items()):
+    defaults = {**model_entry(card["name"]).defaults, "num_classes": 1000, "in_chans": 3}
+    if any(k != "drop_rate" and not _same_value(defaults.get(k, object()), v) for k, v in switches.items()):
         # the card's ImageNet top-1 is of the reference network's weights: a 10-class 1/4-width
         # Inception-ResNet-v2 reported 'top1': 80.4 as its own (model_card(name) still has it)
         for key in ("top1", "weights_top1_source"):
@@ -255,6 +304,8 @@ def _input_config(model, card: dict, switches: dict) -> dict:
     # channel order, and the pixel range of the weights' own convention (mean/std here are on 0-1 pixels)
     cfg.setdefault("input_space", "RGB")
     cfg.setdefault("input_range", (0, 1))
+    for key in ("mean", "std"):  # (a registered card without them raised KeyError 'mean' at in_chans=1)
+        cfg.setdefault(key, (0.5, 0.5, 0.5))
     size = 32 if model.switches.stem == "low_res" else cfg.get("input_size", (3, 299, 299))[-1]
     cfg["input_size"] = (model.in_chans, size, size)
     if model.in_chans != 3:
@@ -262,6 +313,14 @@ def _input_config(model, card: dict, switches: dict) -> dict:
         cfg["std"] = (sum(cfg["std"]) / 3,) * model.in_chans
     model.default_cfg = cfg
     return cfg
+
+
+def _same_value(a, b) -> bool:
+    """``a == b`` for switch values of any type (a numpy number against a tuple gave an array)."""
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _load_families() -> None:

@@ -326,8 +326,22 @@ class InferenceModel(nn.Module):
             return self.model.forward_features(self._prepared(x))
 
     def forward_endpoints(self, x: torch.Tensor, names=None) -> dict:
+        self._check_not_grouped([names] if isinstance(names, str) else names or [])
         with torch.inference_mode():
             return self.model.forward_endpoints(self._prepared(x), names)
+
+    def _check_not_grouped(self, names) -> None:
+        """A one-line error for a stem block that `per_image_stem` ran into a group (it said "has no
+        block 'conv2d_2b_3x3'", a name its own feature_info lists)."""
+        for group_name, block in getattr(self.model, "blocks", {}).items():
+            if not isinstance(block, PerImage):
+                continue
+            inside = [n for n in block.blocks._modules if n != group_name]
+            asked = [n for n in names if n in inside]
+            if asked:
+                raise UserError(f"optimize_for_inference runs the stem blocks {inside[0]} to {group_name} as one, "
+                                f"and keeps only {group_name}'s output; ask the model before optimize_for_inference "
+                                f"for {asked[0]}")
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         with torch.inference_mode():

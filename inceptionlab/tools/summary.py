@@ -400,8 +400,13 @@ def _table(head: list[str], body: list[list[str]], left: set[int]) -> list[str]:
 
 def format_factorization(ex: Explanation) -> str:
     if not ex.found:
+        from inceptionlab.models.registry import model_entry
+
+        # (googlenet's 5x5 branch is a 3x3, as torchvision built it: factorize_5x5=true alone is refused)
+        five = ("kernel_5x5=5 factorize_5x5=true" if model_entry(ex.name).defaults.get("kernel_5x5", 5) != 5
+                else "factorize_5x5=true")
         return (f"{ex.name} has no factorized convolutions at these switches (factorize_5x5 / factorize_nxn "
-                f"change nothing); try inception_v3, inception_v3_paper or --model-kwargs factorize_5x5=true "
+                f"change nothing); try inception_v3, inception_v3_paper or --model-kwargs {five} "
                 f"or factorize_nxn=true")
     lines = [f"Factorized convolutions in {ex.name} at {ex.size}x{ex.size}, against the same model with the "
              f"factorization switched off (MMACs per image).",
