@@ -245,6 +245,37 @@ def test_results_json_holds_the_metrics_exactly(engine, tmp_path):
     assert saved["plan"]["runs"][0]["model"] == "googlenet"
 
 
+def test_the_report_names_the_files_the_runs_skipped_as_unreadable(engine, tmp_path):
+    # summary.json listed them; results.json and the report said nothing, and counted them among the images
+    import html
+
+    from helpers import image_folder
+
+    photos = image_folder(tmp_path / "photos", ["a", "b"], 4, junk=1).resolve()
+    bad = [str(photos / c / "junk0.png") for c in ("a", "b")]
+    engine.skipped.update(googlenet=bad, inception_v3=bad)
+    plan = lambda: plan_of("googlenet", "inception_v3", data=str(photos), train={"val_split": 0.25})  # noqa: E731
+    run_plan(plan(), tmp_path / "shared")
+    saved = json.loads((tmp_path / "shared" / "results.json").read_text())
+    assert [run["skipped_files"] for run in saved["runs"]] == [[dict(path=p, reason="not an image") for p in bad]] * 2
+    once = ("2 unreadable file(s) skipped by every run: a/junk0.png, b/junk0.png (counted in the images above, "
+            "never trained or validated on; all of them, with the reasons, in runs/googlenet/summary.json)")
+    report = (tmp_path / "shared" / "report.md").read_text()
+    assert f"\n- {once}\n" in report and report.count("unreadable") == 1
+    assert f"<li>{html.escape(once)}</li>" in (tmp_path / "shared" / "report.html").read_text()
+    # runs that skipped other files: a sentence each, its list capped; a run that skipped none is not named
+    engine.skipped = {"googlenet": [str(photos / "a" / f"junk{i}.png") for i in range(7)]}
+    run_plan(plan(), tmp_path / "apart")
+    report = (tmp_path / "apart" / "report.md").read_text()
+    assert ("\n- 7 unreadable file(s) skipped by run googlenet: a/junk0.png, a/junk1.png, a/junk2.png, a/junk3.png, "
+            "a/junk4.png and 2 more (counted in the images above, never trained or validated on; all of them, with the "
+            "reasons, in runs/googlenet/summary.json)\n") in report
+    assert report.count("unreadable") == 1
+    engine.skipped = {}
+    run_plan(plan(), tmp_path / "clean")
+    assert "unreadable" not in (tmp_path / "clean" / "report.md").read_text()
+
+
 def test_report_html_is_self_contained(engine, tmp_path):
     results = run_plan(plan_of("googlenet", "inception_v3", seeds=[0, 1]), tmp_path)
     html = (tmp_path / "report.html").read_text()
@@ -709,6 +740,57 @@ def test_a_lab_inside_its_data_folder_is_refused_before_anything_is_written(engi
     assert capsys.readouterr().err == (f"inceptionlab compare: error: the output folder {photos / 'lab'} is inside "
                                        f"the data folder {photos}; pass an --out outside it\n")
     assert sorted(p.relative_to(photos) for p in photos.rglob("*")) == before and engine.calls == []
+
+
+def test_a_class_or_channel_count_the_data_does_not_have_is_refused_before_the_lab_starts(engine, tmp_path, capsys):
+    # the plan check built the model with the user's num_classes ahead of the data's: it passed, every run
+    # failed at its start, the advised --resume failed the same way, and the table showed the 7-class params
+    from helpers import image_folder
+
+    photos = image_folder(tmp_path / "photos", ["a", "b", "c", "d"], 3)
+    compare = ["compare", "--steps", "3", "--img-size", "32", "--data", str(photos), "--val-split", "0.34"]
+    classes = "model_kwargs num_classes=7 but the data has 4 classes; drop num_classes (it is taken from the data)"
+    channels = ("model_kwargs in_chans=2 but the images have 3 channels; drop in_chans, or pass in_chans=1 to "
+                "train on gray images")
+    cases = [
+        (compare + ["--models", "googlenet", *SMALL_ARGS, "num_classes=7"], f"run googlenet: {classes}"),
+        (compare + ["--variant", "seven:googlenet:num_classes=7", *SMALL_ARGS], f"run seven: {classes}"),
+        (compare + ["--models", "googlenet", *SMALL_ARGS, "in_chans=2"], f"run googlenet: {channels}"),
+        (["study", "aux", "--data", str(photos), "--steps", "3", "--img-size", "32", "--val-split", "0.34",
+          *SMALL_ARGS, "num_classes=7"], f"run no_aux: {classes}"),
+        # --set offered "did you mean limit_per_class?"
+        (compare + ["--models", "googlenet", *SMALL_ARGS, "--set", "num_classes=7"],
+         "--set: 'num_classes' is a switch of the models, not a training setting; leave it out: it is taken from "
+         "the data"),
+        (compare + ["--models", "googlenet", "--set", "stem=low_res"],
+         "--set: 'stem' is a switch of the models, not a training setting; pass --model-kwargs stem=VALUE (in a plan "
+         "file, model_kwargs: at the top level or in a run)"),
+    ]
+    for argv, expected in cases:
+        assert main(argv + ["--out", str(tmp_path / "lab")]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"inceptionlab {argv[0]}: error: ") and err.endswith(expected), err
+        assert len(err.splitlines()) == 1, err
+    with pytest.raises(UserError, match="^run googlenet: model_kwargs num_classes=7 but the data has 10 classes"):
+        check_plan(plan_of(Variant("googlenet", "googlenet", {"num_classes": 7})))  # a plan file's run
+    assert engine.calls == [] and not (tmp_path / "lab").exists()
+    # the count the data has, and gray input, are accepted
+    assert main(compare + ["--models", "googlenet", *SMALL_ARGS, "num_classes=4", "in_chans=1",
+                           "--out", str(tmp_path / "ok")]) == 0
+
+
+def test_a_runs_measured_size_is_the_data_classes(tmp_path):
+    # measured with {"num_classes": classes, **model_kwargs}: a run given num_classes=7 showed the 7-class count
+    from inceptionlab.lab.measure import measure_model
+
+    def params(**kwargs):
+        return measure_model("googlenet", {**SMALL, **kwargs}, num_classes=4, img_size=28, batch_size=1,
+                             batches=1, threads=1)["params"]
+
+    from inceptionlab.models import create_model
+
+    seven = sum(p.numel() for p in create_model("googlenet", num_classes=7, **SMALL).parameters())
+    assert params(num_classes=7) == params() < seven
 
 
 @pytest.fixture

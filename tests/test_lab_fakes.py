@@ -32,7 +32,8 @@ def curve(speed: float, steps: int, evals: int, ceiling: float = 98.0):
 
 
 def write_fake_run(run_dir, *, model="googlenet", status="finished", message="", speed=20.0, steps=100,
-                   evals=5, seed=0, img_size=28, params=1000, nan_at=None, checkpoint=True, config=None):
+                   evals=5, seed=0, img_size=28, params=1000, nan_at=None, checkpoint=True, config=None,
+                   skipped_files=()):
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = curve(speed, steps, evals)
@@ -60,7 +61,8 @@ def write_fake_run(run_dir, *, model="googlenet", status="finished", message="",
                    final_top1=last.get("top1"), final_top5=last.get("top5"),
                    final_train_loss=last.get("train_loss"), final_val_loss=last.get("val_loss"),
                    train_images_per_sec=64.0, classes=[str(i) for i in range(10)],
-                   data_source="fake digits", seed=seed, img_size=img_size, batch_size=32)
+                   data_source="fake digits", seed=seed, img_size=img_size, batch_size=32,
+                   skipped_files=[dict(path=path, reason="not an image") for path in skipped_files])
     if status is not None:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -70,10 +72,12 @@ class FakeEngine:
     """``train(cfg)`` / ``train(resume=dir)`` writing fake runs.
 
     ``fates`` maps a run folder name to "raise", "diverge", "sigterm", "interrupt_once" (interrupted the first
-    time, finished on resume) or a speed (lower learns faster); default speed 20."""
+    time, finished on resume) or a speed (lower learns faster); default speed 20. ``skipped`` maps a run folder
+    name to the paths its summary lists as unreadable (a new run's)."""
 
     def __init__(self, fates: dict | None = None):
         self.fates = dict(fates or {})
+        self.skipped: dict[str, list[str]] = {}
         self.calls: list[tuple[str, str]] = []   # (run name, "new" | "resume")
         self.interrupted: set[str] = set()
 
@@ -104,7 +108,7 @@ class FakeEngine:
             return write_fake_run(run_dir, model=cfg.model, seed=cfg.seed, status="interrupted",
                                   message="stopped by SIGINT", steps=steps // 2, config=config)
         return write_fake_run(run_dir, model=cfg.model, seed=cfg.seed, speed=float(fate), steps=steps,
-                              config=config)
+                              config=config, skipped_files=self.skipped.get(run_dir.name, ()))
 
 
 def fake_measure(model_name, model_kwargs, *, num_classes, img_size, batch_size=32, **_):

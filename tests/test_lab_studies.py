@@ -518,3 +518,33 @@ def test_learned_beyond_chance_scales_with_the_validation_images():
     assert v["supported"] is None and "; the efficient arm did not learn beyond chance, so its accuracy says nothing" \
         in v["verdict"]
     assert grid.verdict(results_of(runs, classes=10, val_images=5000))["supported"] is True
+
+
+def test_no_loss_of_accuracy_is_confirmed_only_where_the_noise_rules_a_loss_out():
+    # a tester's factorization run: 46.88% -> 50.00% -> 40.62% on 32 images (noise +-24.8) said "yes"; a drop
+    # within the noise is no evidence of "no loss" when the noise could hide a drop of 30 points
+    factor = get_study("factorization")
+    runs = lambda a, b, c: {"unfactorized": dict(macs=1000, params=100, best_top1=a),  # noqa: E731
+                            "5x5_as_two_3x3": dict(macs=800, params=80, best_top1=b),
+                            "also_nxn_as_1xn_nx1": dict(macs=600, params=60, best_top1=c)}
+    v = factor.verdict(results_of(runs(46.88, 50.0, 40.62), classes=4, val_images=32))
+    assert v["supported"] is None, v["verdict"]
+    assert v["verdict"].endswith(
+        "at equal budget top-1 went 46.88% -> 50.00% -> 40.62% (-6.26 points, noise +-24.8). The difference is "
+        "within the noise of this budget, which is too large to tell whether factorizing cost accuracy (no loss "
+        "is shown only where the noise rules out a drop of 2 points; give the runs more validation images or seeds).")
+    assert v["numbers"]["noise"] == pytest.approx(24.8, abs=0.05)
+    # within a small noise that still leaves room for a 2-point drop: undecided; with less noise: yes
+    assert factor.verdict(results_of(runs(90.0, 90.0, 89.0), classes=10, val_images=2000))["supported"] is None
+    assert factor.verdict(results_of(runs(90.0, 90.0, 89.8), classes=10, val_images=50_000))["supported"] is True
+    # better beyond even a large noise: no loss; a drop beyond it: no
+    assert factor.verdict(results_of(runs(40.0, 50.0, 80.0), classes=4, val_images=32))["supported"] is True
+    assert factor.verdict(results_of(runs(90.0, 90.0, 80.0), classes=10, val_images=2000))["supported"] is False
+
+    grid = get_study("grid_reduction")  # the same hole: "as expressive as conv-then-pool" within +-24.8
+    runs = {"efficient": dict(macs=100, best_top1=40.62), "pool_then_conv": dict(macs=80, best_top1=50.0),
+            "conv_then_pool": dict(macs=300, best_top1=46.88)}
+    v = grid.verdict(results_of(runs, classes=4, val_images=32))
+    assert v["supported"] is None and "which is too large to tell whether the efficient reduction cost accuracy" \
+        in v["verdict"], v["verdict"]
+    assert grid.verdict(results_of(runs, classes=4, val_images=50_000))["supported"] is False

@@ -26,7 +26,8 @@ def measure_model(model_name: str, model_kwargs: dict, *, num_classes: int, img_
     from inceptionlab.models import create_model
     from inceptionlab.tools.summary import count_macs
 
-    model = create_model(model_name, **{"num_classes": num_classes, **model_kwargs}).eval()
+    # the data's class count, as the run trained (a num_classes switch won, and a failed run showed its count)
+    model = create_model(model_name, **{**model_kwargs, "num_classes": num_classes}).eval()
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(model, img_size)
     x = torch.randn(batch_size, model.in_chans, img_size, img_size)

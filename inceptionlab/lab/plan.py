@@ -270,7 +270,18 @@ def _known_setting(key, settings, where: str) -> None:
         if key in LAB_OWNED:
             raise UserError(f"{where}: {key!r} is set by the lab for every run and cannot be set here; "
                             f"{LAB_OWNED_FIX[key]}")
+        if key in _model_switches():  # (--set num_classes=7 offered limit_per_class)
+            fix = ("leave it out: it is taken from the data" if key == "num_classes"
+                   else f"pass --model-kwargs {key}=VALUE (in a plan file, model_kwargs: at the top level or in a run)")
+            raise UserError(f"{where}: {key!r} is a switch of the models, not a training setting; {fix}")
         raise UserError(f"{where} has an unknown training setting {key!r}" + setting_hint(key, settings))
+
+
+def _model_switches() -> set[str]:
+    """The switches of every registered model."""
+    from inceptionlab.models.registry import list_models, model_entry
+
+    return {key for name in list_models() for key in model_entry(name).switches}
 
 
 def _hint(key, choices) -> str:
@@ -296,6 +307,7 @@ class PlanCheck:
     source: str
     native_size: int | None
     val_images: int = 0
+    in_chans: int = 3  # channels of the samples the engine feeds the runs
 
 
 def check_plan(plan: Plan) -> PlanCheck:
@@ -355,7 +367,7 @@ def check_plan(plan: Plan) -> PlanCheck:
             amp_dtype(cfg.amp, device)  # fp16 on a CPU failed each run once the lab had started
         except UserError as exc:
             raise UserError(f"run {run.name}: {exc}") from None
-        _check_model(run, len(data.classes), cfg.img_size, cfg.aux_weight)
+        _check_model(run, cfg, data)
     return data
 
 
@@ -387,7 +399,7 @@ def check_data(plan: Plan) -> PlanCheck:
     source = splits.source
     if len(plan.seeds) > 1:  # scanned with the first seed; each run splits with its own
         source = source.replace(f"seed {plan.seeds[0]}", f"each run's seed ({', '.join(map(str, plan.seeds))})")
-    return PlanCheck(list(splits.classes), source, splits.native_size, len(splits.val))
+    return PlanCheck(list(splits.classes), source, splits.native_size, len(splits.val), splits.in_chans)
 
 
 def _check_budget(key: str, value, where: str = "") -> None:
@@ -400,16 +412,20 @@ def _check_budget(key: str, value, where: str = "") -> None:
                         + {"epochs": "3", "steps": "300", "minutes": "1.5"}[key])
 
 
-def _check_model(run: RunSpec, num_classes: int, img_size: int | None, aux_weight=None) -> None:
-    """Builds the run's model on the meta device (no memory, no init cost); ``aux_weight`` must fit its
-    aux heads (as the engine checks it, once the lab had started)."""
+def _check_model(run: RunSpec, cfg, data: PlanCheck) -> None:
+    """Builds the run's model on the meta device (no memory, no init cost) as the engine builds it, for
+    ``data``'s classes and channels (a num_classes or in_chans that does not fit them is the engine's
+    refusal); ``cfg.aux_weight`` must fit its aux heads (as the engine checks it, once the lab had started)."""
     import torch
 
-    from inceptionlab.models import create_model
+    from inceptionlab.train.setup import build_model
 
+    img_size, aux_weight = cfg.img_size, cfg.aux_weight
     try:
+        # (it built with {"num_classes": classes, **model_kwargs}: a num_classes=7 switch won over the data's
+        # 4 classes here, and every run then failed at its start)
         with torch.device("meta"):
-            model = create_model(run.model, **{"num_classes": num_classes, **run.model_kwargs})
+            model = build_model(cfg.replace(weights=None), len(data.classes), in_chans=data.in_chans)
         if img_size is not None:
             model.check_input(torch.empty(1, model.in_chans, img_size, img_size, device="meta"))
         if run.train.get("freeze_until"):  # a typo made every run fail after the lab had started

@@ -20,6 +20,7 @@ from inceptionlab.lab.results import collect
 SUPPORTED_TEXT = {True: "yes, the measurement bears the claim out",
                   False: "no, the measurement does not bear the claim out",
                   None: "undecided: these runs cannot settle it"}
+SKIPPED_SHOWN = 5  # unreadable files the report names per sentence (each run's summary.json lists them all)
 
 
 # ------------------------------------------------------------------ entry point
@@ -168,6 +169,33 @@ def _sameness(plan: dict) -> str:
     return f"{who} saw the same data and budget, and {seed}."
 
 
+def skipped_notes(results: dict) -> list[str]:
+    """The files the runs skipped as unreadable: one sentence when every run skipped the same ones, else one
+    per run that skipped any; [] when none did."""
+    ran = [r for r in results["runs"] if r.get("skipped_files") is not None]
+    skipping = [r for r in ran if r["skipped_files"]]
+    data = (results.get("plan") or {}).get("data")
+    files = {r["name"]: sorted(_in_data(s.get("path"), data) for s in r["skipped_files"]) for r in skipping}
+    if len(ran) > 1 and len(skipping) == len(ran) and len({tuple(f) for f in files.values()}) == 1:
+        return [_skipped_sentence(files[skipping[0]["name"]], "every run", skipping[0])]
+    return [_skipped_sentence(files[r["name"]], f"run {r['name']}", r) for r in skipping]
+
+
+def _skipped_sentence(files: list[str], who: str, run: dict) -> str:
+    shown = ", ".join(files[:SKIPPED_SHOWN]) + (f" and {len(files) - SKIPPED_SHOWN} more" if len(files) > SKIPPED_SHOWN
+                                                 else "")
+    return (f"{len(files)} unreadable file(s) skipped by {who}: {shown} (counted in the images above, never trained "
+            f"or validated on; all of them, with the reasons, in {run['dir']}/summary.json)")
+
+
+def _in_data(path, data) -> str:
+    """``path`` relative to the data folder where it lies inside it."""
+    try:
+        return str(Path(str(path)).relative_to(Path(str(data))))
+    except ValueError:
+        return str(path)
+
+
 def _kv(mapping) -> str:
     return ", ".join(f"{k}={v}" for k, v in (mapping or {}).items())
 
@@ -203,6 +231,9 @@ def document(results: dict) -> list[tuple]:
                         f"Shared switches: {_kv(plan.get('model_kwargs')) or 'none'}. "
                         f"Shared training settings: {shared}. Target accuracy: {results['target_rule']}. "
                         + _sameness(plan)))
+    skipped = skipped_notes(results)
+    if skipped:  # (the report said nothing of them, and its image counts include them)
+        blocks.append(("list", skipped))
     study = results.get("study")
     if study:
         blocks += [("h2", f"The claim: {study['title']}"), ("quote", f"{study['claim']} ({study['paper']})"),

@@ -26,7 +26,8 @@ DONE_STATUSES = ("finished", "diverged", "failed")
 # summary.json keys copied into a run's record
 SUMMARY_KEYS = ("status", "message", "params", "steps", "epochs", "seconds", "best_top1", "best_top5",
                 "final_top1", "final_top5", "final_train_loss", "final_train_top1", "final_val_loss",
-                "train_images_per_sec", "classes", "data_source", "img_size")
+                "train_images_per_sec", "classes", "data_source", "img_size",
+                "skipped_files")  # [{path, reason}] of the files it found unreadable (results.json left them out)
 # numbers aggregated over seeds, in table order
 NUMERIC = ("params", "macs", "train_images_per_sec", "infer_images_per_sec", "best_top1", "best_top5",
            "final_top1", "final_top5", "final_train_loss", "final_train_top1", "final_val_loss", "steps", "seconds",

@@ -22,6 +22,7 @@ from inceptionlab.lab.plan import Plan, Variant
 from inceptionlab.lab.results import chance_text, learned_bar
 
 NOISE_POINTS = 0.5   # accuracy differences smaller than this (top-1 points) are read as no difference
+LOSS_POINTS = 2.0    # a top-1 drop this large (points) is a loss of accuracy: "no loss" holds where the noise rules it out
 BLOWUP_FACTOR = 3.0  # a validation loss above this many times that of guessing (ln classes) is a blow-up
 
 
@@ -237,6 +238,23 @@ def _judged(verdict: str, diff: float, tol: float, numbers: dict) -> dict:
     return dict(verdict=verdict, supported=supported, numbers=numbers)
 
 
+def _no_loss(diff: float, tol: float) -> bool | None:
+    """Whether an arm lost no accuracy, from its top-1 difference ``diff`` against the other and the noise ``tol``:
+    False for a drop beyond the noise; True where even the low end of the noise (diff - tol) stays above a drop of
+    LOSS_POINTS; None where the noise is too large to tell. (A drop within a noise of +-24.8 points read as no loss:
+    that noise cannot tell a network as good from one 30 points worse.)"""
+    if diff < -tol:
+        return False
+    return True if diff - tol > -LOSS_POINTS else None
+
+
+def _too_noisy(what: str) -> str:
+    """The undecided sentence of a no-loss claim whose noise is too large (see `_no_loss`)."""
+    return (f" The difference is within the noise of this budget, which is too large to tell whether {what} cost "
+            f"accuracy (no loss is shown only where the noise rules out a drop of {LOSS_POINTS:g} points; give the "
+            f"runs more validation images or seeds).")
+
+
 def _sped_up(verdict: str, faster: bool | None, compared: dict, rest: str | None, numbers: dict) -> dict:
     """A claim of a speed-up and more: yes only when the speed-up is beyond the noise and ``rest`` (why the rest
     of the claim is not borne out, or None) is None; no when the other arm was faster beyond the noise."""
@@ -409,8 +427,12 @@ def _factor_judge(results: dict) -> dict:
                f"({_f(numbers['params_saved_nxn_pct'], 1)}%) - the paper's 28% and 33% are per replaced "
                f"convolution; at equal budget top-1 went {_f(top1[0])}% -> {_f(top1[1])}% -> {_f(top1[2])}% "
                f"({diff:+.2f} points, noise +-{tol:.1f}).")
+    numbers.update(top1_difference=diff, noise=tol)
     saved = (numbers["macs_saved_5x5_pct"] or 0) > 0
-    return dict(verdict=verdict, supported=saved and diff > -tol, numbers=numbers)
+    supported = _no_loss(diff, tol) if saved else False  # (it said yes to any drop within the noise, however large)
+    if supported is None:
+        verdict += _too_noisy("factorizing")
+    return dict(verdict=verdict, supported=supported, numbers=numbers)
 
 
 # ------------------------------------------------------------------ label smoothing
@@ -469,21 +491,28 @@ def _grid_judge(results: dict) -> dict:
     tol = _tolerance(results, *GRID_ARMS)
     parts = [f"The efficient grid reduction cost {_f(numbers['macs_vs_conv_then_pool_pct'], 1)}% fewer "
              f"multiply-adds than conv-then-pool"]
-    supported = macs["efficient"] < macs["conv_then_pool"]
+    kept = []  # _no_loss against each other arm (it said yes to any drop within the noise, however large)
     for other in ("pool_then_conv", "conv_then_pool"):
         if top1[other] is None:
             parts.append(f"{other} did not finish ({_why(results, other)})")
-            supported = None  # the accuracy claim stands against both, or is not judged
             continue
         diff = top1["efficient"] - top1[other]
         parts.append(f"top-1 {_f(top1['efficient'])}% against {_f(top1[other])}% for {other} ({diff:+.2f})")
-        if supported is not None:
-            supported = supported and diff > -tol
-    if not _learned(results, "efficient") and supported is not None:
-        supported = None
+        kept.append(_no_loss(diff, tol))
+    if len(kept) < 2:
+        supported = None  # the accuracy claim stands against both, or is not judged
+    elif macs["efficient"] >= macs["conv_then_pool"] or False in kept:
+        supported = False
+    else:
+        supported = None if None in kept else True
+    noisy = supported is None and len(kept) == 2  # both compared, within a noise too large to tell
+    if not _learned(results, "efficient") and (supported is not None or noisy):  # chance comes first
+        supported, noisy = None, False
         parts.append("the efficient arm did not learn beyond chance, so its accuracy says nothing")
     verdict = "; ".join(parts) + (f" (noise +-{tol:.1f} points; the paper: as expressive as conv-then-pool, "
                                   f"without pool-then-conv's bottleneck, at a third of the cost).")
+    if noisy:
+        verdict += _too_noisy("the efficient reduction")
     return dict(verdict=verdict, supported=supported, numbers=numbers)
 
 
