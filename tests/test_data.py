@@ -208,6 +208,17 @@ def test_unreadable_files_raise_one_line_user_error(tmp_path, name):
     assert reasons[name] in message and "\n" not in message
 
 
+def test_a_pipe_or_folder_named_like_an_image_is_not_an_empty_file(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(UserError, match=r"fifo.jpg: not a regular file \(a pipe, socket or device\)$"):
+        load_image(tmp_path / "fifo.jpg")  # (it said "empty file (0 bytes)"; and it does not hang)
+    with pytest.raises(UserError, match=r"folder.png: a folder, not an image file$"):
+        load_image(tmp_path / "folder.png")
+
+
 # ---------------------------------------------------------------- folders, skipping, strict
 
 @pytest.fixture

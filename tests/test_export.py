@@ -310,6 +310,7 @@ def test_benchmark_times_an_exported_file_as_it_is(tmp_path, capsys, monkeypatch
             ([onnx_file, "--runtime", "torch"], "g.onnx is an ONNX file, which runs in onnxruntime: drop --runtime torch"),
             ([pt2_file, "--runtime", "onnxruntime"], "g.pt2 is a torch.export program, which runs in PyTorch"),
             ([pt2_file, "--mode", "train"], "g.pt2 is an inference export; it cannot be trained: use --mode infer"),
+            ([pt2_file, "--mode", "train", "--batch-size", "1"], "g.pt2 is an inference export"),  # (said batch 2)
             ([pt2_file, "--precision", "bf16"], "g.pt2 is timed as exported, in fp32: drop --precision bf16"),
             ([pt2_file, "--compile"], "g.pt2 is timed as exported: drop --compile"),
             ([pt2_file, "--model-kwargs", "norm=false"], "g.pt2 is an exported network, fixed at export: drop "
@@ -375,7 +376,7 @@ def test_cli_export_weights_for_timm(tmp_path, capsys):
             (["inception_v4", "--model-kwargs", "depth_multiplier=0.5", "--format", "timm", "--out", "v.pth"],
              "timm's inception_v4 is the standard network, not one with depth_multiplier=0.5"),
             (["inception_v4", "--format", "timm", "--out", "v.onnx"],
-             "a timm state dict is written as .pth (torch.save) or .safetensors, got v.onnx; name it"),
+             "a timm state dict is written as .safetensors, or by torch.save as .pth, .pt or .bin; got v.onnx: name it"),
             (["inception_v4", "--out", "v.pth"], "v.pth names a state dict: say whose key layout with --format timm"),
             (["inception_v4", "--format", "timm", "--out", "v.pth", "--size", "160"],
              "--size sets an export's fixed input size; a timm state dict has none: drop --size")):

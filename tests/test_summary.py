@@ -188,7 +188,10 @@ def test_cli_summary_all_and_explain(capsys, monkeypatch, zoo_rows):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["summary", "inception_v3", "--size", "32"], "at least 75x75"),
+    (["summary", "inception_v3", "--size", "32"], "--size 32 is below inception_v3's smallest input, 75x75: pass "
+                                                  "--size 75 or more, or --model-kwargs stem=low_res for small images"),
+    (["summary", "googlenet", "--model-kwargs", "features_only=true"], "summary counts the whole network, whose "
+                                                                       "block rows are the feature maps"),
     (["summary", "inception_v9"], "unknown model"),
     (["summary", "inception_v3", "--model-kwargs", "depth_multiplir=0.5"], "depth_multiplier"),
     (["summary"], "name a model"),

@@ -102,6 +102,7 @@ def _runtime(args: argparse.Namespace, name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from inceptionlab.tools import benchmark
+    from inceptionlab.tools.export import is_exported_file
 
     apply_threads(args)
     if args.warmup < 0 or args.iters < 1:
@@ -114,10 +115,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--compile compiles PyTorch models, and onnxruntime runs the exported graph; drop --compile")
     if args.memory and args.mode != "train":
         raise UserError("--memory measures the peak memory of a training step; add --mode train")
+    names = _model_names(args)
+    exported = [name for name in names if is_exported_file(name)]
+    if args.mode == "train" and exported:  # (before the batch-size rule, whose fix then met this one)
+        raise UserError(f"{exported[0]} is an inference export; it cannot be trained: use --mode infer")
     if args.mode == "train" and 1 in args.batch_size:
         raise UserError("a training step with batch norm needs at least 2 images per batch (its statistics "
                         "of one image on a 1x1 grid are undefined); pass --batch-size 2 or more")
-    names = _model_names(args)
     kwargs = parse_model_kwargs(args.model_kwargs)
     configs = []
     for name in names:
@@ -157,5 +161,5 @@ def run(args: argparse.Namespace) -> int:
         raise
     print()
     print(benchmark.format_rows(rows))
-    print(f"\nwrote {out}" + (f" ({len(rows)} rows added to its {before})" if before else ""))
+    print(f"\nwrote {out}" + (f" ({len(rows)} row{'s' * (len(rows) != 1)} added to its {before})" if before else ""))
     return 0

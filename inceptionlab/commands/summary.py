@@ -55,8 +55,11 @@ def check_size_flag(model, size: int | None) -> None:
     resize the images themselves), where the model's own error says to resize the images."""
     smallest = getattr(model, "min_input_size", None)
     if size is not None and isinstance(smallest, int) and size < smallest:
+        hint = ""
+        if getattr(getattr(model, "switches", None), "stem", None) == "imagenet":  # (summary said "use stem='low_res'")
+            hint = ", or --model-kwargs stem=low_res for small images (a new network: not for trained weights)"
         raise UserError(f"--size {size} is below {getattr(model, 'name', 'the model')}'s smallest input, "
-                        f"{smallest}x{smallest}: pass --size {smallest} or more")
+                        f"{smallest}x{smallest}: pass --size {smallest} or more{hint}")
 
 
 def add_model_kwargs(parser: argparse.ArgumentParser) -> None:
@@ -96,12 +99,16 @@ def run(args: argparse.Namespace) -> int:
     if args.size is not None and args.size < 1:
         raise UserError(f"--size must be a positive number of pixels, got {args.size}")
     switches = parse_model_kwargs(args.model_kwargs)
+    if switches.get("features_only"):  # (it said "model_summary takes a model of the zoo", Python advice)
+        raise UserError("summary counts the whole network, whose block rows are the feature maps features_only "
+                        "would give; drop features_only")
     if args.explain_factorization:
         explained = summary.explain_factorization(args.model, args.size, **switches)
         print(json.dumps(dict(explained.as_dict(), switches=switches), indent=1) if args.json
               else summary.format_factorization(explained))
         return 0
     model = summary.build_on_meta(args.model, **switches)
+    check_size_flag(model, args.size)
     size = args.size or model.pretrained_cfg["input_size"][-1]
     rows = summary.model_summary(model, size)
     aux_note = None

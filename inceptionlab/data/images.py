@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -60,7 +61,11 @@ def load_image(path: str | os.PathLike, *, min_side: int | None = None) -> Image
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # (a FIFO was "empty file (0 bytes)")
+            raise _Unreadable("not a regular file (a pipe, socket or device)" if not stat.S_ISDIR(info.st_mode)
+                              else "a folder, not an image file")
+        if info.st_size == 0:
             raise _Unreadable("empty file (0 bytes)")
         with open(path, "rb") as stream:  # we own the file: PIL's image stays valid after close
             with warnings.catch_warnings():

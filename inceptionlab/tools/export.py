@@ -3,7 +3,8 @@ or a ``torch.export`` program (``.pt2``).
 
 The exported network is the inference network: eval mode, auxiliary heads dropped, batch norm folded
 into the convolutions (`fold_batchnorm`), so an ONNX graph holds only Conv, Relu, Concat, pooling,
-one ReduceMean and one Gemm. The batch dimension is dynamic; height and width are fixed at export
+one ReduceMean and one Gemm (and the Inception-ResNets' residual Add; their scaling is folded into the
+convolutions too). The batch dimension is dynamic; height and width are fixed at export
 (``size``, the model's input size by default). The preprocessing (input size, mean, std, crop_pct,
 interpolation, channel order) and class names travel with the file: ONNX metadata ``inceptionlab`` and the
 ``inceptionlab.json`` extra file of a ``.pt2``, both JSON.
@@ -156,8 +157,8 @@ def output_path(path, format: str) -> Path:
     suffix = path.suffix.lower()
     if format in STATE_DICT_FORMATS:
         if suffix not in STATE_DICT_SUFFIXES:
-            raise UserError(f"a {format} state dict is written as .pth (torch.save) or .safetensors, got {path.name}; "
-                            f"name it {path.with_suffix('.pth')}")
+            raise UserError(f"a {format} state dict is written as .safetensors, or by torch.save as .pth, .pt or "
+                            f".bin; got {path.name}: name it {path.with_suffix('.pth')}")
         return path
     if format == "pt2" and suffix != ".pt2":
         raise UserError(f"a torch.export program's file name ends in .pt2 (torch.export.load refuses others); "
