@@ -65,3 +65,112 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert [{k: r[k] for k in same} for r in read_metrics(killed)] == \
         [{k: r[k] for k in same} for r in read_metrics(tmp_path / "straight")]
     assert b"\r" not in (killed / "metrics.csv").read_bytes()  # one line ending (a resume mixed \n and \r\n)
+
+
+# ------------------------------------------------------------------ resume: what it restores, what it counts
+TINY = dict(stem="low_res", depth_multiplier=0.1, min_depth=8)
+
+
+def _tiny(tmp_path, name="run", **changes) -> TrainConfig:
+    values = dict(model="inception_v3", out=str(tmp_path / name), steps=4, batch_size=8, img_size=12,
+                  limit_per_class=4, val_split=0.02, quiet=True, threads=1, model_kwargs=dict(TINY))
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def _stop_after_step(monkeypatch, step: int) -> None:
+    """SIGINT in step ``step``: the run stops after it, with a checkpoint."""
+    from inceptionlab.train.engine import Trainer
+
+    take_step = Trainer.train_step
+
+    def signal_then(self, *args):
+        out = take_step(self, *args)
+        if self.pos.step == step - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", signal_then)
+
+
+def train_in_process_resume(run, **kwargs):
+    """``train(resume=run)`` in this process, leaving torch's thread count as it found it."""
+    from inceptionlab.train import train
+    before = torch.get_num_threads()
+    try:
+        return train(resume=run, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_resume_past_the_end_of_a_shrunk_epoch_goes_on_with_the_next(tmp_path, monkeypatch, capsys):
+    # 30 of 40 images per class deleted after a stop 5 batches into the epoch: a StopIteration traceback,
+    # and summary.json said "failed", "StopIteration: StopIteration"
+    from helpers import image_folder
+
+    data = image_folder(tmp_path / "pics", ("red", "blue"), 20)
+    cfg = _tiny(tmp_path, data=str(data), limit_per_class=None, val_split=0.2, batch_size=4, steps=10,
+                checkpoint_every=1)
+    _stop_after_step(monkeypatch, 5)
+    assert train_in_process(cfg)["status"] == "interrupted"  # 32 training images: 8 batches an epoch
+    monkeypatch.undo()
+    for cls in ("red", "blue"):
+        for i in range(15):
+            (data / cls / f"{i}.png").unlink()
+    resumed = train_in_process_resume(tmp_path / "run", quiet=False)
+    assert (resumed["status"], resumed["steps"], resumed["message"]) == ("finished", 10, "")
+    assert ("(the checkpoint was 5 batches into epoch 0, which has 2 now: going on with epoch 1)"
+            in capsys.readouterr().out)
+    assert [s["epoch"] for s in read_steps(tmp_path / "run")][4:7] == [0.625, 1.5, 2.0]
+
+
+def test_the_lr_of_an_evaluation_after_a_resume_is_its_steps_own(tmp_path, monkeypatch):
+    # stopped in a step due for evaluation, the resumed run evaluated first and logged the schedule's
+    # step-0 warm-up lr (0.01 where the uninterrupted run logged 0.02)
+    cfg = dict(steps=4, eval_every=2, warmup_steps=4, opt="sgd", lr=0.04, sched="constant")
+    train_in_process(_tiny(tmp_path, "straight", **cfg))
+    _stop_after_step(monkeypatch, 2)
+    assert train_in_process(_tiny(tmp_path, "stopped", **cfg))["steps"] == 2
+    monkeypatch.undo()
+    assert train_in_process_resume(tmp_path / "stopped")["status"] == "finished"
+    lrs = lambda name: [(row["step"], row["lr"]) for row in read_metrics(tmp_path / name)]  # noqa: E731
+    assert lrs("stopped") == lrs("straight") == [("2", "0.02"), ("4", "0.04")]
+
+
+def test_quiet_on_resume_is_for_that_resume_only(tmp_path, capsys):
+    # --no-quiet on a resume was ignored, and a --quiet given on one resume was written into config.yaml
+    import yaml
+    from inceptionlab.cli import main
+
+    run = tmp_path / "run"
+    flags = ["--model-kwargs", *[f"{k}={v}" for k, v in TINY.items()], "--batch-size", "8", "--img-size", "12",
+             "--limit-per-class", "4", "--val-split", "0.02", "--threads", "1"]
+    assert main(["train", "--out", str(run), "--steps", "1", "--quiet", *flags]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "2", "--no-quiet"]) == 0
+    assert "step 2/2  epoch" in capsys.readouterr().out
+    assert yaml.safe_load((run / "config.yaml").read_text())["quiet"] is True
+    assert main(["train", "--resume", str(run), "--steps", "3"]) == 0  # the run's own setting again
+    assert "step 3/3" not in capsys.readouterr().out
+
+
+def test_the_batches_replayed_on_a_resume_are_not_training_time(tmp_path, monkeypatch):
+    # a resume mid-epoch draws the epoch's consumed batches again: their time was counted as the next
+    # step's, in images/s, the summary's seconds and a --minutes budget
+    from inceptionlab.train.engine import Trainer
+
+    cfg = _tiny(tmp_path, steps=4, eval_every=100, checkpoint_every=1)
+    _stop_after_step(monkeypatch, 2)
+    stopped = train_in_process(cfg)
+    monkeypatch.undo()
+    draw = Trainer._epoch_batches
+
+    def slow_replay(self):
+        if self.pos.batch:
+            time.sleep(3.0)
+        return draw(self)
+
+    monkeypatch.setattr(Trainer, "_epoch_batches", slow_replay)
+    resumed = train_in_process_resume(tmp_path / "run")
+    assert resumed["status"] == "finished" and resumed["seconds"] - stopped["seconds"] < 2.5
+    assert max(s["seconds"] for s in read_steps(tmp_path / "run")) - stopped["seconds"] < 2.5

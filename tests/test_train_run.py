@@ -480,10 +480,6 @@ def test_a_run_stopped_before_its_first_step_is_started_again_in_its_folder(tmp_
         train(tiny(tmp_path, steps=2))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml", "metrics.csv", "steps.jsonl"]
     monkeypatch.undo()
-    with pytest.raises(UserError, match=r"the run there stopped before its first step, so there is nothing to "
-                                        r"continue; start it again with the command that started it \(the folder is "
-                                        r"reused\)$"):
-        train(resume=tmp_path / "run")
     assert train(tiny(tmp_path, steps=2, quiet=False))["status"] == "finished"
     assert ("; new run (the run in that folder had stopped before its first step: its files are replaced); "
             in capsys.readouterr().out)
@@ -504,6 +500,26 @@ def test_a_run_stopped_before_its_first_step_is_started_again_in_its_folder(tmp_
     # a last line cut short by a crash is left out (it was "Expecting ',' delimiter: line 1 column 24")
     (tmp_path / "run" / "steps.jsonl").write_text((tmp_path / "run" / "steps.jsonl").read_text() + '{"step": 3, "lo')
     assert [s["step"] for s in read_steps(tmp_path / "run")] == [1, 2]
+
+
+@pytest.mark.parametrize("again", ["the same command", "--resume"])
+def test_a_run_stopped_before_it_wrote_its_logs_is_started_again(tmp_path, monkeypatch, capsys, again):
+    # a Ctrl-C in the first second left config.yaml alone: the same command said "already holds config.yaml
+    # (a run without checkpoints, or other files)", and --resume "no usable checkpoint"
+    from inceptionlab.train import engine
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "RunLog", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, steps=2))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml"]
+    monkeypatch.undo()
+    summary = (train(tiny(tmp_path, steps=2, quiet=False)) if again == "the same command"
+               else train(resume=tmp_path / "run", quiet=False))  # config.yaml holds the whole command
+    assert (summary["status"], summary["steps"]) == ("finished", 2)
+    assert "(the run in that folder had stopped before its first step: its files are replaced)" in capsys.readouterr().out
 
 
 def test_an_input_too_small_for_the_aux_heads_is_refused_before_the_folder_is_touched(tmp_path):
@@ -1457,3 +1473,60 @@ def test_body_lr_scale_slows_all_but_the_classifier(tmp_path):
     for key, delta in moved[1.0].items():
         torch.testing.assert_close(moved[0.1][key], delta if key.startswith("head.") else 0.1 * delta,
                                    rtol=1e-4, atol=2e-7)  # (float32 rounding of w + delta)
+
+
+def test_freeze_bn_on_a_model_without_batch_norm_is_refused(tmp_path):
+    # it trained, and the start line said "batch norm frozen" of a network that has none
+    with pytest.raises(UserError, match=r"^--freeze-bn: inception_v3 with stem=low_res depth_multiplier=0.1 "
+                                        r"min_depth=8 norm=False has no batch norm to freeze; drop --freeze-bn$"):
+        train(tiny(tmp_path, freeze_bn=True, model_kwargs=dict(TINY, norm=False)))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fine_tune_of_a_run_trains_at_the_runs_size(tmp_path, capsys):
+    # without --img-size it trained at the stem's default (the digits' 28 px) where eval and predict of the
+    # run used its own 16
+    train(tiny(tmp_path, "first", steps=1, img_size=16))
+    tuned = train(tiny(tmp_path, "tuned", steps=1, img_size=None, weights=str(tmp_path / "first"), quiet=False))
+    assert tuned["img_size"] == 16
+    assert "(16px, the size those weights were trained at; --img-size for another)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["preprocessing"]["input_size"] == [3, 16, 16]
+    assert train(resume=tmp_path / "tuned", budget=dict(steps=2))["img_size"] == 16  # from its checkpoint
+    other = train(tiny(tmp_path, "other", steps=1, img_size=20, weights=str(tmp_path / "first" / "model.safetensors")))
+    assert other["img_size"] == 20  # --img-size wins
+
+
+def test_a_fine_tune_from_keras_weights_keeps_their_average_pools(tmp_path):
+    # a classifier of another size: the model took the donor's tensors only, and trained, saved and
+    # evaluated with the card's count_include_pad=True pools the Keras weights were not trained with
+    from test_weights_keras import keras_inception_v3, write_keras2
+
+    write_keras2(tmp_path / "k_v3.h5", keras_inception_v3(torch.randn(1, 3, 75, 75), seed=1, width=0.25, classes=10))
+    image_folder(tmp_path / "pics", ("a", "b", "c"), 4, size=75)
+    cfg = tiny(tmp_path, model_kwargs=dict(depth_multiplier=0.25), weights=str(tmp_path / "k_v3.h5"), img_size=75,
+               data=str(tmp_path / "pics"), limit_per_class=None, val_split=0.25, batch_size=3, steps=1)
+    assert train(cfg)["status"] == "finished"
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["switches"]["avg_pool_count_pad"] is False
+    pools = lambda net: {m.count_include_pad for m in net.modules() if isinstance(m, torch.nn.AvgPool2d)  # noqa: E731
+                         and m.padding != 0}
+    assert pools(create_model(str(tmp_path / "run"))) == {False}
+    train(resume=tmp_path / "run", budget=dict(steps=2))  # the checkpoint keeps them
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["switches"]["avg_pool_count_pad"] is False
+
+
+def test_a_fine_tune_from_facenet_weights_keeps_their_preprocessing(tmp_path):
+    # facenet's (x - 127.5) / 128 on 160 px faces, crop 1.0, was lost with the donor of another class count
+    from facenet_pytorch import InceptionResnetV1
+    from inceptionlab.train.setup import load_initial_weights, preprocessing
+
+    torch.save(InceptionResnetV1(classify=True, num_classes=7).state_dict(), tmp_path / "facenet.pt")
+    cfg = TrainConfig(model="inception_resnet_v1", steps=1, weights=str(tmp_path / "facenet.pt"))
+    for size, expected in ((None, 160), (96, 96)):  # its 160 px only as the default
+        model = create_model("inception_resnet_v1", num_classes=3, embedding_dim=512)
+        assert load_initial_weights(model, cfg.weights, cfg.model, dict(embedding_dim=512), ["a", "b", "c"]) == \
+            "classifier starts fresh (7 classes in facenet.pt, 3 here)"
+        img_size, _, _ = preprocessing(cfg.replace(img_size=size), model, None)
+        card = model.pretrained_cfg
+        assert (img_size, card["input_size"], card["std"], card["mean"], card["crop_pct"]) == (
+            expected, (3, expected, expected), (128 / 255,) * 3, (0.5,) * 3, 1.0)

@@ -372,3 +372,20 @@ def test_progress_stops_writing_when_the_reader_goes_away(tmp_path):
     progress.line("first line")           # the reader is gone: no exception
     progress.line("finished: 3 steps")    # and nothing more is tried
     assert pipe.writes == 1 and progress.enabled is False
+
+
+def test_a_budget_flag_replaces_the_config_files_budget(tmp_path, capsys):
+    # `--config RUN/config.yaml --epochs 1` kept the file's steps: 30, which capped the new budget
+    from inceptionlab.cli import build_parser
+    from inceptionlab.commands.train import config_from_args
+    from inceptionlab.train.config import write_yaml
+
+    write_yaml(TrainConfig(steps=30, minutes=5.0).resolved().to_dict(), tmp_path / "config.yaml")
+    parse = lambda *flags: config_from_args(build_parser("train").parse_args(  # noqa: E731
+        ["train", "--config", str(tmp_path / "config.yaml"), *flags]))
+    cfg = parse("--epochs", "1")
+    assert (cfg.epochs, cfg.steps, cfg.minutes) == (1.0, None, None)
+    assert (f"note: --epochs 1 replaces the budget in {tmp_path / 'config.yaml'} (steps 30, minutes 5.0 dropped)"
+            in capsys.readouterr().err)
+    kept = parse("--lr", "0.01")  # no budget flag: the file's budget
+    assert (kept.epochs, kept.steps, kept.minutes) == (None, 30, 5.0)

@@ -121,8 +121,27 @@ def config_from_args(args: argparse.Namespace):
     if "crop_scale" in flags:
         flags["crop_scale"] = tuple(flags["crop_scale"])
     if args.config:
+        _budget_follows_the_flags(values, flags, args.config)
         _defaults_follow_the_flags(values, flags, args.config)
     return TrainConfig.from_dict({**values, **flags}, where=args.config or "command line")
+
+
+def _budget_follows_the_flags(values: dict, flags: dict, where: str) -> None:
+    """The budget (epochs, steps, minutes) is one setting: a budget flag replaces the file's whole
+    budget, as on --resume (`--config RUN/config.yaml --epochs 1` kept the file's steps: 30, which
+    capped the new budget without a word). Says what it dropped, on stderr."""
+    from inceptionlab.train.engine import BUDGET_KEYS
+
+    given = [key for key in BUDGET_KEYS if key in flags]
+    if not given:
+        return
+    dropped = [f"{key} {values.pop(key)}" for key in BUDGET_KEYS
+               if key not in flags and values.get(key) is not None]
+    for key in BUDGET_KEYS:
+        values.pop(key, None)  # (a null one too)
+    if dropped:
+        flag = " ".join(f"--{key} {flags[key]:g}" for key in given)
+        print(f"note: {flag} replaces the budget in {where} ({', '.join(dropped)} dropped)", file=sys.stderr)
 
 
 def _defaults_follow_the_flags(values: dict, flags: dict, where: str) -> None:
@@ -170,7 +189,8 @@ def run(args: argparse.Namespace) -> int:
                             f"(only --epochs, --steps and --minutes may change: a larger budget extends the run; "
                             f"--data, where the run's data folder moved; --threads, which changes results at "
                             f"rounding level only; and --grad-checkpointing, which changes memory, not results)")
-        summary = train(resume=args.resume, quiet=True if getattr(args, "quiet", False) else None,
+        # --quiet / --no-quiet hold for this resume only (--no-quiet was ignored, and --quiet was saved)
+        summary = train(resume=args.resume, quiet=getattr(args, "quiet", None),
                         budget=budget or None, threads=getattr(args, "threads", None), data=getattr(args, "data", None),
                         grad_checkpointing=getattr(args, "grad_checkpointing", None))
     else:

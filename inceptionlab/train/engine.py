@@ -41,7 +41,8 @@ from inceptionlab.train.evaluation import EvalResult, run_eval
 from inceptionlab.train.logs import Progress, RunLog, stopped_before_its_first_step
 from inceptionlab.train.loss import InceptionLoss, default_aux_weight
 from inceptionlab.train.optim import LRSchedule, ModelEMA, build_optimizer
-from inceptionlab.train.setup import amp_dtype, build_model, check_model_switches, freeze, preprocessing
+from inceptionlab.train.setup import (amp_dtype, build_model, check_freeze_bn, check_model_switches, freeze,
+                                      input_convention, preprocessing, trained_input_size)
 
 
 @dataclass
@@ -128,7 +129,9 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
     must be the same (the split follows the file names). ``grad_checkpointing`` (with ``resume``)
     turns recomputation on or off, which changes memory and time, not results. ``continue_with``
     is the command that a run stopped by a signal tells the user to run (default: this run's
-    ``train --resume``; a lab names its own, which continues the other runs too).
+    ``train --resume``; a lab names its own, which continues the other runs too). ``quiet`` (True or
+    False) holds for this call only: config.yaml keeps the run's own setting for the next resume.
+    A run that stopped before its first step (no checkpoint) is started again from its config.yaml.
     Bad configuration raises a one-line UserError before
     any training. Once training runs, a diverged, interrupted or failed run is reported in the
     summary's status and message.
@@ -143,8 +146,8 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
             if cfg is not None:
                 raise UserError("pass either a config or resume=RUN_DIR, not both")
             state, cfg = _resume_state(Path(resume), dist)
-            cfg = cfg.replace(weights=None)  # the checkpoint holds the weights
-            cfg = cfg if quiet is None else cfg.replace(quiet=quiet)
+            if state is not None:
+                cfg = cfg.replace(weights=None)  # the checkpoint holds the weights
             cfg = cfg if threads is None else cfg.replace(threads=threads)
             if grad_checkpointing is not None:
                 cfg = cfg.replace(grad_checkpointing=grad_checkpointing)
@@ -167,12 +170,14 @@ def train(cfg: TrainConfig | None = None, *, resume: str | Path | None = None, q
                 raise UserError(f"the output folder {cfg.out} is inside the data folder {cfg.data}; pass an --out "
                                 f"outside it")
             cfg = cfg.replace(data=str(data))
-        return Trainer(cfg.resolved(), dist, state, continue_with=continue_with).run()
+        return Trainer(cfg.resolved(), dist, state, continue_with=continue_with, quiet=quiet).run()
     finally:
         dist.close()
 
 
-def _resume_state(run_dir: Path, dist: Distributed) -> tuple[dict, TrainConfig]:
+def _resume_state(run_dir: Path, dist: Distributed) -> tuple[dict | None, TrainConfig]:
+    """The latest checkpoint's state and the run's config; (None, config.yaml's config) for a run
+    that stopped before its first step."""
     folder = CheckpointDir(run_dir / "checkpoints")
     if not run_dir.is_dir():
         what = "is a file" if run_dir.exists() else "does not exist"
@@ -181,6 +186,12 @@ def _resume_state(run_dir: Path, dist: Distributed) -> tuple[dict, TrainConfig]:
         # (it said "no usable checkpoint in DIR/checkpoints ... or delete DIR first" of an image folder)
         raise UserError(f"cannot resume: {run_dir} is not a training run (no config.yaml or checkpoints/ in it); "
                         f"pass the --out folder of an earlier run")
+    if not folder.steps() and stopped_before_its_first_step(run_dir):
+        # nothing to continue, but config.yaml holds the whole command: it starts again (it said "start it
+        # again with the command that started it")
+        from inceptionlab.train.config import read_yaml
+        where = run_dir / "config.yaml"
+        return None, TrainConfig.from_dict(read_yaml(where), where=str(where)).replace(out=str(run_dir))
     path = dist.on_main(lambda: str(folder.load_latest()[1]))
     state = load_checkpoint(path)
     _check_same_run(run_dir, state, path)
@@ -211,7 +222,7 @@ def _check_same_run(run_dir: Path, state: dict, path) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, dist: Distributed, state: dict | None = None,
-                 continue_with: str | None = None):
+                 continue_with: str | None = None, quiet: bool | None = None):
         self.cfg, self.dist, self.device = cfg, dist, dist.device
         self.main = dist.is_main
         self.out = Path(cfg.out)
@@ -240,6 +251,9 @@ class Trainer:
         convention = state.get("preprocessing") if state is not None else None
         self.splits, self.net, self.img_size = build_model_and_data(
             cfg, notes=self.weights_notes, pretrained=convention or self.initial_weights or False)
+        if state is None and cfg.img_size is None and trained_input_size(cfg.weights) == self.img_size:
+            self.weights_notes.append(f"{self.img_size}px, the size those weights were trained at; --img-size "
+                                      f"for another")
         if cfg.freeze_until:  # a typo found after config.yaml was written blocked every retry in that --out
             from inceptionlab.models.finetune import blocks_until
             blocks_until(self.net, cfg.freeze_until)
@@ -250,6 +264,8 @@ class Trainer:
         if isinstance(cfg.aux_weight, (list, tuple)) and len(cfg.aux_weight) != heads:  # (found in the first step)
             raise UserError(f"aux_weight gives {len(cfg.aux_weight)} weights for {cfg.model}'s {heads} aux head(s); "
                             f"give one number for all, or one per head")
+        if state is None:  # (it said "batch norm frozen" of a model without any)
+            check_freeze_bn(self.net, cfg)
         self.started_over = False  # the --out of a run that had stopped before its first step, reused
         dist.on_main(lambda: self._prepare_out_dir(resuming=state is not None))  # an error: in every process
         self.classes = self.splits.classes
@@ -302,7 +318,8 @@ class Trainer:
             raise UserError(f"cannot write the logs in {self.out}: {exc.strerror or exc}; free space or "
                             f"fix permissions") from None
         self.progress = Progress(total_steps=self.total_steps, budget_seconds=_budget_seconds(cfg),
-                                 enabled=self.main, quiet=cfg.quiet, log_every=cfg.log_every)
+                                 enabled=self.main, quiet=cfg.quiet if quiet is None else quiet,
+                                 log_every=cfg.log_every)
         self.stop = StopRequest(announce=self.main)
 
     # ------------------------------------------------------------------ the step
@@ -343,6 +360,13 @@ class Trainer:
             self.stop.uninstall()
             raise
         self.stop.install()
+        # a resume mid-epoch draws the batches already consumed again before the clock starts: their
+        # time is no training (it was counted in the steps, images/s and a --minutes budget)
+        batches = None
+        if self.pos.batch and not self._budget_reached(self.pos.seconds):
+            self.progress.line(f"drawing the {self.pos.batch} batches of epoch {self.pos.epoch} trained before the "
+                               f"checkpoint again, untimed, to go on exactly where it stopped")
+            batches = self._epoch_batches()
         started = time.monotonic() - self.pos.seconds
         try:
             ended = None
@@ -350,7 +374,8 @@ class Trainer:
                     and self._last_eval_step() != self.pos.step):
                 self._evaluate_and_checkpoint()  # a signal at a step due for evaluation stopped the run before it
             while ended is None and not self._budget_reached(self.pos.seconds):
-                ended = self._run_epoch(started)
+                ended = self._run_epoch(started, batches)
+                batches = None
             status, message = ended or ("finished", "")
             if status == "finished" and self._last_eval_step() != self.pos.step:
                 self._evaluate_and_checkpoint(final=True)   # a resumed run that had ended
@@ -416,11 +441,13 @@ class Trainer:
                 and not self.cfg.compile and any(type(m) is nn.BatchNorm2d for m in self.net.modules())):
             fused_norm.kernel()
 
-    def _run_epoch(self, started: float) -> tuple[str, str] | None:
-        """Trains to the end of the epoch (then None), or until the run ends: then (status, message)."""
-        step_started = time.monotonic()  # a step's time includes reading its batch
+    def _run_epoch(self, started: float, batches=None) -> tuple[str, str] | None:
+        """Trains to the end of the epoch (then None), or until the run ends: then (status, message).
+        ``batches``: the epoch's, already past those consumed (default: `_epoch_batches`)."""
         whole_epoch, stepped = self.pos.batch == 0, False
-        for images, labels, _n_skipped in self._epoch_batches():
+        batches = self._epoch_batches() if batches is None else batches
+        step_started = time.monotonic()  # a step's time includes reading its batch
+        for images, labels, _n_skipped in batches:
             before = (self.pos.epoch, self.pos.batch)
             self.pos.batch += 1
             if self.pos.batch == self.steps_per_epoch:  # the last batch ends the epoch, readable or not
@@ -623,8 +650,8 @@ class Trainer:
             schedule=self.schedule.state_dict(), ema=self.ema.state_dict() if self.ema else None,
             scaler=self.scaler.state_dict(), rng=rngs, position=dataclasses.asdict(self.pos),
             history=dataclasses.asdict(self.history), config=self.cfg.to_dict(), classes=self.classes,
-            initial_weights=self.initial_weights,
-            preprocessing={k: self.net.pretrained_cfg.get(k) for k in ("mean", "std", "input_space", "input_range")},
+            initial_weights=self.initial_weights, last_lr=self.last_lr,
+            preprocessing=input_convention(self.net),
             world_size=self.dist.world_size, segments=self.segments,
             images=[len(self.splits.train), len(self.splits.val)],
             stop_signal=self.stop.signal_name,  # (a lab stops after a run that finished under a Ctrl-C)
@@ -651,6 +678,10 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.scaler.load_state_dict(state["scaler"])
         self.pos = Position(**state["position"])
+        # the lr of the last step taken, which the next evaluation's row gives (it gave the schedule's
+        # step-0 warm-up value); a checkpoint of a version that did not save it: the schedule's then
+        self.last_lr = state.get("last_lr", self.schedule(max(self.pos.step - 1, 0), self._time_progress()))
+        past_the_end = self._past_the_epochs_end()
         history = dict(state["history"])
         # a checkpoint of a version that did not count right answers: unknown, unless no step was counted yet
         history.setdefault("window_correct", None if history.get("window_images") else 0)
@@ -663,7 +694,18 @@ class Trainer:
         if self.main:
             self.checkpoints.truncate_after(self.pos.step)
         self.resumed_from = self.pos.step
-        self.resume_notes = _resume_notes(state, self)
+        self.resume_notes = _resume_notes(state, self) + ([past_the_end] if past_the_end else [])
+
+    def _past_the_epochs_end(self) -> str | None:
+        """A checkpoint's place in its epoch at or past the end of the epoch as the data is now (files
+        were removed) moves on to the next epoch, and says so; else None. (The batches to skip ran
+        out: a StopIteration traceback.)"""
+        if self.pos.batch < self.steps_per_epoch:
+            return None
+        saved = self.pos.batch
+        self.pos.epoch, self.pos.batch = self.pos.epoch + 1, 0
+        return (f"the checkpoint was {saved} batches into epoch {self.pos.epoch - 1}, which has "
+                f"{self.steps_per_epoch} now: going on with epoch {self.pos.epoch}")
 
     # ------------------------------------------------------------------ setup helpers
     def _prepare_out_dir(self, resuming: bool) -> None:
@@ -857,18 +899,20 @@ class Trainer:
 
 # ------------------------------------------------------------------ module helpers
 def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | None = None,
-                         pretrained: bool | str | Path | dict | None = None, min_classes: int = 2):
+                         pretrained: bool | str | Path | dict | None = None, min_classes: int = 2,
+                         hold_out: bool = True):
     """(splits, model, img_size): the data, a model with its classes, the model's preprocessing.
     ``classes_of(splits)`` may give the model another class count (evaluation on a subset); what
     loading ``cfg.weights`` did to the classifier is added to ``notes``. ``pretrained``: whether the
-    weights to be used started from a weights file (see `preprocessing`; default: ``cfg.weights``)."""
+    weights to be used started from a weights file (see `preprocessing`; default: ``cfg.weights``).
+    ``hold_out=False``: no validation split held out of a folder without val/ (scoring every image)."""
     from inceptionlab.data import build_datasets
 
     train_tf, eval_tf = LateTransform(), LateTransform()
     splits = build_datasets(cfg.data, train_transform=train_tf, eval_transform=eval_tf,
                             val_split=cfg.val_split, seed=cfg.seed, strict=cfg.strict,
                             limit_per_class=cfg.limit_per_class, val_limit_per_class=cfg.val_limit_per_class,
-                            min_classes=min_classes)
+                            min_classes=min_classes, hold_out=hold_out)
     num_classes = classes_of(splits) if classes_of is not None else len(splits.classes)
     net = build_model(cfg, num_classes=num_classes, in_chans=splits.in_chans,
                       classes=splits.classes if classes_of is None else None, notes=notes)

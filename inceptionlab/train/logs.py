@@ -103,15 +103,38 @@ def read_metrics(run_dir) -> list[dict]:
 
 
 def stopped_before_its_first_step(run_dir) -> bool:
-    """Whether ``run_dir`` holds a run that logged no step: its steps.jsonl and metrics.csv are
-    there and empty (a user's own folder has no empty steps.jsonl), and no checkpoint or weights."""
+    """Whether ``run_dir`` holds a run that logged no step, and no checkpoint or weights: its
+    steps.jsonl and metrics.csv are there and empty (a user's own folder has no empty steps.jsonl),
+    or neither is there yet and its config.yaml is this tool's (a run stopped in its first second,
+    between writing config.yaml and the logs, was refused by the same command and by --resume)."""
     run = Path(run_dir)
-    if not ((run / "steps.jsonl").is_file() and (run / "metrics.csv").is_file()):
+    if (run / "model.safetensors").exists() or any((run / "checkpoints").glob("*.pt")):
+        return False
+    logs = [(run / name).is_file() for name in ("steps.jsonl", "metrics.csv")]
+    if not any(logs):
+        return not (run / "summary.json").exists() and holds_a_whole_config(run / "config.yaml")
+    if not all(logs):
         return False
     header = (run / "metrics.csv").read_text().splitlines()[:1]  # this tool's own log, not a user's file
-    return (header in ([",".join(METRIC_COLUMNS)], [",".join(OLDER_METRIC_COLUMNS)]) and not (run / "steps.jsonl").read_text().strip()
-            and not read_metrics(run) and not (run / "model.safetensors").exists()
-            and not any((run / "checkpoints").glob("*.pt")))
+    return (header in ([",".join(METRIC_COLUMNS)], [",".join(OLDER_METRIC_COLUMNS)])
+            and not (run / "steps.jsonl").read_text().strip() and not read_metrics(run))
+
+
+def holds_a_whole_config(path) -> bool:
+    """Whether ``path`` is a config.yaml as a run writes it: every TrainConfig key, and no other
+    (a user's own file names a few)."""
+    import dataclasses
+
+    from inceptionlab.errors import UserError
+    from inceptionlab.train.config import TrainConfig, read_yaml
+
+    if not Path(path).is_file():
+        return False
+    try:
+        values = read_yaml(path)
+    except UserError:
+        return False
+    return set(values) == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def _keep_lines(path: Path, keep) -> None:

@@ -10,6 +10,12 @@ import torch.nn as nn
 from inceptionlab.errors import UserError, closest, listed
 from inceptionlab.train.config import TrainConfig
 
+# the input convention a network's weights need beyond its card: what a checkpoint records, and
+# what fine-tuning carries from a weights file's layout (Keras' average pools, facenet's
+# standardization) into the trained model
+CONVENTION_KEYS = ("mean", "std", "crop_pct", "input_space", "input_range", "interpolation", "input_size")
+CONVENTION_SWITCHES = ("avg_pool_count_pad",)
+
 
 def check_model_switches(cfg: TrainConfig) -> None:
     """An unknown model or switch is reported before any data is read."""
@@ -92,6 +98,7 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
                         f"{tuple(target[wrong[0]].shape) if wrong[0] in target else 'absent'} here; "
                         f"{hint or 'check the model name and switches'}")
     model.load_state_dict(body, strict=False)
+    carry_convention(donor, model, file)
     if named is None:
         return f"classifier starts fresh ({count} classes in {file.name}, {model.num_classes} here)"
     shared = [(row, named.index(cls)) for row, cls in enumerate(classes) if cls in named]
@@ -108,6 +115,53 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
         return "classifier rows reordered by class name"
     kept = f"classifier keeps {len(shared)} of the {len(named)} trained classes by name"
     return kept + (f"; new: {listed(new)}" if new else "")
+
+
+def carry_convention(donor: nn.Module, model: nn.Module, file: Path) -> None:
+    """The input convention that loading ``file`` gave ``donor`` (a Keras file's average pools, facenet's
+    standardization and 160 px), given to ``model``, which took only its tensors (it trained, evaluated
+    and saved the card's network instead). A run's or save_pretrained's folder passes on its switches
+    here; its preprocessing is `preprocessing`'s to take (see `trained_input_size`)."""
+    from inceptionlab.models.weights import _saved_folder, apply_convention
+
+    switches = {name: value for name, value in convention_switches(donor).items()
+                if convention_switches(model).get(name) != value}
+    carried = {} if _saved_folder(file) is not None else {
+        key: donor.pretrained_cfg[key] for key in CONVENTION_KEYS
+        if key in donor.pretrained_cfg and donor.pretrained_cfg[key] != model.pretrained_cfg.get(key)}
+    apply_convention(model, {**carried, "switches": switches}, file)
+
+
+def convention_switches(model: nn.Module) -> dict:
+    """The model's values of the switches a weights layout may set (CONVENTION_SWITCHES)."""
+    switches = getattr(model, "switches", None)
+    return {name: getattr(switches, name) for name in CONVENTION_SWITCHES if getattr(switches, name, None) is not None}
+
+
+def input_convention(model: nn.Module) -> dict:
+    """What a checkpoint records of the model's input convention, for `preprocessing` to give the
+    resumed run: the preprocessing of CONVENTION_KEYS and the convention switches."""
+    return {**{key: model.pretrained_cfg.get(key) for key in CONVENTION_KEYS},
+            "switches": convention_switches(model)}
+
+
+def trained_input_size(weights) -> int | None:
+    """The input side the weights of a run or save_pretrained folder (or its model.safetensors or a
+    run's checkpoint) were trained at, from its config.json; None for weights from elsewhere."""
+    from inceptionlab.models.weights import _saved_folder, saved_config
+
+    folder = _saved_folder(weights) if isinstance(weights, (str, Path)) else None
+    size = saved_config(folder)["preprocessing"].get("input_size") if folder is not None else None
+    return int(size[-1]) if size else None
+
+
+def check_freeze_bn(model: nn.Module, cfg: TrainConfig) -> None:
+    """``--freeze-bn`` on a model without batch norm (``norm=false``) is refused before any training (it
+    said "batch norm frozen")."""
+    if cfg.freeze_bn and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        switches = " ".join(f"{k}={v}" for k, v in cfg.model_kwargs.items())
+        raise UserError(f"--freeze-bn: {cfg.model}{' with ' + switches if switches else ''} has no batch norm to "
+                        f"freeze; drop --freeze-bn")
 
 
 def _is_classifier(key: str) -> bool:
@@ -129,13 +183,17 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
     never below the model's minimum.
     """
     from inceptionlab.data import eval_transform, train_transform
-    from inceptionlab.models.weights import trained_preprocessing
+    from inceptionlab.models.weights import apply_convention, trained_preprocessing
 
     card = model.pretrained_cfg
     source = cfg.weights if pretrained is None else pretrained
     pretrained = bool(source)
+    weights_size = trained_input_size(source)  # a fine-tune of a run trains at its size (it took the card's)
     if isinstance(source, dict):  # the convention itself (a resume: its checkpoint's record)
-        recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in source.items() if v is not None}
+        recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in source.items()
+                    if v is not None and k not in ("switches", "input_size")}
+        weights_size = source["input_size"][-1] if source.get("input_size") else None  # the size it trained at
+        apply_convention(model, {"switches": source.get("switches") or {}})
     else:
         recorded = (trained_preprocessing(source) if isinstance(source, (str, Path)) and not card.get("saved_from")
                     else None)
@@ -150,7 +208,7 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
     minimum = getattr(model, "min_train_size" if with_aux else "min_input_size", 1)
     img_size = cfg.img_size
     if img_size is None:
-        trained_at = card["input_size"][-1] if card.get("saved_from") else None  # a saved run's own size
+        trained_at = card["input_size"][-1] if card.get("saved_from") else weights_size  # a saved run's own size
         img_size = max(trained_at or (native_size if low_res and native_size else card["input_size"][-1]), minimum)
     elif with_aux and model.min_input_size <= img_size < minimum:  # (it failed in the first step, files written)
         raise UserError(f"img_size {img_size} is below the {minimum}x{minimum} that {cfg.model}'s aux heads need in "
