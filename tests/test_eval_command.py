@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from helpers import train_in_process
+from inceptionlab import create_model
 from inceptionlab.cli import main
 from inceptionlab.errors import UserError
 from inceptionlab.train import TrainConfig, evaluate
@@ -96,9 +97,9 @@ def test_no_ema_is_refused_where_there_are_no_raw_weights_to_score(run, tmp_path
                                      f"raw ones already; drop --no-ema"),
             (["--run", str(no_checkpoint)], f"{no_checkpoint} has no checkpoint, and only checkpoints keep the raw "
                                             f"weights beside the EMA (model.safetensors is the EMA); drop --no-ema to "
-                                            f"score the EMA weights"),
+                                            f"use the EMA weights"),
             (["--model", "inception_v3", "--weights", str(run / "model.safetensors")],
-             f"--no-ema scores the raw weights of a checkpoint (RUN/checkpoints/*.pt keeps them beside the EMA); "
+             f"--no-ema takes the raw weights of a checkpoint (RUN/checkpoints/*.pt keeps them beside the EMA); "
              f"{run / 'model.safetensors'} holds one set of weights: drop --no-ema, or pass a checkpoint")):
         assert main(["eval", *argv, "--no-ema"]) == 2
         out, err = capsys.readouterr()
@@ -142,3 +143,65 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(run, tmp_path):
     with pytest.raises(UserError, match=r"^cannot write to output folder \S+/afile/scores: \S+/afile is a file, "
                                         r"not a folder; pass a writable --out$"):
         evaluate(run=run, out=tmp_path / "afile" / "scores")
+
+
+def test_all_images_scores_a_test_folder_of_one_image_per_class(run, tmp_path, capsys):
+    # it held out a validation split first: "too few images to hold out a validation split: no class has 2 images"
+    from helpers import image_folder
+
+    test = image_folder(tmp_path / "test1", ["0", "1", "2"], 1, size=12)
+    assert main(["eval", "--run", str(run), "--data", str(test), "--all-images", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 3 and report["classes"] == ["0", "1", "2"] and report["all_images"] is True
+    assert report["data_source"] == f"image folder {test}, every image"
+    # without --all-images a split is still needed, and one image is "1 image", not "1 images"
+    lone = image_folder(tmp_path / "lone", ["0"], 1, size=12)
+    with pytest.raises(UserError, match=r"no class has 2 images \(the most is 1, 1 image in all\)"):
+        evaluate(run=run, data=lone)
+
+
+def _tiny_googlenet(num_classes: int):
+    return create_model("googlenet", num_classes=num_classes, stem="low_res", depth_multiplier=0.125, min_depth=8)
+
+
+def test_weights_without_a_classifier_are_refused_not_scored_on_a_random_one(tmp_path):
+    from helpers import image_folder
+
+    state = {k: v for k, v in _tiny_googlenet(3).state_dict().items() if not k.startswith("head.fc.")}
+    path = tmp_path / "embedding.pth"
+    torch.save(state, path)
+    data = image_folder(tmp_path / "data", ["a", "b", "c"], 1, size=16)
+    with pytest.raises(UserError, match=rf"^{path} has no classifier \(an embedding or include_top=False file\), so "
+                                        rf"its class scores would be random; fine-tune it with train --weights, or "
+                                        rf"pass weights with a classifier$"):
+        evaluate(model="googlenet", weights=path, data=data, all_images=True, img_size=16, out=tmp_path / "out",
+                 model_kwargs=dict(stem="low_res", depth_multiplier=0.125, min_depth=8))
+    assert not (tmp_path / "out").exists()
+    # training keeps the file's body and a fresh classifier, with a warning: that is fine-tuning
+    with pytest.warns(UserWarning, match="has no classifier .*: the model's classifier keeps its initial weights"):
+        create_model("googlenet", num_classes=3, stem="low_res", depth_multiplier=0.125, min_depth=8, weights=path)
+
+
+def test_imagenet_weights_without_names_score_folders_named_by_imagenet_classes(tmp_path):
+    # "has a 1000-class classifier without class names ..., and inw has 3 classes": the package knows the names
+    from helpers import image_folder
+
+    model = _tiny_googlenet(1000)
+    with torch.no_grad():
+        model.head.fc.bias[2] = 100.0  # every image: class 2, ImageNet's "great white shark"
+    path = tmp_path / "imagenet.pth"  # no config.json beside it: no class names
+    torch.save(model.state_dict(), path)
+    data = image_folder(tmp_path / "inw", ["great_white_shark", "tench", "Tiger Shark"], 1, size=16)
+    kwargs = dict(model="googlenet", weights=path, all_images=True, img_size=16,
+                  model_kwargs=dict(stem="low_res", depth_multiplier=0.125, min_depth=8))
+    report = evaluate(data=data, out=tmp_path / "out", **kwargs)
+    assert report["per_class"] == {"Tiger Shark": 0.0, "great_white_shark": 100.0, "tench": 0.0}
+    assert report["model_classes"][:5] == ["tench", "goldfish", "great_white_shark", "Tiger Shark", "hammerhead"]
+    assert len(report["model_classes"]) == 1000 and report["top1"] == pytest.approx(100 / 3, abs=1e-3)
+    bad = image_folder(tmp_path / "wnids", ["n01440764", "tench", "kitty"], 1, size=16)
+    with pytest.raises(UserError, match=rf"^{bad} has 2 class folder\(s\) that are no ImageNet class \(kitty, "
+                                        r"n01440764\); the weights have ImageNet's 1000-class classifier without class "
+                                        r"names, so folders must be named by the ImageNet class names as predict "
+                                        r"prints them \(e\.g\. great_white_shark or 'great white shark'; WordNet ids "
+                                        r"such as n01440764 are not known here\)$"):
+        evaluate(data=bad, out=tmp_path / "bad", **kwargs)

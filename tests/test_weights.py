@@ -138,8 +138,28 @@ def test_facenet_file_needs_the_embedding_head(tmp_path):
     from facenet_pytorch import InceptionResnetV1
     path = save(InceptionResnetV1(classify=False).state_dict(), tmp_path / "facenet.pt")
     with pytest.raises(UserError, match=r"facenet-pytorch's InceptionResnetV1 with a 512-d embedding head: "
-                                        r"create_model\('inception_resnet_v1', embedding_dim=512, num_classes=0"):
+                                        r"use create_model\('inception_resnet_v1', embedding_dim=512, num_classes=0"):
         create_model("inception_resnet_v1", weights=path)
+
+
+def test_a_facenet_file_with_logits_counts_whole_heads_and_names_flags_on_the_command_line(tmp_path, capsys):
+    # "its head has 5 tensors, the model's 0" (the embeddings alone were counted), and a Python call as the CLI's fix
+    from facenet_pytorch import InceptionResnetV1
+    from PIL import Image
+
+    from inceptionlab.cli import main
+    path = save(InceptionResnetV1(classify=True, num_classes=10).state_dict(), tmp_path / "facenet.pth")
+    head = ("its head has 7 tensors, the model's 2; first difference at tensor 0: its last_linear.weight (512, 1792) "
+            "vs the model's head.fc.weight (1000, 1792); it is facenet-pytorch's InceptionResnetV1 with a 512-d "
+            "embedding head: ")
+    with pytest.raises(UserError) as err:
+        create_model("inception_resnet_v1", weights=path)
+    assert _one_line(err) == (f"{path} does not fit inception_resnet_v1: {head}use create_model('inception_resnet_v1', "
+                              f"embedding_dim=512, num_classes=10, weights=...)")
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    assert main(["predict", "--model", "inception_resnet_v1", "--weights", str(path), str(tmp_path / "a.png")]) == 2
+    assert capsys.readouterr().err == (f"inceptionlab predict: error: {path} does not fit inception_resnet_v1: {head}use "
+                                       f"--model inception_resnet_v1 --model-kwargs embedding_dim=512 num_classes=10\n")
 
 
 # ------------------------------------------------------------------ safety
@@ -298,6 +318,44 @@ def test_the_command_line_fix_for_a_class_count_names_what_was_given(tmp_path, c
                                  "--model-kwargs num_classes=5"}
 
 
+def test_switches_given_against_a_saved_folder_name_only_what_was_given(tmp_path, capsys):
+    # `predict --model RUN --model-kwargs depth_multiplier=0.5` said "this model has in_chans=3 aux_logits=False
+    # depth_multiplier=0.5: leave those out" (two of them the folder's), and num_classes=5 "reset_classifier(5)"
+    from PIL import Image
+
+    from inceptionlab.cli import main
+    from inceptionlab.models.weights import save_pretrained
+    folder = save_pretrained(create_model("googlenet", num_classes=3, stem="low_res", depth_multiplier=0.125,
+                                          min_depth=8), tmp_path / "saved")
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    api, cli = {}, {}
+    for given in ("stem=imagenet depth_multiplier=0.5", "min_depth=16", "num_classes=5"):
+        switches = dict(kv.split("=") for kv in given.split())
+        switches = {k: float(v) if k == "depth_multiplier" else int(v) if v.isdigit() else v for k, v in switches.items()}
+        with pytest.raises(UserError) as err:
+            create_model(str(folder), **switches)
+        api[given] = _one_line(err)
+        assert main(["predict", "--model", str(folder), str(tmp_path / "a.png"), "--model-kwargs", *given.split()]) == 2
+        cli[given] = capsys.readouterr().err.removeprefix("inceptionlab predict: error: ").strip()
+    assert api["min_depth=16"] == f"{folder} holds weights trained with min_depth=8; leave min_depth out (the folder sets it)"
+    assert cli["min_depth=16"] == (f"{folder} holds weights trained with min_depth=8; drop --model-kwargs min_depth=16 "
+                                   f"(the folder sets it)")
+    assert api["num_classes=5"] == (f"{folder} holds weights trained with num_classes=3; leave num_classes out (the "
+                                    f"folder sets it), then reset_classifier(5) for a new classifier")
+    assert cli["num_classes=5"] == (f"{folder} holds weights trained with num_classes=3; drop --model-kwargs "
+                                    f"num_classes=5 (the folder sets it); for a new 5-class classifier fine-tune it: "
+                                    f"inceptionlab train --weights {folder} --data DIR")
+    assert cli["stem=imagenet depth_multiplier=0.5"] == (
+        f"{folder} holds weights trained with stem=low_res depth_multiplier=0.125; drop --model-kwargs stem=imagenet "
+        f"depth_multiplier=0.5 (the folder sets them)")
+    # a switch the folder does not record (its default) counts too
+    default = save_pretrained(create_model("googlenet", num_classes=3, stem="low_res"), tmp_path / "default")
+    with pytest.raises(UserError) as err:
+        create_model(str(default), depth_multiplier=0.5)
+    assert _one_line(err) == (f"{default} holds weights trained with depth_multiplier=1.0; leave depth_multiplier "
+                              f"out (the folder sets it)")
+
+
 def test_1001_class_files_of_our_layout(tmp_path):
     small = dict(depth_multiplier=0.25, stem="low_res")
     src = create_model("inception_v4", num_classes=1001, **small)
@@ -317,11 +375,14 @@ def test_weights_of_a_run_name_the_switch_they_were_trained_with(tmp_path):
     create_model("inception_v3", **small).save_pretrained(tmp_path / "run", classes=["a", "b", "c"])
     weights, config = tmp_path / "run" / "model.safetensors", tmp_path / "run" / "config.json"
     for switch, fix in (("factorize_nxn", "the default factorize_nxn .*: leave factorize_nxn out"),
-                        ("factorize_5x5", "the default factorize_5x5 .*: leave factorize_5x5 out"),
-                        ("norm", "norm=True .*: pass --model-kwargs norm=True")):
+                        ("factorize_5x5", "the default factorize_5x5 .*: leave factorize_5x5 out")):
         with pytest.raises(UserError, match=rf"does not fit inception_v3: .*; the weights were trained with {fix}$") as info:
             create_model("inception_v3", weights=weights, **small, **{switch: False})
         assert f"({config})" in str(info.value)
+    # a switch the folder's weights were trained with at another value: what was given, and that the folder sets it
+    with pytest.raises(UserError, match=r"run holds weights trained with norm=True; leave norm out \(the folder sets "
+                                        r"it\)$"):
+        create_model("inception_v3", weights=weights, **small, norm=False)
 
 
 def test_reference_weights_in_a_network_that_uses_them_otherwise_warn(tmp_path):

@@ -19,8 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from inceptionlab.commands.summary import (add_model_kwargs, add_threads, apply_threads, check_size_flag, image_size,
-                                          parse_model_kwargs)
+from inceptionlab.commands.predict import add_no_ema
+from inceptionlab.commands.summary import add_model_kwargs, add_threads, apply_threads, check_size_flag, image_size
 from inceptionlab.errors import UserError
 from inceptionlab.files import why_not_writable
 
@@ -28,8 +28,9 @@ from inceptionlab.files import why_not_writable
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a registered model name, or a directory written by training (save_pretrained)")
     parser.add_argument("--weights", default=None,
-                        help="a state dict (.pth/.safetensors; ours, torchvision's or timm's); "
-                             "without it the model keeps its random initialization")
+                        help="a state dict (.pth/.safetensors; ours, torchvision's or timm's), or a training "
+                             "checkpoint (RUN/checkpoints/best.pt; one that kept an EMA means its EMA weights, "
+                             "--no-ema its raw ones); without it the model keeps its random initialization")
     parser.add_argument("--format", choices=("onnx", "pt2", "timm", "torchvision"), default=None,
                         help="default: by --out's suffix (.pt2 a torch.export program, else ONNX); timm or "
                              "torchvision: the weights as a state dict (.pth or .safetensors) in that library's "
@@ -42,12 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", action="store_true", help="skip running the exported file against PyTorch")
     parser.add_argument("--overwrite", action="store_true", help="replace a file already at --out (after the "
                                                                  "new one passed its check)")
+    add_no_ema(parser)
     add_threads(parser)
     add_model_kwargs(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from inceptionlab.models.registry import create_model, is_saved_folder
+    from inceptionlab.commands.predict import load_model, note_other_size
+    from inceptionlab.models.registry import is_saved_folder
     from inceptionlab.tools import export
 
     apply_threads(args)
@@ -70,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is not None and not Path(args.weights).exists():
         raise UserError(f"weights file {args.weights} does not exist; pass a .safetensors/.pth/.pt file or a run "
                         f"folder")
-    model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs)).eval()
+    model = load_model(args)[0].eval()
+    export.check_exportable(model)  # (before the random-weights note: a features_only model was refused after it)
     check_size_flag(model, args.size)
+    if args.weights is not None or is_saved_folder(args.model):  # (random weights have no size of their own)
+        note_other_size(model, args.size, trained=args.weights is None, what_for="its answers")
     if state_dict:
         from inceptionlab.models.layouts.reference import reference_name
         reference_name(model, args.format)  # another architecture or switches fail now, before any writing
@@ -108,12 +114,14 @@ def run(args: argparse.Namespace) -> int:
     path = export.export(model, args.out, args.format, args.size, check=None if args.no_check else check)
     size = args.size or model.pretrained_cfg["input_size"][-1]
     if state_dict:
-        from inceptionlab.models.layouts.reference import reference_name
+        from inceptionlab.models.layouts.reference import reference_constructor, reference_name
         name = reference_name(model, args.format)[1]
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {args.format}'s {name} state dict, "
               f"{model.num_classes} classes, input {size}x{size}, mean "
               f"{_rounded(model.pretrained_cfg.get('mean'))}, std {_rounded(model.pretrained_cfg.get('std'))} (not in "
               f"the file: give them to {args.format}'s preprocessing)")
+        # (torchvision's defaults, aux heads on, refused the file in a strict load)
+        print(f"load it into {reference_constructor(model, args.format)}")
     else:
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {args.format}, input N x {model.in_chans} x "
               f"{size} x {size} (N dynamic), batch norm folded")

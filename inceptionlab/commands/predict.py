@@ -13,6 +13,7 @@ are not readable images are reported (stderr, or ``"skipped"`` in the JSON) and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or a file that inceptionlab export wrote (.onnx, run in onnxruntime, or .pt2)")
     parser.add_argument("--weights", default=None,
                         help="a state dict file (.pth/.safetensors) for --model NAME, or a training checkpoint "
-                             "(RUN/checkpoints/best.pt: the best evaluation's weights; --model RUN alone uses the "
+                             "(RUN/checkpoints/best.pt: the best evaluation's weights; a checkpoint that kept an "
+                             "EMA means its EMA weights, --no-ema its raw ones; --model RUN alone uses the "
                              "run's final weights)")
     parser.add_argument("--top-k", type=positive_int, default=5, help="classes shown per image (default: 5)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default: 16)")
@@ -37,20 +39,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input size (default: the model's; --img-size as train and eval name it)")
     parser.add_argument("--json", action="store_true",
                         help='one JSON document on stdout, for machines: {"model", "weights" (the file used), '
+                             '"ema" (whether its EMA weights were used; null: not known, weights from elsewhere), '
                              '"results": [{"image", "predictions": [{"index", "class", "probability"}]}], '
                              '"skipped": [{"image", "error"}]}, in the order given; probabilities to 6 places')
+    add_no_ema(parser)
     add_threads(parser)
     add_model_kwargs(parser)
 
 
-def _note_other_size(model, size: int | None, trained: bool) -> None:
+def add_no_ema(parser: argparse.ArgumentParser) -> None:
+    """--no-ema, as eval has it: a checkpoint's raw weights (--weights meant its EMA whenever it kept one)."""
+    parser.add_argument("--no-ema", dest="ema", action="store_false",
+                        help="use the raw weights, not the EMA, of a run that kept one (train --ema-decay): a "
+                             "checkpoint's 'model' weights. With --model RUN_DIR its latest checkpoint, the final "
+                             "step of a finished run (model.safetensors holds that step's EMA); for another, e.g. "
+                             "the best, pass --weights RUN_DIR/checkpoints/best.pt --no-ema")
+
+
+def load_model(args: argparse.Namespace, classifier: bool = False):
+    """(model, weights file used: None for none) of --model, --weights, --no-ema and --model-kwargs;
+    errors in the command line's terms. ``classifier``: weights without one are refused (its class
+    scores would be random)."""
+    from inceptionlab.models.registry import _saved_directory, create_model, is_saved_folder
+    from inceptionlab.models.weights import classifier_required, in_command_line_terms
+    from inceptionlab.train.evaluation import raw_weights
+
+    name, weights = args.model, args.weights
+    used = weights if weights is not None else Path(name) / "model.safetensors" if is_saved_folder(name) else None
+    with in_command_line_terms(), classifier_required() if classifier else contextlib.nullcontext():
+        if not args.ema:  # the checkpoint's 'model' entry, in memory: the file itself loads as its EMA
+            used, weights = raw_weights(args.model, args.weights)
+            name = str(_saved_directory(args.model, args.weights) or args.model)
+        model = create_model(name, weights=weights, **parse_model_kwargs(args.model_kwargs))
+    return model, None if used is None else str(used)
+
+
+def note_other_size(model, size: int | None, trained: bool, what_for: str = "predictions") -> None:
     """A note on stderr for ``--size`` other than the model's own input size (it was silent: a run
-    trained at 28x28 and asked at 64x64 answers, often worse)."""
+    trained at 28x28 and asked at 64x64 answers, often worse). ``what_for``: what will run at that size."""
     own = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
     if size is None or not own or tuple(own[-2:]) == (size, size):
         return
     what = "its config.json's, the size it was trained at" if trained else "its configured input size"
-    print(f"note: --size {size}: the model's input size is {own[-2]}x{own[-1]} ({what}); predictions at another "
+    print(f"note: --size {size}: the model's input size is {own[-2]}x{own[-1]} ({what}); {what_for} at another "
           f"size may be worse: drop --size to use it", file=sys.stderr)
 
 
@@ -62,10 +93,10 @@ def run(args: argparse.Namespace) -> int:
     apply_threads(args)
     exported = Path(args.model).suffix.lower() in EXPORTED_SUFFIXES
     if exported:  # an export holds its weights, switches, preprocessing and class names
-        if args.weights is not None or args.model_kwargs:
-            raise UserError(f"{args.model} is an export: it holds its weights and switches; drop --weights "
-                            f"and --model-kwargs")
-        model = ExportedClassifier(args.model)
+        if args.weights is not None or args.model_kwargs or not args.ema:
+            raise UserError(f"{args.model} is an export: it holds its weights and switches; drop --weights"
+                            f"{', --no-ema' if not args.ema else ''} and --model-kwargs")
+        model, used = ExportedClassifier(args.model), args.model
     elif args.weights is None and not is_saved_folder(args.model):
         if args.model not in list_models():
             create_model(args.model)  # an unknown name: its error, with the closest names
@@ -73,11 +104,11 @@ def run(args: argparse.Namespace) -> int:
                   if Path(args.model).is_dir() else ", or pass a directory written by training as --model")
         raise UserError(f"--model {args.model} needs --weights FILE (predictions of random weights mean "
                         f"nothing){folder}")
-    else:
-        model = create_model(args.model, weights=args.weights, **parse_model_kwargs(args.model_kwargs))
+    else:  # (weights without a classifier ran on a random one, with a warning)
+        model, used = load_model(args, classifier=True)
     check_size_flag(model, args.size)
     if not exported:  # (an export refuses another size itself)
-        _note_other_size(model, args.size, trained=args.weights is None)
+        note_other_size(model, args.size, trained=args.weights is None)
     options = dict(top_k=args.top_k, batch_size=args.batch_size, size=args.size, fast=not exported)
     classes = getattr(model, "num_classes", None)
     if classes and args.top_k > classes:  # (it showed fewer rows without a word)
@@ -85,9 +116,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if args.json:
         preds = predict(model, args.images, **options)
-        used = (args.weights if args.weights is not None else args.model if exported else
-                str(Path(args.model) / "model.safetensors"))  # a folder written by training or save_pretrained
-        doc = {"model": args.model, "weights": used,
+        from inceptionlab.train.evaluation import weights_kept_ema
+
+        ema = None if exported else weights_kept_ema(used) if args.ema else False  # as eval.json says it
+        doc = {"model": args.model, "weights": used, "ema": ema,
                "results": [p.as_dict() for p in preds.results],
                "skipped": [{"image": str(path), "error": reason} for path, reason in preds.skipped]}
         print(json.dumps(doc, indent=1))

@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 DEFAULT_VAL_SPLIT = 0.2
+NO_HOLD_OUT = 0.0  # the val_split of build_datasets(hold_out=False): nothing held out
 Transform = Callable[[Image.Image], object]
 
 
@@ -188,14 +189,19 @@ def build_datasets(
     limit_per_class: int | None = None,
     val_limit_per_class: int | None = None,
     min_classes: int = 2,
+    hold_out: bool = True,
 ) -> DatasetSplits:
     """Train and val datasets for `data` (see the module docstring for the sources).
+    ``hold_out=False`` holds out no validation split (every image is in train, a val/ folder or CIFAR's
+    test batch in val): for `DatasetSplits.every_image`, which a folder of one image per class can give.
 
     Raises UserError, before any image is decoded, for: a missing folder; no class folders;
     an empty class folder; a single class; val/ classes that differ from train/; a val_split
     outside (0, 1); a limit_per_class or val_limit_per_class below 1.
     """
     _check_val_split(val_split)
+    if not hold_out:
+        val_split = NO_HOLD_OUT  # (after the check, which refuses 0 from users)
     _check_limit(limit_per_class)
     _check_limit(val_limit_per_class, "val_limit_per_class")
     if data is None:
@@ -293,7 +299,7 @@ def _cifar_splits(root, folder, layout, train_tf, eval_tf, val_split, seed) -> D
     arrays = read_cifar(folder, layout)
     pool = ArrayImageDataset(arrays.train_images, arrays.train_labels, arrays.classes)
     source = f"{layout.name} {layout.format} in {folder}"
-    if arrays.test_images is not None and val_split is None:
+    if arrays.test_images is not None and _val_folder_kept(val_split):
         train = pool.subset(range(len(pool)), train_tf)
         val = ArrayImageDataset(arrays.test_images, arrays.test_labels, arrays.classes, eval_tf)
         how = f"val: {layout.test_file}"
@@ -317,7 +323,7 @@ def _split_folder_splits(train_dir, val_dir, ignored, train_tf, eval_tf, val_spl
     classes, samples = scan_class_folders(train_dir, min_classes=min_classes, identities=train_ids)
     # a val/ that an explicit val_split leaves unused is not read (its classes were checked, and refused)
     val_samples = (scan_class_folders(val_dir, classes, identities=val_ids)[1]
-                   if val_dir is not None and val_split is None else None)
+                   if val_dir is not None and _val_folder_kept(val_split) else None)
     if val_samples:
         shared = shared_files(train_ids, val_ids)
         if shared:
@@ -328,7 +334,7 @@ def _split_folder_splits(train_dir, val_dir, ignored, train_tf, eval_tf, val_spl
                             f"to hold out part of train/")
     pool = ImageFileDataset(samples, classes, strict=strict, root=train_dir)
     source = f"image folder {train_dir.parent}"
-    if val_samples is not None and val_split is None:
+    if val_samples is not None and _val_folder_kept(val_split):
         train = pool.subset(range(len(pool)), train_tf)
         val = ImageFileDataset(val_samples, classes, eval_tf, strict=strict, root=val_dir)
         how = f"train/ and {val_dir.name}/"
@@ -351,14 +357,22 @@ def _class_folder_splits(root, train_tf, eval_tf, val_split, seed, strict, min_c
     return DatasetSplits(train, val, classes, f"image folder {root} ({how})", origin=f"image folder {root}")
 
 
+def _val_folder_kept(val_split) -> bool:
+    """Whether a val/ (test/) folder or CIFAR's test batch is the val split: unless a val_split holds
+    out part of train instead (no hold-out at all keeps it: every image is scored)."""
+    return val_split is None or val_split == NO_HOLD_OUT
+
+
 def _hold_out(pool, val_split, seed, train_tf, eval_tf):
     """(train, val, description): a stratified, seeded `val_split` (default 0.2) of `pool`."""
+    if val_split == NO_HOLD_OUT:  # every image scored: no split to hold out (a class of 1 image was refused)
+        return pool.subset(range(len(pool)), train_tf), pool.subset([], eval_tf), "every image, none held out"
     fraction = DEFAULT_VAL_SPLIT if val_split is None else val_split
     train_idx, val_idx = stratified_split(pool.targets, fraction, seed, _keys(pool))
     if len(val_idx) == 0:
         counts = np.bincount(np.asarray(pool.targets))
         raise UserError(f"too few images to hold out a validation split: no class has 2 images (the most is "
-                        f"{int(counts.max())}, {len(pool)} images in all); add images (at least 2 per class) or "
+                        f"{int(counts.max())}, {len(pool)} image{'s' * (len(pool) != 1)} in all); add images (at least 2 per class) or "
                         f"provide a val/ folder")
     how = f"val: {fraction * 100:g}% held out, stratified, seed {seed}"
     classes = len(np.unique(np.asarray(pool.targets)))

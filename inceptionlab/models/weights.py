@@ -30,9 +30,11 @@ Loading never runs code: safetensors, HDF5 read as arrays, or ``torch.load(weigh
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -432,6 +434,30 @@ def _classes(classifier: list) -> int:
     return classifier[0][1].shape[0] if classifier else 0
 
 
+class NoClassifierWarning(UserWarning):
+    """Weights without a classifier loaded into a model with one: its classifier keeps its random
+    initialization (right for fine-tuning, where a fresh head is intended)."""
+
+    def __init__(self, path) -> None:
+        super().__init__(f"{path} has no classifier (an embedding or include_top=False file): the model's "
+                         f"classifier keeps its initial weights")
+        self.path = path
+
+
+@contextlib.contextmanager
+def classifier_required():
+    """Weights loaded inside refuse to leave the model's classifier random: predict and eval, whose
+    class scores would mean nothing (they ran on a random head, with a warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoClassifierWarning)
+        try:
+            yield
+        except NoClassifierWarning as missing:
+            raise UserError(f"{missing.path} has no classifier (an embedding or "
+                            f"include_top=False file), so its class scores would be random; fine-tune it with "
+                            f"train --weights, or pass weights with a classifier") from None
+
+
 def map_classifier(theirs: list, ours: list, what: str, path, model) -> dict:
     """Maps a classifier (weight, bias): the class counts must agree, except TF-slim's 1001 classes
     (background first) into a 1000-class model. A file without classifier, or a model without one,
@@ -439,8 +465,9 @@ def map_classifier(theirs: list, ours: list, what: str, path, model) -> dict:
     if not ours:
         return {}  # num_classes=0: the file's classifier is not needed
     if not theirs:
-        warnings.warn(f"{path} has no {what} (an embedding or include_top=False file): the model's "
-                      f"{what} keeps its initial weights", stacklevel=4)
+        warnings.warn(NoClassifierWarning(path) if what == "classifier" else
+                      f"{path} has no {what} (an embedding or include_top=False file): the model's {what} keeps "
+                      f"its initial weights", stacklevel=4)
         return {}
     t_classes, o_classes = _classes(theirs), _classes(ours)
     (_, tw), (_, tb) = theirs
@@ -459,12 +486,12 @@ def _map_head(theirs: list, ours: list, what: str, path, model, layout: str = "r
     if layout == "facenet" and not o_pre:
         embedding = t_pre[0][1].shape[0] if t_pre else 512
         fix = (f"it is facenet-pytorch's InceptionResnetV1 with a {embedding}-d embedding head: "
-               f"create_model('inception_resnet_v1', embedding_dim={embedding}, "
+               f"use create_model('inception_resnet_v1', embedding_dim={embedding}, "
                f"num_classes={_classes(t_cls)}, weights=...)")
     elif o_pre and not t_pre:
         fix = "the model has an embedding head the file lacks: drop embedding_dim"
-    if bool(t_cls) != bool(o_cls) and len(t_pre) != len(o_pre):
-        return _match(theirs, ours, what, path, model, fix=fix)  # a broken classifier: count it whole
+    if len(t_pre) != len(o_pre):  # an embedding on one side, or a broken classifier: count the heads whole
+        return _match(theirs, ours, what, path, model, fix=fix)  # (it counted the embeddings: "the model's 0")
     mapped = _match(t_pre, o_pre, what, path, model, fix=fix)
     mapped.update(map_classifier(t_cls, o_cls, "classifier" if what == "head" else what, path, model))
     return mapped
@@ -724,6 +751,9 @@ def save_pretrained(model, directory, classes: list[str] | None = None) -> Path:
         raise UserError(f"cannot save in {directory}: {why_not_writable(directory, exc)}; pass a folder "
                         f"(save_pretrained writes config.json and model.safetensors in it)") from None
     cfg = model.pretrained_cfg
+    if classes is None and cfg.get("classes") is not None and len(cfg["classes"]) != model.num_classes:
+        raise UserError(f"the model's pretrained_cfg lists {len(cfg['classes'])} class names for its "
+                        f"{model.num_classes}-class classifier; pass classes=[...] with one name per output")
     switches = {**cfg.get("switches", {}), "num_classes": model.num_classes, "in_chans": model.in_chans}
     if not model.has_aux and "aux_logits" in model_entry(model.name).switches:
         switches["aux_logits"] = False  # after drop_aux_heads (the switch still said the heads were there)
@@ -823,6 +853,63 @@ def trained_preprocessing(weights) -> dict | None:
             if k in ("mean", "std", "input_space", "input_range")} or None
 
 
+class FixInPython(UserError):
+    """A UserError whose fix is a Python call; ``command_line`` is the message with the command line's fix."""
+
+    def __init__(self, message: str, command_line: str) -> None:
+        super().__init__(message)
+        self.command_line = command_line
+
+
+def _against_the_folder(directory, arch: str, saved: dict, overrides: dict) -> FixInPython | None:
+    """The error for switches ``overrides`` that differ from those a saved folder's weights were
+    trained with (``saved``, and the defaults of those it does not record); None if none differ."""
+    try:
+        trained = {**_switch_values(arch, **saved)[1], **saved}
+    except (UserError, TypeError, ValueError):
+        trained = saved
+    # a default the folder does not record and that resolves per family (None) is not named here: the
+    # loader's own message says which default ("trained with factorize_nxn=None" said nothing)
+    differ = [k for k, v in overrides.items() if k in trained and trained[k] != v
+              and (k in saved or trained[k] is not None)]
+    if not differ:
+        return None
+    was = " ".join(f"{k}={trained[k]}" for k in differ)
+    given = " ".join(f"{k}={overrides[k]}" for k in differ)
+    new_classes = overrides.get("num_classes") if "num_classes" in differ else None
+    then = f", then reset_classifier({new_classes}) for a new classifier" if new_classes else ""
+    train = (f"; for a new {new_classes}-class classifier fine-tune it: inceptionlab train --weights {directory} "
+             f"--data DIR" if new_classes else "")
+    return FixInPython(f"{directory} holds weights trained with {was}; leave {', '.join(differ)} out (the folder "
+                       f"sets {'it' if len(differ) == 1 else 'them'}){then}",
+                       f"{directory} holds weights trained with {was}; drop --model-kwargs {given} (the folder "
+                       f"sets {'it' if len(differ) == 1 else 'them'}){train}")
+
+
+# an API fix naming create_model's arguments: on the command line, --model and --model-kwargs
+_CREATE_MODEL_FIX = re.compile(r"create_model\('([\w.]+)'((?:, \w+=[^,()]+)*), weights=\.\.\.\)( \(or --model \1\))?")
+
+
+def command_line_message(error: UserError) -> str:
+    """``error``'s message with the command line's fix where the API's is a Python call."""
+    message = getattr(error, "command_line", None) or str(error)
+    return _CREATE_MODEL_FIX.sub(lambda found: f"--model {found[1]}" + (
+        f" --model-kwargs {' '.join(arg.strip() for arg in found[2].split(',') if arg.strip())}" if found[2] else ""),
+        message)
+
+
+@contextlib.contextmanager
+def in_command_line_terms():
+    """Errors raised inside name the command line's fix (--model, --model-kwargs), not Python calls."""
+    try:
+        yield
+    except UserError as error:
+        message = command_line_message(error)
+        if message == str(error):
+            raise
+        raise UserError(message) from None
+
+
 def from_pretrained(directory, weights=None, **overrides):
     """The model saved by ``save_pretrained`` in ``directory`` (switches in ``overrides`` win),
     with the weights of the file ``weights`` (or a state dict in memory) instead of the directory's own
@@ -851,17 +938,11 @@ def from_pretrained(directory, weights=None, **overrides):
     model = create_model(arch, **switches)
     try:
         load_weights(model, weights)
-    except UserError:
-        # a switch given here against the folder's own: its error told the API and the CLI fix at once
-        saved = config["switches"]
-        differ = [k for k, v in overrides.items() if k in saved and saved[k] != v]
-        if not differ:
-            raise
-        was = " ".join(f"{k}={saved[k]}" for k in differ)
-        then = (f", then reset_classifier({overrides['num_classes']}) for a new classifier"
-                if "num_classes" in differ else "")
-        raise UserError(f"{directory} holds weights trained with {was}; leave {', '.join(differ)} out (the folder "
-                        f"sets it){then}") from None
+    except UserError as failed:
+        # a switch given here against the folder's own (or its default: "this model has in_chans=3
+        # aux_logits=False depth_multiplier=0.5", two of them the folder's): what was given, in the API's
+        # terms and the command line's
+        raise _against_the_folder(directory, arch, config["switches"], overrides) or failed from None
     derived = ("input_size", "mean", "std") if {"in_chans", "stem"} & set(overrides) else ()
     for key, value in preprocessing.items():
         if key not in derived:  # the saved convention, unless an override changed the input

@@ -114,6 +114,11 @@ def iter_predictions(model: nn.Module, paths: Iterable, *, top_k: int = 5, batch
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     if size is not None and size < 1:
         raise UserError(f"size must be >= 1 pixel, got {size}")
+    from inceptionlab.models.base import FeatureExtractor
+
+    if isinstance(model, FeatureExtractor):  # (a traceback: "'list' object has no attribute 'float'")
+        raise UserError("a features_only model gives a list of feature maps, not class scores; predict needs the "
+                        "model with its classifier: drop features_only")
     if getattr(model, "num_classes", None) == 0:
         raise UserError(f"{getattr(model, 'name', 'the model')} has no classifier (num_classes=0): its outputs are "
                         f"pooled features, not class scores; predict needs a model with a classifier")

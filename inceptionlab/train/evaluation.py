@@ -164,6 +164,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         raise UserError("evaluate needs either run=RUN_DIR or model=NAME (with weights=FILE), "
                         + ("not both" if run is not None else "got neither"))
     amp = amp_setting(amp)  # before the work: any value had meant bf16, "false" too
+    if all_images and val_split is not None:
+        raise UserError("all_images scores every image, so a val_split would not be used; drop one of them")
     other_data = False  # a run scored on a folder it was not trained on
     if run is not None:
         # the run's own weights, switches, size, split and seed: refused rather than ignored (they were,
@@ -235,21 +237,27 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     cfg = cfg.replace(weights=None, augment=False)
     trained_from = weights_file if weights_file is not None else (model if is_saved_folder(model) else None)
     trained = trained_classes(Path(trained_from)) if trained_from is not None else None
+    count = _unnamed_classifier_size(weights_file) if weights_file is not None and trained is None else None
     source = str(cfg.data) if cfg.data else "the embedded digits"
+
+    def model_classes(splits) -> list[str]:
+        """The weights' classes, named as the data names them where it has them."""
+        if count == 1000:  # ImageNet's classifier: its classes by the names predict prints
+            return _imagenet_classes_of(splits.classes, source)
+        return _check_classes(trained, splits.classes, source) or splits.classes
     # weights of named classes: the model keeps all of them, and the data's classes (all of them, or
     # some, in any order) are scored by name
+    named = trained is not None or count == 1000
+    # (--all-images holds nothing out: a test folder of one image per class was refused, "too few images to
+    # hold out a validation split")
     splits, net, size = build_model_and_data(
-        cfg, classes_of=lambda splits: len(_check_classes(trained, splits.classes, source) or splits.classes),
-        pretrained=pretrained, min_classes=1 if trained else 2)  # named classes: a folder of one is a test
-    classes = trained or splits.classes
+        cfg, classes_of=lambda splits: len(model_classes(splits)), pretrained=pretrained,
+        min_classes=1 if named else 2, hold_out=not all_images)  # named classes: a folder of one is a test
+    classes = model_classes(splits)
     label_map = None
     if classes != splits.classes:
         label_map = torch.tensor([classes.index(name) for name in splits.classes])
     if weights_file is not None and trained is None:
-        from inceptionlab.models.weights import classifier_size
-
-        count = classifier_size(Path(weights_file) / "model.safetensors" if Path(weights_file).is_dir()
-                                else weights_file)
         if count is not None and count != len(classes):  # its fix, num_classes, met "taken from the data"
             raise UserError(f"{weights_file} has a {count}-class classifier without class names (no config.json "
                             f"beside it), and {source} has {len(classes)} classes: unnamed classes are scored by "
@@ -271,8 +279,6 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
 
     scored, source = splits.val, splits.source
     if all_images:
-        if val_split is not None:
-            raise UserError("all_images scores every image, so a val_split would not be used; drop one of them")
         scored = splits.every_image()
         source = f"{splits.origin}, every image"  # (a count here included the unreadable files)
     if limit_per_class is not None:
@@ -323,6 +329,46 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
             shown = "-" if accuracy[name] is None else f"{accuracy[name]:6.2f}%"
             print(f"  {name:<{width}}  {shown}")
     return report
+
+
+def _unnamed_classifier_size(weights_file) -> int | None:
+    """The class count of a weights file's classifier (None: it has none), 1000 for TF-slim's 1001
+    (its background class is dropped on load)."""
+    from inceptionlab.models.weights import classifier_size
+
+    count = classifier_size(Path(weights_file) / "model.safetensors" if Path(weights_file).is_dir() else weights_file)
+    return 1000 if count == 1001 else count
+
+
+def _imagenet_key(name: str) -> str:
+    """A class name as folders and ImageNet's list both write it: case, "_" and " " aside."""
+    return name.replace("_", " ").casefold()
+
+
+def _imagenet_classes_of(data_classes: list[str], source: str) -> list[str]:
+    """ImageNet's 1000 class names (those predict prints), each of the data's class folders in its
+    place under the folder's own name (great_white_shark for "great white shark"); a one-line error
+    for folders of no ImageNet name, or of a name ImageNet gives two classes (crane, maillot)."""
+    from inceptionlab.tools.predict import imagenet_classes
+
+    names = list(imagenet_classes())
+    unknown, twice = [], []
+    for folder in data_classes:
+        places = [i for i, name in enumerate(names) if name == folder] or \
+                 [i for i, name in enumerate(names) if _imagenet_key(name) == _imagenet_key(folder)]
+        if len(places) == 1:
+            names[places[0]] = folder
+        else:
+            (twice if places else unknown).append(folder)
+    if unknown:
+        raise UserError(f"{source} has {len(unknown)} class folder(s) that are no ImageNet class ({listed(unknown)}); "
+                        f"the weights have ImageNet's 1000-class classifier without class names, so folders must be "
+                        f"named by the ImageNet class names as predict prints them (e.g. great_white_shark or "
+                        f"'great white shark'; WordNet ids such as n01440764 are not known here)")
+    if twice:
+        raise UserError(f"{source} has class folder(s) named like two ImageNet classes ({listed(twice)}), which "
+                        f"cannot be told apart by name; leave them out of the data")
+    return names
 
 
 def _run_weights(run: Path, data, ema: bool = True) -> tuple:
@@ -385,11 +431,11 @@ def _raw_weights_checkpoint(model, weights, trained_run: Path | None):
 
     if weights is not None:
         if not _is_checkpoint(weights):
-            raise UserError(f"--no-ema scores the raw weights of a checkpoint (RUN/checkpoints/*.pt keeps them "
+            raise UserError(f"--no-ema takes the raw weights of a checkpoint (RUN/checkpoints/*.pt keeps them "
                             f"beside the EMA); {weights} holds one set of weights: drop --no-ema, or pass a checkpoint")
         return weights
     if trained_run is None:
-        raise UserError(f"--no-ema scores the raw weights of a checkpoint, and {model} is not a training run; "
+        raise UserError(f"--no-ema takes the raw weights of a checkpoint, and {model} is not a training run; "
                         f"pass --weights RUN/checkpoints/FILE.pt, or drop --no-ema")
     if not _run_kept_ema(trained_run):
         raise UserError(f"{trained_run} kept no EMA (it trained without ema_decay), so its weights are the raw "
@@ -397,23 +443,22 @@ def _raw_weights_checkpoint(model, weights, trained_run: Path | None):
     latest = CheckpointDir(trained_run / "checkpoints").latest()
     if latest is None:
         raise UserError(f"{trained_run} has no checkpoint, and only checkpoints keep the raw weights beside the "
-                        f"EMA (model.safetensors is the EMA); drop --no-ema to score the EMA weights")
+                        f"EMA (model.safetensors is the EMA); drop --no-ema to use the EMA weights")
     return latest
 
 
 def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int, ema: bool = True) -> bool | None:
     """Loads ``path`` into ``net``; for a checkpoint, returns whether its EMA weights were loaded (they
     are, where it kept them, unless ``ema`` is False); None for a weights file, which holds one set."""
-    from inceptionlab.models.weights import load_weights
+    from inceptionlab.models.weights import classifier_required, load_weights
     from inceptionlab.train.checkpoint import load_checkpoint
 
     path = Path(path)
     if _is_checkpoint(path):
         state = load_checkpoint(path)
         use_ema = ema and state.get("ema") is not None
-        if not ema and state.get("ema") is None:
-            raise UserError(f"checkpoint {path} kept no EMA (its run trained without ema_decay), so its weights "
-                            f"are the raw ones already; drop --no-ema")
+        if not ema:
+            _check_kept_ema(state, path)
         try:
             net.load_state_dict(state["ema"] if use_ema else state["model"])
         except RuntimeError:  # (a dump of every mismatched key before)
@@ -425,8 +470,42 @@ def _load_eval_weights(net: nn.Module, path, cfg, num_classes: int, ema: bool = 
                             + f"; evaluate it with --model {run} --weights {path} (and --data)") from None
         return use_ema
     file = path / "model.safetensors" if path.is_dir() else path
-    load_weights(net, file)
+    with classifier_required():  # (a file without one was scored on a random classifier, with a warning)
+        load_weights(net, file)
     return None
+
+
+def _check_kept_ema(state: dict, path) -> None:
+    """A one-line error for ``ema=False`` on a checkpoint that kept no EMA: its weights are the raw ones."""
+    if state.get("ema") is None:
+        raise UserError(f"checkpoint {path} kept no EMA (its run trained without ema_decay), so its weights "
+                        f"are the raw ones already; drop --no-ema")
+
+
+def raw_weights(model, weights) -> tuple[Path, dict]:
+    """(checkpoint, its raw weights, not the EMA) that ``ema=False`` (--no-ema) means for ``model``
+    (a run folder: its latest checkpoint) or ``weights`` (a checkpoint), as eval takes them; a
+    one-line error where they are not beside an EMA. For predict and export, which loaded a
+    checkpoint's EMA whenever it had one."""
+    from inceptionlab.train.checkpoint import load_checkpoint
+
+    trained_run = _run_folder(weights) if weights is not None else _run_folder(model)
+    path = Path(_raw_weights_checkpoint(model, weights, trained_run))
+    state = load_checkpoint(path)
+    _check_kept_ema(state, path)
+    return path, state["model"]
+
+
+def weights_kept_ema(path) -> bool | None:
+    """Whether the weights in ``path`` are an EMA: a checkpoint's where it kept one (they are the
+    ones loaded), a run's model.safetensors where the run kept one; None for weights from elsewhere."""
+    from inceptionlab.train.checkpoint import load_checkpoint
+
+    path = Path(str(path))
+    if _is_checkpoint(path):
+        return load_checkpoint(path).get("ema") is not None
+    run = _run_folder(path)
+    return _run_kept_ema(run) if run is not None else None
 
 
 def write_confusion(confusion: torch.Tensor, classes: list[str], out, rows: list[str] | None = None) -> tuple[Path, Path]:
