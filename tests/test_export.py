@@ -151,7 +151,8 @@ def test_cli_export_bad_input(tmp_path, capsys):
     assert f"{tmp_path} is a folder; name the file to write, e.g. {tmp_path / 'model.onnx'}" in capsys.readouterr().err
     # `--out run/model.safetensors` wrote ONNX over the trained weights
     assert main(["export", "googlenet", "--weights", str(weights), "--out", str(tmp_path / "model.safetensors")]) == 2
-    assert "an ONNX file's name ends in .onnx, got model.safetensors; name it" in capsys.readouterr().err
+    assert ("model.safetensors names a state dict: pass --format timm or --format torchvision for one in their key "
+            "layout, or name a .onnx or .pt2 file to export the network") in capsys.readouterr().err
     assert main(["export", "googlenet", "--out", "/dev/null/g.onnx", "--no-check"]) == 2
     assert "cannot write in /dev/null" in capsys.readouterr().err
     # the fixes of the command line, not of the API: a larger --size (not "resize the images up"), a model
@@ -336,12 +337,18 @@ def test_benchmark_times_an_exported_file_as_it_is(tmp_path, capsys, monkeypatch
 def test_weights_written_in_a_reference_layout_load_strictly_into_its_model(library, name, switches, size):
     """``reference_state_dict``: our weights under timm's or torchvision's keys; their own model
     loads them with strict=True (batch norm counters and aux heads included) and gives our logits."""
-    from inceptionlab.models.layouts.reference import reference_model, reference_state_dict
+    import timm
+    import torchvision
+
+    from inceptionlab.models.layouts.reference import reference_constructor, reference_state_dict
 
     torch.manual_seed(0)
     model = randomize_bn(create_model(name, num_classes=7, **switches)).eval()
     state = reference_state_dict(model, library)
-    theirs = reference_model(model, library).eval()
+    built = reference_constructor(model, library)  # what export prints: the call that takes the file
+    assert built.startswith({"timm": f"timm.create_model('{name}', num_classes=7",
+                             "torchvision": f"torchvision.models.{name}(num_classes=7"}[library])
+    theirs = eval(built, {"timm": timm, "torchvision": torchvision}).eval()
     theirs.load_state_dict(state, strict=True)
     assert list(state) == list(theirs.state_dict())  # their keys, in their order
     x = torch.randn(2, switches.get("in_chans", 3), size, size)
@@ -364,7 +371,8 @@ def test_cli_export_weights_for_timm(tmp_path, capsys):
     assert printed[0].startswith(f"wrote {out} (") and printed[0].endswith(
         "MB): timm's inception_v4 state dict, 3 classes, input 299x299, mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5) "
         "(not in the file: give them to timm's preprocessing)")
-    assert printed[1].startswith("checked: timm's InceptionV4 with the file loaded (strict) against PyTorch, "
+    assert printed[1] == "load it into timm.create_model('inception_v4', num_classes=3)"
+    assert printed[2].startswith("checked: timm's InceptionV4 with the file loaded (strict) against PyTorch, "
                                  "max |logit difference| 0.00e+00")
     theirs = timm.create_model("inception_v4", num_classes=3)
     theirs.load_state_dict(read_state_dict(out), strict=True)
@@ -377,7 +385,7 @@ def test_cli_export_weights_for_timm(tmp_path, capsys):
              "timm's inception_v4 is the standard network, not one with depth_multiplier=0.5"),
             (["inception_v4", "--format", "timm", "--out", "v.onnx"],
              "a timm state dict is written as .safetensors, or by torch.save as .pth, .pt or .bin; got v.onnx: name it"),
-            (["inception_v4", "--out", "v.pth"], "v.pth names a state dict: say whose key layout with --format timm"),
+            (["inception_v4", "--out", "v.pth"], "v.pth names a state dict: pass --format timm or --format torchvision"),
             (["inception_v4", "--format", "timm", "--out", "v.pth", "--size", "160"],
              "--size sets an export's fixed input size; a timm state dict has none: drop --size")):
         argv[argv.index("--out") + 1] = str(tmp_path / argv[argv.index("--out") + 1])

@@ -1027,6 +1027,8 @@ def test_tracing_and_endpoints_refusals_name_what_works():
                                         r"maxpool_5a_3x3 as one, and keeps only maxpool_5a_3x3's output; ask the "
                                         r"model before optimize_for_inference for conv2d_2b_3x3$"):
         fast.forward_endpoints(x, fast.feature_info.module_name())
+    with pytest.raises(UserError, match=r"^an optimize_for_inference model does not trace with torch.jit.trace"):
+        torch.jit.trace(fast, x)
 
 
 def test_register_model_keeps_the_built_in_names_and_fills_a_card_without_mean():

@@ -311,7 +311,7 @@ def test_cli_benchmark_writes_csv(tmp_path, capsys):
     # a second benchmark adds its rows (it replaced the file, losing the first one's)
     assert main(["benchmark", "--models", "googlenet", "--img-size", "64", "--batch-size", "3", "--warmup", "0",
                  "--iters", "1", "--out", str(out), "--model-kwargs", "depth_multiplier=0.25"]) == 0
-    assert "(1 rows added to its 2)" in capsys.readouterr().out
+    assert "(1 row added to its 2)" in capsys.readouterr().out
     assert [r["batch"] for r in csv.DictReader(out.open())] == ["1", "2", "3"]
     # a file that is not a benchmark CSV, a folder or an unwritable place: refused before any timing
     (tmp_path / "notes.csv").write_text("name,value\nx,1\n")

@@ -50,14 +50,14 @@ def apply_threads(args: argparse.Namespace) -> None:
         set_threads(args.threads, processes=1)
 
 
-def check_size_flag(model, size: int | None) -> None:
+def check_size_flag(model, size: int | None, suggest_low_res: bool = False) -> None:
     """``--size`` below the model's smallest input: the fix is a larger --size (predict and export
     resize the images themselves), where the model's own error says to resize the images."""
     smallest = getattr(model, "min_input_size", None)
     if size is not None and isinstance(smallest, int) and size < smallest:
         hint = ""
-        if getattr(getattr(model, "switches", None), "stem", None) == "imagenet":  # (summary said "use stem='low_res'")
-            hint = ", or --model-kwargs stem=low_res for small images (a new network: not for trained weights)"
+        if suggest_low_res and getattr(getattr(model, "switches", None), "stem", None) == "imagenet":
+            hint = ", or --model-kwargs stem=low_res for small images"  # (summary said "use stem='low_res'")
         raise UserError(f"--size {size} is below {getattr(model, 'name', 'the model')}'s smallest input, "
                         f"{smallest}x{smallest}: pass --size {smallest} or more{hint}")
 
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
               else summary.format_factorization(explained))
         return 0
     model = summary.build_on_meta(args.model, **switches)
-    check_size_flag(model, args.size)
+    check_size_flag(model, args.size, suggest_low_res=True)  # (another network, where no weights are involved)
     size = args.size or model.pretrained_cfg["input_size"][-1]
     rows = summary.model_summary(model, size)
     aux_note = None

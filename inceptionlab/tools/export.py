@@ -46,13 +46,18 @@ def output_name(model: nn.Module) -> str:
 MAX_BATCH = 4096
 
 
-def prepare_for_export(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in eval mode, without aux heads, with batch norm folded."""
+def check_exportable(model: nn.Module) -> None:
+    """A one-line error for a model an export cannot hold: a features_only model's list of maps."""
     from inceptionlab.models.base import FeatureExtractor
 
     if isinstance(model, FeatureExtractor):
         raise UserError("a features_only model returns a list of feature maps, which an export cannot name; "
                         "export the model itself (num_classes=0 gives the pooled features)")
+
+
+def prepare_for_export(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode, without aux heads, with batch norm folded."""
+    check_exportable(model)
     model = copy.deepcopy(model).eval()
     if hasattr(model, "drop_aux_heads"):
         model.drop_aux_heads()
@@ -141,8 +146,8 @@ def format_of(path, format: str | None = None) -> str:
     else ONNX."""
     if format is None:
         if Path(path).suffix.lower() in STATE_DICT_SUFFIXES:  # (it would have said "name it x.onnx")
-            raise UserError(f"{Path(path).name} names a state dict: say whose key layout with --format timm or "
-                            f"--format torchvision")
+            raise UserError(f"{Path(path).name} names a state dict: pass --format timm or --format torchvision "
+                            f"for one in their key layout, or name a .onnx or .pt2 file to export the network")
         return "pt2" if Path(path).suffix.lower() == ".pt2" else "onnx"
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")

@@ -313,6 +313,10 @@ class InferenceModel(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor):
+        if torch.jit.is_tracing():  # (it failed deep in torch: "unsupported input list type: Scalar?")
+            raise UserError("an optimize_for_inference model does not trace with torch.jit.trace (its fused oneDNN "
+                            "calls have no TorchScript form); trace the model before optimize_for_inference, or "
+                            "export it with inceptionlab export")
         with torch.inference_mode():
             x = self._prepared(x)
             if self.compiled is not None:

@@ -115,18 +115,37 @@ def _check_round_trip(model: nn.Module, state: dict, map_reference_state) -> Non
         raise RuntimeError(f"the reference layout does not load back into {model.name}: {wrong[:3]}")
 
 
+def _reference_arguments(model: nn.Module, library: str) -> dict:
+    """The keyword arguments of the library's constructor that `reference_state_dict`'s output fits."""
+    given = (getattr(model, "pretrained_cfg", None) or {}).get("switches", {})
+    arguments = {"num_classes": getattr(model, "num_classes", 1000)}
+    if library == "timm":
+        if getattr(model, "in_chans", 3) != 3:
+            arguments["in_chans"] = model.in_chans
+        if given.get("aux_logits"):
+            arguments["aux_logits"] = True
+        return arguments
+    # torchvision builds aux heads and the input transform by default: the file has neither
+    return {**arguments, "aux_logits": bool(given.get("aux_logits")), "transform_input": False, "init_weights": False}
+
+
+def reference_constructor(model: nn.Module, library: str) -> str:
+    """The library call that builds the model `reference_state_dict`'s output loads into, as text:
+    torchvision's defaults (aux heads, input transform) would refuse it or change its input."""
+    _, name = reference_name(model, library)
+    shown = ", ".join(f"{k}={v!r}" for k, v in _reference_arguments(model, library).items())
+    if library == "timm":
+        return f"timm.create_model({name!r}, {shown})"
+    return f"torchvision.models.{name}({shown})"
+
+
 def reference_model(model: nn.Module, library: str) -> nn.Module:
     """The library's own model of ``model``'s architecture and class count, random weights, no
     download: what `reference_state_dict`'s output loads into."""
     _, name = reference_name(model, library)
-    given = (getattr(model, "pretrained_cfg", None) or {}).get("switches", {})
-    num_classes = getattr(model, "num_classes", 1000)
+    arguments = _reference_arguments(model, library)
     if library == "timm":
         import timm
-        return timm.create_model(name, pretrained=False, num_classes=num_classes,
-                                 in_chans=getattr(model, "in_chans", 3),
-                                 **({"aux_logits": True} if given.get("aux_logits") else {}))
+        return timm.create_model(name, pretrained=False, **arguments)
     import torchvision
-    build = getattr(torchvision.models, name)
-    return build(weights=None, aux_logits=bool(given.get("aux_logits")), init_weights=False,
-                 num_classes=num_classes, transform_input=False)
+    return getattr(torchvision.models, name)(weights=None, **arguments)
