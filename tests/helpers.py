@@ -32,6 +32,19 @@ def train_in_process(cfg):
         torch.set_num_threads(before)
 
 
+def ema_run(out, model: str, img_size: int, model_kwargs: dict):
+    """A finished 2-step run on 40 of the embedded digits that kept an EMA: its model.safetensors is
+    the EMA, its checkpoints hold both weights."""
+    from inceptionlab.train import TrainConfig
+
+    torch.set_num_threads(1)
+    summary = train_in_process(TrainConfig(model=model, out=str(out), steps=2, batch_size=8, img_size=img_size,
+                                           limit_per_class=4, val_split=0.02, quiet=True,
+                                           model_kwargs=dict(model_kwargs), ema_decay=0.9))
+    assert summary["status"] == "finished" and summary["ema"] is True
+    return out
+
+
 @torch.no_grad()
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     """BN statistics and affine parameters far from identity, so that loading, folding and export

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from helpers import train_in_process
+from helpers import ema_run
 from inceptionlab import create_model
 from inceptionlab.cli import main
 from inceptionlab.errors import UserError
-from inceptionlab.train import TrainConfig, evaluate
+from inceptionlab.train import evaluate
 from inceptionlab.train import evaluation as evaluation_module
 from inceptionlab.train.evaluation import EvalResult
 
@@ -26,13 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A finished run that kept an EMA: model.safetensors is the EMA, checkpoints hold both."""
-    out = tmp_path_factory.mktemp("eval") / "run"
-    torch.set_num_threads(1)
-    summary = train_in_process(TrainConfig(model="inception_v3", out=str(out), steps=2, batch_size=8, img_size=12,
-                                           limit_per_class=4, val_split=0.02, quiet=True, model_kwargs=dict(TINY),
-                                           ema_decay=0.9))
-    assert summary["status"] == "finished" and summary["ema"] is True
-    return out
+    return ema_run(tmp_path_factory.mktemp("eval") / "run", "inception_v3", 12, TINY)
 
 
 def test_per_class_accuracy_is_printed_from_the_unrounded_value(run, tmp_path, capsys, monkeypatch):

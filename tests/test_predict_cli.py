@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import train_in_process
+from helpers import ema_run
 from inceptionlab import create_model
 from inceptionlab.cli import main
-from inceptionlab.train import TrainConfig
 
 TINY = dict(stem="low_res", depth_multiplier=0.125, min_depth=8)
 
@@ -22,13 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A finished run that kept an EMA: model.safetensors is the EMA, checkpoints hold both."""
-    out = tmp_path_factory.mktemp("predict") / "run"
-    torch.set_num_threads(1)
-    summary = train_in_process(TrainConfig(model="googlenet", out=str(out), steps=2, batch_size=8, img_size=16,
-                                           limit_per_class=4, val_split=0.02, quiet=True, model_kwargs=dict(TINY),
-                                           ema_decay=0.9))
-    assert summary["ema"] is True
-    return out
+    return ema_run(tmp_path_factory.mktemp("predict") / "run", "googlenet", 16, TINY)
 
 
 @pytest.fixture

@@ -297,13 +297,25 @@ def read_metadata(path) -> dict:
     except ImportError:
         raise UserError("reading ONNX files needs the onnx package; pip install 'inceptionlab[export]'") from None
     except Exception as exc:  # noqa: BLE001 - protobuf, zip, JSON: one line naming the file
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot read {path} as an export (truncated, or not an export: {clipped(first, 120)}); "
-                        f"export it again with inceptionlab export") from None
+        raise _not_an_export(f"read {path} as an export", exc) from None
+    return _checked_metadata(path, meta)
+
+
+def _not_an_export(what: str, exc: Exception) -> UserError:
+    """The one-line error for a file that protobuf, zip or JSON could not read as an export."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return UserError(f"cannot {what} (truncated, or not an export: {clipped(first, 120)}); export it again with "
+                     f"inceptionlab export")
+
+
+def _checked_metadata(path, meta, unknown: str = "") -> dict:
+    """``meta``, or a one-line error where the file holds no inceptionlab metadata."""
     if not isinstance(meta, dict) or "input_size" not in meta:
-        raise UserError(f"{path} has no inceptionlab metadata (another tool exported it); "
+        raise UserError(f"{path} has no inceptionlab metadata (another tool exported it); {unknown}"
                         f"export it with inceptionlab export")
     return meta
+
+
 # the metadata keys that are a model's preprocessing configuration (its ``pretrained_cfg``)
 _PREPROCESSING = ("input_size", "mean", "std", "crop_pct", "interpolation", "input_space", "input_range")
 
@@ -330,12 +342,8 @@ class ExportedClassifier(nn.Module):
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - protobuf, zip, JSON: one line naming the file
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"cannot load {self.path} as {kind} (truncated, or not an export: "
-                            f"{clipped(first, 120)}); export it again with inceptionlab export") from None
-        if not isinstance(meta, dict) or "input_size" not in meta:
-            raise UserError(f"{self.path} has no inceptionlab metadata (another tool exported it); "
-                            f"its preprocessing and classes are unknown: export it with inceptionlab export")
+            raise _not_an_export(f"load {self.path} as {kind}", exc) from None
+        _checked_metadata(self.path, meta, unknown="its preprocessing and classes are unknown: ")
         try:
             self._read_metadata(meta)
         except (TypeError, ValueError, IndexError, KeyError) as exc:  # edited by hand, or by another tool
