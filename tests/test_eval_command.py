@@ -148,10 +148,31 @@ def test_all_images_scores_a_test_folder_of_one_image_per_class(run, tmp_path, c
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 3 and report["classes"] == ["0", "1", "2"] and report["all_images"] is True
     assert report["data_source"] == f"image folder {test}, every image"
+    assert main(["eval", "--run", str(run), "--data", str(test)]) == 2  # without it: the fix is named
+    assert capsys.readouterr().err.rstrip().endswith("provide a val/ folder (eval: or --all-images, to score every "
+                                                      "image)")
     # without --all-images a split is still needed, and one image is "1 image", not "1 images"
     lone = image_folder(tmp_path / "lone", ["0"], 1, size=12)
     with pytest.raises(UserError, match=r"no class has 2 images \(the most is 1, 1 image in all\)"):
         evaluate(run=run, data=lone)
+
+
+def test_the_confusion_plot_of_many_classes_keeps_the_data_s_and_the_most_predicted():
+    """Three ImageNet folders against 1000 columns: the plot shows the true classes, those predicted
+    most, and the rest as one column (it drew a hairline strip without a name); the CSV keeps all."""
+    from inceptionlab.train.evaluation import PLOTTED_COLUMNS, _plotted_columns
+
+    classes = [f"c{i}" for i in range(1000)]
+    confusion = torch.zeros(3, 1000, dtype=torch.long)
+    confusion[0, 0], confusion[1, 500], confusion[2, 7], confusion[2, 999] = 1, 2, 4, 1
+    confusion[0, 100:150] = 1  # 50 other classes predicted once each
+    confusion[1, 300] = 3
+    labels, plotted = _plotted_columns(confusion, classes, ["c0", "c7", "c500"])
+    assert len(labels) == PLOTTED_COLUMNS and labels[:4] == ["c0", "c7", "c500", "c300"]
+    assert labels[-1] == f"other ({1000 - PLOTTED_COLUMNS + 1})"
+    assert plotted.sum() == confusion.sum() and torch.equal(plotted.sum(dim=1), confusion.sum(dim=1))
+    few = _plotted_columns(confusion[:, :10], classes[:10], ["c0"])
+    assert few[0] == classes[:10] and torch.equal(few[1], confusion[:, :10])
 
 
 def _tiny_googlenet(num_classes: int):

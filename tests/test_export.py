@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import tempfile
@@ -303,6 +304,13 @@ def test_benchmark_times_an_exported_file_as_it_is(tmp_path, capsys, monkeypatch
     assert {float(r["gmacs"]) for r in rows} == {round(count_macs(model, 40) / 1e9, 6)}
     assert all(float(r["infer_samples_per_sec"]) > 0 and len(r["step_times_ms"].split()) == 2 for r in rows)
 
+    # an exported file last in a comma-separated list is split off like any name (it was kept whole)
+    from argparse import Namespace
+
+    from inceptionlab.commands.benchmark import _model_names
+    both = f"{files[0]},{files[1]}"
+    assert _model_names(Namespace(models=[both], model_kwargs=None)) == [str(files[0]), str(files[1])]
+
     # what an export cannot be timed as: one line each, before any timing, nothing written
     onnx_file, pt2_file = map(str, files)
     for extra, message in (
@@ -332,7 +340,7 @@ def test_benchmark_times_an_exported_file_as_it_is(tmp_path, capsys, monkeypatch
 
 @pytest.mark.parametrize("library,name,switches,size", [
     ("torchvision", "googlenet", {"aux_logits": True}, 64), ("torchvision", "inception_v3", {}, 96),
-    ("timm", "inception_v3", {"in_chans": 1}, 96), ("timm", "inception_v4", {}, 96),
+    ("timm", "inception_v3", {"in_chans": 1, "aux_logits": True}, 299), ("timm", "inception_v4", {}, 96),
     ("timm", "inception_resnet_v2", {}, 96)])
 def test_weights_written_in_a_reference_layout_load_strictly_into_its_model(library, name, switches, size):
     """``reference_state_dict``: our weights under timm's or torchvision's keys; their own model
@@ -353,7 +361,8 @@ def test_weights_written_in_a_reference_layout_load_strictly_into_its_model(libr
     assert list(state) == list(theirs.state_dict())  # their keys, in their order
     x = torch.randn(2, switches.get("in_chans", 3), size, size)
     with torch.no_grad():
-        assert torch.equal(theirs(x), model(x))
+        out = theirs(x)  # (timm's inception_v3 with aux heads gives (logits, aux) in eval mode too)
+        assert torch.equal(out[0] if isinstance(out, tuple) else out, model(x))
 
 
 def test_cli_export_weights_for_timm(tmp_path, capsys):
@@ -376,6 +385,9 @@ def test_cli_export_weights_for_timm(tmp_path, capsys):
                                  "max |logit difference| 0.00e+00")
     theirs = timm.create_model("inception_v4", num_classes=3)
     theirs.load_state_dict(read_state_dict(out), strict=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # (safetensors wrote 0600: a serving user could not read it)
     assert torch.equal(theirs.last_linear.weight, create_model(str(run)).head.fc.weight)
 
     for argv, message in (

@@ -76,6 +76,9 @@ def test_no_ema_predicts_with_a_checkpoints_raw_weights(run, image, capsys):
     by_file = _predict_json(capsys, "--model", "googlenet", "--weights", str(best), str(image), "--no-ema")
     assert (by_file["weights"], by_file["ema"], probabilities(by_file)) == (str(best), False, probabilities(raw))
     assert _predict_json(capsys, "--model", str(run), "--weights", str(best), str(image))["ema"] is True
+    # the run folder as --model with its checkpoint, the form --help names (it said "unknown model 'run'")
+    in_run = _predict_json(capsys, "--model", str(run), "--weights", str(best), str(image), "--no-ema")
+    assert (in_run["weights"], in_run["ema"], probabilities(in_run)) == (str(best), False, probabilities(raw))
     assert _error(capsys, ["predict", "--model", str(run), "--weights", str(run / "model.safetensors"), str(image),
                            "--no-ema"]) == (f"--no-ema takes the raw weights of a checkpoint (RUN/checkpoints/*.pt "
                                             f"keeps them beside the EMA); {run / 'model.safetensors'} holds one set of "

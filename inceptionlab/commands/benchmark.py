@@ -73,7 +73,8 @@ def _model_names(args: argparse.Namespace) -> list[str]:
 
     names = []
     for word in args.models:
-        names += [word] if is_saved_folder(word) or is_exported_file(word) else [n.strip() for n in word.split(",") if n.strip()]
+        # (an exported file last in "run1,r1.pt2" kept the word whole: "exported file run1,r1.pt2 does not exist")
+        names += [word] if is_saved_folder(word) or (is_exported_file(word) and Path(word).exists()) else [n.strip() for n in word.split(",") if n.strip()]
     if not names:
         raise UserError("--models names no model; pass e.g. --models inception_v3 googlenet")
     registered = list_models()

@@ -88,11 +88,15 @@ def run(args: argparse.Namespace) -> int:
     def check(written: Path) -> None:
         """Runs the written file against PyTorch before it replaces anything at --out."""
         if state_dict:
-            runner = _reference_runner(model, args.format, written)
-            if runner is None:
+            theirs = _reference_runner(model, args.format, written)
+            if theirs is None:
                 checked.append(f"not checked: {args.format} is not installed here")
                 return
-            what = f"{args.format}'s {runner.__class__.__name__} with the file loaded (strict)"
+            what = f"{args.format}'s {theirs.__class__.__name__} with the file loaded (strict)"
+
+            def runner(x):  # (timm's inception_v3 with aux heads gives (logits, aux) in eval mode too)
+                out = theirs(x)
+                return out[0] if isinstance(out, tuple) else out
         elif args.format == "onnx":
             try:
                 runner = export.OnnxModel(written)

@@ -69,7 +69,9 @@ def load_model(args: argparse.Namespace, classifier: bool = False):
     with in_command_line_terms(), classifier_required() if classifier else contextlib.nullcontext():
         if not args.ema:  # the checkpoint's 'model' entry, in memory: the file itself loads as its EMA
             used, weights = raw_weights(args.model, args.weights)
-            name = str(_saved_directory(args.model, args.weights) or args.model)
+            # (a run folder as --model with its checkpoint as --weights: "unknown model 'run1'")
+            name = args.model if is_saved_folder(args.model) else str(_saved_directory(args.model, args.weights)
+                                                                        or args.model)
         model = create_model(name, weights=weights, **parse_model_kwargs(args.model_kwargs))
     return model, None if used is None else str(used)
 

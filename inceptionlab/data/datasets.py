@@ -373,7 +373,7 @@ def _hold_out(pool, val_split, seed, train_tf, eval_tf):
         counts = np.bincount(np.asarray(pool.targets))
         raise UserError(f"too few images to hold out a validation split: no class has 2 images (the most is "
                         f"{int(counts.max())}, {len(pool)} image{'s' * (len(pool) != 1)} in all); add images (at least 2 per class) or "
-                        f"provide a val/ folder")
+                        f"provide a val/ folder (eval: or --all-images, to score every image)")
     how = f"val: {fraction * 100:g}% held out, stratified, seed {seed}"
     classes = len(np.unique(np.asarray(pool.targets)))
     if len(val_idx) == classes and len(val_idx) > round(fraction * len(pool)):  # 1e-9 showed "1e-07% held out"

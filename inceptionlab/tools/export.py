@@ -221,7 +221,10 @@ def export_state_dict(model: nn.Module, path, library: str, check=None) -> Path:
     def write(target: Path) -> None:
         if target.suffix.lower() == ".safetensors":
             from safetensors.torch import save_file
+
+            from inceptionlab.models.weights import readable_by_umask
             save_file({k: v.contiguous() for k, v in state.items()}, str(target))
+            readable_by_umask(target)  # (safetensors writes 0600: a serving user could not read it)
         else:
             torch.save(state, str(target))
     return _write_whole(path, write, check)

@@ -508,6 +508,24 @@ def weights_kept_ema(path) -> bool | None:
     return _run_kept_ema(run) if run is not None else None
 
 
+PLOTTED_COLUMNS = 40  # more predicted classes than this: the plot keeps the rows' and the most predicted others
+
+
+def _plotted_columns(confusion: torch.Tensor, classes: list[str], rows: list[str]) -> tuple[list[str], torch.Tensor]:
+    """The columns the plot shows: all of them when few; else the true classes' own, then the other
+    classes predicted most while they fit, then one "other" column for the rest. (Three ImageNet
+    folders against 1000 columns drew a hairline strip without a name.)"""
+    if len(classes) <= PLOTTED_COLUMNS or len(rows) >= PLOTTED_COLUMNS:
+        return classes, confusion
+    keep = [classes.index(name) for name in rows]
+    counts = confusion.sum(dim=0)
+    others = [j for j in counts.argsort(descending=True, stable=True).tolist() if counts[j] and j not in keep]
+    keep += others[:PLOTTED_COLUMNS - 1 - len(keep)]
+    rest = [j for j in range(len(classes)) if j not in keep]
+    columns = [confusion[:, keep], confusion[:, rest].sum(dim=1, keepdim=True)]
+    return [classes[j] for j in keep] + [f"other ({len(rest)})"], torch.cat(columns, dim=1)
+
+
 def write_confusion(confusion: torch.Tensor, classes: list[str], out, rows: list[str] | None = None) -> tuple[Path, Path]:
     """``confusion_matrix.csv`` and ``confusion_matrix.png`` in ``out``: a row per true class of
     ``rows`` (default: all), a column per predicted class of ``classes``."""
@@ -527,6 +545,7 @@ def write_confusion(confusion: torch.Tensor, classes: list[str], out, rows: list
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    classes, confusion = _plotted_columns(confusion, classes, rows)
     k, r = len(classes), len(rows)
     size = min(4 + 0.35 * k, 24)
     fig, ax = plt.subplots(figsize=(size, min(4 + 0.35 * r, 24)))

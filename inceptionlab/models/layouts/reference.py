@@ -28,8 +28,9 @@ LAYOUTS = {
     "torchvision": {"googlenet": ("torchvision.googlenet", "googlenet"),
                     "inception_v3": ("torchvision.inception_v3", "inception_v3")},
 }
-# switches the references build too (timm's create_model takes in_chans; torchvision's models do not)
-FREE_SWITCHES = {"timm": ("num_classes", "drop_rate", "in_chans"),
+# switches the references build too (timm's create_model takes in_chans; torchvision's models do not; timm
+# builds aux heads for inception_v3 only)
+FREE_SWITCHES = {"timm": ("num_classes", "drop_rate", "in_chans", "aux_logits"),  # (aux: inception_v3's only)
                  "torchvision": ("num_classes", "drop_rate", "aux_logits")}
 
 
@@ -90,7 +91,9 @@ def reference_state_dict(model: nn.Module, library: str) -> "OrderedDict[str, to
             pairs += list(zip((k for k, _ in t_items), o_items))
     if o_head:  # the classifier (num_classes=0: none)
         pairs += list(zip((k for k, _ in t_head), o_head))
-    state = OrderedDict((their_key, value.detach().clone()) for their_key, (_, value) in pairs)
+    paired = {their_key: value for their_key, (_, value) in pairs}
+    # in the layout's order (the aux heads sit between the blocks there, after them in our pairing)
+    state = OrderedDict((key, paired[key].detach().clone()) for key in theirs if key in paired)
     counters = {k[:-len("num_batches_tracked")]: v for k, v in ours.items() if k.endswith("num_batches_tracked")}
     our_prefix = {their[:-len("running_var")]: ok[:-len("running_var")]
                   for their, (ok, _) in pairs if their.endswith(".running_var")}
