@@ -1013,6 +1013,8 @@ def test_widths_that_do_not_fit_in_memory_are_refused_before_building(monkeypatc
                                         r"machine has 0.1 GiB available; lower depth_multiplier or min_depth$"):
         create_model("googlenet", depth_multiplier=2.0)
     assert create_model("googlenet", depth_multiplier=0.5).name == "googlenet"  # standard widths are not measured
+    with pytest.raises(UserError, match=r"^googlenet with num_classes=2500000 has 9.6 GiB of weights, .*; lower num_classes$"):
+        create_model("googlenet", num_classes=2_500_000)  # a 1024 x 2.5M classifier
 
 
 def test_tracing_and_endpoints_refusals_name_what_works():

@@ -248,7 +248,8 @@ def _check_memory(name, entry: ModelEntry, switches: dict) -> None:
     first. Linux overcommits: the allocations of googlenet with min_depth=4096 (19 GiB of weights)
     succeeded, and the kernel killed the process without a word while they were initialized. Only
     widened builds are measured (the standard widths are at most 0.2 GiB)."""
-    if float(switches.get("depth_multiplier", 1.0)) <= 1.0 and int(switches.get("min_depth", 16)) <= 64:
+    if (float(switches.get("depth_multiplier", 1.0)) <= 1.0 and int(switches.get("min_depth", 16)) <= 64
+            and int(switches.get("num_classes", 1000)) <= 100_000):  # (2.5M classes: a 20 GiB classifier)
         return
     available = _available_memory()
     if available is None:
@@ -261,7 +262,8 @@ def _check_memory(name, entry: ModelEntry, switches: dict) -> None:
     if need > 0.8 * available:
         raise UserError(f"{name} with {', '.join(f'{k}={v}' for k, v in switches.items())} has {need / 2**30:.1f} GiB "
                         f"of weights, and this machine has {available / 2**30:.1f} GiB available; lower "
-                        f"depth_multiplier or min_depth")
+                        + ("num_classes" if "num_classes" in switches and int(switches["num_classes"]) > 100_000
+                           else "depth_multiplier or min_depth"))
 
 
 def _saved_directory(name: str, weights) -> Path | None:
