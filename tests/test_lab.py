@@ -112,6 +112,26 @@ def test_lab_runs_use_one_thread_unless_the_plan_says_otherwise():
     assert measured["infer_threads"] == 1 and torch.get_num_threads() == before
 
 
+def test_lab_inference_speed_is_the_deployed_models(monkeypatch):
+    """Timed through optimize_for_inference after two warm-ups (it timed the plain eager model after
+    one: GoogLeNet "inferred" slower than it trained)."""
+    from inceptionlab.lab import measure as measure_module
+    from inceptionlab.tools.fast import InferenceModel
+
+    timed = []
+    real = measure_module._time_batches
+
+    def spy(model, x, batches, max_seconds):
+        calls = []
+        model.register_forward_pre_hook(lambda *_: calls.append(1))
+        times = real(model, x, batches, max_seconds)
+        timed.append((type(model), len(calls), len(times)))
+        return times
+    monkeypatch.setattr(measure_module, "_time_batches", spy)
+    measure_module.measure_model("googlenet", SMALL, num_classes=2, img_size=28, batch_size=2, batches=3, threads=1)
+    assert timed == [(InferenceModel, 2 + 3, 3)]
+
+
 # ------------------------------------------------------------------ checks before anything runs
 @pytest.mark.parametrize("change, expected", [
     (dict(budget={"steps": 0}), "steps=0 must be a whole number above zero"),
