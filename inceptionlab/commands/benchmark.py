@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed iterations, the median is reported (default: 5)")
     add_threads(parser)
     parser.add_argument("--memory", action="store_true",
-                        help="train mode: also the peak resident memory of a training step (fresh processes)")
+                        help="train mode: also the peak resident memory of a training step (fresh processes), in "
+                             "each row's progress line and the CSV's peak_rss_mb (ref_peak_rss_mb for --reference)")
     parser.add_argument("--out", default="benchmark.csv", help="the CSV file to write (default: benchmark.csv "
                                                                "in the current folder), a row as each finishes; "
                                                                "the rows are added to an existing benchmark CSV")

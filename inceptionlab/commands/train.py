@@ -63,14 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "saturation and contrast x0.5-1.5, hue +-0.2, in a random one of its four orders)")
     data.add_argument("--crop-pct", type=float, default=S, help="evaluation crop fraction (default: the model's, e.g. 0.875; 1.0 at the data's own size)")
     opt = parser.add_argument_group("optimization")
-    opt.add_argument("--opt", default=S, help="rmsprop_tf (the papers'), sgd or adamw")
+    opt.add_argument("--opt", default=S, help="rmsprop_tf (the papers', the default), sgd or adamw; each brings its "
+                                              "own lr, schedule, weight decay and clipping unless given (rmsprop_tf: "
+                                              "0.045, exp_staircase, 4e-5, 2.0; sgd: 0.05, cosine, 1e-4, off; adamw: "
+                                              "1e-3, cosine, 0.05, off)")
     opt.add_argument("--lr", type=float, default=S, help="default by optimizer: 0.045 / 0.05 / 1e-3")
     opt.add_argument("--momentum", type=float, default=S, help="default: 0.9")
-    opt.add_argument("--sched", default=S, help="exp_staircase, step, cosine or constant")
+    opt.add_argument("--sched", default=S, help="exp_staircase, step, cosine or constant (default: the "
+                                                "optimizer's: exp_staircase for rmsprop_tf, cosine for sgd and adamw)")
     opt.add_argument("--decay-epochs", type=float, default=S, help="staircase period (2 for exp_staircase)")
     opt.add_argument("--decay-rate", type=float, default=S, help="staircase factor (0.94 for exp_staircase)")
     opt.add_argument("--warmup-steps", type=int, default=S, help="linear warm-up of the learning rate (default: 0)")
-    opt.add_argument("--weight-decay", type=float, default=S, help="not applied to BN and biases")
+    opt.add_argument("--weight-decay", type=float, default=S, help="not applied to BN and biases (default by "
+                                                                       "optimizer: 4e-5 / 1e-4 / 0.05)")
     opt.add_argument("--smoothing", type=float, default=S, help="label smoothing; 0.1")
     opt.add_argument("--aux-weight", type=float, default=S, help="0.3 per GoogLeNet head, 0.4 otherwise; only with the heads on (--model-kwargs aux_logits=true); "
                           "one per head in a --config file (aux_weight: [0.3, 0.1])")

@@ -214,7 +214,7 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
         raise UserError(f"img_size {img_size} is below the {minimum}x{minimum} that {cfg.model}'s aux heads need in "
                         f"training: pass --img-size {minimum} or more, or leave out aux_logits=true")
     elif img_size < minimum:
-        hint = "; or use the switch stem=low_res for small images" if not low_res else ""
+        hint = "; or --model-kwargs stem=low_res for small images" if not low_res else ""  # (CLI words, as summary)
         raise UserError(f"img_size {img_size} is below {cfg.model}'s minimum input of {minimum}x{minimum}: "
                         f"pass --img-size {minimum} or more{hint}")
     at_native_size = native_size is not None and img_size == native_size
