@@ -67,6 +67,31 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     assert b"\r" not in (killed / "metrics.csv").read_bytes()  # one line ending (a resume mixed \n and \r\n)
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_loader_workers_stops_with_a_checkpoint(tmp_path):
+    """What torchrun and a scheduler do: SIGTERM to every process of the group, loader workers
+    included. The workers had died at once ("DataLoader worker is killed by signal: Terminated"):
+    the run failed, without its checkpoint; and each worker printed the stop notice."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "inceptionlab", "train", "--out", str(out), "--steps", "400", "--batch-size", "8",
+               "--img-size", "28", "--workers", "2", "--threads", "1", "--eval-every", "1000", "--log-every", "1",
+               "--model-kwargs", "stem=low_res", "depth_multiplier=0.125", "min_depth=8"]
+    process = subprocess.Popen(command, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    steps_file, deadline = out / "steps.jsonl", time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if steps_file.exists() and len(steps_file.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None
+    os.killpg(process.pid, signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    summary = __import__("json").loads((out / "summary.json").read_text())
+    assert process.returncode == 130 and summary["status"] == "interrupted", output[-2000:]
+    assert (out / "checkpoints" / f"step_{summary['steps']:08d}.pt").exists()
+    assert output.count("SIGTERM: stopping after this step") == 1 and "Traceback" not in output
+
+
 # ------------------------------------------------------------------ resume: what it restores, what it counts
 TINY = dict(stem="low_res", depth_multiplier=0.1, min_depth=8)
 

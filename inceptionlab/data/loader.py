@@ -22,6 +22,9 @@ workers gives the same order but different crops).
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -100,6 +103,7 @@ class SeededLoader(DataLoader):
 
     def __init__(self, dataset: Dataset, *, seed: int, **kwargs) -> None:
         kwargs.setdefault("generator", torch.Generator())  # reseeded every epoch in __iter__
+        kwargs["worker_init_fn"] = functools.partial(_start_worker, kwargs.get("worker_init_fn"))
         super().__init__(dataset, **kwargs)
         self.seed = seed
 
@@ -128,6 +132,31 @@ class SeededLoader(DataLoader):
             stop_workers = getattr(loader_iter, "_shutdown_workers", None)
             if stop_workers is not None:
                 stop_workers()
+
+
+def _start_worker(then, worker_id: int) -> None:
+    """A loader worker leaves stopping to the training process, which finishes its step, saves a
+    checkpoint and then closes the loader. The SIGTERM a scheduler or torchrun sends the whole
+    process group had killed the workers first, and the run failed ("DataLoader worker is killed by
+    signal: Terminated") without its checkpoint; a Ctrl-C's notice was printed by every worker too.
+    Ctrl-C is ignored here; a first SIGTERM too, a second one (the loader's own fallback when a
+    worker does not stop, or Python's at exit) ends the worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _SecondTermEnds())
+    if then is not None:
+        then(worker_id)
+
+
+class _SecondTermEnds:
+    """A SIGTERM handler that lets the first signal pass and exits on the second."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def __call__(self, signum, frame) -> None:
+        self.received += 1
+        if self.received > 1:
+            os._exit(0)
 
 
 class SkipCount(int):
