@@ -8,7 +8,9 @@ is imported, so ``inceptionlab --help`` stays fast. Errors meant for the user (`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import os
 import re
 import sys
@@ -202,23 +204,33 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _parse(parser, argv: list[str]) -> argparse.Namespace:
+    """The parsed arguments; argparse's one-line error (SystemExit) for bad ones."""
+    ordered, enders = _switches_last(argv)
+    args, unknown = parser.parse_known_args(ordered)
+    taken = getattr(args, "model_kwargs", None) or []
+    valueless = next((w for w in [*unknown, *taken] if w in enders), None)
+    if valueless is not None and args.command is not None:  # "--model-kwargs depth_multiplier" (argparse: unrecognized)
+        parser.command_parsers[args.command].error(
+            f"--model-kwargs takes KEY=VALUE, got {valueless!r}; write {valueless}=VALUE")
+    if unknown:
+        _refuse_unknown(parser, args.command, unknown)
+    if args.command is not None:
+        _refuse_repeated(parser.command_parsers[args.command], ordered)
+        _refuse_empty(parser.command_parsers[args.command], args)
+    return args
+
+
 def _parse_and_run(argv: list[str], command: str | None) -> int:
     from inceptionlab.errors import UserError
 
     parser = build_parser(command)
+    # under torchrun, argparse's own errors are said by each machine's first process only (every
+    # process printed "argument --steps: invalid int value")
+    quiet_rank = os.environ.get("LOCAL_RANK", "0") != "0"
     try:
-        ordered, enders = _switches_last(argv)
-        args, unknown = parser.parse_known_args(ordered)
-        taken = getattr(args, "model_kwargs", None) or []
-        valueless = next((w for w in [*unknown, *taken] if w in enders), None)
-        if valueless is not None and args.command is not None:  # "--model-kwargs depth_multiplier" (argparse: unrecognized)
-            parser.command_parsers[args.command].error(
-                f"--model-kwargs takes KEY=VALUE, got {valueless!r}; write {valueless}=VALUE")
-        if unknown:
-            _refuse_unknown(parser, args.command, unknown)
-        if args.command is not None:
-            _refuse_repeated(parser.command_parsers[args.command], ordered)
-            _refuse_empty(parser.command_parsers[args.command], args)
+        with contextlib.redirect_stderr(io.StringIO()) if quiet_rank else contextlib.nullcontext():
+            args = _parse(parser, argv)
     except SystemExit as exc:  # argparse has printed its one-line error (or --help)
         return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:

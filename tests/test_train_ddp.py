@@ -132,6 +132,46 @@ def test_a_bad_setting_under_torchrun_is_said_by_the_first_process_alone(monkeyp
         assert main(["train", "--steps", "2", "--lr", "-1", "--out", str(tmp_path / "run")]) == 2
         assert capsys.readouterr().err.startswith(said)
     assert not (tmp_path / "run").exists()
+    # argparse's own errors too (each process printed "argument --steps: invalid int value")
+    for local_rank, said in (("1", ""), ("0", "inceptionlab train: error: argument --steps: invalid int value")):
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+        assert main(["train", "--steps", "abc"]) == 2
+        assert capsys.readouterr().err.startswith(said)
+
+
+def _batch_messages_worker(rank: int, port: int, small: str, odd_run: str, results) -> None:
+    from inceptionlab.errors import UserError
+    from inceptionlab.train import TrainConfig, train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    said = []
+    for run in (lambda: train(TrainConfig(model="googlenet", data=small, out=f"{small}-run", steps=2, batch_size=6,
+                                          img_size=16, val_split=0.25, threads=1, quiet=True,
+                                          model_kwargs=dict(stem="low_res", depth_multiplier=0.125, min_depth=8))),
+                lambda: train(resume=odd_run)):
+        try:
+            run()
+        except UserError as exc:
+            said.append(str(exc))
+    results[rank] = said
+
+
+def test_batch_size_errors_under_torchrun_name_a_fix_that_works(tmp_path):
+    """Too few images for one batch per process named no size that works ("lower --batch-size"); an
+    uneven batch on a resume suggested --batch-size, which a resume refuses."""
+    small = image_folder(tmp_path / "small", ("a", "b"), 2)  # 2 training images after the split
+    odd_run = tmp_path / "odd"
+    train_in_process(TrainConfig(model="googlenet", data=str(small), out=str(odd_run), steps=1, batch_size=3,
+                                 img_size=16, val_split=0.25, threads=1, quiet=True,
+                                 model_kwargs=dict(stem="low_res", depth_multiplier=0.125, min_depth=8)))
+    results = mp.Manager().dict()
+    mp.spawn(_batch_messages_worker, nprocs=2, join=True, args=(_free_port(), str(small), str(odd_run), results))
+    assert results[0] == results[1] == [
+        "the training set (2 images, 1 for each of 2 processes) is smaller than one batch per process (3); pass "
+        "--batch-size 2 or less",
+        "batch_size 3 (the global batch) must divide evenly over 2 processes; resume it with a process count that "
+        "divides 3 (e.g. --nproc_per_node=1), or in one process"]
 
 
 def test_more_processes_than_cpus_are_told_to_start_fewer(monkeypatch):

@@ -228,9 +228,12 @@ class Trainer:
         self.out = Path(cfg.out)
         self.checkpoints = CheckpointDir(self.out / "checkpoints", cfg.keep_checkpoints)
         if cfg.batch_size % dist.world_size:
+            fix = (f"pass e.g. --batch-size {max(1, cfg.batch_size // dist.world_size) * dist.world_size}"
+                   if state is None else  # (a resume refuses --batch-size, which it suggested)
+                   f"resume it with a process count that divides {cfg.batch_size} (e.g. --nproc_per_node="
+                   f"{max(n for n in range(1, dist.world_size + 1) if cfg.batch_size % n == 0)}), or in one process")
             raise UserError(f"batch_size {cfg.batch_size} (the global batch) must divide evenly over "
-                            f"{dist.world_size} processes; pass e.g. --batch-size "
-                            f"{max(1, cfg.batch_size // dist.world_size) * dist.world_size}")
+                            f"{dist.world_size} processes; {fix}")
         check_model_switches(cfg)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         if cfg.threads is not None:
@@ -274,8 +277,12 @@ class Trainer:
         self.val_loader = self._loader(self._val_shard(), train=False)
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
-            raise UserError(f"the training set ({len(self.splits.train)} images) is smaller than one batch per "
-                            f"process; lower --batch-size")
+            share = len(self.splits.train) // dist.world_size  # each process's images (it named no size that works)
+            fix = (f"pass --batch-size {share * dist.world_size} or less" if share else
+                   f"use at most {len(self.splits.train)} processes")
+            per = f", {share} for each of {dist.world_size} processes" if dist.world_size > 1 else ""
+            raise UserError(f"the training set ({len(self.splits.train)} images{per}) is smaller than one batch per "
+                            f"process ({self.per_process_batch}); {fix}")
         self.total_steps = _total_steps(cfg, self.steps_per_epoch)
 
         # the model on its device, wrapped for speed and for multiple processes
