@@ -222,7 +222,7 @@ def _parse(parser, argv: list[str]) -> argparse.Namespace:
 
 
 def _parse_and_run(argv: list[str], command: str | None) -> int:
-    from inceptionlab.errors import UserError
+    from inceptionlab.errors import UserError, command_line_message
 
     parser = build_parser(command)
     # under torchrun, argparse's own errors are said by each machine's first process only (every
@@ -240,12 +240,12 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
     try:
         return int(_command_module(args.command).run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = command_line_message(exc).strip()  # create_model(...) fixes as --model/--model-kwargs flags
+        message = text.splitlines()[0] if text else type(exc).__name__
         message = _in_command_terms(message, parser.command_parsers[args.command])
         # the API's fix for weights of another class count is a Python call; on the command line it is a model
         message = re.sub(r"pass num_classes=(\d+) \(then reset_classifier\(n\) for n new classes\)",
                          lambda match: _classes_fix(match, args), message)
-        message = re.sub(r"use create_model\('([\w.]+)', weights=\.\.\.\) \(or --model \1\)", r"use --model \1", message)
         if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun, each machine's first process says it
             print(f"inceptionlab {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -3,10 +3,31 @@
 `UserError` carries a one-line message that names the problem and the fix. It subclasses
 `ValueError`, so library callers can catch either; the CLI prints it as one line and exits 2.
 """
+import re
 
 
 class UserError(ValueError):
     """A problem with the user's input (model name, switch, image size, file, config value)."""
+
+
+class FixInPython(UserError):
+    """A UserError whose fix is a Python call; ``command_line`` is the message with the command line's fix."""
+
+    def __init__(self, message: str, command_line: str) -> None:
+        super().__init__(message)
+        self.command_line = command_line
+
+
+# an API fix naming create_model's arguments: on the command line, --model and --model-kwargs
+_CREATE_MODEL_FIX = re.compile(r"create_model\('([\w.]+)'((?:, \w+=[^,()]+)*), weights=\.\.\.\)( \(or --model \1\))?")
+
+
+def command_line_message(error: UserError) -> str:
+    """``error``'s message with the command line's fix where the API's is a Python call."""
+    message = getattr(error, "command_line", None) or str(error)
+    return _CREATE_MODEL_FIX.sub(lambda found: f"--model {found[1]}" + (
+        f" --model-kwargs {' '.join(arg.strip() for arg in found[2].split(',') if arg.strip())}" if found[2] else ""),
+        message)
 
 
 def listed(names, limit: int = 5) -> str:

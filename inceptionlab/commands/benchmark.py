@@ -104,7 +104,6 @@ def _runtime(args: argparse.Namespace, name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from inceptionlab.tools import benchmark
-    from inceptionlab.tools.export import is_exported_file
 
     apply_threads(args)
     if args.warmup < 0 or args.iters < 1:
@@ -118,12 +117,6 @@ def run(args: argparse.Namespace) -> int:
     if args.memory and args.mode != "train":
         raise UserError("--memory measures the peak memory of a training step; add --mode train")
     names = _model_names(args)
-    exported = [name for name in names if is_exported_file(name)]
-    if args.mode == "train" and exported:  # (before the batch-size rule, whose fix then met this one)
-        raise UserError(f"{exported[0]} is an inference export; it cannot be trained: use --mode infer")
-    if args.mode == "train" and 1 in args.batch_size:
-        raise UserError("a training step with batch norm needs at least 2 images per batch (its statistics "
-                        "of one image on a 1x1 grid are undefined); pass --batch-size 2 or more")
     kwargs = parse_model_kwargs(args.model_kwargs)
     configs = []
     for name in names:
@@ -132,8 +125,11 @@ def run(args: argparse.Namespace) -> int:
             configs.append(benchmark.Config(name, size, batch, args.mode, args.precision, args.channels_last,
                                             args.compile, _runtime(args, name), args.reference, args.fast, kwargs))
     # before the minutes of timing, not after: every model, size and reference, then the CSV
-    benchmark.check_configs(configs)
+    benchmark.check_configs(configs)  # (first: an export's "cannot be trained" before the batch-size rule)
     benchmark.check_warmup(configs, args.warmup)
+    if args.mode == "train" and 1 in args.batch_size:
+        raise UserError("a training step with batch norm needs at least 2 images per batch (its statistics "
+                        "of one image on a 1x1 grid are undefined); pass --batch-size 2 or more")
     out = Path(args.out)
     created = benchmark.check_csv_target(out, kwargs)
     before = len(benchmark.read_csv(out)) if out.stat().st_size else 0

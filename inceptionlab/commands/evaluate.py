@@ -52,7 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from inceptionlab.errors import UserError
-    from inceptionlab.models.weights import in_command_line_terms
     from inceptionlab.train import evaluate
     from inceptionlab.train.config import parse_model_kwargs
 
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                             f"--model {args.run} --data DIR with your own settings)")
     apply_threads(args)
     # with --json, stdout is the JSON document alone: what a person reads goes to stderr
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext(), in_command_line_terms():
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         report = evaluate(args.run, model=args.model, weights=args.weights, data=args.data, out=args.out,
                           batch_size=args.batch_size, img_size=args.img_size,
                           model_kwargs=parse_model_kwargs(args.model_kwargs), workers=args.workers,

@@ -57,16 +57,16 @@ def add_no_ema(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace, classifier: bool = False):
-    """(model, weights file used: None for none) of --model, --weights, --no-ema and --model-kwargs;
-    errors in the command line's terms. ``classifier``: weights without one are refused (its class
+    """(model, weights file used: None for none) of --model, --weights, --no-ema and --model-kwargs
+    (the CLI's error handler words their errors in flags). ``classifier``: weights without one are refused (its class
     scores would be random)."""
     from inceptionlab.models.registry import _saved_directory, create_model, is_saved_folder
-    from inceptionlab.models.weights import classifier_required, in_command_line_terms
+    from inceptionlab.models.weights import classifier_required
     from inceptionlab.train.evaluation import raw_weights
 
     name, weights = args.model, args.weights
     used = weights if weights is not None else Path(name) / "model.safetensors" if is_saved_folder(name) else None
-    with in_command_line_terms(), classifier_required() if classifier else contextlib.nullcontext():
+    with classifier_required() if classifier else contextlib.nullcontext():
         if not args.ema:  # the checkpoint's 'model' entry, in memory: the file itself loads as its EMA
             used, weights = raw_weights(args.model, args.weights)
             # (a run folder as --model with its checkpoint as --weights: "unknown model 'run1'")

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from inceptionlab.errors import UserError, clipped
+from inceptionlab.errors import FixInPython, UserError, clipped
 
 # key prefixes of the references' heads and auxiliary heads
 HEAD_PREFIXES = ("fc.", "last_linear.", "classif.", "classifier.", "logits.", "last_bn.")
@@ -348,7 +348,7 @@ def _switches_of_the_run(path, model) -> str:
     they were trained with that this model differs in, as the fix. config.json holds only the
     switches given, so both sides are compared in full (factorize_nxn=false into a run of the
     default said only "check the model name and switches")."""
-    folder = _saved_folder(path) if path != IN_MEMORY and Path(path).exists() else None
+    folder = saved_folder(path) if path != IN_MEMORY and Path(path).exists() else None
     if folder is None or not hasattr(model, "switches"):
         return ""
     from inceptionlab.models.registry import model_entry
@@ -811,7 +811,7 @@ def saved_config(directory) -> dict:
         raise UserError(f"{config_file} is not a valid inceptionlab config ({exc})") from None
 
 
-def _saved_folder(weights) -> Path | None:
+def saved_folder(weights) -> Path | None:
     """The folder whose config.json describes a weights file (or run / saved folder, or a run's
     checkpoint), or None for weights from elsewhere."""
     weights = Path(weights)
@@ -825,7 +825,7 @@ def trained_classes(weights) -> list[str] | None:
     """The class names that a weights file (or run / saved folder, or a run's checkpoint) was
     trained on, from the config.json that training or save_pretrained wrote beside it, or from the
     training checkpoint itself (one copied out of its run); None for weights from elsewhere."""
-    folder = _saved_folder(weights)
+    folder = saved_folder(weights)
     if folder is not None:
         classes = saved_config(folder)["classes"]
         return [str(c) for c in classes] if classes else None
@@ -845,20 +845,12 @@ def trained_preprocessing(weights) -> dict | None:
     weights were trained with, from its config.json; None for weights from elsewhere. Fine-tuning
     from a run keeps it: a BN-Inception run trained on unit-scale RGB had been fine-tuned on the
     card's Caffe BGR 0-255, inputs 255 times larger with the channels swapped."""
-    folder = _saved_folder(weights)
+    folder = saved_folder(weights)
     if folder is None:
         return None
     recorded = saved_config(folder)["preprocessing"]
     return {k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()
             if k in ("mean", "std", "input_space", "input_range")} or None
-
-
-class FixInPython(UserError):
-    """A UserError whose fix is a Python call; ``command_line`` is the message with the command line's fix."""
-
-    def __init__(self, message: str, command_line: str) -> None:
-        super().__init__(message)
-        self.command_line = command_line
 
 
 def _against_the_folder(directory, arch: str, saved: dict, overrides: dict) -> FixInPython | None:
@@ -884,30 +876,6 @@ def _against_the_folder(directory, arch: str, saved: dict, overrides: dict) -> F
                        f"sets {'it' if len(differ) == 1 else 'them'}){then}",
                        f"{directory} holds weights trained with {was}; drop --model-kwargs {given} (the folder "
                        f"sets {'it' if len(differ) == 1 else 'them'}){train}")
-
-
-# an API fix naming create_model's arguments: on the command line, --model and --model-kwargs
-_CREATE_MODEL_FIX = re.compile(r"create_model\('([\w.]+)'((?:, \w+=[^,()]+)*), weights=\.\.\.\)( \(or --model \1\))?")
-
-
-def command_line_message(error: UserError) -> str:
-    """``error``'s message with the command line's fix where the API's is a Python call."""
-    message = getattr(error, "command_line", None) or str(error)
-    return _CREATE_MODEL_FIX.sub(lambda found: f"--model {found[1]}" + (
-        f" --model-kwargs {' '.join(arg.strip() for arg in found[2].split(',') if arg.strip())}" if found[2] else ""),
-        message)
-
-
-@contextlib.contextmanager
-def in_command_line_terms():
-    """Errors raised inside name the command line's fix (--model, --model-kwargs), not Python calls."""
-    try:
-        yield
-    except UserError as error:
-        message = command_line_message(error)
-        if message == str(error):
-            raise
-        raise UserError(message) from None
 
 
 def from_pretrained(directory, weights=None, **overrides):

@@ -19,6 +19,7 @@ those libraries' own models.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import shutil
@@ -286,6 +287,13 @@ def read_metadata(path) -> dict:
     if not path.is_file():
         raise UserError(f"exported file {path} does not exist" if not path.is_dir() else
                         f"{path} is a folder; pass the exported .onnx or .pt2 file")
+    info = path.stat()
+    # copied: a caller may edit its dict; the file is read once per version (the benchmark asks per row)
+    return copy.deepcopy(_metadata_of_version(path, info.st_mtime_ns, info.st_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _metadata_of_version(path: Path, _mtime_ns: int, _size: int) -> dict:
     try:
         if path.suffix.lower() == ".onnx":
             import onnx

@@ -122,11 +122,11 @@ def carry_convention(donor: nn.Module, model: nn.Module, file: Path) -> None:
     standardization and 160 px), given to ``model``, which took only its tensors (it trained, evaluated
     and saved the card's network instead). A run's or save_pretrained's folder passes on its switches
     here; its preprocessing is `preprocessing`'s to take (see `trained_input_size`)."""
-    from inceptionlab.models.weights import _saved_folder, apply_convention
+    from inceptionlab.models.weights import apply_convention, saved_folder
 
-    switches = {name: value for name, value in convention_switches(donor).items()
-                if convention_switches(model).get(name) != value}
-    carried = {} if _saved_folder(file) is not None else {
+    own = convention_switches(model)
+    switches = {name: value for name, value in convention_switches(donor).items() if own.get(name) != value}
+    carried = {} if saved_folder(file) is not None else {
         key: donor.pretrained_cfg[key] for key in CONVENTION_KEYS
         if key in donor.pretrained_cfg and donor.pretrained_cfg[key] != model.pretrained_cfg.get(key)}
     apply_convention(model, {**carried, "switches": switches}, file)
@@ -148,9 +148,9 @@ def input_convention(model: nn.Module) -> dict:
 def trained_input_size(weights) -> int | None:
     """The input side the weights of a run or save_pretrained folder (or its model.safetensors or a
     run's checkpoint) were trained at, from its config.json; None for weights from elsewhere."""
-    from inceptionlab.models.weights import _saved_folder, saved_config
+    from inceptionlab.models.weights import saved_config, saved_folder
 
-    folder = _saved_folder(weights) if isinstance(weights, (str, Path)) else None
+    folder = saved_folder(weights) if isinstance(weights, (str, Path)) else None
     size = saved_config(folder)["preprocessing"].get("input_size") if folder is not None else None
     return int(size[-1]) if size else None
 

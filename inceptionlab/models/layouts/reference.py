@@ -58,22 +58,11 @@ def reference_name(model: nn.Module, library: str) -> tuple[str, str]:
     return LAYOUTS[library][arch]
 
 
-def _with_counters(keys: list[str]) -> list[str]:
-    """``keys`` with each batch norm's ``num_batches_tracked`` after its ``running_var``, as
-    PyTorch registers them (the layouts leave the counters out; a strict load needs them)."""
-    out = []
-    for key in keys:
-        out.append(key)
-        if key.endswith(".running_var"):
-            out.append(key[:-len("running_var")] + "num_batches_tracked")
-    return out
-
-
 def reference_state_dict(model: nn.Module, library: str) -> "OrderedDict[str, torch.Tensor]":
     """``model``'s weights under ``library``'s keys (``"timm"`` or ``"torchvision"``), in its order,
     batch norm counters included: ``load_state_dict(..., strict=True)`` of the library's model with
     the same class count (and aux heads, in torchvision) takes it."""
-    from inceptionlab.models.weights import _parts, _reference_layouts, map_reference_state
+    from inceptionlab.models.weights import _parts, _reference_layouts
 
     layout, _ = reference_name(model, library)
     ours = model.state_dict()
@@ -91,25 +80,24 @@ def reference_state_dict(model: nn.Module, library: str) -> "OrderedDict[str, to
             pairs += list(zip((k for k, _ in t_items), o_items))
     if o_head:  # the classifier (num_classes=0: none)
         pairs += list(zip((k for k, _ in t_head), o_head))
-    paired = {their_key: value for their_key, (_, value) in pairs}
-    # in the layout's order (the aux heads sit between the blocks there, after them in our pairing)
-    state = OrderedDict((key, paired[key].detach().clone()) for key in theirs if key in paired)
-    counters = {k[:-len("num_batches_tracked")]: v for k, v in ours.items() if k.endswith("num_batches_tracked")}
-    our_prefix = {their[:-len("running_var")]: ok[:-len("running_var")]
-                  for their, (ok, _) in pairs if their.endswith(".running_var")}
+    paired = {their_key: our_key for their_key, (our_key, _) in pairs}
     full = OrderedDict()
-    for key in _with_counters(list(state)):
-        if key in state:
-            full[key] = state[key]
-        else:  # a counter: the model's own (or 0, for a norm without one)
-            counter = counters.get(our_prefix[key[:-len("num_batches_tracked")]])
-            full[key] = counter.clone() if counter is not None else torch.tensor(0)
-    _check_round_trip(model, full, map_reference_state)
+    for key in theirs:  # the layout's order (its aux heads sit between the blocks; ours pair after them)
+        if key not in paired:
+            continue
+        full[key] = ours[paired[key]].detach().clone()
+        if key.endswith(".running_var"):  # then the norm's counter, as PyTorch registers it (layouts omit them)
+            counter = ours.get(paired[key][:-len("running_var")] + "num_batches_tracked")
+            full[key[:-len("running_var")] + "num_batches_tracked"] = (counter.clone() if counter is not None
+                                                                        else torch.tensor(0))
+    _check_round_trip(model, full)
     return full
 
 
-def _check_round_trip(model: nn.Module, state: dict, map_reference_state) -> None:
+def _check_round_trip(model: nn.Module, state: dict) -> None:
     """Loading ``state`` back through the loader's own mapping gives every tensor of ``model``."""
+    from inceptionlab.models.weights import map_reference_state
+
     ours = model.state_dict()
     mapped = map_reference_state(model, state, path="the written state dict")
     wrong = [k for k, v in ours.items() if not k.endswith("num_batches_tracked")
