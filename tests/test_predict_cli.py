@@ -85,7 +85,7 @@ def test_no_ema_predicts_with_a_checkpoints_raw_weights(run, image, capsys):
                                             f"weights: drop --no-ema, or pass a checkpoint")
 
 
-def test_no_ema_exports_a_checkpoints_raw_weights(run, tmp_path, capsys):
+def test_no_ema_exports_a_checkpoints_raw_weights(run, image, tmp_path, capsys):
     from inceptionlab.tools.export import ExportedClassifier
 
     x = torch.rand(1, 3, 16, 16)
@@ -99,6 +99,14 @@ def test_no_ema_exports_a_checkpoints_raw_weights(run, tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(logits["raw"], raw(x), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(logits["raw"], logits["ema"])
+    # the file says which weights it holds (it did not), and predict --json of it repeats that
+    for name, ema in (("ema", True), ("raw", False)):
+        assert ExportedClassifier(tmp_path / f"{name}.onnx").pretrained_cfg["ema"] is ema
+        assert _predict_json(capsys, "--model", str(tmp_path / f"{name}.onnx"), str(image))["ema"] is ema
+    assert main(["export", "googlenet", "--out", str(tmp_path / "random.pt2"), "--no-check",
+                 "--model-kwargs", "stem=low_res", "depth_multiplier=0.125", "min_depth=8"]) == 0
+    assert ExportedClassifier(tmp_path / "random.pt2").pretrained_cfg["ema"] is None
+    capsys.readouterr()
     no_ema_run = tmp_path / "x.onnx"
     assert _error(capsys, ["export", "googlenet", "--out", str(no_ema_run), "--no-ema"]) == (
         "--no-ema takes the raw weights of a checkpoint, and googlenet is not a training run; pass --weights "

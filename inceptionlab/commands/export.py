@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is not None and not Path(args.weights).exists():
         raise UserError(f"weights file {args.weights} does not exist; pass a .safetensors/.pth/.pt file or a run "
                         f"folder")
-    model = load_model(args)[0].eval()
+    model, used = load_model(args)
+    model.eval()
     export.check_exportable(model)  # (before the random-weights note: a features_only model was refused after it)
     check_size_flag(model, args.size)
     if args.weights is not None or is_saved_folder(args.model):  # (random weights have no size of their own)
@@ -83,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         reference_name(model, args.format)  # another architecture or switches fail now, before any writing
     if args.weights is None and not is_saved_folder(args.model):
         print(f"note: no --weights given, exporting {args.model} with random weights", file=sys.stderr)
+    from inceptionlab.train.evaluation import weights_kept_ema
+    # the file says whether it holds a run's EMA or its raw weights (predict --json repeats it)
+    model.pretrained_cfg = {**model.pretrained_cfg, "ema": None if used is None else
+                            weights_kept_ema(used) if args.ema else False}
     checked = [] if not args.no_check else ["not checked (--no-check): the file was not run against PyTorch"]
 
     def check(written: Path) -> None:

@@ -60,7 +60,7 @@ def load_model(args: argparse.Namespace, classifier: bool = False):
     """(model, weights file used: None for none) of --model, --weights, --no-ema and --model-kwargs
     (the CLI's error handler words their errors in flags). ``classifier``: weights without one are refused (its class
     scores would be random)."""
-    from inceptionlab.models.registry import _saved_directory, create_model, is_saved_folder
+    from inceptionlab.models.registry import saved_directory, create_model, is_saved_folder
     from inceptionlab.models.weights import classifier_required
     from inceptionlab.train.evaluation import raw_weights
 
@@ -70,7 +70,7 @@ def load_model(args: argparse.Namespace, classifier: bool = False):
         if not args.ema:  # the checkpoint's 'model' entry, in memory: the file itself loads as its EMA
             used, weights = raw_weights(args.model, args.weights)
             # (a run folder as --model with its checkpoint as --weights: "unknown model 'run1'")
-            name = args.model if is_saved_folder(args.model) else str(_saved_directory(args.model, args.weights)
+            name = args.model if is_saved_folder(args.model) else str(saved_directory(args.model, args.weights)
                                                                         or args.model)
         model = create_model(name, weights=weights, **parse_model_kwargs(args.model_kwargs))
     return model, None if used is None else str(used)
@@ -120,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         preds = predict(model, args.images, **options)
         from inceptionlab.train.evaluation import weights_kept_ema
 
-        ema = None if exported else weights_kept_ema(used) if args.ema else False  # as eval.json says it
+        # as eval.json says it; an exported file, as its export recorded it
+        ema = model.pretrained_cfg.get("ema") if exported else weights_kept_ema(used) if args.ema else False
         doc = {"model": args.model, "weights": used, "ema": ema,
                "results": [p.as_dict() for p in preds.results],
                "skipped": [{"image": str(path), "error": reason} for path, reason in preds.skipped]}

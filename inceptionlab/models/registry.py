@@ -199,7 +199,7 @@ def create_model(name: str, pretrained: bool = False, weights=None,
                         "too, or leave out_indices out")
     if not str(name).strip():  # ("" is the current folder to Path: ". has no config.json")
         model_entry(name)
-    directory = name if is_saved_folder(name) else _saved_directory(name, weights)
+    directory = name if is_saved_folder(name) else saved_directory(name, weights)
     if directory is not None:
         from inceptionlab.models.weights import from_pretrained
         model = from_pretrained(directory, weights=weights, **switches)  # weights=: another file of it
@@ -266,7 +266,7 @@ def _check_memory(name, entry: ModelEntry, switches: dict) -> None:
                            else "depth_multiplier or min_depth"))
 
 
-def _saved_directory(name: str, weights) -> Path | None:
+def saved_directory(name: str, weights) -> Path | None:
     """The directory ``weights`` is (or is the model.safetensors of), when ``save_pretrained`` wrote
     it (its config.json says for which architecture: another one than ``name``'s is an error); else None."""
     if weights is None or isinstance(weights, Mapping):

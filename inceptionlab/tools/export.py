@@ -95,6 +95,9 @@ def metadata(model: nn.Module, size: int) -> dict:
         # the create_model switches it was built with: the benchmark rebuilds the network from them
         # (on the meta device) to count its parameters and multiply-adds
         "switches": cfg.get("switches"),
+        # whether the weights are a run's EMA (True), its raw ones (False), or not known (None: weights
+        # from elsewhere, random ones); `inceptionlab export` sets it
+        "ema": cfg.get("ema"),
         "input_name": INPUT_NAME,
         "output_name": output_name(model),
     }
@@ -377,6 +380,7 @@ class ExportedClassifier(nn.Module):
         if meta.get("classes"):
             self.pretrained_cfg["classes"] = [str(c) for c in meta["classes"]]
         self.pretrained_cfg["architecture"] = meta.get("architecture")
+        self.pretrained_cfg["ema"] = meta.get("ema") if isinstance(meta.get("ema"), bool) else None
         if isinstance(meta.get("switches"), dict):
             self.pretrained_cfg["switches"] = dict(meta["switches"])
         self.num_classes = None if meta.get("num_classes") is None else int(meta["num_classes"])

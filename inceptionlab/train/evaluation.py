@@ -203,10 +203,10 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
             raise UserError(f"{trained_run} is a training run: eval --run {trained_run} scores its own validation "
                             f"split; to score other images, pass them as data")
         if weights is not None and not is_saved_folder(model):
-            from inceptionlab.models.registry import _saved_directory
+            from inceptionlab.models.registry import saved_directory
             # the model.safetensors of a saved run brings its config.json (switches, classes, size), as
             # in predict and export: eval failed with "does not fit" where predict worked
-            model = str(_saved_directory(model, weights) or model)
+            model = str(saved_directory(model, weights) or model)
         cfg = TrainConfig(model=str(model), data=None if data is None else str(data), epochs=1,
                           model_kwargs=dict(model_kwargs or {}), img_size=img_size, val_split=val_split,
                           seed=seed, weights=None if weights is None else str(weights)).resolved()
