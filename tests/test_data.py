@@ -505,6 +505,22 @@ def write_fake_cifar10(folder: Path, n_train=16, n_test=4) -> np.ndarray:
     return rows
 
 
+def test_uniform_side_reads_a_sample_of_headers(tmp_path):
+    from inceptionlab.data.datasets import uniform_side
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(32, 32)] * 40 + [(32, 31)]):
+        paths.append(tmp_path / f"{i:02d}.png")
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(paths[-1])
+    samples = [(p, 0) for p in paths]
+    (tmp_path / "bad.jpg").write_text("not an image")
+    assert uniform_side(samples[:40] + [(tmp_path / "bad.jpg", 0)]) == 32  # an unreadable file is passed over
+    assert uniform_side(samples[40:]) is None  # not square
+    assert uniform_side(samples, count=41) is None  # the odd one sampled
+    assert uniform_side([]) is None and uniform_side([(tmp_path / "bad.jpg", 0)]) is None
+
+
 def test_cifar10_pickles_round_trip(tmp_path):
     rows = write_fake_cifar10(tmp_path / "cifar-10-batches-py")
     splits = build_datasets(tmp_path, train_transform=None, eval_transform=None)  # parent folder

@@ -1239,8 +1239,26 @@ def test_the_run_decodes_large_jpegs_at_the_size_its_transforms_need(tmp_path):
     splits, _, size = build_model_and_data(tiny(tmp_path, data=str(tmp_path / "pics"), limit_per_class=None,
                                                 val_split=0.5))
     assert size == 12
-    # 12 / sqrt(0.08 / (4/3)) for training; twice the evaluation resize, 2 x 13
-    assert (splits.train.transform.decode_side, splits.val.transform.decode_side) == (49, 26)
+    # 12 / sqrt(0.08 / (4/3)) for training; twice the evaluation resize, 2 x 12 (crop 1.0: the
+    # pictures are 12x12 themselves)
+    assert (splits.train.transform.decode_side, splits.val.transform.decode_side) == (49, 24)
+
+
+@pytest.mark.parametrize("sides, low_res_size, crop", [((24, 24), 24, 1.0), ((48, 48), 32, 0.875),
+                                                       ((24, 30), 32, 0.875)])
+def test_a_folder_of_small_squares_of_one_size_trains_and_evaluates_at_it(tmp_path, sides, low_res_size, crop):
+    # a CIFAR-10 folder of 32x32 JPEGs was evaluated at crop 0.875 (its centre 28x28 scaled up),
+    # where the same pictures as CIFAR arrays were evaluated whole: 10.0 against 9.0 top-1
+    for side, cls in zip(sides, ("a", "b")):
+        image_folder(tmp_path / "pics", (cls,), 3, size=side)
+    cfg = tiny(tmp_path, data=str(tmp_path / "pics"), limit_per_class=None, val_split=0.34, img_size=None)
+    splits, net, size = build_model_and_data(cfg)
+    assert splits.native_size == (sides[0] if sides[0] == sides[1] else None)
+    # a low-res stem trains at the pictures' size, never above its card's 32 px; crop 1.0 at that size
+    assert (size, net.pretrained_cfg["crop_pct"]) == (low_res_size, crop)
+    assert build_model_and_data(cfg.replace(img_size=sides[0]))[1].pretrained_cfg["crop_pct"] == \
+        (1.0 if sides[0] == sides[1] else 0.875)
+    assert build_model_and_data(cfg.replace(img_size=sides[0], crop_pct=0.5))[1].pretrained_cfg["crop_pct"] == 0.5
 
 
 def test_a_blown_up_finite_loss_is_divergence(tmp_path, monkeypatch):

@@ -61,9 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--distort", action=argparse.BooleanOptionalAction, default=S,
                       help="the papers' colour distortions (TF-slim's distort_color: brightness +-32/255 added, "
                            "saturation and contrast x0.5-1.5, hue +-0.2, in a random one of its four orders)")
-    data.add_argument("--crop-pct", type=float, default=S, help="evaluation crop fraction (default: the model's, e.g. 0.875; 1.0 for the embedded "
-                                                                      "digits and CIFAR arrays at their own size; an image folder "
-                                                                      "keeps the model's, whatever its pictures' size)")
+    data.add_argument("--crop-pct", type=float, default=S, help="evaluation crop fraction (default: the model's, e.g. 0.875; 1.0 for data "
+                                                                      "trained at its own size: the embedded digits, CIFAR, an image "
+                                                                      "folder of square pictures of one size, such as 32x32)")
     opt = parser.add_argument_group("optimization")
     opt.add_argument("--opt", default=S, help="rmsprop_tf (the papers', the default), sgd or adamw; each brings its "
                                               "own lr, schedule, weight decay and clipping unless given (rmsprop_tf: "

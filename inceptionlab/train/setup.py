@@ -179,7 +179,8 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
     its config.json records; a network trained from scratch gets unit-scale RGB input.
 
     The image size is ``cfg.img_size``, else the size a saved run was trained at, else the data's
-    native size for a low_res stem (32 for CIFAR, 28 for the digits), else the model's input size;
+    native size for a low_res stem (32 for CIFAR, 28 for the digits) where it is no larger than the
+    card's, else the model's input size;
     never below the model's minimum.
     """
     from inceptionlab.data import eval_transform, train_transform
@@ -209,7 +210,8 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
     img_size = cfg.img_size
     if img_size is None:
         trained_at = card["input_size"][-1] if card.get("saved_from") else weights_size  # a saved run's own size
-        img_size = max(trained_at or (native_size if low_res and native_size else card["input_size"][-1]), minimum)
+        own = card["input_size"][-1]  # (pictures larger than the low-res card's size are scaled down to it)
+        img_size = max(trained_at or (native_size if low_res and native_size and native_size <= own else own), minimum)
     elif with_aux and model.min_input_size <= img_size < minimum:  # (it failed in the first step, files written)
         raise UserError(f"img_size {img_size} is below the {minimum}x{minimum} that {cfg.model}'s aux heads need in "
                         f"training: pass --img-size {minimum} or more, or leave out aux_logits=true")
