@@ -220,3 +220,15 @@ def test_imagenet_weights_without_names_score_folders_named_by_imagenet_classes(
                                         r"prints them \(e\.g\. great_white_shark or 'great white shark'; WordNet ids "
                                         r"such as n01440764 are not known here\)$"):
         evaluate(data=bad, out=tmp_path / "bad", **kwargs)
+    # the same weights as a save_pretrained folder given as the model: it was built with the data's 3
+    # classes and refused as "drop --model-kwargs num_classes=3", a flag nobody passed
+    model.save_pretrained(tmp_path / "saved")
+    by_folder = evaluate(model=str(tmp_path / "saved"), data=data, out=tmp_path / "out2", all_images=True, img_size=16)
+    assert by_folder["per_class"] == report["per_class"] and len(by_folder["model_classes"]) == 1000
+    two = _tiny_googlenet(2)
+    two.save_pretrained(tmp_path / "saved2")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'saved2'} has a 2-class classifier without class names \(no "
+                                        rf"class names in its config\.json\), and {data} has 3 classes: unnamed "
+                                        r"classes are scored by position, so the data must hold the 2 classes it "
+                                        r"learned, in that order$"):
+        evaluate(model=str(tmp_path / "saved2"), data=data, out=tmp_path / "out3", all_images=True, img_size=16)

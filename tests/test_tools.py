@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 import json
 import sys
@@ -913,6 +914,27 @@ def test_find_images_walks_folders_and_skips_hidden(tmp_path):
     (tmp_path / "c" / ".hide").mkdir()
     assert [p.relative_to(tmp_path).as_posix() for p in find_images([tmp_path])] == [
         "a/x.jpg", "a/z_same.jpg", "b.png", "c/w.jpg"]  # (they were _link/x.jpg, _link/z_same.jpg ...)
+
+
+def test_odd_files_named_on_the_command_line_are_skipped_with_their_reason(tmp_path):
+    # a FIFO, a broken link or a link loop named directly was "does not exist" and stopped the run
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 0, 0)).save(tmp_path / "ok.png")
+    os.mkfifo(tmp_path / "fifo.jpg")
+    (tmp_path / "broken.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    named = [tmp_path / n for n in ("fifo.jpg", "broken.jpg", "loop_a", "ok.png")]
+    assert find_images(named) == named
+    out = predict(tiny("googlenet"), named, top_k=1)
+    assert [p.path.name for p in out.results] == ["ok.png"]
+    reasons = {path.name: reason for path, reason in out.skipped}
+    assert reasons["fifo.jpg"].endswith("not a regular file (a pipe, socket or device)")
+    assert reasons["broken.jpg"].endswith(f"broken symbolic link to {tmp_path / 'gone.jpg'}")
+    assert "Too many levels of symbolic links" in reasons["loop_a"]
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'missing.jpg'} does not exist; name image files or folders"):
+        find_images([tmp_path / "missing.jpg"])
 
 
 @pytest.mark.slow

@@ -12,6 +12,8 @@ side to size / crop_pct, centre crop, normalize), and run in batches through the
 """
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -61,8 +63,8 @@ def find_images(paths: Iterable) -> list[Path]:
         p = Path(p)
         if p.is_dir():
             found += sorted(files_in(p, every_name=True))  # r.bmp and a link to it: an answer for each
-        elif p.is_file():
-            found.append(p)
+        elif p.is_file() or os.path.lexists(p):  # a FIFO, a broken link, a link loop: skipped with the
+            found.append(p)                        # reason decoding gives, as inside a folder (it stopped the run)
         else:
             raise UserError(f"{p} does not exist; name image files or folders of images")
     return found

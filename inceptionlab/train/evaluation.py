@@ -237,13 +237,20 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     cfg = cfg.replace(weights=None, augment=False)
     trained_from = weights_file if weights_file is not None else (model if is_saved_folder(model) else None)
     trained = trained_classes(Path(trained_from)) if trained_from is not None else None
-    count = _unnamed_classifier_size(weights_file) if weights_file is not None and trained is None else None
+    # (a save_pretrained folder as --model too: it was built with the data's class count, and its
+    # config.json's num_classes=1000 refused that as "drop --model-kwargs num_classes=4")
+    count = _unnamed_classifier_size(trained_from) if trained_from is not None and trained is None else None
     source = str(cfg.data) if cfg.data else "the embedded digits"
 
     def model_classes(splits) -> list[str]:
         """The weights' classes, named as the data names them where it has them."""
         if count == 1000:  # ImageNet's classifier: its classes by the names predict prints
             return _imagenet_classes_of(splits.classes, source)
+        if count is not None and count != len(splits.classes):  # its fix, num_classes, met "taken from the data"
+            beside = "no class names in its config.json" if is_saved_folder(trained_from) else "no config.json beside it"
+            raise UserError(f"{trained_from} has a {count}-class classifier without class names ({beside}), and "
+                            f"{source} has {len(splits.classes)} classes: unnamed classes are scored by position, so "
+                            f"the data must hold the {count} classes it learned, in that order")
         return _check_classes(trained, splits.classes, source) or splits.classes
     # weights of named classes: the model keeps all of them, and the data's classes (all of them, or
     # some, in any order) are scored by name
@@ -257,11 +264,6 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     label_map = None
     if classes != splits.classes:
         label_map = torch.tensor([classes.index(name) for name in splits.classes])
-    if weights_file is not None and trained is None:
-        if count is not None and count != len(classes):  # its fix, num_classes, met "taken from the data"
-            raise UserError(f"{weights_file} has a {count}-class classifier without class names (no config.json "
-                            f"beside it), and {source} has {len(classes)} classes: unnamed classes are scored by "
-                            f"position, so the data must hold the {count} classes it learned, in that order")
     scored_file, scored_ema = weights_file, None  # what eval.json says was scored
     if weights_file is not None:
         scored_ema = _load_eval_weights(net, weights_file, cfg, len(classes), ema)
