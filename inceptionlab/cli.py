@@ -221,6 +221,9 @@ def _parse(parser, argv: list[str]) -> argparse.Namespace:
     return args
 
 
+CLASSES_FROM_DATA = ("train", "compare", "study", "demo")  # commands whose class count is the data's
+
+
 def _parse_and_run(argv: list[str], command: str | None) -> int:
     from inceptionlab.errors import UserError, command_line_message
 
@@ -240,7 +243,8 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
     try:
         return int(_command_module(args.command).run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        text = command_line_message(exc).strip()  # create_model(...) fixes as --model/--model-kwargs flags
+        # create_model(...) fixes as --model/--model-kwargs flags (without num_classes where the data sets it)
+        text = command_line_message(exc, classes_from_data=args.command in CLASSES_FROM_DATA).strip()
         message = text.splitlines()[0] if text else type(exc).__name__
         message = _in_command_terms(message, parser.command_parsers[args.command])
         # the API's fix for weights of another class count is a Python call; on the command line it is a model

@@ -22,12 +22,18 @@ class FixInPython(UserError):
 _CREATE_MODEL_FIX = re.compile(r"create_model\('([\w.]+)'((?:, \w+=[^,()]+)*), weights=\.\.\.\)( \(or --model \1\))?")
 
 
-def command_line_message(error: UserError) -> str:
-    """``error``'s message with the command line's fix where the API's is a Python call."""
+def command_line_message(error: UserError, classes_from_data: bool = False) -> str:
+    """``error``'s message with the command line's fix where the API's is a Python call.
+    ``classes_from_data``: the command takes the class count from its data (train, the lab), which
+    refuses a num_classes among the flags, so the fix leaves it out."""
     message = getattr(error, "command_line", None) or str(error)
-    return _CREATE_MODEL_FIX.sub(lambda found: f"--model {found[1]}" + (
-        f" --model-kwargs {' '.join(arg.strip() for arg in found[2].split(',') if arg.strip())}" if found[2] else ""),
-        message)
+
+    def flags(found: re.Match) -> str:
+        kwargs = [arg.strip() for arg in found[2].split(",") if arg.strip()]
+        if classes_from_data:
+            kwargs = [arg for arg in kwargs if not arg.startswith("num_classes=")]
+        return f"--model {found[1]}" + (f" --model-kwargs {' '.join(kwargs)}" if kwargs else "")
+    return _CREATE_MODEL_FIX.sub(flags, message)
 
 
 def listed(names, limit: int = 5) -> str:

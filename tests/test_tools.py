@@ -692,6 +692,11 @@ def test_weights_file_of_a_training_run_brings_its_classes_and_switches(tmp_path
     with pytest.raises(UserError, match=r"was saved for googlenet \(its config.json says so\), not inception_v3: "
                                         r"use --model googlenet"):
         create_model("inception_v3", weights=run / "model.safetensors")
+    # on the command line the fix is named once (it said "use --model googlenet (--model googlenet)")
+    assert main(args + ["--model", "inception_v3", "--weights", str(run / "model.safetensors")]) == 2
+    assert capsys.readouterr().err == (f"inceptionlab predict: error: {run / 'model.safetensors'} was saved for "
+                                       f"googlenet (its config.json says so), not inception_v3: use --model googlenet, "
+                                       f"or the directory {run} as the model\n")
 
 
 def test_cli_predict_bad_input(tmp_path, capsys):

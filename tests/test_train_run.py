@@ -1206,6 +1206,20 @@ def test_eval_on_other_data_writes_beside_the_runs_own_scores(tmp_path, capsys):
         assert f"wrote {run / 'eval_other_all' / 'eval.json'} and the confusion matrix beside it" in capsys.readouterr().out
         assert (run / "eval.json").read_text() == own
         assert json.loads((run / "eval_other_all" / "eval.json").read_text())["images"] == 6
+    # another folder named other/ keeps the first one's scores (it replaced them without a word): its
+    # parent's name joins, then a number; the same folder scored again replaces its own
+    second = image_folder(tmp_path / "elsewhere" / "other", ("cat", "dog"), 2, seed=2)
+    third = image_folder(tmp_path / "elsewhere2" / "x" / "other", ("cat", "dog"), 1, seed=3)
+    third_named = image_folder(tmp_path / "elsewhere3" / "x" / "other", ("cat", "dog"), 1, seed=3)
+    for folder, name, images in ((second, "eval_elsewhere_other_all", 4), (third, "eval_x_other_all", 2),
+                                 (third_named, "eval_other_all_2", 2), (other, "eval_other_all", 6),
+                                 (second, "eval_elsewhere_other_all", 4)):
+        assert main(["eval", "--run", str(run), "--data", str(folder), "--all-images"]) == 0
+        assert f"wrote {run / name / 'eval.json'} and" in capsys.readouterr().out
+        report = json.loads((run / name / "eval.json").read_text())
+        assert (report["images"], report["data"]) == (images, str(folder.resolve()))
+    assert sorted(p.name for p in run.glob("eval_*")) == ["eval_elsewhere_other_all", "eval_other_all",
+                                                          "eval_other_all_2", "eval_x_other_all"]
 
 
 def test_a_signal_during_the_final_evaluation_is_kept_for_the_lab(tmp_path, monkeypatch):

@@ -160,6 +160,16 @@ def test_a_facenet_file_with_logits_counts_whole_heads_and_names_flags_on_the_co
     assert main(["predict", "--model", "inception_resnet_v1", "--weights", str(path), str(tmp_path / "a.png")]) == 2
     assert capsys.readouterr().err == (f"inceptionlab predict: error: {path} does not fit inception_resnet_v1: {head}use "
                                        f"--model inception_resnet_v1 --model-kwargs embedding_dim=512 num_classes=10\n")
+    # train takes the class count from the data, and refused the num_classes=10 its fix named
+    from helpers import image_folder
+    data = image_folder(tmp_path / "faces", ("ann", "bob"), 2, size=16)
+    train = ["train", "--model", "inception_resnet_v1", "--weights", str(path), "--data", str(data), "--steps", "1",
+             "--batch-size", "2", "--img-size", "75", "--val-split", "0.5", "--quiet", "--out"]
+    assert main(train + [str(tmp_path / "run")]) == 2
+    head = head.replace("(1000, 1792)", "(10, 1792)")  # (train builds the file's 10 classes, then replaces them)
+    assert capsys.readouterr().err == (f"inceptionlab train: error: {path} does not fit inception_resnet_v1: {head}use "
+                                       f"--model inception_resnet_v1 --model-kwargs embedding_dim=512\n")
+    assert main(train + [str(tmp_path / "run"), "--model-kwargs", "embedding_dim=512"]) == 0  # the fix works
 
 
 # ------------------------------------------------------------------ safety

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from inceptionlab.errors import UserError, closest
+from inceptionlab.errors import FixInPython, UserError, closest
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -289,9 +289,9 @@ def saved_directory(name: str, weights) -> Path | None:
         return None  # not ours: the file is read as a plain state dict
     if architecture == model_entry(name).card["name"]:
         return folder if str(folder) not in _REGISTRY else folder.absolute()  # a folder named like a model
-    raise UserError(f"{path} was saved for {architecture} (its config.json says so), not {name}: use "
-                    f"--model {architecture} (create_model({architecture!r}, weights=...)), or the directory "
-                    f"{folder} as the model")
+    said = f"{path} was saved for {architecture} (its config.json says so), not {name}: use "
+    raise FixInPython(f"{said}create_model({architecture!r}, weights=...), or the directory {folder} as the model",
+                      command_line=f"{said}--model {architecture}, or the directory {folder} as the model")
 
 
 def _input_config(model, card: dict, switches: dict) -> dict:

@@ -108,20 +108,40 @@ def _same_folder(data, trained_on) -> bool:
     return trained_on is not None and resolved(data) == resolved(trained_on)
 
 
-def _other_data_folder(data, all_images: bool = False, raw: bool = False, weights=None) -> str:
+def _other_data_folder(base: Path, data, all_images: bool = False, raw: bool = False, weights=None) -> Path:
     """Where a run's (or a weights file's) scores on another data folder go by default, inside
-    it: ``eval_<folder name>``, ``eval_<folder name>_all`` for every image (they had overwritten the
+    ``base``: ``eval_<folder name>``, ``eval_<folder name>_all`` for every image (they had overwritten the
     run's own eval.json, then each other); the name of the weights file scored, where it is not the
     run's final model.safetensors (``eval_cifar10_best``: two checkpoints' scores replaced each
     other); ``_raw`` for the raw weights of a run that kept an EMA (``ema=False``), beside the EMA's
     scores rather than over them. ``data`` None: the run's own data (``eval_raw``; the EMA's scores
-    are the run's own eval.json)."""
-    parts = ["eval"]
-    if data is not None:
-        parts.append(Path(str(data)).expanduser().resolve().name or "data")
-    if weights is not None and Path(str(weights)).name != "model.safetensors":
-        parts.append(Path(str(weights)).stem)
-    return "_".join(parts + ["all"] * all_images + ["raw"] * raw)
+    are the run's own eval.json). Scores of another folder of the same name already there (two
+    ``test/`` folders) are kept: the name takes the folder's parent too (``eval_cifar10_test``), then
+    a number; the same data scored again replaces its own scores."""
+    def name(folder: str, number: int = 1) -> str:
+        parts = ["eval", folder]
+        if weights is not None and Path(str(weights)).name != "model.safetensors":
+            parts.append(Path(str(weights)).stem)
+        return "_".join(parts + ["all"] * all_images + ["raw"] * raw + [str(number)] * (number > 1))
+
+    if data is None:
+        return base / "_".join(["eval"] + ["all"] * all_images + ["raw"] * raw)
+    scored = Path(str(data)).expanduser().resolve()
+    own = scored.name or "data"
+    names = [name(own), name(f"{scored.parent.name}_{own}")] + [name(own, n) for n in range(2, 100)]
+    for candidate in dict.fromkeys(names):
+        folder = base / candidate
+        if not (folder / "eval.json").exists() or _scored_data(folder) == str(scored):
+            return folder
+    raise UserError(f"{base} holds 99 score folders of other data named {own}; pass --out")
+
+
+def _scored_data(folder: Path) -> str | None:
+    """The data folder whose scores ``folder``'s eval.json holds (None: not known)."""
+    try:
+        return json.loads((folder / "eval.json").read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _run_folder(path) -> Path | None:
@@ -184,7 +204,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                             "all_images)")
         # scores of other data go beside the run's own, not over them
         out = (Path(out) if out is not None else
-               Path(run) / _other_data_folder(data if other_data else None, all_images, raw=not ema)
+               _other_data_folder(Path(run), data if other_data else None, all_images, raw=not ema)
                if other_data or not ema else Path(run))
     else:
         if Path(str(model)).suffix.lower() in (".onnx", ".pt2"):
@@ -217,7 +237,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
         if base.name == "checkpoints":  # a run's checkpoint: its scores go beside the run's, not among checkpoints
             base = base.parent
         out = (Path(out) if out is not None else
-               base / _other_data_folder(data, all_images, raw=not ema, weights=weights)
+               _other_data_folder(base, data, all_images, raw=not ema, weights=weights)
                if data is not None or not ema else base)
     if out.exists() and not out.is_dir():  # before the evaluation, not after it
         raise UserError(f"{out} is a file; pass --out a folder for eval.json and the confusion matrix")
@@ -310,7 +330,8 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                   model_classes=classes,
                   weights=str(scored_file) if scored_file else None, weights_kind=used, ema=scored_ema,
                   img_size=size,
-                  data_source=source, confusion_csv=str(csv_path), confusion_png=str(png_path),
+                  data_source=source, data=str(Path(str(cfg.data)).expanduser().resolve()) if cfg.data else None,
+                  confusion_csv=str(csv_path), confusion_png=str(png_path),
                   skipped_files=[dict(path=path, reason=reason) for path, reason in (skipped or ())],
                   architecture=getattr(net, "name", cfg.model), all_images=all_images, amp=amp, batch_size=batch_size,
                   limit_per_class=limit_per_class)
