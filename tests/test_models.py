@@ -653,7 +653,9 @@ def test_tracing_reset_classifier_and_feature_extractors_as_timm_users_expect():
     assert extractor.pretrained_cfg["mean"] == (0.5, 0.5, 0.5)  # the preprocessing to feed it, as in timm
     assert extractor.feature_info.reduction() == [4, 8] and model.feature_info.module_name()[-1] == "mixed_7c"
     assert [f.shape[-1] for f in extractor(torch.randn(2, 3, 96, 96))] == [20, 9]  # it asked for 299 px
-    for indices, message in ((2, "out_indices must be a list of feature levels"), ((), "out_indices is empty")):
+    for indices, message in ((2, "out_indices must be a list of feature levels"), ((), "out_indices is empty"),
+                             (-1, r"out_indices must be a list of feature levels, e\.g\. \(1, 3\), 0\.\.4, or "
+                                  r"\(-1,\) for the last; got -1$")):  # (the docstring said "-1 for the last")
         with pytest.raises(UserError, match=message):
             create_model("inception_v3", features_only=True, out_indices=indices)
     for name, message in ((None, "create_model takes a model name"), (123, "create_model takes a model name")):

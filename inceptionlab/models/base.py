@@ -263,7 +263,8 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         n = len(model.feature_info)
         if out_indices is not None and not isinstance(out_indices, (list, tuple, range)):
-            raise UserError(f"out_indices must be a list of feature levels, e.g. (1, 3), 0..{n - 1}; got {out_indices!r}")
+            raise UserError(f"out_indices must be a list of feature levels, e.g. (1, 3), 0..{n - 1}, or (-1,) for the "
+                            f"last; got {out_indices!r}")
         out_indices = tuple(range(n)) if out_indices is None else tuple(out_indices)
         if not out_indices:
             raise UserError(f"out_indices is empty: name at least one feature level of 0..{n - 1}")

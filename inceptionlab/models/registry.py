@@ -178,7 +178,7 @@ def create_model(name: str, pretrained: bool = False, weights=None,
 
     ``features_only=True`` returns a `FeatureExtractor` instead of a classifier: calling it gives a
     list of feature maps, one per level of ``model.feature_info`` (the last block at each
-    resolution); ``out_indices`` (e.g. ``(1, 3)``, or -1 for the last) chooses which levels, all by
+    resolution); ``out_indices`` (e.g. ``(1, 3)``, or ``(-1,)`` for the last) chooses which levels, all by
     default. Other keyword arguments are the model's switches (``inceptionlab.model_card`` and each
     family's factory document them).
     """
