@@ -923,6 +923,29 @@ def test_a_labs_initial_weights_are_kept_absolute_for_resume_elsewhere(engine, t
     assert main(["compare", "--resume", str(tmp_path / "lab"), "--steps", "60"]) == 0
 
 
+def test_a_run_from_scratch_leaves_the_shared_fine_tuning_settings_out(configs, tmp_path, capsys):
+    # the README's scratch run kept the shared freeze_bn=true and body_lr_scale=0.1: random weights, BN frozen
+    # at its random start, the body at a tenth of the rate
+    (tmp_path / "w.pth").write_bytes(b"weights")
+    out = tmp_path / "lab"
+    assert main(["compare", "--models", "googlenet", "--steps", "40", *SMALL_ARGS, "--set",
+                 f"weights={tmp_path / 'w.pth'}", "body_lr_scale=0.1", "freeze_bn=true", "freeze_until=mixed_3b",
+                 "--variant", "scratch:googlenet:weights=none",
+                 "--variant", "scratch_bn_frozen:googlenet:weights=none,freeze_bn=true", "--out", str(out)]) == 0
+    started = {Path(cfg.out).name: (cfg.weights, cfg.freeze_bn, cfg.freeze_until, cfg.body_lr_scale)
+               for cfg in configs}
+    assert started == {"googlenet": (str(tmp_path / "w.pth"), True, "mixed_3b", 0.1),
+                       "scratch": (None, False, None, 1.0),
+                       "scratch_bn_frozen": (None, True, None, 1.0)}  # what a run sets itself stays
+    printed = capsys.readouterr().out
+    assert ("[2/3] scratch: googlenet (stem=low_res, depth_multiplier=0.125, min_depth=8); from scratch, without "
+            "the shared freeze_bn, freeze_until, body_lr_scale\n") in printed
+    assert "[3/3] scratch_bn_frozen: googlenet (stem=low_res, depth_multiplier=0.125, min_depth=8); from scratch, " \
+           "without the shared freeze_until, body_lr_scale\n" in printed
+    assert "| scratch | googlenet | - | weights=None (from scratch, without the shared freeze_bn, freeze_until, " \
+           "body_lr_scale) | 0 |" in (out / "report.md").read_text()
+
+
 def test_a_lab_is_not_written_into_a_training_run(engine, tmp_path, capsys):
     # `demo --out RUN` wrote plan.yaml, the report and runs/ beside the run's own files
     run = tmp_path / "run"
@@ -998,26 +1021,9 @@ def test_a_refused_study_says_only_why(engine, tmp_path, capsys):
     assert sum(line.startswith("claim (") for line in lines) == 1
 
 
-def test_compare_resume_extends_the_budget_of_every_run(engine, tmp_path, capsys, monkeypatch):
+def test_compare_resume_extends_the_budget_of_every_run(engine, tmp_path, capsys):
     # compare --resume LAB --steps N said "drop --steps", where train --resume RUN --steps N extends a run
-    import yaml
-
-    resumed = []
-
-    def with_budget(cfg=None, *, resume=None, budget=None, **kwargs):  # the engine's budget= on resume
-        run_dir = Path(cfg.out if cfg is not None else resume)
-        if cfg is not None:
-            summary = engine(cfg, **kwargs)
-            budget = {"epochs": cfg.epochs, "steps": cfg.steps, "minutes": cfg.minutes}
-        else:
-            resumed.append((run_dir.name, budget))
-            summary = engine(resume=resume, **kwargs)
-            budget = {key: (budget or {}).get(key) for key in ("epochs", "steps", "minutes")}
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({**saved, **budget}))  # as the engine records it
-        return summary
-
-    monkeypatch.setattr(train_module, "train", with_budget)
+    resumed = engine.extended
     out = tmp_path / "lab"
     engine.fates["bn_inception"] = "diverge"
     assert main(["compare", "--models", "googlenet,bn_inception", "--steps", "40", *SMALL_ARGS,
@@ -1041,8 +1047,76 @@ def test_compare_resume_extends_the_budget_of_every_run(engine, tmp_path, capsys
     assert "googlenet (stem=low_res, depth_multiplier=0.125, min_depth=8) - kept from before (finished" in \
         capsys.readouterr().out
     assert main(["compare", "--resume", str(out), "--steps", "200", "--lr", "0.1"]) == 2
-    assert "drop --lr (only --epochs, --steps and --minutes may change: a larger budget extends every run; to " \
-           "change the plan, start over with --overwrite)" in capsys.readouterr().err
+    assert "drop --lr (only --epochs, --steps and --minutes may change: a larger budget extends every run; --data, " \
+           "where the lab's data folder moved; to change the plan, start over with --overwrite)" in \
+        capsys.readouterr().err
+
+
+def test_a_run_extended_on_resume_is_calibrated_again(engine, tmp_path, monkeypatch):
+    # its lab_calibration.json was kept: the verdict, report and calibration.png gave the shorter model's ECE
+    calibrated = []
+
+    def confident_by_step(run_dir, data=None):  # every image right at confidence 1 - steps/1000: ECE = steps/10 %
+        steps = json.loads((Path(run_dir) / "summary.json").read_text())["steps"]
+        calibrated.append((Path(run_dir).name, steps))
+        return [1 - steps / 1000] * 4, [True] * 4
+
+    monkeypatch.setattr(measure_module, "predict_val", confident_by_step)
+    lab = tmp_path / "lab"
+    results = run_plan(plan_of("googlenet", budget={"steps": 40}), lab, calibrate=True, log=lambda line: None)
+    assert results["runs"][0]["ece"] == pytest.approx(4.0)
+    extended = load_lab(lab)
+    extended.budget = {"steps": 100}
+    results = run_plan(extended, lab, resume=True, calibrate=True, log=lambda line: None)
+    assert engine.extended == [("googlenet", {"steps": 100})]
+    assert results["runs"][0]["ece"] == pytest.approx(10.0)
+    assert json.loads((lab / "results.json").read_text())["runs"][0]["ece"] == pytest.approx(10.0)
+    run_plan(load_lab(lab), lab, resume=True, calibrate=True, log=lambda line: None)  # kept: not measured again
+    assert calibrated == [("googlenet", 40), ("googlenet", 100)]
+
+
+def test_a_lab_whose_data_folder_moved_resumes_with_data(engine, tmp_path, capsys):
+    # compare --resume said the folder "does not exist; ... or leave --data out", and refused --data: such a lab
+    # could not be resumed, where train --resume RUN --data DIR continues a run whose folder moved
+    import yaml
+    from helpers import image_folder
+
+    photos, lab = image_folder(tmp_path / "photos", ["a", "b"], 5), tmp_path / "lab"
+    assert main(["compare", "--models", "googlenet", "--steps", "40", *SMALL_ARGS, "--img-size", "32",
+                 "--data", str(photos), "--out", str(lab)]) == 0
+    moved = photos.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main(["compare", "--resume", str(lab)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"inceptionlab compare: error: the lab's data folder {photos.resolve()} is gone; put it back there, or pass "
+        f"the folder's new place: inceptionlab compare --resume {lab} --data NEW_PATH")
+    other = image_folder(tmp_path / "other", ["a", "b", "c"], 5)
+    assert main(["compare", "--resume", str(lab), "--data", str(other)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"inceptionlab compare: error: --data {other.resolve()} holds other classes (a, b, c) than the lab's runs "
+        f"trained on (a, b); pass the folder the lab's data moved to, or start a new lab on this data with another "
+        f"--out")
+    assert load_lab(lab).data == str(photos.resolve()) and engine.calls == [("googlenet", "new")]  # nothing changed
+    assert main(["compare", "--resume", str(lab), "--data", str(moved), "--steps", "60"]) == 0
+    assert load_lab(lab).data == str(moved.resolve())  # what later resumes continue with
+    assert engine.extended == [("googlenet", {"steps": 60})]  # the engine resumed the run on the moved folder
+    assert yaml.safe_load((lab / "runs" / "googlenet" / "config.yaml").read_text())["data"] == str(moved.resolve())
+    # a study and the demo take it too, and their "gone" names their own resume command
+    study, demo = tmp_path / "study", tmp_path / "demo"
+    photos = image_folder(tmp_path / "photos", ["a", "b"], 5)
+    assert main(["study", "aux", "--steps", "2", *SMALL_ARGS, "--img-size", "32", "--data", str(photos),
+                 "--out", str(study)]) == 0
+    assert main(["demo", "--steps", "1", "--models", "googlenet", "--set", "img_size=32", "--data", str(photos),
+                 "--out", str(demo)]) == 0
+    moved = photos.rename(tmp_path / "moved_again")
+    capsys.readouterr()
+    for resume in (["study", "aux", "--resume", "--out", str(study)], ["demo", "--resume", "--out", str(demo)]):
+        assert main(resume) == 2
+        assert capsys.readouterr().err.strip().endswith(
+            f"put it back there, or pass the folder's new place: inceptionlab {' '.join(resume[:-2])} --out "
+            f"{resume[-1]} --data NEW_PATH")
+        assert main(resume + ["--data", str(moved)]) == 0
+        assert load_lab(resume[-1]).data == str(moved.resolve())
 
 
 def test_what_the_lab_cannot_take_is_refused_before_anything_is_written(engine, tmp_path, capsys):

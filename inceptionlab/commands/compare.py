@@ -6,6 +6,7 @@
     inceptionlab compare --plan plan.yaml --out lab/mine
     inceptionlab compare --resume lab/mine          # after an interruption, or to start failed runs again
     inceptionlab compare --resume lab/mine --steps 1000   # every run extended to a larger budget
+    inceptionlab compare --resume lab/mine --data ~/moved/photos   # where the lab's data folder moved
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="lab folder for the runs and the report (default: lab/compare)")
     parser.add_argument("--resume", metavar="LAB_DIR", help="continue an interrupted compare (failed runs start "
                                                            "again; finished ones are kept, or extended to a larger "
-                                                           "--steps/--epochs/--minutes)")
+                                                           "--steps/--epochs/--minutes; with --data, where the lab's "
+                                                           "data folder moved)")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a compare")
     parser.add_argument("--title", help="the report's title")
     add_budget_arguments(parser)
@@ -93,21 +95,38 @@ def plan_values(args) -> dict:
     return values
 
 
-def refuse_with_resume(args, extends: bool = False, **more) -> None:
+def refuse_with_resume(args, **more) -> None:
     """--resume continues the plan saved in the lab folder: any option that would change it is an
-    error rather than silently ignored (``extends``: but for a new budget, which extends the runs)."""
+    error rather than silently ignored, but for a new budget, which extends the runs, and --data, where
+    the lab's data folder moved (see `resumed_plan`)."""
     from inceptionlab.errors import UserError
     from inceptionlab.lab.plan import BUDGET_KEYS
 
     values = plan_values(args)
     flagged = {name for name, _, _ in SETTING_FLAGS}
-    given = [f"--{k}" for k in values if k not in ("train", "model_kwargs") and not (extends and k in BUDGET_KEYS)]
+    given = [f"--{k}" for k in values if k not in ("train", "model_kwargs", "data", *BUDGET_KEYS)]
     given += [f"--{k.replace('_', '-')}" if k in flagged else f"--set {k}=" for k in values.get("train", {})]
     given += ["--model-kwargs"] * ("model_kwargs" in values) + [f"--{k}" for k, v in more.items() if v]
     if given:
-        raise UserError(f"--resume continues the plan saved in the lab folder; drop {given[0]} "
-                        + ("(only --epochs, --steps and --minutes may change: a larger budget extends every run; "
-                           if extends else "(") + "to change the plan, start over with --overwrite)")
+        raise UserError(f"--resume continues the plan saved in the lab folder; drop {given[0]} (only --epochs, "
+                        f"--steps and --minutes may change: a larger budget extends every run; --data, where the "
+                        f"lab's data folder moved; to change the plan, start over with --overwrite)")
+
+
+def resumed_plan(lab_dir, args):
+    """The plan saved in ``lab_dir`` with what --resume may change: a larger budget, which extends every run,
+    and --data, where the lab's data folder moved (`run_plan` checks it holds the classes the runs trained on,
+    then saves it in plan.yaml)."""
+    from inceptionlab.lab import load_lab
+    from inceptionlab.lab.plan import BUDGET_KEYS
+
+    plan = load_lab(lab_dir)
+    budget = {k: v for k, v in plan_values(args).items() if k in BUDGET_KEYS}
+    if budget:  # a finished lab extended: every run that shares the budget goes on to the new one
+        plan.budget = budget
+    if args.data is not None:
+        plan.data = args.data
+    return plan
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -152,9 +171,8 @@ def run(args) -> int:
     import copy
 
     from inceptionlab.errors import UserError
-    from inceptionlab.lab import Plan, load_lab, parse_variant, run_plan
+    from inceptionlab.lab import Plan, parse_variant, run_plan
     from inceptionlab.lab.demo import SMALL_TRAIN, small_train
-    from inceptionlab.lab.plan import BUDGET_KEYS
     from inceptionlab.train.config import RECIPES
 
     if args.resume:
@@ -162,15 +180,11 @@ def run(args) -> int:
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():  # it was ignored
             raise UserError(f"--resume {args.resume} continues the lab in that folder; drop --out {args.out} "
                             f"(copy the lab folder first to continue it elsewhere)")
-        refuse_with_resume(args, extends=True, models=args.models, variant=args.variant, plan=args.plan,
-                           title=args.title, overwrite=args.overwrite)
-        plan = load_lab(args.resume)
-        budget = {k: v for k, v in plan_values(args).items() if k in BUDGET_KEYS}
-        if budget:  # a finished lab extended: every run that shares the budget goes on to the new one
-            plan.budget = budget
+        refuse_with_resume(args, models=args.models, variant=args.variant, plan=args.plan, title=args.title,
+                           overwrite=args.overwrite)
         hint = f"inceptionlab compare --resume {args.resume}"
-        return finish(run_plan(plan, args.resume, resume=True, quiet_runs=args.quiet, resume_hint=hint),
-                      args.resume, retry_with=hint)
+        return finish(run_plan(resumed_plan(args.resume, args), args.resume, resume=True, quiet_runs=args.quiet,
+                               resume_hint=hint), args.resume, retry_with=hint)
     from inceptionlab.train.config import read_yaml
 
     values = read_yaml(args.plan, "plan file") if args.plan else {}

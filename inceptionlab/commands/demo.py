@@ -26,13 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE", dest="settings",
                         help="training settings, e.g. --set img_size=96 limit_per_class=50")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out (failed runs "
-                                                              "start again)")
+                                                              "start again; --data, where its data folder moved)")
     parser.add_argument("--quiet", action="store_true", help="print only evaluations and the end of each run")
 
 
 def run(args) -> int:
-    from inceptionlab.commands.compare import finish
-    from inceptionlab.lab import load_lab, run_plan
+    from inceptionlab.commands.compare import finish, resumed_plan
+    from inceptionlab.lab import run_plan
     from inceptionlab.errors import UserError
     from inceptionlab.lab.demo import demo_plan, holds_other_lab
     from inceptionlab.lab.plan import parse_seeds
@@ -40,15 +40,15 @@ def run(args) -> int:
 
     hint = "inceptionlab demo --resume" + (f" --out {args.out}" if args.out != "lab/demo" else "")
     if args.resume:
-        given = [flag for flag, value in (("--data", args.data), ("--minutes", args.minutes), ("--steps", args.steps),
-                                          ("--epochs", args.epochs),
-                                          ("--models", args.models), ("--seeds", args.seeds),
+        given = [flag for flag, value in (("--minutes", args.minutes), ("--steps", args.steps),
+                                          ("--epochs", args.epochs), ("--models", args.models), ("--seeds", args.seeds),
                                           ("--model-kwargs", args.model_kwargs), ("--set", args.settings))
                  if value is not None]
         if given:  # (they were ignored: the saved plan ran)
-            raise UserError(f"--resume continues the demo saved in {args.out}; drop {given[0]} (to change it, "
-                            f"run the demo again without --resume)")
-        return finish(run_plan(load_lab(args.out), args.out, resume=True, quiet_runs=args.quiet,
+            raise UserError(f"--resume continues the demo saved in {args.out}; drop {given[0]} (only --data may be "
+                            f"given, where the demo's data folder moved; to change it, run the demo again without "
+                            f"--resume)")
+        return finish(run_plan(resumed_plan(args.out, args), args.out, resume=True, quiet_runs=args.quiet,
                                resume_hint=hint), args.out, retry_with=hint)
     if holds_other_lab(args.out):
         raise UserError(f"{args.out} holds a compare or a study, which the demo (it starts its folder over) "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from inceptionlab.commands.compare import (add_budget_arguments, add_shared_arguments, finish, plan_values,
-                                           refuse_with_resume)
+                                           refuse_with_resume, resumed_plan)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="the model a one-model study varies (default inception_v3)")
     parser.add_argument("--out", help="lab folder (default: lab/<study>)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted study in --out (failed runs "
-                                                              "start again)")
+                                                              "start again; a larger --steps/--epochs/--minutes "
+                                                              "extends every run; --data, where its data folder moved)")
     parser.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a study")
     add_budget_arguments(parser)
     add_shared_arguments(parser)
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from inceptionlab.errors import UserError
-    from inceptionlab.lab import STUDIES, get_study, load_lab, run_plan
+    from inceptionlab.lab import STUDIES, get_study, run_plan
     from inceptionlab.lab.demo import study_plan
 
     if args.list:
@@ -40,14 +41,10 @@ def run(args) -> int:
     out = args.out or f"lab/{study.name}"
     hint = f"inceptionlab study {study.name} --resume" + (f" --out {args.out}" if args.out else "")
     if args.resume:
-        refuse_with_resume(args, extends=True, model=args.model, overwrite=args.overwrite)
-        plan = load_lab(out)
+        refuse_with_resume(args, model=args.model, overwrite=args.overwrite)
+        plan = resumed_plan(out, args)  # a larger budget: the verdicts say "give the runs a larger budget"
         if plan.study != study.name:
             raise UserError(f"{out} holds {plan.study or 'a compare'}, not the {study.name} study")
-        from inceptionlab.lab.plan import BUDGET_KEYS
-        budget = {k: v for k, v in plan_values(args).items() if k in BUDGET_KEYS}
-        if budget:  # the verdicts say "give the runs a larger budget": extend every run, as compare --resume does
-            plan.budget = budget
         return finish(run_plan(plan, out, resume=True, quiet_runs=args.quiet, resume_hint=hint), out, retry_with=hint)
     plan = study_plan(study, plan_values(args), model=args.model)  # (run_plan says the claim, once it is checked)
     return finish(run_plan(plan, out, overwrite=args.overwrite, quiet_runs=args.quiet, resume_hint=hint), out,

@@ -105,9 +105,10 @@ def calibration(confidences, correct, bins: int = 15) -> dict:
                 accuracy=100.0 * sum(bool(c) for c in correct) / max(n, 1), bins=table, images=n)
 
 
-def predict_val(run_dir: Path) -> tuple[list[float], list[bool]]:
+def predict_val(run_dir: Path, data: str | None = None) -> tuple[list[float], list[bool]]:
     """Top-1 softmax confidence and correctness of a finished run's final model, per image of the
-    run's own validation split (the engine's data, split and evaluation preprocessing)."""
+    run's own validation split (the engine's data, split and evaluation preprocessing); ``data``: where
+    the run's data folder is now, when it moved (None: the folder its config.yaml names)."""
     import torch
 
     from inceptionlab.data import make_loader
@@ -117,6 +118,8 @@ def predict_val(run_dir: Path) -> tuple[list[float], list[bool]]:
 
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_yaml(run_dir / "config.yaml")
+    if data is not None:
+        cfg = cfg.replace(data=data)
     splits, net, _size = build_model_and_data(cfg.replace(weights=None, augment=False),
                                               pretrained=cfg.weights is not None)
     load_weights(net, run_dir / "model.safetensors")

@@ -54,6 +54,10 @@ RUN_KEYS = ("name", "model", "model_kwargs", "train")
 # many times slower (10x+ measured on this project's 2-core machine)
 LAB_THREADS = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
+# training settings that mean something only from initial weights (the engine's note on random weights names
+# them): a run of its own weights=none, from scratch, leaves the shared ones out (it trained with batch norm
+# frozen at its random start and the body at a tenth of the rate)
+FINE_TUNING_SETTINGS = ("freeze_bn", "freeze_until", "body_lr_scale")
 
 
 def train_settings() -> list[str]:
@@ -81,6 +85,7 @@ class RunSpec:
     model_kwargs: dict
     train: dict        # every training setting of this run except the lab-owned ones
     seed: int
+    left_out: tuple = ()  # the shared fine-tuning settings a run from scratch leaves out
 
     def config(self, out: Path | str, data: str | None, quiet: bool = False):
         """The engine's `TrainConfig` for this run, writing to ``out``."""
@@ -119,7 +124,12 @@ class Plan:
                 train = {"threads": LAB_THREADS, **shared, **self.train, **v.train}
                 if "aux_weight" in self.train and "aux_weight" not in v.train and not has_aux_heads(v.model, kwargs):
                     del train["aux_weight"]  # shared: where a run has aux heads, as a switch where a model has it
-                out.append(RunSpec(name, v.name, v.model, kwargs, train, seed))
+                from_scratch = "weights" in v.train and v.train["weights"] is None
+                left_out = tuple(key for key in FINE_TUNING_SETTINGS
+                                 if from_scratch and key in self.train and key not in v.train)
+                for key in left_out:
+                    del train[key]
+                out.append(RunSpec(name, v.name, v.model, kwargs, train, seed, left_out))
         return out
 
     # ------------------------------------------------------------------ YAML

@@ -144,7 +144,8 @@ def setting_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     head = ["run", "model", "switches of its own", "settings of its own", "seed"]
     rows = []
     for r in results["runs"]:
-        rows.append([r["name"], r["model"], _kv(r.get("own_switches")) or "-", _kv(r.get("train")) or "-",
+        left_out = f" (from scratch, without the shared {', '.join(r['left_out'])})" if r.get("left_out") else ""
+        rows.append([r["name"], r["model"], _kv(r.get("own_switches")) or "-", (_kv(r.get("train")) or "-") + left_out,
                      str(r["seed"])])
     return head, rows
 

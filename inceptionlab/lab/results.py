@@ -201,7 +201,7 @@ def collect(plan: Plan, lab_dir: Path, data_source: str | None = None, target_fn
         own = variants[run.variant]
         record.update(name=run.name, variant=run.variant, model=run.model, model_kwargs=run.model_kwargs,
                       own_switches=dict(own.model_kwargs), train=dict(own.train), seed=run.seed,
-                      dir=str(Path("runs") / run.name))
+                      left_out=list(run.left_out), dir=str(Path("runs") / run.name))
         records.append(record)
     colors = run_colors([v.name for v in plan.variants])
     for record in records:

@@ -23,13 +23,17 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from inceptionlab.errors import UserError
+from inceptionlab.errors import UserError, listed
 from inceptionlab.files import why_not_writable
 from inceptionlab.lab.plan import BUDGET_KEYS, Plan, PlanCheck, RunSpec, check_plan
 from inceptionlab.lab.results import CALIBRATION_FILE, DONE_STATUSES, FAILURE_FILE
 
 PLAN_FILE = "plan.yaml"
 REPORT_FILES = ("results.json", "report.html", "report.md")
+# what the lab measured of a run's trained weights: a run that trains again is measured again (an extended
+# run's report gave the calibration of its shorter model). lab_measure.json stays: it measures a fresh model
+# of the run's architecture and input size, which training does not change.
+TRAINED_WEIGHTS_MEASUREMENTS = (CALIBRATION_FILE,)
 
 
 def load_lab(lab_dir) -> Plan:
@@ -43,10 +47,12 @@ def load_lab(lab_dir) -> Plan:
 
 def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = False,
                 resume_hint: str | None = None) -> PlanCheck:
-    """Checks the plan (UserError before anything runs) and readies ``lab_dir``."""
+    """Checks the plan (UserError before anything runs) and readies ``lab_dir``. On ``resume``, a ``plan.data``
+    other than the saved plan's is where the lab's data folder moved: it must hold the classes the runs trained on."""
     from inceptionlab.lab.plots import PLOT_FILES
 
     lab_dir = Path(lab_dir)
+    moved = resume and _data_moved(plan, lab_dir, resume_hint or f"inceptionlab compare --resume {lab_dir}")
     check = check_plan(plan)
     if plan.data is not None:  # (each run failed with train's refusal, after the lab's files went into the data)
         data, out = Path(str(plan.data)).expanduser().resolve(), lab_dir.expanduser().resolve()
@@ -54,8 +60,10 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
             raise UserError(f"the output folder {lab_dir} is inside the data folder {plan.data}; pass an --out "
                             f"outside it")
     if resume:
+        if moved:
+            _check_trained_classes(plan, lab_dir, check.classes)
         _check_extensions(plan, lab_dir)
-        if plan.to_dict() != load_lab(lab_dir).to_dict():  # a new budget: later resumes continue with it
+        if plan.to_dict() != load_lab(lab_dir).to_dict():  # a new budget or data folder: later resumes continue with it
             try:
                 plan.write_yaml(lab_dir / PLAN_FILE)
             except OSError as exc:
@@ -99,6 +107,33 @@ def prepare_lab(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = 
     except OSError as exc:
         raise UserError(f"cannot write to {lab_dir}: {why_not_writable(lab_dir, exc)}; pass a writable --out") from None
     return check
+
+
+def _data_moved(plan: Plan, lab_dir: Path, resume_hint: str) -> bool:
+    """Whether a resumed ``plan`` names another data folder than the saved plan (--resume --data, where the lab's
+    data moved; made absolute in ``plan``). UserError for a saved folder that is gone, naming that fix, as train
+    --resume does (it said "does not exist; ... or leave --data out", and --data was refused)."""
+    saved = load_lab(lab_dir).data
+    if plan.data is None or plan.data == saved:
+        if plan.data is not None and not Path(plan.data).exists():
+            raise UserError(f"the lab's data folder {plan.data} is gone; put it back there, or pass the folder's new "
+                            f"place: {resume_hint} --data NEW_PATH")
+        return False
+    data = Path(str(plan.data)).expanduser().resolve()
+    if not data.is_dir():
+        raise UserError(f"--data {plan.data} is not a folder; pass the folder the lab's data moved to")
+    plan.data = str(data)
+    return plan.data != saved
+
+
+def _check_trained_classes(plan: Plan, lab_dir: Path, classes: list[str]) -> None:
+    """The classes of a lab's new data folder must be those its runs trained on (as their summaries recorded)."""
+    trained = next((found for run in plan.runs() if (found := _summary(lab_dir / "runs" / run.name).get("classes"))),
+                   None)
+    if trained is not None and list(trained) != list(classes):
+        raise UserError(f"--data {plan.data} holds other classes ({listed(classes)}) than the lab's runs trained on "
+                        f"({listed(trained)}); pass the folder the lab's data moved to, or start a new lab on this "
+                        f"data with another --out")
 
 
 def _lab_run_names(lab_dir: Path, plan: Plan) -> list[str]:
@@ -215,7 +250,7 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
                            quiet=quiet_runs, continue_with=continue_with)
             _measure_one(run, run_dir, check)
             if calibrate:
-                _calibrate_one(run_dir, log)
+                _calibrate_one(run_dir, log, plan.data)
     except KeyboardInterrupt:
         log(f"interrupted: the runs so far are kept in {lab_dir}; continue with: {continue_with}")
         raise
@@ -226,9 +261,11 @@ def run_plan(plan: Plan, lab_dir, *, resume: bool = False, overwrite: bool = Fal
 
 
 def describe_run(run: RunSpec) -> str:
-    """``inception_v3 (norm=False, stem=low_res; lr=0.01)``: the model, its switches, its settings."""
+    """``inception_v3 (norm=False, stem=low_res)``: the model and its switches, and the shared fine-tuning
+    settings it leaves out (``; from scratch, without the shared freeze_bn, body_lr_scale``)."""
     switches = ", ".join(f"{k}={v}" for k, v in run.model_kwargs.items())
-    return run.model + (f" ({switches})" if switches else "")
+    left_out = f"; from scratch, without the shared {', '.join(run.left_out)}" if run.left_out else ""
+    return run.model + (f" ({switches})" if switches else "") + left_out
 
 
 class _SigtermInterrupts:
@@ -256,9 +293,11 @@ def _train_one(run: RunSpec, run_dir: Path, plan: Plan, *, resume: bool, log, qu
 
     if not resume and run_dir.exists():  # an attempt that failed, or died before its first checkpoint
         shutil.rmtree(run_dir)
+    for name in TRAINED_WEIGHTS_MEASUREMENTS:  # (before training: an interrupted extension keeps none either)
+        (run_dir / name).unlink(missing_ok=True)
     new_budget = {"budget": budget} if budget else {}
     try:  # a run stopped by a signal names the lab's command to continue (its own had left the rest undone)
-        summary = (train(resume=run_dir, continue_with=continue_with, **new_budget) if resume
+        summary = (train(resume=run_dir, continue_with=continue_with, data=plan.data, **new_budget) if resume
                    else train(run.config(run_dir, plan.data, quiet=quiet), continue_with=continue_with))
     except KeyboardInterrupt:
         raise
@@ -299,14 +338,16 @@ def _measure_one(run: RunSpec, run_dir: Path, check: PlanCheck) -> None:
                 threads=run.train.get("threads"))
 
 
-def _calibrate_one(run_dir: Path, log) -> None:
+def _calibrate_one(run_dir: Path, log, data: str | None) -> None:
+    """Measures a finished run's calibration on its validation split, in ``data`` (the lab's: a run kept from
+    before a --resume --data still names the folder it trained on)."""
     from inceptionlab.lab.measure import calibration, predict_val
 
     path = run_dir / CALIBRATION_FILE
     if path.exists() or _summary(run_dir).get("status") != "finished":
         return
     try:
-        table = calibration(*predict_val(run_dir))
+        table = calibration(*predict_val(run_dir, data))
     except Exception as exc:
         log(f"    calibration of {run_dir.name} failed: {type(exc).__name__}: {_first_line(exc)}")
         return
