@@ -240,12 +240,21 @@ def test_summary_json_holds_the_table(capsys):
 
 
 def test_explain_factorization_undoes_one_switch_at_a_time_and_reads_saved_folders(tmp_path):
-    # with both on, "factorize_5x5=False" alone was a 1x5 + 5x1 model, and the 5x5 rows were lost
+    # with both on, "factorize_5x5=False" alone was a 1x5 + 5x1 model, and the 5x5 rows were lost; then each
+    # 5x5 had two rows, "3x3 + 3x3 instead of 5x5" of 3x3s the model no longer has, and the split 3x3s
     both = explain_factorization("inception_v3", factorize_5x5=True, factorize_nxn=True)
-    pairs = {(f.switch, f.unfactorized) for f in both.found if f.block == "mixed_5b"}
-    assert ("factorize_5x5", "5x5 48->64") in pairs and ("factorize_nxn", "3x3 48->48 + 3x3 48->64") in pairs
+    assert [(f.switch, f.factorized, f.unfactorized) for f in both.found if f.block == "mixed_5b"] == [
+        ("factorize_5x5+factorize_nxn", "1x3 48->48 + 3x1 48->48 + 1x3 48->48 + 3x1 48->64", "5x5 48->64"),
+        ("factorize_5x5+factorize_nxn", "1x3 64->64 + 3x1 64->96 + 1x3 96->96 + 3x1 96->96", "5x5 64->96")]
+    # a stride-2 3x3 is not split: the 5x5 of mixed_6a became 1x3 + 3x1 and a 3x3/2
+    assert [(f.factorized, f.unfactorized) for f in both.found if f.block == "mixed_6a"] == [
+        ("1x3 64->64 + 3x1 64->96 + 3x3 96->96", "5x5 64->96")]
     plain = count_macs(build_on_meta("inception_v3", factorize_5x5=False, factorize_nxn=False))
-    assert both.unfactorized_macs["factorize_nxn=False, factorize_5x5=False"] == plain
+    assert both.unfactorized_macs["factorize_nxn=False, factorize_5x5=False"] == plain == 9_712_155_232
+    # the entries are the whole difference between the two models (it counted 3x3s that were split)
+    assert (sum(f.macs for f in both.found), sum(f.macs_unfactorized for f in both.found)) == \
+        (2_101_986_048, 6_570_617_856)
+    assert plain - 6_570_617_856 + 2_101_986_048 == both.macs
     # a model where one switch changes nothing gets no line for it
     assert list(explain_factorization("googlenet_paper", factorize_5x5=True).unfactorized_macs) == \
         ["factorize_5x5=False"]
@@ -253,6 +262,61 @@ def test_explain_factorization_undoes_one_switch_at_a_time_and_reads_saved_folde
     create_model("inception_v3", num_classes=7, depth_multiplier=0.25, stem="low_res").save_pretrained(tmp_path / "v3")
     folder = explain_factorization(str(tmp_path / "v3"))
     assert folder.found and folder.size == 32
+
+
+def test_explain_factorization_with_both_switches_counts_each_convolution_once():
+    # googlenet_paper's 5x5 16->32 had two rows, "3x3 16->16 + 3x3 16->32 5.4 instead of 5x5 16->32 10.0" (two
+    # 3x3 the built model does not have) and "1x3+3x1+1x3+3x1 3.0 instead of 3x3 16->16 + 3x3 16->32 5.4", and
+    # the total said 420.8 MMACs instead of 811.7 (48% saved)
+    from inceptionlab.tools.summary import format_factorization
+
+    ex = explain_factorization("googlenet_paper", factorize_5x5=True, factorize_nxn=True)
+    mixed_3b = [f for f in ex.found if f.block == "mixed_3b"]
+    assert [(f.switch, f.factorized, f.macs, f.unfactorized, f.macs_unfactorized) for f in mixed_3b] == [
+        ("factorize_nxn", "1x3 96->96 + 3x1 96->128", 50_577_408, "3x3 96->128", 86_704_128),
+        ("factorize_5x5+factorize_nxn", "1x3 16->16 + 3x1 16->16 + 1x3 16->16 + 3x1 16->32", 3_010_560,
+         "5x5 16->32", 10_035_200)]
+    assert mixed_3b[1].paper_saving == pytest.approx(1 - 12 / 25)
+    # the block saving is against the unfactorized block, once per block
+    assert all((f.block_macs, f.block_macs_unfactorized) == (84_897_792, 128_049_152) for f in mixed_3b)
+    assert len(ex.found) == 18 and {f.unfactorized.split()[0] for f in ex.found} == {"3x3", "5x5"}
+    unfactorized = ex.unfactorized_macs["factorize_nxn=False, factorize_5x5=False"]
+    assert unfactorized - 747_672_576 + 356_788_992 == ex.macs == 1_191_788_288
+    text = format_factorization(ex)
+    assert "3x3 16->16 + 3x3 16->32" not in text
+    assert "both, 52% for a 5x5 as two 3x3 split in turn (1 - 12/25)." in text
+    assert "all factorized convolutions: 356.8 MMACs instead of 747.7 (52% saved)\n" in text
+    assert text.endswith("whole model: 1.192 GMACs; with factorize_nxn=False, factorize_5x5=False 1.583 GMACs "
+                         "(25% saved)")
+    rows = [line.split() for line in text.splitlines() if line.startswith("mixed_3b")]
+    assert [row[-1] for row in rows] == ["34%", "52%"]  # (a block saving on its first row only)
+
+
+def test_explain_factorization_of_a_model_with_its_switches_off_suggests_turning_them_on():
+    from inceptionlab.tools.summary import format_factorization
+
+    off = dict(factorize_5x5=False, factorize_nxn=False)
+    # it said "try inception_v3, inception_v3_paper or ..." of inception_v3 itself
+    assert format_factorization(explain_factorization("inception_v3", 75, **off)) == (
+        "inception_v3 has no factorized convolutions at these switches (factorize_5x5 / factorize_nxn change "
+        "nothing); try inception_v3_paper or --model-kwargs factorize_5x5=true or factorize_nxn=true")
+    assert format_factorization(explain_factorization("inception_v3_paper", 75, **off)).endswith(
+        "; try inception_v3 or --model-kwargs factorize_5x5=true or factorize_nxn=true")
+    assert format_factorization(explain_factorization("inception_v4", 75, **off)).endswith(
+        "; try inception_v3, inception_v3_paper or --model-kwargs factorize_5x5=true or factorize_nxn=true")
+
+
+def test_sizes_may_be_numpy_integers():
+    # "size must be a positive whole number of pixels, got np.int64(96)"
+    np = pytest.importorskip("numpy")
+    model = build_on_meta("inception_v3", depth_multiplier=0.125)
+    assert count_macs(model, np.int64(96)) == count_macs(model, 96) > 0
+    assert [r.macs for r in model_summary(model, np.int32(96))] == [r.macs for r in model_summary(model, 96)]
+    ex = explain_factorization("inception_v3", np.int64(96), depth_multiplier=0.125)
+    assert ex.size == 96 and type(ex.size) is int  # (the JSON of --explain-factorization holds it)
+    for wrong in (True, np.float64(96.0)):
+        with pytest.raises(UserError, match="size must be a positive whole number of pixels"):
+            count_macs(model, wrong)
 
 
 def test_model_summary_checks_what_it_is_given():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import numbers
 from dataclasses import asdict, dataclass
 
 import torch
@@ -48,9 +49,10 @@ def _on_meta(model: nn.Module) -> nn.Module:
 
 def _input_size(model: nn.Module, size: int | None) -> int:
     if size is not None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:  # -5 raised deep in torch
+        # (numbers.Integral: a numpy integer is a size too; -5 raised deep in torch)
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
             raise UserError(f"size must be a positive whole number of pixels, got {size!r}")
-        return size
+        return int(size)
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     return int(cfg.get("input_size", (3, 299, 299))[-1])
 
@@ -266,14 +268,15 @@ FACTORIZATIONS = {"factorize_5x5": "Sec. 3.1", "factorize_nxn": "Sec. 3.2"}
 
 @dataclass
 class Factorization:
+    """Convolutions of the model against the ones they replace in the unfactorized original."""
     block: str
-    switch: str
+    switch: str         # the switch that split them, or both: "factorize_5x5+factorize_nxn"
     factorized: str     # e.g. "3x3 64->96 + 3x3 96->96"
     unfactorized: str   # e.g. "5x5 64->96"
     macs: int           # of the factorized convolutions, this model
     macs_unfactorized: int
-    block_macs: int
-    block_macs_unfactorized: int
+    block_macs: int     # the whole block, this model
+    block_macs_unfactorized: int  # the whole block, with every factorize switch off
     paper_saving: float  # the saving with equal channel counts, as the paper computes it
 
     @property
@@ -335,13 +338,67 @@ class Explanation:
         return doc
 
 
+def _factorizations_in_block(block: str, chain: list[tuple]) -> list[Factorization]:
+    """The factorized convolutions of ``block`` in ``chain[0]``'s model against the last model of
+    ``chain``, whose other models each undo one more switch: ``[(None, model, counts), (switch,
+    model without it, counts), ...]``.
+
+    Each step pairs the convolutions that changed, and a step that undoes the convolutions of an
+    earlier one extends that entry: with both switches on, a 5x5 that became two 3x3 and then four
+    1x3/3x1 is one entry, "factorize_5x5+factorize_nxn", whose convolutions are in the model."""
+    _, model, counts = chain[0]
+    unfactorized_counts = chain[-1][2]
+    built = _convs(model, block, counts)
+    ours = built
+    became = [{i} for i in range(len(built))]  # per convolution of `ours`: the indices in `built` it became
+    entries: list = []  # (switches, indices in `ours` of the convolutions it replaced)
+    for switch, plain, plain_counts in chain[1:]:
+        theirs = _convs(plain, block, plain_counts)
+        theirs_became = [set() for _ in theirs]
+        moved: dict = {}  # index in `ours` -> the indices in `theirs` (one switch fewer) it came from
+        new_entries = []
+        # the convolutions that differ, aligned by kernel and channels (MACs left out)
+        matcher = difflib.SequenceMatcher(None, [c[:4] for c in ours], [c[:4] for c in theirs], autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            pairs = zip(range(i1, i2), range(j1, j2)) if tag == "equal" else \
+                [(i, j) for i in range(i1, i2) for j in range(j1, j2)]
+            for i, j in pairs:
+                theirs_became[j] |= became[i]
+                moved.setdefault(i, set()).add(j)
+            if tag == "equal" or i1 == i2 or j1 == j2 or not _is_factorization(switch, ours[i1:i2], theirs[j1:j2]):
+                continue
+            earlier = [e for e in entries if e[1] & set(range(i1, i2))]
+            entries = [e for e in entries if e not in earlier]
+            new_entries.append(({s for e in earlier for s in e[0]} | {switch}, set(range(j1, j2))))
+        entries = [(s, {j for i in replaced for j in moved.get(i, ())}) for s, replaced in entries] + new_entries
+        ours, became = theirs, theirs_became
+    found = []
+    for switches, replaced in entries:
+        if not replaced:  # (a later switch removed what it had replaced: nothing to compare with)
+            continue
+        u = [ours[j] for j in sorted(replaced)]
+        positions = sorted(set().union(*(became[j] for j in replaced)))
+        f = [built[i] for i in positions]
+        found.append((positions[:1], Factorization(
+            block=block, switch="+".join(s for s in FACTORIZATIONS if s in switches),
+            factorized=_describe_convs(f), unfactorized=_describe_convs(u),
+            macs=sum(c[4] for c in f), macs_unfactorized=sum(c[4] for c in u),
+            block_macs=counts.get(f"blocks.{block}", 0),
+            block_macs_unfactorized=unfactorized_counts.get(f"blocks.{block}", 0),
+            paper_saving=_paper_saving(f, u))))
+    return [entry for _, entry in sorted(found, key=lambda pair: pair[0])]  # in the block's order
+
+
 def explain_factorization(name: str, size: int | None = None, **switches) -> Explanation:
     """Every factorized convolution in ``create_model(name, **switches)``, against the model built
-    with that factorization switched off, block by block. ``name`` may be a saved folder.
+    with the factorize switches off (the unfactorized original), block by block. ``name`` may be a
+    saved folder.
 
-    The factorizations are undone one at a time, the last first: ``factorize_nxn`` against the model
-    without it, then ``factorize_5x5`` against the model without either. (Undoing the 5x5 alone,
-    with the n x n split on, gives a 1x5 + 5x1, not the 5x5 the paper's figure counts against.)"""
+    The factorizations are undone one at a time, the last first: ``factorize_nxn``, then
+    ``factorize_5x5``. (Undoing the 5x5 alone, with the n x n split on, gives a 1x5 + 5x1, not the
+    5x5 the paper's figure counts against.) A convolution that both split (a 5x5 as two 3x3, each as
+    1x3 + 3x1) is one entry, its four convolutions against the 5x5, so that the entries add up to
+    the difference of the two models."""
     from inceptionlab.models.registry import is_saved_folder, model_entry
 
     model = build_on_meta(name, **switches)
@@ -353,42 +410,22 @@ def explain_factorization(name: str, size: int | None = None, **switches) -> Exp
     _check_size(model, size)
     accepted = model_entry(name).switches
     steps = [switch for switch in FACTORIZATIONS if switch in accepted and switches.get(switch) is not False]
-    found, unfactorized = [], {}
+    chain = [(None, model, _trace(model, size, with_aux=False)[0])]  # the model, then one switch fewer each
+    unfactorized: dict = {}
     off: dict = {}
     undone: list = []  # the switches whose undoing changed the model, for the lines of whole-model MACs
-    current, current_counts = model, _trace(model, size, with_aux=False)[0]
-    total = current_counts[""]
     for switch in reversed(steps):  # undo the last factorization first
         off[switch] = False
         plain = build_on_meta(name, **{**switches, **off})
-        if list(plain.blocks) != list(current.blocks):
+        if list(plain.blocks) != list(chain[-1][1].blocks):
             continue
         plain_counts, _ = _trace(plain, size, with_aux=False)
-        if plain_counts[""] != current_counts[""]:
+        if plain_counts[""] != chain[-1][2][""]:
             undone.append(switch)
             unfactorized[", ".join(f"{k}=False" for k in undone)] = plain_counts[""]
-        for block in current.blocks:
-            ours, theirs = _convs(current, block, current_counts), _convs(plain, block, plain_counts)
-            if ours == theirs:
-                continue
-            # the convolutions that differ, aligned by kernel and channels (MACs left out)
-            matcher = difflib.SequenceMatcher(None, [c[:4] for c in ours], [c[:4] for c in theirs], autojunk=False)
-            for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-                if tag == "equal" or i1 == i2 or j1 == j2:
-                    continue
-                f, u = ours[i1:i2], theirs[j1:j2]
-                if not _is_factorization(switch, f, u):
-                    continue
-                found.append(Factorization(
-                    block=block, switch=switch, factorized=_describe_convs(f), unfactorized=_describe_convs(u),
-                    macs=sum(c[4] for c in f), macs_unfactorized=sum(c[4] for c in u),
-                    block_macs=current_counts.get(f"blocks.{block}", 0),
-                    block_macs_unfactorized=plain_counts.get(f"blocks.{block}", 0),
-                    paper_saving=_paper_saving(f, u)))
-        current, current_counts = plain, plain_counts
-    order = {b: i for i, b in enumerate(model.blocks)}
-    found.sort(key=lambda f: (order[f.block], list(FACTORIZATIONS).index(f.switch)))
-    return Explanation(name, size, total, unfactorized, found)
+        chain.append((switch, plain, plain_counts))
+    found = [f for block in model.blocks for f in _factorizations_in_block(block, chain)]
+    return Explanation(name, size, chain[0][2][""], unfactorized, found)
 
 
 def _table(head: list[str], body: list[list[str]], left: set[int]) -> list[str]:
@@ -398,6 +435,10 @@ def _table(head: list[str], body: list[list[str]], left: set[int]) -> list[str]:
     return [fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [fmt(b) for b in body]
 
 
+# models whose default switches give factorized convolutions: what an empty explanation suggests
+FACTORIZED_MODELS = ("inception_v3", "inception_v3_paper")
+
+
 def format_factorization(ex: Explanation) -> str:
     if not ex.found:
         from inceptionlab.models.registry import model_entry
@@ -405,19 +446,22 @@ def format_factorization(ex: Explanation) -> str:
         # (googlenet's 5x5 branch is a 3x3, as torchvision built it: factorize_5x5=true alone is refused)
         five = ("kernel_5x5=5 factorize_5x5=true" if model_entry(ex.name).defaults.get("kernel_5x5", 5) != 5
                 else "factorize_5x5=true")
+        # (one of these models finds nothing only where its switches are off: it suggested itself)
+        others = [m for m in FACTORIZED_MODELS if m != ex.name]
         return (f"{ex.name} has no factorized convolutions at these switches (factorize_5x5 / factorize_nxn "
-                f"change nothing); try inception_v3, inception_v3_paper or --model-kwargs {five} "
-                f"or factorize_nxn=true")
+                f"change nothing); try {', '.join(others)} or --model-kwargs {five} or factorize_nxn=true")
+    chained = any("+" in f.switch for f in ex.found)  # a convolution both switches split
     lines = [f"Factorized convolutions in {ex.name} at {ex.size}x{ex.size}, against the same model with the "
-             f"factorization switched off (MMACs per image).",
+             f"factorize switches off (MMACs per image).",
              "'paper' is the saving with equal channel counts, as \"Rethinking\" computes it: Sec. 3.1, 28% for a "
-             "5x5 as two 3x3; Sec. 3.2, 33% for a 3x3 as 1x3 + 3x1 (1 - 2/n for n x n).", ""]
+             "5x5 as two 3x3; Sec. 3.2, 33% for a 3x3 as 1x3 + 3x1 (1 - 2/n for n x n)"
+             + ("; both, 52% for a 5x5 as two 3x3 split in turn (1 - 12/25)." if chained else "."), ""]
     body, seen = [], set()
-    for f in ex.found:
-        first = (f.block, f.switch) not in seen
-        seen.add((f.block, f.switch))
+    for f in ex.found:  # the block's saving, against the whole unfactorized block, on its first row
+        block_saving = f"{f.block_saving:.0%}" if f.block not in seen else ""
+        seen.add(f.block)
         body.append([f.block, f.factorized, f"{f.macs / 1e6:.1f}", f.unfactorized, f"{f.macs_unfactorized / 1e6:.1f}",
-                     f"{f.saving:.0%}", f"{f.paper_saving:.0%}", f"{f.block_saving:.0%}" if first else ""])
+                     f"{f.saving:.0%}", f"{f.paper_saving:.0%}", block_saving])
     total_f, total_u = sum(f.macs for f in ex.found), sum(f.macs_unfactorized for f in ex.found)
     lines += _table(["block", "factorized", "MMACs", "instead of", "MMACs", "saving", "paper", "block saving"],
                     body, left={0, 1, 3})
