@@ -232,3 +232,12 @@ def test_imagenet_weights_without_names_score_folders_named_by_imagenet_classes(
                                         r"classes are scored by position, so the data must hold the 2 classes it "
                                         r"learned, in that order$"):
         evaluate(model=str(tmp_path / "saved2"), data=data, out=tmp_path / "out3", all_images=True, img_size=16)
+
+
+def test_eval_threads_help_names_only_the_runtime_eval_has(capsys):
+    # eval --help said "for PyTorch and onnxruntime alike", and eval refuses exports
+    from inceptionlab.cli import main
+
+    for command, runtimes in (("eval", "for PyTorch (default"), ("predict", "for PyTorch and onnxruntime alike")):
+        assert main([command, "--help"]) == 0
+        assert f"CPU threads, {runtimes}" in " ".join(capsys.readouterr().out.split())

@@ -413,6 +413,13 @@ def test_fine_tuning_from_a_run_of_another_width_names_the_switch_to_pass(tmp_pa
     summary = train(tiny(tmp_path, name="wide", steps=1, weights=weights,
                          model_kwargs={**TINY, "depth_multiplier": 0.2}))
     assert summary["status"] == "finished"
+    # weights of the data's own classes load whole, and said only "check the model name and switches"
+    save_pretrained(create_model("inception_v3", num_classes=10, **{**TINY, "depth_multiplier": 0.2}),
+                    tmp_path / "digits", classes=[str(d) for d in range(10)])
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'digits' / 'model.safetensors'} does not fit inception_v3 "
+                                        r"with .*; the weights were trained with depth_multiplier=0.2: pass "
+                                        r"--model-kwargs depth_multiplier=0.2"):
+        train(tiny(tmp_path, name="same_classes", steps=1, weights=str(tmp_path / "digits")))
 
 
 def test_unreadable_files_are_skipped_and_listed(tmp_path, capsys):
@@ -798,6 +805,17 @@ def test_the_fused_kernel_is_built_before_a_time_budget_starts(tmp_path, monkeyp
     calls.clear()
     assert train(tiny(tmp_path, name="bf16", steps=1, amp=True))["status"] == "finished"
     assert calls == []  # under bf16 autocast the kernel never runs: no build
+
+
+def test_a_run_with_steps_and_minutes_says_which_budget_ended_it(tmp_path, capsys):
+    # --steps 100 --minutes 0.1 said "100 steps" and, stopped at step 8 by the clock, just "finished"
+    summary = train(tiny(tmp_path, steps=10_000, minutes=0.01, quiet=False))
+    out = capsys.readouterr().out
+    assert "; 10000 steps or 0.01 minutes, whichever comes first (" in out
+    assert 1 <= summary["steps"] < 10_000 and summary["status"] == "finished"
+    assert summary["message"] == f"the --minutes 0.01 budget ran out first, at step {summary['steps']} of 10000"
+    assert out.rstrip().splitlines()[-1].endswith(f"; {summary['message']}")
+    assert train(tiny(tmp_path, name="steps_first", steps=1, minutes=5))["message"] == ""  # the steps ended it
 
 
 def test_a_finished_run_gives_back_the_kernels_cached_blocks(tmp_path, monkeypatch):

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "first call compiles), and with 0 the first timed step includes one-time setup")
     parser.add_argument("--iters", type=int, default=5,
                         help="timed iterations, the median is reported (default: 5)")
-    add_threads(parser)
+    add_threads(parser, onnxruntime=True)
     parser.add_argument("--memory", action="store_true",
                         help="train mode: also the peak resident memory of a training step (fresh processes), in "
                              "each row's progress line and the CSV's peak_rss_mb (ref_peak_rss_mb for --reference)")

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a file already at --out (after the "
                                                                  "new one passed its check)")
     add_no_ema(parser)
-    add_threads(parser)
+    add_threads(parser, onnxruntime=True)
     add_model_kwargs(parser)
 
 

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              '"results": [{"image", "predictions": [{"index", "class", "probability"}]}], '
                              '"skipped": [{"image", "error"}]}, in the order given; probabilities to 6 places')
     add_no_ema(parser)
-    add_threads(parser)
+    add_threads(parser, onnxruntime=True)
     add_model_kwargs(parser)
 
 

@@ -37,10 +37,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_threads(parser: argparse.ArgumentParser) -> None:
+def add_threads(parser: argparse.ArgumentParser, onnxruntime: bool = False) -> None:
+    """--threads; ``onnxruntime``: the command also runs exports there, with as many threads (eval,
+    which runs PyTorch weights only, promised onnxruntime too)."""
+    runtimes = "for PyTorch and onnxruntime alike" if onnxruntime else "for PyTorch"
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads, for PyTorch and onnxruntime alike (default: PyTorch's, "
-                             "$OMP_NUM_THREADS or one per core; pass 1 on a busy machine)")
+                        help=f"CPU threads, {runtimes} (default: PyTorch's, $OMP_NUM_THREADS or one per core; "
+                             f"pass 1 on a busy machine)")
 
 
 def apply_threads(args: argparse.Namespace) -> None:

@@ -384,6 +384,9 @@ class Trainer:
                 ended = self._run_epoch(started, batches)
                 batches = None
             status, message = ended or ("finished", "")
+            if status == "finished" and not message and self._clock_ended_it():
+                message = (f"the --minutes {self.cfg.minutes:g} budget ran out first, at step {self.pos.step} of "
+                           f"{self.total_steps}")
             if status == "finished" and self._last_eval_step() != self.pos.step:
                 self._evaluate_and_checkpoint(final=True)   # a resumed run that had ended
             if status == "finished" and self.stop.signal_name is not None:  # during the final evaluation
@@ -779,7 +782,9 @@ class Trainer:
         where += "".join(f" ({note})" for note in self.resume_notes)
         if cfg.weights is not None:
             where += f"; from {cfg.weights}" + "".join(f" ({note})" for note in self.weights_notes)
-        total = f"{self.total_steps} steps" if self.total_steps else f"{cfg.minutes} minutes"
+        total = f"{self.total_steps} steps" if self.total_steps else f"{cfg.minutes:g} minutes"
+        if self.total_steps and cfg.minutes is not None:  # (the minutes went unsaid, and ended a run at step 8 of 100)
+            total += f" or {cfg.minutes:g} minutes, whichever comes first"
         if cfg.epochs is not None and cfg.epochs * self.steps_per_epoch < 1:  # rounded up without a word
             total += f" (--epochs {cfg.epochs:g} is less than one step; one step is the least)"
         per_epoch = f"{self.steps_per_epoch}/epoch"
@@ -804,6 +809,13 @@ class Trainer:
         if self.cfg.epochs is not None and self._epoch_float() >= self.cfg.epochs:
             return True  # (before total_steps when unreadable files left some batches empty)
         return self.cfg.minutes is not None and seconds >= self.cfg.minutes * 60
+
+    def _clock_ended_it(self) -> bool:
+        """Whether a run with both budgets stopped on the clock, before its steps (or epochs) were done."""
+        if self.cfg.minutes is None or not self.total_steps or self.pos.step >= self.total_steps:
+            return False
+        epochs_done = self.cfg.epochs is not None and self._epoch_float() >= self.cfg.epochs
+        return not epochs_done and self.pos.seconds >= self.cfg.minutes * 60
 
     def _time_progress(self) -> float | None:
         budget = _budget_seconds(self.cfg)

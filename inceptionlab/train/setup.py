@@ -54,6 +54,19 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int = 3, classes: 
     return model
 
 
+def _refuse_with_saved_switches(file: Path, name: str, kwargs: dict) -> None:
+    """A UserError naming the switches a run's (or save_pretrained's) weights were trained with, where
+    they differ from ``kwargs``; else nothing (the caller re-raises its own error). The run's model
+    takes its switches from --model-kwargs, so that is where the folder's values go."""
+    from inceptionlab.models.weights import saved_config, trained_with
+
+    saved = saved_config(file.parent)["switches"] if (file.parent / "config.json").is_file() else {}
+    hint = trained_with(saved, kwargs)
+    if hint:
+        given = f" with {' '.join(f'{k}={v}' for k, v in kwargs.items())}" if kwargs else ""
+        raise UserError(f"{file} does not fit {name}{given}; {hint}") from None
+
+
 def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classes: list[str] | None = None) -> str:
     """Loads a weights file (ours or a reference layout) for fine-tuning; returns what happened to
     the classifier ('' when it was loaded as it is).
@@ -63,7 +76,7 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
     ones start fresh. (Weights of other classes but the same count were loaded by position, bird
     against frog, without a word.) Unnamed classifiers of another class count start fresh."""
     from inceptionlab import create_model
-    from inceptionlab.models.weights import classifier_size, load_weights, saved_config, trained_classes, trained_with
+    from inceptionlab.models.weights import classifier_size, load_weights, trained_classes, trained_with
 
     path = Path(path)
     file = path / "model.safetensors" if path.is_dir() else path
@@ -72,21 +85,19 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
     if named is not None and len(named) != count:
         named = None  # a config.json that does not describe this file
     if count is None or (count == model.num_classes and named in (None, list(classes))):
-        load_weights(model, file)
+        try:
+            load_weights(model, file)
+        except UserError:  # (a run's weights under other switches: a generic "check the switches" here)
+            _refuse_with_saved_switches(file, name, kwargs)
+            raise
         if count is not None and named is None and classes is not None:  # it was loaded without a word
             return f"classifier kept by position: {file.name} names no classes"
         return ""
     try:
         donor = create_model(name, **{**kwargs, "num_classes": count}, weights=file)
     except UserError:
-        # a run's folder, built with a switch given here against its own: the run's model takes
-        # its switches from --model-kwargs, so that is where the folder's value goes
-        saved = saved_config(file.parent)["switches"] if (file.parent / "config.json").is_file() else {}
-        hint = trained_with(saved, kwargs)
-        if not hint:
-            raise
-        raise UserError(f"{file} does not fit {name} with {' '.join(f'{k}={v}' for k, v in kwargs.items())}; "
-                        f"{hint}") from None
+        _refuse_with_saved_switches(file, name, kwargs)
+        raise
     body = {k: v for k, v in donor.state_dict().items() if not _is_classifier(k)}
     if not getattr(model, "aux_heads", None):  # a run's config.json gave the donor aux heads this model lacks
         body = {k: v for k, v in body.items() if not k.startswith("aux_heads.")}
