@@ -519,6 +519,13 @@ def test_uniform_side_reads_a_sample_of_headers(tmp_path):
     assert uniform_side(samples[40:]) is None  # not square
     assert uniform_side(samples, count=41) is None  # the odd one sampled
     assert uniform_side([]) is None and uniform_side([(tmp_path / "bad.jpg", 0)]) is None
+    # every other file another size: evenly spaced samples (every other file of 64) saw only the squares
+    alternating = []
+    for i in range(64):
+        alternating.append((tmp_path / f"alt{i:02d}.png", 0))
+        Image.new("RGB", (32, 32) if i % 2 == 0 else (100, 60)).save(alternating[-1][0])
+    assert uniform_side(alternating) is None
+    assert uniform_side(alternating[::2]) == 32
 
 
 def test_cifar10_pickles_round_trip(tmp_path):

@@ -1236,3 +1236,15 @@ def test_another_optimizer_on_the_digits_takes_its_own_lr(planned, tmp_path):
     assert planned(demo + ["--data", str(tmp_path), "--set", "opt=sgd"]) == [("sgd", 0.05)]
     assert planned(["study", "label_smoothing", "--opt", "sgd"]) == [("sgd", 0.05)] * 2
     assert planned(["study", "label_smoothing"]) == [("adamw", 0.002)] * 2
+
+
+def test_a_failed_runs_line_gives_its_fix_as_the_flags_a_lab_takes():
+    # a lab run's failure said "use create_model('inception_resnet_v1', embedding_dim=512, num_classes=10, ...)",
+    # and --model-kwargs num_classes=10 is refused where the classes are the data's
+    from inceptionlab.lab.runner import _first_line
+
+    error = UserError("facenet.pth does not fit inception_resnet_v1: use create_model('inception_resnet_v1', "
+                      "embedding_dim=512, num_classes=10, weights=...)\nsecond line")
+    assert _first_line(error) == ("facenet.pth does not fit inception_resnet_v1: use --model inception_resnet_v1 "
+                                  "--model-kwargs embedding_dim=512")
+    assert _first_line(ValueError("create_model('x', weights=...)")) == "create_model('x', weights=...)"

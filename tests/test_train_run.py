@@ -420,6 +420,11 @@ def test_fine_tuning_from_a_run_of_another_width_names_the_switch_to_pass(tmp_pa
                                         r"with .*; the weights were trained with depth_multiplier=0.2: pass "
                                         r"--model-kwargs depth_multiplier=0.2"):
         train(tiny(tmp_path, name="same_classes", steps=1, weights=str(tmp_path / "digits")))
+    # another architecture's run: named, as predict and eval name it (it was "missing keys ... num_classes")
+    with pytest.raises(UserError, match=rf"^{tmp_path / 'digits' / 'model.safetensors'} was saved for inception_v3 "
+                                        r"\(its config\.json says so\), not googlenet: use "):
+        train(tiny(tmp_path, name="other", steps=1, model="googlenet", weights=str(tmp_path / "digits" /
+                                                                                   "model.safetensors")))
 
 
 def test_unreadable_files_are_skipped_and_listed(tmp_path, capsys):
@@ -1291,6 +1296,21 @@ def test_a_folder_of_small_squares_of_one_size_trains_and_evaluates_at_it(tmp_pa
     assert build_model_and_data(cfg.replace(img_size=sides[0]))[1].pretrained_cfg["crop_pct"] == \
         (1.0 if sides[0] == sides[1] else 0.875)
     assert build_model_and_data(cfg.replace(img_size=sides[0], crop_pct=0.5))[1].pretrained_cfg["crop_pct"] == 0.5
+
+
+def test_a_run_is_scored_at_the_crop_it_recorded_whatever_the_datas_size(tmp_path):
+    # a run trained on mixed pictures (crop 0.875), scored on a folder of 24x24 ones, was evaluated at 1.0
+    # (the data's own size) while predict used its config.json's 0.875
+    image_folder(tmp_path / "mixed", ("a",), 3, size=24)
+    image_folder(tmp_path / "mixed", ("b",), 3, size=30)
+    square = image_folder(tmp_path / "square", ("a", "b"), 2, size=24)
+    train(tiny(tmp_path, data=str(tmp_path / "mixed"), steps=1, batch_size=4, limit_per_class=None, val_split=0.34,
+               img_size=24))
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["preprocessing"]["crop_pct"] == 0.875
+    for kwargs in (dict(run=run), dict(model=str(run))):
+        report = evaluate(**kwargs, data=square, all_images=True, out=tmp_path / "scores")
+        assert (report["img_size"], report["crop_pct"]) == (24, 0.875)
 
 
 def test_a_blown_up_finite_loss_is_divergence(tmp_path, monkeypatch):

@@ -389,3 +389,11 @@ def test_a_budget_flag_replaces_the_config_files_budget(tmp_path, capsys):
             in capsys.readouterr().err)
     kept = parse("--lr", "0.01")  # no budget flag: the file's budget
     assert (kept.epochs, kept.steps, kept.minutes) == (None, 30, 5.0)
+
+
+def test_weights_none_in_yaml_names_null(tmp_path):
+    # a plan's `weights: none` (what --variant ...:weights=none means) was "weights file none does not exist"
+    with pytest.raises(UserError, match=r"^weights file none does not exist; pass a \.safetensors/\.pth file or a "
+                                        r"directory written by save_pretrained; for no weights \(from scratch\) write "
+                                        r"weights: null in YAML$"):
+        TrainConfig(weights="none", steps=1, out=str(tmp_path / "run")).resolved()

@@ -19,7 +19,8 @@ from inceptionlab.lab.results import collect
 
 SUPPORTED_TEXT = {True: "yes, the measurement bears the claim out",
                   False: "no, the measurement does not bear the claim out",
-                  None: "undecided: these runs cannot settle it"}
+                  # (also a claim whose first half held and whose second did not: "cannot settle it" contradicted that)
+                  None: "undecided: these runs do not settle the whole claim"}
 SKIPPED_SHOWN = 5  # unreadable files the report names per sentence (each run's summary.json lists them all)
 
 

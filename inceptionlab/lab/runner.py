@@ -379,5 +379,9 @@ def _status_text(run_dir: Path) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The error's first line; a UserError's create_model fix as the flags a lab takes (its runs' classes are
+    the data's: a fix's num_classes left out)."""
+    from inceptionlab.errors import command_line_message
+
+    text = (command_line_message(exc, classes_from_data=True) if isinstance(exc, UserError) else str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__

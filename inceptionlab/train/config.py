@@ -223,8 +223,10 @@ class TrainConfig:
         if self.channels_last is not None and not isinstance(self.channels_last, bool):
             raise UserError(f"channels_last must be true, false or null (on for the CPU), got {self.channels_last!r}")
         if self.weights is not None and not Path(self.weights).exists():
+            scratch = ("; for no weights (from scratch) write weights: null in YAML"
+                       if str(self.weights).lower() in ("none", "null") else "")
             raise UserError(f"weights file {self.weights} does not exist; pass a .safetensors/.pth file "
-                            f"or a directory written by save_pretrained")
+                            f"or a directory written by save_pretrained{scratch}")
 
 
 # ------------------------------------------------------------------ helpers

@@ -919,12 +919,13 @@ class Trainer:
 # ------------------------------------------------------------------ module helpers
 def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | None = None,
                          pretrained: bool | str | Path | dict | None = None, min_classes: int = 2,
-                         hold_out: bool = True):
+                         hold_out: bool = True, scoring: bool = False):
     """(splits, model, img_size): the data, a model with its classes, the model's preprocessing.
     ``classes_of(splits)`` may give the model another class count (evaluation on a subset); what
     loading ``cfg.weights`` did to the classifier is added to ``notes``. ``pretrained``: whether the
     weights to be used started from a weights file (see `preprocessing`; default: ``cfg.weights``).
-    ``hold_out=False``: no validation split held out of a folder without val/ (scoring every image)."""
+    ``hold_out=False``: no validation split held out of a folder without val/ (scoring every image);
+    ``scoring``: the weights are scored as they are, at the crop they recorded (see `preprocessing`)."""
     from inceptionlab.data import build_datasets
 
     train_tf, eval_tf = LateTransform(), LateTransform()
@@ -935,7 +936,7 @@ def build_model_and_data(cfg: TrainConfig, classes_of=None, notes: list[str] | N
     num_classes = classes_of(splits) if classes_of is not None else len(splits.classes)
     net = build_model(cfg, num_classes=num_classes, in_chans=splits.in_chans,
                       classes=splits.classes if classes_of is None else None, notes=notes)
-    img_size, train_tf.fn, eval_tf.fn = preprocessing(cfg, net, splits.native_size, pretrained)
+    img_size, train_tf.fn, eval_tf.fn = preprocessing(cfg, net, splits.native_size, pretrained, scoring)
     return splits, net, img_size
 
 

@@ -279,7 +279,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
     # hold out a validation split")
     splits, net, size = build_model_and_data(
         cfg, classes_of=lambda splits: len(model_classes(splits)), pretrained=pretrained,
-        min_classes=1 if named else 2, hold_out=not all_images)  # named classes: a folder of one is a test
+        min_classes=1 if named else 2, hold_out=not all_images, scoring=True)  # named classes: a folder of one is a test
     classes = model_classes(splits)
     label_map = None
     if classes != splits.classes:
@@ -329,7 +329,7 @@ def evaluate(run: str | Path | None = None, *, model: str | None = None, weights
                   images=result.count, per_class=per_class, classes=splits.classes, model=cfg.model,
                   model_classes=classes,
                   weights=str(scored_file) if scored_file else None, weights_kind=used, ema=scored_ema,
-                  img_size=size,
+                  img_size=size, crop_pct=(getattr(net, "pretrained_cfg", None) or {}).get("crop_pct"),
                   data_source=source, data=str(Path(str(cfg.data)).expanduser().resolve()) if cfg.data else None,
                   confusion_csv=str(csv_path), confusion_png=str(png_path),
                   skipped_files=[dict(path=path, reason=reason) for path, reason in (skipped or ())],

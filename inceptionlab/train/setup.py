@@ -78,7 +78,11 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
     from inceptionlab import create_model
     from inceptionlab.models.weights import classifier_size, load_weights, trained_classes, trained_with
 
+    from inceptionlab.models.registry import is_saved_folder, saved_directory
+
     path = Path(path)
+    if not is_saved_folder(name):  # a run's weights of another architecture: its name, as predict says it
+        saved_directory(name, path)  # (train said "159 missing keys ... check num_classes")
     file = path / "model.safetensors" if path.is_dir() else path
     count = classifier_size(file)
     named = trained_classes(path) if classes is not None else None
@@ -179,15 +183,29 @@ def _is_classifier(key: str) -> bool:
     return key.startswith("head.fc.") or (key.startswith("aux_heads.") and ".fc." in key)
 
 
+def _recorded_crop(source, card: dict) -> float | None:
+    """The evaluation crop that weights of our own training recorded: a saved folder's card, a run's
+    config.json, a resume's record; None for others."""
+    from inceptionlab.models.weights import saved_config, saved_folder
+
+    if card.get("saved_from"):
+        return card.get("crop_pct")
+    if isinstance(source, dict):
+        return source.get("crop_pct")
+    folder = saved_folder(source) if isinstance(source, (str, Path)) else None
+    return saved_config(folder)["preprocessing"].get("crop_pct") if folder is not None else None
+
+
 def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
-                  pretrained: bool | str | Path | dict | None = None):
+                  pretrained: bool | str | Path | dict | None = None, scoring: bool = False):
     """(img_size, train transform, eval transform) from the model's input configuration.
 
     ``pretrained`` (default: ``cfg.weights``) is the weights file or folder the run's weights started
     from, or the convention itself (a dict of mean, std, input_space, input_range: a resume's), or
     True / False where that is not known: a card's Caffe preprocessing (BGR pixels in 0-255) is
     what the reference's weights need; weights a run or save_pretrained wrote keep the convention
-    its config.json records; a network trained from scratch gets unit-scale RGB input.
+    its config.json records; a network trained from scratch gets unit-scale RGB input. ``scoring``:
+    the weights are scored as they are (eval, the lab's calibration), at the crop they recorded.
 
     The image size is ``cfg.img_size``, else the size a saved run was trained at, else the data's
     native size for a low_res stem (32 for CIFAR, 28 for the digits) where it is no larger than the
@@ -231,7 +249,10 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
         raise UserError(f"img_size {img_size} is below {cfg.model}'s minimum input of {minimum}x{minimum}: "
                         f"pass --img-size {minimum} or more{hint}")
     at_native_size = native_size is not None and img_size == native_size
-    crop_pct = cfg.crop_pct or (1.0 if at_native_size else card.get("crop_pct", 0.875))
+    # weights scored as they are keep the crop their run or save_pretrained recorded: eval of a run trained on
+    # mixed pictures, on a folder of 32x32 ones, took 1.0 (the data's own size) where predict took its 0.875
+    own_crop = _recorded_crop(source, card) if scoring else None
+    crop_pct = cfg.crop_pct or own_crop or (1.0 if at_native_size else card.get("crop_pct", 0.875))
     mean, std = card.get("mean", (0.5,) * 3), card.get("std", (0.5,) * 3)
     chans = card["input_size"][0]
     if len(mean) != chans:  # unit-scale RGB statistics for a one-channel model: their average
