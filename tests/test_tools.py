@@ -690,7 +690,7 @@ def test_weights_file_of_a_training_run_brings_its_classes_and_switches(tmp_path
     assert model.num_classes == 3 and model.pretrained_cfg["classes"] == ["cat", "dog", "emu"]
     # another architecture's run: the error names the one it was saved for
     with pytest.raises(UserError, match=r"was saved for googlenet \(its config.json says so\), not inception_v3: "
-                                        r"use --model googlenet"):
+                                        r"use create_model\('googlenet', weights=\.\.\.\), or the directory "):
         create_model("inception_v3", weights=run / "model.safetensors")
     # on the command line the fix is named once (it said "use --model googlenet (--model googlenet)")
     assert main(args + ["--model", "inception_v3", "--weights", str(run / "model.safetensors")]) == 2
