@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -370,8 +371,6 @@ def uniform_side(samples: list[tuple[Path, int]], count: int = SIDE_SAMPLES) -> 
     passed over. Training and evaluation take it as the data's own size, as they take the array
     data sets' (evaluated at crop_pct 1.0 there: the centre crop of 0.875 cut an eighth off 32x32
     pictures). (Evenly spaced files missed every other picture of a folder that alternated sizes.)"""
-    import random
-
     picked = random.Random(0).sample(range(len(samples)), min(count, len(samples)))
     sizes = set()
     for i in picked:

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from inceptionlab.errors import UserError, listed
+from inceptionlab.errors import UserError, command_line_message, listed
 from inceptionlab.files import why_not_writable
 from inceptionlab.lab.plan import BUDGET_KEYS, Plan, PlanCheck, RunSpec, check_plan
 from inceptionlab.lab.results import CALIBRATION_FILE, DONE_STATUSES, FAILURE_FILE
@@ -381,7 +381,5 @@ def _status_text(run_dir: Path) -> str:
 def _first_line(exc: BaseException) -> str:
     """The error's first line; a UserError's create_model fix as the flags a lab takes (its runs' classes are
     the data's: a fix's num_classes left out)."""
-    from inceptionlab.errors import command_line_message
-
     text = (command_line_message(exc, classes_from_data=True) if isinstance(exc, UserError) else str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__

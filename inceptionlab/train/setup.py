@@ -76,9 +76,8 @@ def load_initial_weights(model: nn.Module, path, name: str, kwargs: dict, classe
     ones start fresh. (Weights of other classes but the same count were loaded by position, bird
     against frog, without a word.) Unnamed classifiers of another class count start fresh."""
     from inceptionlab import create_model
-    from inceptionlab.models.weights import classifier_size, load_weights, trained_classes, trained_with
-
     from inceptionlab.models.registry import is_saved_folder, saved_directory
+    from inceptionlab.models.weights import classifier_size, load_weights, trained_classes, trained_with
 
     path = Path(path)
     if not is_saved_folder(name):  # a run's weights of another architecture: its name, as predict says it
@@ -205,7 +204,7 @@ def preprocessing(cfg: TrainConfig, model: nn.Module, native_size: int | None,
     True / False where that is not known: a card's Caffe preprocessing (BGR pixels in 0-255) is
     what the reference's weights need; weights a run or save_pretrained wrote keep the convention
     its config.json records; a network trained from scratch gets unit-scale RGB input. ``scoring``:
-    the weights are scored as they are (eval, the lab's calibration), at the crop they recorded.
+    the weights are scored as they are (eval), at the crop they recorded.
 
     The image size is ``cfg.img_size``, else the size a saved run was trained at, else the data's
     native size for a low_res stem (32 for CIFAR, 28 for the digits) where it is no larger than the
