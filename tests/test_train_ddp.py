@@ -114,8 +114,8 @@ def test_torchrun_two_processes_match_one_and_resume_after_sigterm(tmp_path):
     assert [s["step"] for s in steps] == list(range(1, 13))        # written once: by rank 0 only
     a, b = load_file(tmp_path / "single" / "model.safetensors"), load_file(run / "model.safetensors")
     # float32 sums in another order (two half-batch gradients averaged, not one batch's) move
-    # weights by up to 1.2e-5 in 12 steps (an AVX-512 EPYC, family 26); a rank that trained on its own
-    # half-batch alone ends 3e-2 away
+    # weights by up to 1.2e-5 in 12 steps (an AVX-512 EPYC, family 26); one process training on the
+    # half batch (4) alone ends 3e-2 away
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
     assert [s["loss"] for s in steps] == pytest.approx([s["loss"] for s in read_steps(tmp_path / "single")],
                                                        abs=1e-5)
