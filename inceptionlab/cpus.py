@@ -1,11 +1,16 @@
 """CPU threads: how many CPUs this process may use, and setting torch's thread count with a
-warning when it asks for more threads than there are CPUs to run them."""
+warning when it asks for more threads than there are CPUs to run them; what the CPU is, where
+that decides which kernels are fast on it."""
 from __future__ import annotations
 
+import functools
 import os
 import warnings
+from pathlib import Path
 
 import torch
+
+from inceptionlab.errors import UserError
 
 
 def usable_cpus() -> int:
@@ -32,3 +37,49 @@ def set_threads(threads: int, processes: int | None = None, warn: bool = True) -
                f"start at most --nproc_per_node={cpus} processes")
         warnings.warn(f"{threads} thread{'s' if threads != 1 else ''}{each} on {cpus} CPUs: they take turns on "
                       f"the cores and run slower, not faster; {fix}", stacklevel=2)
+
+
+# ------------------------------------------------------------------ which kernels are fast here
+def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    """(vendor, instruction-set flags) of the first CPU in ``cpuinfo``: ("GenuineIntel", {"avx2", ...});
+    ("", set()) where there is no such file (macOS, Windows)."""
+    vendor, flags = "", set()
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:
+        return vendor, flags
+    for line in lines:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "vendor_id" and not vendor:
+            vendor = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+        if vendor and flags:
+            break
+    return vendor, flags
+
+
+POINTWISE_PATHS = ("gemm", "onednn")
+
+
+@functools.lru_cache(maxsize=None)
+def pointwise_path() -> str:
+    """How training runs a 1x1 convolution of a channels-last CPU map: "gemm" (one BLAS matrix
+    product) or "onednn" (oneDNN's convolution, forward and backward).
+
+    PyTorch's BLAS is Intel's MKL, which takes its AVX-512 kernels on Intel CPUs only: on an AVX-512
+    AMD EPYC it ran 1x1 convolutions at 90 GFLOP/s where oneDNN's own kernels ran them at 180-210
+    (one thread, batch 8; benchmarks/results/pointwise_paths.md). So "onednn" on CPUs with AVX-512
+    that are not Intel's, "gemm" elsewhere. ``INCEPTIONLAB_POINTWISE=gemm|onednn`` chooses.
+    """
+    chosen = os.environ.get("INCEPTIONLAB_POINTWISE", "").strip().lower()
+    if chosen:
+        if chosen not in POINTWISE_PATHS:
+            raise UserError(f"INCEPTIONLAB_POINTWISE={chosen!r} is not a path for 1x1 convolutions; "
+                            f"set it to {' or '.join(POINTWISE_PATHS)}, or unset it to let the CPU decide")
+        return chosen
+    if not torch.backends.mkldnn.is_available():
+        return "gemm"
+    vendor, flags = cpu_identity()
+    return "onednn" if "avx512f" in flags and vendor and vendor != "GenuineIntel" else "gemm"

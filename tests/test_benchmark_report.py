@@ -109,7 +109,7 @@ def test_the_machine_names_its_vector_instructions(monkeypatch, tmp_path):
 
 
 SCRIPTS = ["build_time", "cpu_targets", "fused_norm", "gpu_targets", "grad_checkpointing", "infer_conv_paths",
-           "train_breakdown", "train_memory_format"]
+           "pointwise_paths", "train_breakdown", "train_memory_format"]
 
 
 def test_a_user_error_in_a_script_is_one_line_and_exit_2(capsys, monkeypatch):
@@ -199,3 +199,34 @@ def test_a_script_run_into_another_results_dir_leaves_the_published_results(tmp_
     assert cpu_targets.main(["--models", "inception_v3", "--infer-batches", "1", "--train-batches", "--no-memory",
                              "--results-dir", str(tmp_path / "published")]) == 0
     assert regenerated == [1] and (tmp_path / "published" / "cpu_targets.csv").is_file()
+
+
+def test_pointwise_paths_times_each_1x1_convolution_on_both_paths(tmp_path, monkeypatch, capsys):
+    """A real (tiny) run of benchmarks/pointwise_paths.py: a table row per distinct 1x1 convolution,
+    and the path that training takes here named; the process's own path is left as it was."""
+    import os
+    import re
+
+    from benchmarks import pointwise_paths
+    from inceptionlab import cpus, create_model
+
+    tiny = dict(stem="low_res", depth_multiplier=0.125, min_depth=8, num_classes=10)
+    monkeypatch.setattr(pointwise_paths, "create_model", lambda name: create_model(name, **tiny))
+    monkeypatch.setenv("INCEPTIONLAB_POINTWISE", "gemm")
+    cpus.pointwise_path.cache_clear()
+    assert pointwise_paths.main(["--models", "inception_v3", "--batch", "2", "--iters", "1", "--no-steps",
+                                 "--results-dir", str(tmp_path)]) == 0
+    text = (tmp_path / "pointwise_paths.md").read_text()
+    assert "On this machine training takes the **gemm** path by default (`inceptionlab.cpus.pointwise_path`, " \
+           "from INCEPTIONLAB_POINTWISE)." in text
+    model = create_model("inception_v3", **tiny)
+    shapes = {(c.in_channels, c.out_channels, s[2:]) for c, s in pointwise_paths.convolutions(model, 32)
+              if pointwise_paths.is_pointwise(c)}
+    rows = [line for line in text.splitlines() if re.match(r"\| \d+ -> \d+, \d+x\d+ \|", line)]
+    assert len(rows) == len(shapes) > 5
+    assert all(len(row.split("|")) == 10 for row in rows)  # 8 columns, each filled
+    assert sum(int(r.split("|")[2]) for r in rows) == int(next(line for line in text.splitlines()
+                                                             if line.startswith("| **all**")).split("|")[2])
+    assert "whole training step" not in text  # --no-steps
+    assert os.environ["INCEPTIONLAB_POINTWISE"] == "gemm" and cpus.pointwise_path() == "gemm"
+    cpus.pointwise_path.cache_clear()

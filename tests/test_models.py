@@ -1063,3 +1063,67 @@ def test_explain_factorization_hint_for_googlenet_names_switches_that_work():
     assert explain_factorization("googlenet", kernel_5x5=5, factorize_5x5=True).found  # the hint works
     assert format_factorization(explain_factorization("googlenet_paper")).endswith(
         "--model-kwargs factorize_5x5=true or factorize_nxn=true")
+
+
+# ------------------------------------------------------------------ 1x1 convolutions in training
+@pytest.mark.parametrize("path", ["gemm", "onednn"])
+def test_pointwise_convolutions_train_on_either_path_with_the_same_results(path, monkeypatch, one_thread):
+    """Training's 1x1 convolutions run as one GEMM, or (`cpus.pointwise_path`, on AVX-512 CPUs that
+    MKL does not take its AVX-512 kernels on) as oneDNN's convolution forward and backward; both
+    give nn.Conv2d's outputs and gradients."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from inceptionlab import cpus
+    monkeypatch.setenv("INCEPTIONLAB_POINTWISE", path)
+    cpus.pointwise_path.cache_clear()
+    try:
+        torch.manual_seed(0)
+        layer = ConvBN(48, 24, 1).train()
+        reference = copy.deepcopy(layer)
+        x = torch.randn(3, 48, 9, 9)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            y = layer(x.contiguous(memory_format=torch.channels_last))
+            y.square().sum().backward()
+        ops = {e.key for e in prof.key_averages()}
+        reference(x).square().sum().backward()
+        torch.testing.assert_close(y, reference(x).detach(), rtol=1e-4, atol=1e-5)
+        for p, q in zip(layer.parameters(), reference.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4)
+        if path == "onednn" and torch.backends.mkldnn.is_available():
+            assert "aten::mkldnn_convolution" in ops and not ops & {"aten::mm", "aten::addmm", "aten::linear"}
+            assert not [op for op in ops if "slow_conv" in op]  # backward too: no im2col fallback
+        if path == "gemm":
+            assert "aten::linear" in ops and "aten::mkldnn_convolution" not in ops
+    finally:
+        cpus.pointwise_path.cache_clear()
+
+
+def test_the_pointwise_path_follows_the_cpu_and_the_environment(monkeypatch, tmp_path):
+    from inceptionlab import cpus
+    from inceptionlab.errors import UserError
+    amd, intel = tmp_path / "amd", tmp_path / "intel"
+    amd.write_text("vendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512f avx512bw\n\n"
+                   "vendor_id\t: AuthenticAMD\nflags\t\t: fpu\n")
+    intel.write_text("vendor_id\t: GenuineIntel\nflags\t\t: fpu avx2 avx512f\n")
+    assert cpus.cpu_identity(str(amd)) == ("AuthenticAMD", {"fpu", "avx2", "avx512f", "avx512bw"})
+    assert cpus.cpu_identity(str(tmp_path / "none")) == ("", set())
+    real = cpus.cpu_identity
+    monkeypatch.delenv("INCEPTIONLAB_POINTWISE", raising=False)
+    try:
+        for cpuinfo, expected in [(amd, "onednn"), (intel, "gemm")]:
+            monkeypatch.setattr(cpus, "cpu_identity", lambda f=cpuinfo: real(str(f)))
+            cpus.pointwise_path.cache_clear()
+            assert cpus.pointwise_path() == (expected if torch.backends.mkldnn.is_available() else "gemm")
+        monkeypatch.setattr(cpus, "cpu_identity", lambda: ("AuthenticAMD", {"avx2"}))  # MKL's AVX2 kernels are its best
+        cpus.pointwise_path.cache_clear()
+        assert cpus.pointwise_path() == "gemm"
+        monkeypatch.setenv("INCEPTIONLAB_POINTWISE", "oneDNN")
+        cpus.pointwise_path.cache_clear()
+        assert cpus.pointwise_path() == "onednn"
+        monkeypatch.setenv("INCEPTIONLAB_POINTWISE", "mkl")
+        cpus.pointwise_path.cache_clear()
+        with pytest.raises(UserError, match=r"^INCEPTIONLAB_POINTWISE='mkl' is not a path for 1x1 convolutions; "
+                                            r"set it to gemm or onednn, or unset it"):
+            cpus.pointwise_path()
+    finally:
+        cpus.pointwise_path.cache_clear()

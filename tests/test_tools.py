@@ -98,7 +98,10 @@ def test_large_batches_run_in_chunks_with_the_same_outputs(monkeypatch):
 
 
 @pytest.mark.skipif(not mkldnn_fusion_available(), reason="needs oneDNN's fused convolutions")
-def test_residual_up_projection_adds_itself_into_the_block_input():
+@pytest.mark.parametrize("path", ["gemm", "onednn"])  # addmm into the input, or oneDNN's conv then add_
+def test_residual_up_projection_adds_itself_into_the_block_input(path, monkeypatch):
+    import inceptionlab.tools.fast as fast_module
+    monkeypatch.setattr(fast_module, "pointwise_path", lambda: path)
     model = tiny("inception_resnet_v2")
     fast = optimize_for_inference(model)
     residuals = [m for m in fast.model.modules() if isinstance(m, FusedResidual)]

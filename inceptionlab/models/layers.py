@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inceptionlab.cpus import pointwise_path
 from inceptionlab.models import fused_norm
 
 
@@ -31,7 +32,8 @@ class ConvBN(nn.Module):
 
     In training, a 1x1 convolution on a channels-last CPU map runs as the matrix product it is
     (`pointwise_matmul`): PyTorch sends single-threaded small-batch 1x1 convolutions to its im2col
-    path, which takes 15-35% longer for a training step than one GEMM. In eval mode the
+    path, which takes 15-35% longer for a training step than one GEMM (on AVX-512 CPUs not made by
+    Intel, where MKL's GEMM runs at half speed, oneDNN's convolution instead). In eval mode the
     convolution runs as the reference implementations run it, so their weights give their outputs
     bit for bit; `inceptionlab.optimize_for_inference` is the fast path for inference.
     """
@@ -91,7 +93,16 @@ def pointwise_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     """A 1x1 convolution of a channels-last map as one matrix product, without copies.
 
     N x C x H x W (stored N, H, W, C) -> (N*H*W) x C @ C x O -> N x O x H x W (stored N, H, W, O).
+
+    Where MKL's GEMM is the slow kernel (`inceptionlab.cpus.pointwise_path`: AVX-512 CPUs not made
+    by Intel), the product runs as oneDNN's convolution instead, forward and backward. PyTorch sends
+    a single-threaded 1x1 convolution of fewer than 16 images to its im2col + GEMM path; a 1x1
+    kernel is the same at any dilation, and a dilated one goes to oneDNN.
     """
+    if x.dtype in (torch.float32, torch.bfloat16) and pointwise_path() == "onednn":
+        # same output: a 1x1 kernel has no gaps to dilate. (Through the matrix view the weight's
+        # gradient comes back with the weight's own strides, not oneDNN's channels-last ones.)
+        return F.conv2d(x, _weight_matrix(weight)[:, :, None, None], bias, dilation=2)
     n, c, h, w = x.shape
     y = F.linear(channel_rows(x), _weight_matrix(weight), bias)
     return y.view(n, h, w, -1).permute(0, 3, 1, 2)

@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inceptionlab.cpus import pointwise_path
 from inceptionlab.errors import UserError
 from inceptionlab.models.base import block_output_size
 from inceptionlab.models.layers import (ConvBN, PoolProjection, ScaledResidual, channel_rows, is_channels_last,
@@ -137,9 +138,21 @@ class FusedConv(nn.Module):
 
     def accumulate_into(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``out += conv(x)`` (then ReLU) in ``out``'s memory, for a 1x1 convolution of channels-last
-        maps: one GEMM that adds to what ``out`` holds (BLAS beta = 1), which costs about what the
-        plain product costs, where oneDNN's fused addition costs 25-50% more (Inception-ResNet-v2's
-        17x17 and 8x8 up-projections at batch 8). ``out`` is overwritten."""
+        maps. ``out`` is overwritten.
+
+        Where MKL's GEMM is fast (`inceptionlab.cpus.pointwise_path` says "gemm"): one GEMM that adds
+        to what ``out`` holds (BLAS beta = 1), which costs about what the plain product costs, where
+        oneDNN's fused addition costs 25-50% more (Inception-ResNet-v2's 17x17 and 8x8
+        up-projections at batch 8, Xeon). Where it is not ("onednn": MKL ran these at 90 GFLOP/s on
+        an AVX-512 EPYC, oneDNN at 200): oneDNN's plain convolution, then an in-place addition;
+        Inception-ResNet-v2 at batch 8 took 1189 ms that way, 1260 ms with oneDNN's fused addition
+        and 1551 ms with the GEMM (one thread, alternating)."""
+        if pointwise_path() == "onednn":
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed_weight(x), self.bias.to(x.dtype) if self.bias is not None else None,
+                self.padding, self.stride, self.dilation, self.groups, "none", [], "")
+            out.add_(y)  # N x C_out x H x W, channels-last like out
+            return out.relu_() if self.relu else out
         matrix = self._matrix.get(x.dtype)
         if matrix is None:
             matrix = self._matrix[x.dtype] = self.weight.to(x.dtype).flatten(1).t().contiguous()
