@@ -86,10 +86,11 @@ def test_large_batches_run_in_chunks_with_the_same_outputs(monkeypatch):
     fast = optimize_for_inference(model, chunk_size=2)
     whole = optimize_for_inference(model, chunk_size=0)
     sizes = []
-    fast.model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    fast.model.register_forward_pre_hook(lambda module, args: sizes.append(
+        (args[0].shape[0], args[0].is_contiguous(memory_format=torch.channels_last))))
     x = batch("inception_v3", 5)
     torch.testing.assert_close(fast(x), whole(x))
-    assert sizes == [2, 2, 1]
+    assert sizes == [(2, True), (2, True), (1, True)]  # each chunk laid out as it goes in
     assert optimize_for_inference(model).chunk_size == inceptionlab.tools.fast.CPU_CHUNK == 8
     with pytest.raises(ValueError, match="chunk_size must be 0"):
         optimize_for_inference(model, chunk_size=-1)

@@ -331,11 +331,12 @@ class InferenceModel(nn.Module):
                             "calls have no TorchScript form); trace the model before optimize_for_inference, or "
                             "export it with inceptionlab export")
         with torch.inference_mode():
+            if self.compiled is None and 0 < self.chunk_size < x.shape[0]:
+                # each chunk cast and laid out channels-last as it goes in: no copy of the whole batch
+                return _joined([self.model(self._prepared(part)) for part in x.split(self.chunk_size)])
             x = self._prepared(x)
             if self.compiled is not None:
                 return self.compiled(x)
-            if 0 < self.chunk_size < x.shape[0]:
-                return _joined([self.model(part) for part in x.split(self.chunk_size)])
             return self.model(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
