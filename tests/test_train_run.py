@@ -1600,3 +1600,28 @@ def test_a_fine_tune_from_facenet_weights_keeps_their_preprocessing(tmp_path):
         card = model.pretrained_cfg
         assert (img_size, card["input_size"], card["std"], card["mean"], card["crop_pct"]) == (
             expected, (3, expected, expected), (128 / 255,) * 3, (0.5,) * 3, 1.0)
+
+
+def test_a_bad_pointwise_path_is_a_one_line_error_before_the_first_step(tmp_path, monkeypatch, capsys):
+    """INCEPTIONLAB_POINTWISE=mkl had failed the run inside its first step ("failed: ...", exit 1)."""
+    from inceptionlab import cpus
+    from inceptionlab.cli import main
+    monkeypatch.setenv("INCEPTIONLAB_POINTWISE", "mkl")
+    cpus.pointwise_path.cache_clear()
+    message = ("error: INCEPTIONLAB_POINTWISE='mkl' is not a path for 1x1 convolutions; set it to gemm or onednn, "
+               "or unset it to let the CPU decide")
+    try:
+        code = main(["train", "--model", "googlenet", "--model-kwargs", "depth_multiplier=0.125", "stem=low_res",
+                     "min_depth=8", "--steps", "2", "--threads", "1", "--quiet", "--out", str(tmp_path / "run")])
+        assert code == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"inceptionlab train: {message}"
+        steps = tmp_path / "run" / "steps.jsonl"
+        assert not steps.exists() or steps.read_text() == ""
+        # the benchmark: before its CSV is created and its peak measured
+        code = main(["benchmark", "--models", "googlenet", "--mode", "train", "--img-size", "96", "--batch-size", "2",
+                     "--out", str(tmp_path / "b.csv")])
+        assert code == 2
+        assert capsys.readouterr() == ("", f"inceptionlab benchmark: {message}\n")
+        assert not (tmp_path / "b.csv").exists()
+    finally:
+        cpus.pointwise_path.cache_clear()

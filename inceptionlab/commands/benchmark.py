@@ -103,9 +103,11 @@ def _runtime(args: argparse.Namespace, name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from inceptionlab.cpus import pointwise_path
     from inceptionlab.tools import benchmark
 
     apply_threads(args)
+    pointwise_path()  # a bad INCEPTIONLAB_POINTWISE: one line now, before any file or the peak's minutes
     if args.warmup < 0 or args.iters < 1:
         raise UserError("--warmup must be >= 0 and --iters >= 1")
     if args.runtime == "onnxruntime" and args.mode == "train":
@@ -147,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         print(benchmark.WARMUP_0_WARNING, file=sys.stderr)
     info = benchmark.machine()
     threads = f"{info['threads']} torch thread" + "s" * (info["threads"] != 1)  # (1 thread, not 1 threads)
-    print(f"machine: {info['cpu']}" + (f" ({info['isa']})" if info.get("isa") else "") + f", {info['cores']} cores, {threads}, torch {info['torch']}"
+    isa = f" ({info['isa']})" if info.get("isa") else ""
+    print(f"machine: {info['cpu']}{isa}, {info['cores']} cores, {threads}, torch {info['torch']}"
           + (f", load average {info['load_average']}" if "load_average" in info else ""))
     try:
         rows, _ = benchmark.benchmark(configs, args.warmup, args.iters, memory=args.memory, on_row=save)

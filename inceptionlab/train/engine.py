@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from inceptionlab.cpus import set_threads
+from inceptionlab.cpus import pointwise_path, set_threads
 from inceptionlab.errors import UserError, clipped, listed
 from inceptionlab.files import why_not_writable
 from inceptionlab.models import fused_norm
@@ -446,7 +446,10 @@ class Trainer:
         """Builds the fused batch norm kernel now, where the first training step would (once per
         machine, about 30 s), so that it does not eat into a time budget: runs compared on the same
         budget (the lab) get the same training time. Only where it will run: float32 (not under
-        autocast), uncompiled (the compiler fuses batch norm itself), channels-last on the CPU."""
+        autocast), uncompiled (the compiler fuses batch norm itself), channels-last on the CPU.
+        Reads ``INCEPTIONLAB_POINTWISE`` here too: a bad value is a one-line error before the first step."""
+        if self.device.type == "cpu":
+            pointwise_path()
         if (self.device.type == "cpu" and self.memory_format == torch.channels_last and self.amp_dtype is None
                 and not self.cfg.compile and any(type(m) is nn.BatchNorm2d for m in self.net.modules())):
             fused_norm.kernel()
