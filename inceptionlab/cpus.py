@@ -60,6 +60,17 @@ def cpu_identity(cpuinfo: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
     return vendor, flags
 
 
+def vector_isa() -> str:
+    """The CPU's vector instructions as PyTorch's kernels use them ("AVX512", "AVX2", ...), with the
+    matrix and bf16 extensions oneDNN uses ("+AMX", "+BF16"); "" where PyTorch does not say."""
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return ""
+    flags = cpu_identity()[1]
+    return isa + "+AMX" * ("amx_tile" in flags) + "+BF16" * ("avx512_bf16" in flags)
+
+
 POINTWISE_PATHS = ("gemm", "onednn")
 
 

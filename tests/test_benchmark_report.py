@@ -92,20 +92,20 @@ def test_the_machine_names_its_vector_instructions(monkeypatch, tmp_path):
     of 225 GFLOP/s: AVX2 against AVX-512. The benchmark's machine says which."""
     import torch
 
+    from inceptionlab import cpus
     from inceptionlab.tools import benchmark as bench
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
-    real_path = bench.Path
-    monkeypatch.setattr(bench, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
+    real = cpus.cpu_identity
+    monkeypatch.setattr(cpus, "cpu_identity", lambda: real(str(cpuinfo)))
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    assert bench.vector_isa() == "AVX512+BF16"
-    info = bench.machine()
-    assert (info["cpu"], info["isa"]) == ("AMD EPYC", "AVX512+BF16")
-    cpuinfo.write_text("model name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f amx_tile avx512_bf16\n")
-    assert bench.vector_isa() == "AVX512+AMX+BF16"
+    cpuinfo.write_text("vendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert cpus.vector_isa() == "AVX512+BF16"
+    assert bench.machine()["isa"] == "AVX512+BF16"
+    cpuinfo.write_text("vendor_id\t: GenuineIntel\nflags\t\t: fpu avx2 avx512f amx_tile avx512_bf16\n")
+    assert cpus.vector_isa() == "AVX512+AMX+BF16"
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     cpuinfo.write_text("flags\t\t: fpu avx2\n")
-    assert bench.vector_isa() == "AVX2"
+    assert cpus.vector_isa() == "AVX2"
 
 
 SCRIPTS = ["build_time", "cpu_targets", "fused_norm", "gpu_targets", "grad_checkpointing", "infer_conv_paths",

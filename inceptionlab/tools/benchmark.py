@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from inceptionlab.cpus import vector_isa
 from inceptionlab.errors import UserError
 from inceptionlab.files import why_not_writable
 
@@ -91,25 +92,6 @@ def machine() -> dict:
     except OSError:
         pass
     return info
-
-
-def vector_isa() -> str:
-    """The CPU's vector instructions as PyTorch's kernels use them ("AVX512", "AVX2", ...), with the
-    matrix and bf16 extensions oneDNN uses ("+AMX", "+BF16"); "" where PyTorch does not say."""
-    try:
-        isa = torch.backends.cpu.get_cpu_capability()
-    except (AttributeError, RuntimeError):
-        return ""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    if "amx_tile" in flags:
-        isa += "+AMX"
-    if "avx512_bf16" in flags:
-        isa += "+BF16"
-    return isa
 
 
 def _device() -> torch.device:
