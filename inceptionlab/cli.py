@@ -224,6 +224,22 @@ def _parse(parser, argv: list[str]) -> argparse.Namespace:
 CLASSES_FROM_DATA = ("train", "compare", "study", "demo")  # commands whose class count is the data's
 
 
+TRAINING_COMMANDS = ("train", "compare", "study", "demo", "benchmark")  # the commands that take training steps
+
+
+def _check_kernel_switches() -> None:
+    """The environment's kernel switches (INCEPTIONLAB_POINTWISE, INCEPTIONLAB_FUSED_NORM,
+    INCEPTIONLAB_KERNEL_CACHE_MB), read before a command writes or prints anything: a bad value had
+    been found at the first training step, after the run's header and folder."""
+    from inceptionlab.cpus import pointwise_path
+    from inceptionlab.models import fused_norm
+
+    pointwise_path.cache_clear()  # (read now, as the run will read it)
+    pointwise_path()
+    fused_norm.enabled()
+    fused_norm.cache_limit()
+
+
 def _parse_and_run(argv: list[str], command: str | None) -> int:
     from inceptionlab.errors import UserError, command_line_message
 
@@ -241,6 +257,8 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
         return 0
     _one_line_warnings(f"inceptionlab {args.command}")
     try:
+        if args.command in TRAINING_COMMANDS:
+            _check_kernel_switches()
         return int(_command_module(args.command).run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         # create_model(...) fixes as --model/--model-kwargs flags (without num_classes where the data sets it)

@@ -3,7 +3,6 @@ warning when it asks for more threads than there are CPUs to run them; what the 
 that decides which kernels are fast on it."""
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from pathlib import Path
@@ -74,7 +73,9 @@ def vector_isa() -> str:
 POINTWISE_PATHS = ("gemm", "onednn")
 
 
-@functools.lru_cache(maxsize=None)
+_chosen_path: list[str] = []  # the path, once decided (a plain cache: torch.compile warns of lru_cache)
+
+
 def pointwise_path() -> str:
     """How training runs a 1x1 convolution of a channels-last CPU map: "gemm" (one BLAS matrix
     product) or "onednn" (oneDNN's convolution, forward and backward).
@@ -82,8 +83,18 @@ def pointwise_path() -> str:
     PyTorch's BLAS is Intel's MKL, which takes its AVX-512 kernels on Intel CPUs only: on an AVX-512
     AMD EPYC it ran 1x1 convolutions at 90 GFLOP/s where oneDNN's own kernels ran them at 180-210
     (one thread, batch 8; benchmarks/results/pointwise_paths.md). So "onednn" on CPUs with AVX-512
-    that are not Intel's, "gemm" elsewhere. ``INCEPTIONLAB_POINTWISE=gemm|onednn`` chooses.
+    that are not Intel's, "gemm" elsewhere. ``INCEPTIONLAB_POINTWISE=gemm|onednn`` chooses; it is
+    read once (`pointwise_path.cache_clear()` reads it again).
     """
+    if not _chosen_path:
+        _chosen_path.append(_choose_pointwise_path())
+    return _chosen_path[0]
+
+
+pointwise_path.cache_clear = _chosen_path.clear
+
+
+def _choose_pointwise_path() -> str:
     chosen = os.environ.get("INCEPTIONLAB_POINTWISE", "").strip().lower()
     if chosen:
         if chosen not in POINTWISE_PATHS:

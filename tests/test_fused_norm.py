@@ -225,7 +225,7 @@ def test_bad_switch_values_are_one_line_errors(monkeypatch):
         with pytest.raises(UserError, match=rf"^INCEPTIONLAB_KERNEL_CACHE_MB='{bad}' is not a size in MiB"):
             fused_norm.kernel()
     monkeypatch.setenv(fused_norm.CACHE_SWITCH, "0.5")
-    assert fused_norm._cache_limit() == 2**19
+    assert fused_norm.cache_limit() == 2**19
 
 
 def _model_step(model: nn.Module, x: torch.Tensor):

@@ -1008,3 +1008,18 @@ def test_an_optimized_model_copies_and_pickles_after_it_ran():
     for other in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
         torch.testing.assert_close(other(x), y, rtol=0, atol=0)
     torch.testing.assert_close(fast(x), y, rtol=0, atol=0)  # the original keeps its packed weights
+
+
+def test_benchmark_refuses_settings_it_would_ignore_or_cannot_time(tmp_path, capsys):
+    """One line each, naming the option and its value, before any timing; no CSV left behind.
+    (--runtime onnxruntime --channels-last was accepted, and the row said ch-last no.)"""
+    tiny_kwargs = ["--model-kwargs", "depth_multiplier=0.125", "stem=low_res", "min_depth=8", "--img-size", "32"]
+    for extra, message in (
+            (["--runtime", "onnxruntime", "--channels-last"],
+             "--channels-last lays out PyTorch's maps, and onnxruntime chooses its own layout; drop --channels-last"),
+            (["--iters", "0"], "--iters must be 1 or more timed iterations, got 0"),
+            (["--warmup", "-1"], "--warmup must be 0 or more untimed steps, got -1")):
+        code = main(["benchmark", "--models", "googlenet", *tiny_kwargs, *extra, "--out", str(tmp_path / "b.csv")])
+        assert code == 2
+        assert capsys.readouterr() == ("", f"inceptionlab benchmark: error: {message}\n")
+    assert not (tmp_path / "b.csv").exists()

@@ -55,6 +55,8 @@ def test_a_run_directory_holds_everything(tmp_path):
     assert summary["classes"] == [str(d) for d in range(10)] and summary["params"] > 0
     assert summary["skipped_files"] == [] and summary["ema"] is True and summary["aux_weight"] == 0.4
     assert summary["threads"] == torch.get_num_threads()  # (the images/s mean little without it)
+    from inceptionlab.cpus import pointwise_path
+    assert summary["pointwise_path"] == pointwise_path() in ("gemm", "onednn")
     with open(out / "metrics.csv") as handle:
         assert handle.readline().strip().split(",") == METRIC_COLUMNS
     rows = read_metrics(out)
@@ -1602,8 +1604,9 @@ def test_a_fine_tune_from_facenet_weights_keeps_their_preprocessing(tmp_path):
             expected, (3, expected, expected), (128 / 255,) * 3, (0.5,) * 3, 1.0)
 
 
-def test_a_bad_pointwise_path_is_a_one_line_error_before_the_first_step(tmp_path, monkeypatch, capsys):
-    """INCEPTIONLAB_POINTWISE=mkl had failed the run inside its first step ("failed: ...", exit 1)."""
+def test_a_bad_kernel_switch_is_a_one_line_error_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """INCEPTIONLAB_POINTWISE=mkl had failed the run inside its first step ("failed: ...", exit 1);
+    then it (and INCEPTIONLAB_FUSED_NORM=maybe) came after the run's header and folder."""
     from inceptionlab import cpus
     from inceptionlab.cli import main
     monkeypatch.setenv("INCEPTIONLAB_POINTWISE", "mkl")
@@ -1614,9 +1617,20 @@ def test_a_bad_pointwise_path_is_a_one_line_error_before_the_first_step(tmp_path
         code = main(["train", "--model", "googlenet", "--model-kwargs", "depth_multiplier=0.125", "stem=low_res",
                      "min_depth=8", "--steps", "2", "--threads", "1", "--quiet", "--out", str(tmp_path / "run")])
         assert code == 2
-        assert capsys.readouterr().err.strip().splitlines()[-1] == f"inceptionlab train: {message}"
-        steps = tmp_path / "run" / "steps.jsonl"
-        assert not steps.exists() or steps.read_text() == ""
+        assert capsys.readouterr() == ("", f"inceptionlab train: {message}\n")  # before the run's header
+        assert not (tmp_path / "run").exists()  # and before its folder
+        for command in (["compare", "--models", "googlenet"], ["study", "batchnorm"]):
+            assert main([*command, "--steps", "1", "--out", str(tmp_path / "lab")]) == 2
+            assert capsys.readouterr().err == f"inceptionlab {command[0]}: {message}\n"
+        assert not (tmp_path / "lab").exists()
+        monkeypatch.setenv("INCEPTIONLAB_POINTWISE", "gemm")
+        monkeypatch.setenv("INCEPTIONLAB_FUSED_NORM", "maybe")
+        assert main(["train", "--steps", "1", "--out", str(tmp_path / "run")]) == 2
+        assert capsys.readouterr().err.startswith("inceptionlab train: error: INCEPTIONLAB_FUSED_NORM='maybe' is "
+                                                  "neither on nor off")
+        assert not (tmp_path / "run").exists()
+        monkeypatch.setenv("INCEPTIONLAB_POINTWISE", "mkl")
+        monkeypatch.delenv("INCEPTIONLAB_FUSED_NORM")
         # the benchmark: before its CSV is created and its peak measured
         code = main(["benchmark", "--models", "googlenet", "--mode", "train", "--img-size", "96", "--batch-size", "2",
                      "--out", str(tmp_path / "b.csv")])

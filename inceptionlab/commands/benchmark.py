@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: infer)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="number format (default: fp32)")
-    parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=True,
-                        help="channels-last memory format (the default)")
+    parser.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                        help="channels-last memory format (the default; PyTorch only)")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (slow first step)")
     parser.add_argument("--reference", choices=("timm", "torchvision"), default=None,
@@ -103,25 +103,30 @@ def _runtime(args: argparse.Namespace, name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inceptionlab.cpus import pointwise_path
     from inceptionlab.tools import benchmark
 
     apply_threads(args)
-    pointwise_path()  # a bad INCEPTIONLAB_POINTWISE: one line now, before any file or the peak's minutes
-    if args.warmup < 0 or args.iters < 1:
-        raise UserError("--warmup must be >= 0 and --iters >= 1")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be 0 or more untimed steps, got {args.warmup}")
+    if args.iters < 1:
+        raise UserError(f"--iters must be 1 or more timed iterations, got {args.iters}")
     if args.runtime == "onnxruntime" and args.mode == "train":
         raise UserError("--runtime onnxruntime times inference only; use --mode infer")
     if args.runtime == "onnxruntime" and args.precision != "fp32":
         raise UserError("--runtime onnxruntime runs fp32 only; drop --precision")
     if args.runtime == "onnxruntime" and args.compile:  # (it was accepted, and the row said compile=yes)
         raise UserError("--compile compiles PyTorch models, and onnxruntime runs the exported graph; drop --compile")
+    asked_channels_last = args.channels_last  # None: not given (channels-last, where PyTorch runs the model)
+    args.channels_last = asked_channels_last is not False
     if args.memory and args.mode != "train":
         raise UserError("--memory measures the peak memory of a training step; add --mode train")
     names = _model_names(args)
     kwargs = parse_model_kwargs(args.model_kwargs)
     configs = []
     for name in names:
+        if asked_channels_last and _runtime(args, name) == "onnxruntime":  # (accepted, and the row said ch-last no)
+            raise UserError("--channels-last lays out PyTorch's maps, and onnxruntime chooses its own layout; "
+                            "drop --channels-last")
         size = args.img_size or benchmark.architecture(name, kwargs)[2].get("input_size", (3, 299, 299))[-1]
         for batch in args.batch_size:
             configs.append(benchmark.Config(name, size, batch, args.mode, args.precision, args.channels_last,

@@ -58,7 +58,7 @@ def enabled() -> bool:
     return value not in ("0", "false", "off", "no")
 
 
-def _cache_limit() -> int | None:
+def cache_limit() -> int | None:
     """``INCEPTIONLAB_KERNEL_CACHE_MB`` in bytes (None: the kernel's default); UserError for a value
     that is not a size (``abc`` had turned the built kernel off as "could not be built")."""
     text = os.environ.get(CACHE_SWITCH)
@@ -98,12 +98,12 @@ def kernel():
     global _kernel, _tried
     if _tried or not enabled():
         return _kernel if enabled() else None
-    cache_limit = _cache_limit()  # (a bad value is the user's error, not a failed build)
+    limit = cache_limit()  # (a bad value is the user's error, not a failed build)
     _tried = True
     try:
         _kernel = _build()
-        if cache_limit is not None:
-            _kernel.set_cache_limit(cache_limit)
+        if limit is not None:
+            _kernel.set_cache_limit(limit)
     except Exception as err:  # no compiler, no ninja, a read-only cache: train without it
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         warnings.warn(f"inceptionlab: the fused batch norm kernel could not be built ({reason[:200]}); "

@@ -882,6 +882,8 @@ class Trainer:
             data_source=self.splits.source, seed=self.cfg.seed,
             img_size=self.img_size, batch_size=self.cfg.batch_size, world_size=self.dist.world_size,
             threads=torch.get_num_threads(),  # per process: what train_images_per_sec was measured with
+            # the kernels of training's 1x1 convolutions on the CPU (results differ at rounding level)
+            pointwise_path=pointwise_path() if self.device.type == "cpu" else None,
             # every part of a run resumed with another process count (world_size is the last part's)
             processes=[dict(from_step=done + 1, processes=count) for done, count in self.segments],
             opt=self.cfg.opt, lr=self.cfg.lr, sched=self.cfg.sched, aux_weight=self.aux_weight,
