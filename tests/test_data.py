@@ -127,6 +127,18 @@ def test_sixteen_bit_gray_is_scaled_to_eight_bits(tmp_path):
     assert [picture.getpixel(xy)[0] for xy in [(0, 0), (1, 0), (0, 1), (1, 1)]] == [0, 100, 255, 1]
 
 
+def test_thirty_two_bit_gray_of_eight_bit_values_keeps_them(tmp_path):
+    # a mode-I picture of 0..255 (an L picture converted to I) was divided by 257 as 16-bit: nearly black
+    for values, expected in (([[0, 100], [255, 1]], [0, 100, 255, 1]),  # 8-bit stored wide: as they are
+                             ([[0, 25700], [65535, 257]], [0, 100, 255, 1])):  # above 255: 16-bit
+        Image.fromarray(np.array(values, dtype=np.int32), "I").save(tmp_path / "wide.tif")
+        with Image.open(tmp_path / "wide.tif") as stored:
+            assert stored.mode == "I"
+        picture = load_image(tmp_path / "wide.tif")
+        assert picture.mode == "RGB"
+        assert [picture.getpixel(xy) for xy in [(0, 0), (1, 0), (0, 1), (1, 1)]] == [(v, v, v) for v in expected]
+
+
 def test_exif_orientation_is_applied(tmp_path):
     exif_rotated(tmp_path / "phone.jpg")
     with Image.open(tmp_path / "phone.jpg") as stored:

@@ -125,3 +125,42 @@ def test_features_only_and_another_size_on_the_command_line(run, image, tmp_path
     assert main(["export", str(run), "--out", str(tmp_path / "r.pt2"), "--size", "32"]) == 0
     assert ("note: --size 32: the model's input size is 16x16 (its config.json's, the size it was trained at); its "
             "answers at another size may be worse: drop --size to use it") in capsys.readouterr().err
+
+
+def test_predict_refuses_an_export_of_random_weights(tmp_path, image, capsys, monkeypatch):
+    """An export without --weights says so in its metadata, and predict refuses it as it refuses a model
+    name without --weights (it printed the predictions of random weights, exit 0, without a word); an
+    export with --weights, and one written before the field, still predict; the benchmark still times it."""
+    import onnx
+
+    from inceptionlab.tools import benchmark as bench
+    from inceptionlab.tools.export import read_metadata
+
+    switches = ["--model-kwargs", "stem=low_res", "depth_multiplier=0.125", "min_depth=8", "num_classes=5"]
+    torch.save(create_model("googlenet", **TINY, num_classes=5).state_dict(), tmp_path / "w.pth")
+    for suffix in ("onnx", "pt2"):
+        random, trained = tmp_path / f"random.{suffix}", tmp_path / f"trained.{suffix}"
+        assert main(["export", "googlenet", "--out", str(random), "--no-check", *switches]) == 0
+        assert "note: no --weights given, exporting googlenet with random weights" in capsys.readouterr().err
+        assert main(["export", "googlenet", "--weights", str(tmp_path / "w.pth"), "--out", str(trained),
+                     "--no-check", *switches]) == 0
+        assert (read_metadata(random)["random_weights"], read_metadata(trained)["random_weights"]) == (True, False)
+        capsys.readouterr()
+        assert main(["predict", "--model", str(random), str(image)]) == 2
+        assert capsys.readouterr() == ("", f"inceptionlab predict: error: {random} holds random weights (exported "
+                                           f"without --weights; predictions of random weights mean nothing); export "
+                                           f"it again with --weights FILE\n")
+        assert main(["predict", "--model", str(trained), str(image), "--top-k", "2"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 3  # the image, its 2 classes
+    # a file exported before the field: it predicts as it did
+    proto = onnx.load(str(tmp_path / "random.onnx"))
+    entry = next(p for p in proto.metadata_props if p.key == "inceptionlab")
+    entry.value = json.dumps({k: v for k, v in json.loads(entry.value).items() if k != "random_weights"})
+    onnx.save(proto, str(tmp_path / "before.onnx"))
+    assert main(["predict", "--model", str(tmp_path / "before.onnx"), str(image), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 1
+    # timing needs no real weights
+    monkeypatch.setattr(bench, "measure_peak", lambda precision: 100.0)
+    assert main(["benchmark", "--models", str(tmp_path / "random.onnx"), "--batch-size", "1", "--warmup", "1",
+                 "--iters", "1", "--out", str(tmp_path / "b.csv")]) == 0
+    assert len(bench.read_csv(tmp_path / "b.csv")) == 1

@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is None and not is_saved_folder(args.model):
         print(f"note: no --weights given, exporting {args.model} with random weights", file=sys.stderr)
     from inceptionlab.train.evaluation import weights_kept_ema
-    # the file says whether it holds a run's EMA or its raw weights (predict --json repeats it)
+    # the file says whether it holds a run's EMA or its raw weights (predict --json repeats it), and
+    # whether they are random (predict refuses such a file, as it refuses a model name without --weights)
     model.pretrained_cfg = {**model.pretrained_cfg, "ema": None if used is None else
-                            weights_kept_ema(used) if args.ema else False}
+                            weights_kept_ema(used) if args.ema else False, "random_weights": used is None}
     checked = [] if not args.no_check else ["not checked (--no-check): the file was not run against PyTorch"]
 
     def check(written: Path) -> None:

@@ -7,8 +7,9 @@
 
 ``--model`` is a registered name (then ``--weights`` gives a state dict: ours, torchvision's or
 timm's), a directory written by training, whose config.json holds the class names, or a file
-that ``inceptionlab export`` wrote, whose metadata holds the preprocessing and class names. Files that
-are not readable images are reported (stderr, or ``"skipped"`` in the JSON) and skipped.
+that ``inceptionlab export`` wrote, whose metadata holds the preprocessing and class names (an export of
+random weights, written without ``--weights``, is refused, as a model name without ``--weights`` is). Files
+that are not readable images are reported (stderr, or ``"skipped"`` in the JSON) and skipped.
 """
 from __future__ import annotations
 
@@ -99,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.model} is an export: it holds its weights and switches; drop --weights"
                             f"{', --no-ema' if not args.ema else ''} and --model-kwargs")
         model, used = ExportedClassifier(args.model), args.model
+        if model.pretrained_cfg.get("random_weights") is True:  # (it printed their predictions without a word)
+            raise UserError(f"{args.model} holds random weights (exported without --weights; predictions of random "
+                            f"weights mean nothing); export it again with --weights FILE")
     elif args.weights is None and not is_saved_folder(args.model):
         if args.model not in list_models():
             create_model(args.model)  # an unknown name: its error, with the closest names

@@ -143,13 +143,17 @@ def _composite_on_white(picture: Image.Image) -> Image.Image:
 def _deep_gray_to_rgb(picture: Image.Image) -> Image.Image:
     """Map 16-bit, 32-bit or float grayscale to 8 bits (as its bit depth implies), then to RGB.
 
-    I;16* is 16-bit by definition (divide by 257). Mode I holds 16-bit PNGs in some Pillow
-    versions: values inside 0..65535 are taken as 16-bit, anything else is min-max stretched.
+    I;16* is 16-bit by definition (divide by 257). Mode I (32-bit) holds 8-bit data stored wide
+    (an L picture converted to I, a 32-bit TIFF of 0..255) and, in some Pillow versions, 16-bit PNGs:
+    values all inside 0..255 are taken as they are (dividing them by 257 made the picture black),
+    values above 255 up to 65535 as 16-bit, anything else is min-max stretched.
     Mode F inside 0..1 is taken as a fraction of white, otherwise min-max stretched.
     """
     values = np.asarray(picture, dtype=np.float64)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-    if picture.mode.startswith("I;16") or (picture.mode == "I" and 0 <= low and high <= 65535):
+    if picture.mode == "I" and 0 <= low and high <= 255:
+        scaled = values
+    elif picture.mode.startswith("I;16") or (picture.mode == "I" and 0 <= low and high <= 65535):
         scaled = values / 257.0
     elif picture.mode == "F" and 0 <= low and high <= 1:
         scaled = values * 255.0

@@ -98,6 +98,10 @@ def metadata(model: nn.Module, size: int) -> dict:
         # whether the weights are a run's EMA (True), its raw ones (False), or not known (None: weights
         # from elsewhere, random ones); `inceptionlab export` sets it
         "ema": cfg.get("ema"),
+        # whether the weights are random (True: `inceptionlab export` without --weights, which predict
+        # refuses; the benchmark still times it), trained (False), or not known (None: an export
+        # through the API; files written before this field have none)
+        "random_weights": cfg.get("random_weights"),
         "input_name": INPUT_NAME,
         "output_name": output_name(model),
     }
@@ -381,6 +385,8 @@ class ExportedClassifier(nn.Module):
             self.pretrained_cfg["classes"] = [str(c) for c in meta["classes"]]
         self.pretrained_cfg["architecture"] = meta.get("architecture")
         self.pretrained_cfg["ema"] = meta.get("ema") if isinstance(meta.get("ema"), bool) else None
+        random_weights = meta.get("random_weights")  # (None: not known, as in files written before it)
+        self.pretrained_cfg["random_weights"] = random_weights if isinstance(random_weights, bool) else None
         if isinstance(meta.get("switches"), dict):
             self.pretrained_cfg["switches"] = dict(meta["switches"])
         self.num_classes = None if meta.get("num_classes") is None else int(meta["num_classes"])
