@@ -18,7 +18,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 REPORT = ROOT / "BENCHMARKS.md"
 sys.path.insert(0, str(ROOT))
 
-from inceptionlab.tools.benchmark import format_rows, read_csv, write_csv  # noqa: E402
+from inceptionlab.tools.benchmark import cpu_description, format_rows, read_csv, write_csv  # noqa: E402
 
 # issue 5's targets on CPU, against timm with channels-last
 TARGETS = {"infer": 1.25, "train": 1.10}
@@ -74,11 +74,6 @@ def save_result(name: str, rows: list[dict], info: dict, command: str, folder: P
     return csv_path
 
 
-def _isa(info: dict) -> str:
-    """" (AVX512+BF16)" after the CPU's name, where the run recorded it (runs before 2026-12-03 did not)."""
-    return f" ({info['isa']})" if info.get("isa") else ""
-
-
 def write_section(name: str, command: str, info: dict, about: str, lines: list[str],
                   folder: Path = RESULTS) -> Path:
     """Writes ``folder/name.md``: a BENCHMARKS.md section headed by the command that produced it and
@@ -87,7 +82,7 @@ def write_section(name: str, command: str, info: dict, about: str, lines: list[s
     ``folder`` is the results folder."""
     text = "\n".join([
         f"## {name}", "", f"Command: `{command.strip()}`", "",
-        f"Machine: {info['cpu']}{_isa(info)}, {info['cores']} cores, {info['threads']} torch threads; torch {info['torch']}; "
+        f"Machine: {cpu_description(info)}, {info['cores']} cores, {info['threads']} torch threads; torch {info['torch']}; "
         f"load average at start {info.get('load_average', '?')}; measured {time.strftime('%Y-%m-%d %H:%M %Z')}.",
         "", about, "", *lines]).rstrip() + "\n"
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,7 +171,7 @@ def write_report() -> Path:
                           if k.startswith("peak_gflops_"))
         parts += [f"## {meta_path.stem}", "",
                   f"Command: `{meta['command']}`", "",
-                  f"Machine: {m.get('cpu')}{_isa(m)}, {m.get('cores')} cores, {m.get('threads')} torch threads"
+                  f"Machine: {cpu_description(m)}, {m.get('cores')} cores, {m.get('threads')} torch threads"
                   + (f", GPU {m['gpu']}" if m.get("gpu") else "")
                   + f"; torch {m.get('torch')}, Python {m.get('python')}, {m.get('os')}; measured {meta['date']}"
                   + (f"; load average at start {m['load_average']}" if m.get("load_average") else "")

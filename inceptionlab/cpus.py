@@ -81,8 +81,9 @@ def pointwise_path() -> str:
     product) or "onednn" (oneDNN's convolution, forward and backward).
 
     PyTorch's BLAS is Intel's MKL, which takes its AVX-512 kernels on Intel CPUs only: on an AVX-512
-    AMD EPYC it ran 1x1 convolutions at 90 GFLOP/s where oneDNN's own kernels ran them at 180-210
-    (one thread, batch 8; benchmarks/results/pointwise_paths.md). So "onednn" on CPUs with AVX-512
+    AMD EPYC it ran training's 1x1 convolutions (forward and backward) at 63-103 GFLOP/s where
+    oneDNN's own kernels ran them at 89-215, 1.1-2.9x faster layer by layer (one thread, batch 8;
+    benchmarks/results/pointwise_paths.md). So "onednn" on CPUs with AVX-512
     that are not Intel's, "gemm" elsewhere. ``INCEPTIONLAB_POINTWISE=gemm|onednn`` chooses; it is
     read once (`pointwise_path.cache_clear()` reads it again).
     """

@@ -154,8 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print(benchmark.WARMUP_0_WARNING, file=sys.stderr)
     info = benchmark.machine()
     threads = f"{info['threads']} torch thread" + "s" * (info["threads"] != 1)  # (1 thread, not 1 threads)
-    isa = f" ({info['isa']})" if info.get("isa") else ""
-    print(f"machine: {info['cpu']}{isa}, {info['cores']} cores, {threads}, torch {info['torch']}"
+    print(f"machine: {benchmark.cpu_description(info)}, {info['cores']} cores, {threads}, torch {info['torch']}"
           + (f", load average {info['load_average']}" if "load_average" in info else ""))
     try:
         rows, _ = benchmark.benchmark(configs, args.warmup, args.iters, memory=args.memory, on_row=save)

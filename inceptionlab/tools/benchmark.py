@@ -94,6 +94,12 @@ def machine() -> dict:
     return info
 
 
+def cpu_description(info: dict) -> str:
+    """``machine()``'s CPU with its vector instructions where recorded: "AMD EPYC (AVX512+BF16)"
+    (results written before 2026-12-03 have no "isa")."""
+    return f"{info.get('cpu')} ({info['isa']})" if info.get("isa") else f"{info.get('cpu')}"
+
+
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

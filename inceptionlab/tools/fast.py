@@ -120,16 +120,20 @@ class FusedConv(nn.Module):
                 self.weight.to(x.dtype), self.padding, self.stride, self.dilation, self.groups, list(x.shape))
         return self._packed[key]
 
+    def _onednn(self, x: torch.Tensor, relu: bool) -> torch.Tensor:
+        """The convolution (+ bias, [+ ReLU]) as one oneDNN primitive on the packed weight."""
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed_weight(x), bias, self.padding, self.stride, self.dilation, self.groups,
+            "relu" if relu else "none", [], "")
+
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if self._eager(x):
-            weight = self._packed_weight(x)
-            bias = self.bias.to(x.dtype) if self.bias is not None else None
             if residual is None:
-                return torch.ops.mkldnn._convolution_pointwise(
-                    x, weight, bias, self.padding, self.stride, self.dilation, self.groups,
-                    "relu" if self.relu else "none", [], "")
+                return self._onednn(x, self.relu)
+            bias = self.bias.to(x.dtype) if self.bias is not None else None
             return torch.ops.mkldnn._convolution_pointwise.binary(
-                x, residual, weight, bias, self.padding, self.stride, self.dilation, self.groups,
+                x, residual, self._packed_weight(x), bias, self.padding, self.stride, self.dilation, self.groups,
                 "add", None, "relu" if self.relu else None, [], "")
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
@@ -148,10 +152,7 @@ class FusedConv(nn.Module):
         Inception-ResNet-v2 at batch 8 took 1189 ms that way, 1260 ms with oneDNN's fused addition
         and 1551 ms with the GEMM (one thread, alternating)."""
         if pointwise_path() == "onednn":
-            y = torch.ops.mkldnn._convolution_pointwise(
-                x, self._packed_weight(x), self.bias.to(x.dtype) if self.bias is not None else None,
-                self.padding, self.stride, self.dilation, self.groups, "none", [], "")
-            out.add_(y)  # N x C_out x H x W, channels-last like out
+            out.add_(self._onednn(x, relu=False))  # N x C_out x H x W, channels-last like out
             return out.relu_() if self.relu else out
         matrix = self._matrix.get(x.dtype)
         if matrix is None:
